@@ -71,7 +71,9 @@ impl<'a> Encoder<'a> {
             (Format::OpenMetrics, Kind::Counter) => {
                 (name.strip_suffix("_total").unwrap_or(name), "counter")
             }
-            (Format::OpenMetrics, Kind::Info) => (name.strip_suffix("_info").unwrap_or(name), "info"),
+            (Format::OpenMetrics, Kind::Info) => {
+                (name.strip_suffix("_info").unwrap_or(name), "info")
+            }
             (_, Kind::Counter) => (name, "counter"),
             (_, Kind::Gauge) => (name, "gauge"),
             (_, Kind::Histogram) => (name, "histogram"),
@@ -243,7 +245,14 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
     );
     let durations = &le.duration[format_index(format)];
     for s in series.iter() {
-        encoder.histogram(names.duration, &s.labels, durations, &s.duration, 1e9, &mut cumulative);
+        encoder.histogram(
+            names.duration,
+            &s.labels,
+            durations,
+            &s.duration,
+            1e9,
+            &mut cumulative,
+        );
     }
 
     if config.size_bounds_bytes.is_some() {
@@ -279,7 +288,11 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             let count = cumulative.last().copied().unwrap_or(0);
             *totals.entry((s.method, s.status)).or_insert(0) += count;
         }
-        encoder.header(requests_total, Kind::Counter, "Total number of HTTP requests.");
+        encoder.header(
+            requests_total,
+            Kind::Counter,
+            "Total number of HTTP requests.",
+        );
         for ((method, status), count) in totals {
             let labels = method_status_labels(config, method, status);
             encoder.int_sample(requests_total, &labels, count);
@@ -312,7 +325,6 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             encoder.int_sample(names.active_requests, &labels, value);
         }
     }
-
 
     // Info, process and runtime metrics keep their standard names: no namespace.
     let mut encoder = Encoder::new(out, format, "", &config.const_labels);
@@ -396,13 +408,21 @@ pub(crate) fn encode_process(encoder: &mut Encoder<'_>, snapshot: &process::Snap
             "Virtual memory size in bytes.",
             Some(snapshot.virtual_memory_bytes),
         ),
-        ("process_open_fds", "Number of open file descriptors.", Some(snapshot.open_fds)),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            Some(snapshot.open_fds),
+        ),
         (
             "process_max_fds",
             "Maximum number of open file descriptors.",
             snapshot.max_fds,
         ),
-        ("process_threads", "Number of OS threads in the process.", Some(snapshot.threads)),
+        (
+            "process_threads",
+            "Number of OS threads in the process.",
+            Some(snapshot.threads),
+        ),
     ];
     for (name, help, value) in gauges {
         if let Some(value) = value {
@@ -415,7 +435,11 @@ pub(crate) fn encode_process(encoder: &mut Encoder<'_>, snapshot: &process::Snap
         Kind::Gauge,
         "Start time of the process since unix epoch in seconds.",
     );
-    encoder.float_sample("process_start_time_seconds", "", snapshot.start_time_seconds);
+    encoder.float_sample(
+        "process_start_time_seconds",
+        "",
+        snapshot.start_time_seconds,
+    );
 }
 
 /// Tokio runtime gauges from the stable metrics API, when scraped inside a runtime.
@@ -476,7 +500,9 @@ pub(crate) fn openmetrics_to_prometheus(openmetrics: &str, out: &mut Vec<u8>) {
         } else if line.starts_with("# ") {
             // `# UNIT` and `# EOF` have no 0.0.4 equivalent.
         } else {
-            let sample = line.split_once(" # ").map_or(line, |(sample, _exemplar)| sample);
+            let sample = line
+                .split_once(" # ")
+                .map_or(line, |(sample, _exemplar)| sample);
             let is_created = counter_family.is_some_and(|family| {
                 sample
                     .strip_prefix(family)

@@ -182,16 +182,31 @@ mod tests {
 
     #[test]
     fn gzip_only_when_accepted() {
-        assert!(accepts_gzip(&headers(&[(ACCEPT_ENCODING, "gzip, deflate")])));
-        assert!(!accepts_gzip(&headers(&[(ACCEPT_ENCODING, "gzip;q=0, br")])));
+        assert!(accepts_gzip(&headers(&[(
+            ACCEPT_ENCODING,
+            "gzip, deflate"
+        )])));
+        assert!(!accepts_gzip(&headers(&[(
+            ACCEPT_ENCODING,
+            "gzip;q=0, br"
+        )])));
         assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]
     fn bearer_token_must_match_exactly() {
-        assert!(bearer_matches(&headers(&[(AUTHORIZATION, "Bearer s3cret")]), "s3cret"));
-        assert!(!bearer_matches(&headers(&[(AUTHORIZATION, "Bearer s3cre")]), "s3cret"));
-        assert!(!bearer_matches(&headers(&[(AUTHORIZATION, "Basic s3cret")]), "s3cret"));
+        assert!(bearer_matches(
+            &headers(&[(AUTHORIZATION, "Bearer s3cret")]),
+            "s3cret"
+        ));
+        assert!(!bearer_matches(
+            &headers(&[(AUTHORIZATION, "Bearer s3cre")]),
+            "s3cret"
+        ));
+        assert!(!bearer_matches(
+            &headers(&[(AUTHORIZATION, "Basic s3cret")]),
+            "s3cret"
+        ));
         assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
     }
 }

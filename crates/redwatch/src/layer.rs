@@ -216,7 +216,10 @@ where
                 if let Some(tracker) = tracker.as_mut() {
                     tracker.status = response.status().as_u16();
                 }
-                Poll::Ready(Ok(response.map(|body| ResponseBody { inner: body, tracker })))
+                Poll::Ready(Ok(response.map(|body| ResponseBody {
+                    inner: body,
+                    tracker,
+                })))
             }
             Poll::Ready(Err(error)) => {
                 // No response will be sent; the server reports this to the client as a failure.

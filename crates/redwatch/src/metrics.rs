@@ -123,7 +123,11 @@ impl Metrics {
         &self,
         f: impl FnOnce(&mut prometheus_client::registry::Registry) -> T,
     ) -> T {
-        let mut registry = self.inner.user.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut registry = self
+            .inner
+            .user
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         f(&mut registry)
     }
 
@@ -298,7 +302,12 @@ impl MetricsBuilder {
             }
             None => String::new(),
         };
-        let reserved = [names.method_label, names.route_label, names.status_label, "le"];
+        let reserved = [
+            names.method_label,
+            names.route_label,
+            names.status_label,
+            "le",
+        ];
         let mut const_labels = String::new();
         for (name, value) in &self.const_labels {
             check_name("label name", name)?;
@@ -316,7 +325,12 @@ impl MetricsBuilder {
             if self.size_buckets.iter().any(|bound| bound.fract() != 0.0) {
                 return Err(BuildError("body size buckets must be whole bytes".into()));
             }
-            Some(self.size_buckets.iter().map(|&bound| bound as u64).collect())
+            Some(
+                self.size_buckets
+                    .iter()
+                    .map(|&bound| bound as u64)
+                    .collect(),
+            )
         } else {
             None
         };
@@ -341,13 +355,14 @@ impl MetricsBuilder {
         if !self.count_metrics_endpoint {
             exact.push(self.metrics_path.clone());
         }
-        let patterns = if self.exclude_patterns.is_empty() {
-            None
-        } else {
-            Some(RegexSet::new(&self.exclude_patterns).map_err(|error| {
-                BuildError(format!("invalid route exclusion pattern: {error}"))
-            })?)
-        };
+        let patterns =
+            if self.exclude_patterns.is_empty() {
+                None
+            } else {
+                Some(RegexSet::new(&self.exclude_patterns).map_err(|error| {
+                    BuildError(format!("invalid route exclusion pattern: {error}"))
+                })?)
+            };
 
         let config = Config {
             naming: self.naming,
@@ -400,13 +415,18 @@ fn check_bounds(what: &str, bounds: &[f64]) -> Result<(), BuildError> {
     if bounds.is_empty() {
         return Err(BuildError(format!("{what} buckets must not be empty")));
     }
-    if bounds.iter().any(|bound| !bound.is_finite() || *bound <= 0.0) {
+    if bounds
+        .iter()
+        .any(|bound| !bound.is_finite() || *bound <= 0.0)
+    {
         return Err(BuildError(format!(
             "{what} buckets must be finite and positive (+Inf is added automatically)"
         )));
     }
     if bounds.windows(2).any(|pair| pair[0] >= pair[1]) {
-        return Err(BuildError(format!("{what} buckets must be strictly ascending")));
+        return Err(BuildError(format!(
+            "{what} buckets must be strictly ascending"
+        )));
     }
     Ok(())
 }

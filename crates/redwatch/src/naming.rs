@@ -104,7 +104,11 @@ pub struct UnknownNaming(pub String);
 
 impl fmt::Display for UnknownNaming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown naming preset {:?} (expected otel or flask)", self.0)
+        write!(
+            f,
+            "unknown naming preset {:?} (expected otel or flask)",
+            self.0
+        )
     }
 }
 
@@ -180,7 +184,10 @@ mod tests {
     #[test]
     fn nonstandard_methods_share_other() {
         assert_eq!(METHODS[method_index(&http::Method::GET) as usize], "GET");
-        assert_eq!(METHODS[method_index(&http::Method::PATCH) as usize], "PATCH");
+        assert_eq!(
+            METHODS[method_index(&http::Method::PATCH) as usize],
+            "PATCH"
+        );
         let custom = http::Method::from_bytes(b"PURGE").unwrap();
         assert_eq!(METHODS[method_index(&custom) as usize], "_OTHER");
     }

@@ -103,7 +103,9 @@ impl Shared {
     }
 
     pub(crate) fn exceptions(&self) -> MutexGuard<'_, BTreeMap<(u8, u16), u64>> {
-        self.exceptions.lock().unwrap_or_else(PoisonError::into_inner)
+        self.exceptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
