@@ -273,7 +273,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     println!(
         "redwatch serve listening on http://{api_addr} (metrics: http://{metrics_addr}{})",
-        "/metrics"
+        metrics.metrics_path()
     );
     tracing::info!(%api_addr, %metrics_addr, naming = %args.naming, latency_scale = args.latency_scale, "serving the demo API");
 
