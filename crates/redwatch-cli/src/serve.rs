@@ -269,7 +269,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .into_future(),
     );
     let metrics_server =
-        metrics_listener.map(|listener| tokio::spawn(metrics.serve(listener, stopped())));
+        metrics_listener.map(|listener| tokio::spawn(metrics.clone().serve(listener, stopped())));
 
     println!(
         "redwatch serve listening on http://{api_addr} (metrics: http://{metrics_addr}{})",
