@@ -93,8 +93,8 @@ pub fn scrape(metrics: &redwatch::Metrics) -> Vec<Sample> {
 /// Checks every histogram of an exposition: cumulative buckets never decrease and `_count`
 /// equals the `+Inf` bucket. Returns the number of histogram series checked.
 pub fn check_histograms(samples: &[Sample]) -> usize {
-    let mut buckets: BTreeMap<(String, BTreeMap<String, String>), Vec<(f64, f64)>> =
-        BTreeMap::new();
+    type SeriesKey = (String, BTreeMap<String, String>);
+    let mut buckets: BTreeMap<SeriesKey, Vec<(f64, f64)>> = BTreeMap::new();
     for s in samples {
         if let Some(base) = s.name.strip_suffix("_bucket") {
             let mut labels = s.labels.clone();
