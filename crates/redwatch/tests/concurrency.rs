@@ -145,12 +145,10 @@ async fn a_million_requests_to_unknown_paths_with_random_methods_add_no_series()
         &[("http_route", "unmatched")],
     );
     assert_eq!(counted, (REQUESTS + standard.len()) as f64);
-    assert_eq!(
-        total(
-            &samples,
-            "http_server_request_duration_seconds_count",
-            &[("http_request_method", "_OTHER")]
-        ) > 0.0,
-        true
+    let other = total(
+        &samples,
+        "http_server_request_duration_seconds_count",
+        &[("http_request_method", "_OTHER")],
     );
+    assert!(other > 0.0, "custom methods are recorded as _OTHER");
 }
