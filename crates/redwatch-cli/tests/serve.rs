@@ -522,6 +522,86 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
 }
 
 #[tokio::test]
+async fn shutdown_grace_bounds_the_wait_for_slow_requests() {
+    // At scale 100 /ep_four sleeps U[0, 80] s, far beyond the 500 ms grace period.
+    let mut server = Server::start(&["--latency-scale", "100", "--shutdown-grace", "500ms"]);
+    let addr = server.addr;
+    let slow = tokio::spawn(async move { try_get(addr, "/ep_four", &[]).await });
+    let mut active = 0.0;
+    for _ in 0..250 {
+        active = server
+            .metrics()
+            .await
+            .value(
+                "http_server_active_requests",
+                &[("http_request_method", "GET")],
+            )
+            .unwrap_or_default();
+        if active >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(active >= 1.0, "the slow request never started");
+    server.signal("TERM");
+    let signalled = Instant::now();
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits after the grace period");
+    let waited = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
+    assert!(
+        waited >= Duration::from_millis(450),
+        "exited after {waited:?}, before the grace period"
+    );
+    assert!(
+        server.stderr().contains("still in flight"),
+        "{}",
+        server.stderr()
+    );
+    let outcome = slow.await.expect("request task");
+    assert!(
+        outcome.is_err(),
+        "the slow request was cut off, not answered: {outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+
+    let mut server = Server::start(&["--latency-scale", "0", "--shutdown-grace", "30s"]);
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get("/health")
+        .header(hyper::header::HOST, server.addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.expect("body");
+    // The connection stays open and idle, kept alive by `sender`.
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "an idle connection delayed the exit; stderr:\n{}",
+        server.stderr()
+    );
+    drop(sender);
+    connection.abort();
+}
+
+#[tokio::test]
 async fn a_signal_right_after_the_startup_line_exits_cleanly() {
     for signal in ["TERM", "INT"] {
         let mut server = Server::start(&[]);
