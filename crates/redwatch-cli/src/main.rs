@@ -14,7 +14,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "redwatch", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Log level filter (error, warn, info, debug, trace); `RUST_LOG` takes precedence when set.
-    #[arg(long, global = true, env = "REDWATCH_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "REDWATCH_LOG_LEVEL",
+        default_value = "info"
+    )]
     log_level: String,
 
     #[command(subcommand)]
@@ -39,7 +44,10 @@ fn main() -> ExitCode {
         eprintln!("error: {err:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

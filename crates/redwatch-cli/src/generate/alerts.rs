@@ -86,7 +86,12 @@ pub fn runbook_url(settings: &Settings, alert: &str) -> String {
     format!("{}#{}", settings.runbook_url, alert.to_lowercase())
 }
 
-fn burn_expr(ratio: fn(PromDuration) -> String, windows: &[BurnWindow], budget: f64, settings: &Settings) -> String {
+fn burn_expr(
+    ratio: fn(PromDuration) -> String,
+    windows: &[BurnWindow],
+    budget: f64,
+    settings: &Settings,
+) -> String {
     let job = &settings.job;
     let branches: Vec<String> = windows
         .iter()
@@ -118,8 +123,16 @@ fn burn_alerts(settings: &Settings) -> Vec<AlertSpec> {
     let latency = num(settings.latency_objective * 100.0);
     let threshold = settings.latency_threshold;
     for (severity, windows, urgency) in [
-        ("critical", &settings.page, "the whole error budget of the period is gone within days"),
-        ("warning", &settings.ticket, "the error budget will not last the period"),
+        (
+            "critical",
+            &settings.page,
+            "the whole error budget of the period is gone within days",
+        ),
+        (
+            "warning",
+            &settings.ticket,
+            "the error budget will not last the period",
+        ),
     ] {
         specs.push(AlertSpec {
             name: ERROR_BUDGET_BURN,
@@ -200,7 +213,10 @@ pub fn alert_groups(preset: Preset, settings: &Settings) -> Vec<(&'static str, V
                 num(settings.error_ratio_threshold)
             ),
             for_: Some(settings.alert_for),
-            summary: format!("More than {}% of the requests of {{{{ $labels.job }}}} fail", num(settings.error_ratio_threshold * 100.0)),
+            summary: format!(
+                "More than {}% of the requests of {{{{ $labels.job }}}} fail",
+                num(settings.error_ratio_threshold * 100.0)
+            ),
             description: format!(
                 "Over the last {base}, more than {}% of the requests of {{{{ $labels.job }}}} were answered with a 5xx status, for at least {}.",
                 num(settings.error_ratio_threshold * 100.0),
@@ -217,7 +233,10 @@ pub fn alert_groups(preset: Preset, settings: &Settings) -> Vec<(&'static str, V
                 num(settings.average_latency_threshold.secs_f64())
             ),
             for_: Some(settings.alert_for),
-            summary: format!("The average response time of {{{{ $labels.job }}}} is above {}", settings.average_latency_threshold),
+            summary: format!(
+                "The average response time of {{{{ $labels.job }}}} is above {}",
+                settings.average_latency_threshold
+            ),
             description: format!(
                 "Over the last {base}, the mean response time of {{{{ $labels.job }}}} has been above {} for at least {}.",
                 settings.average_latency_threshold, settings.alert_for
@@ -226,7 +245,10 @@ pub fn alert_groups(preset: Preset, settings: &Settings) -> Vec<(&'static str, V
         band_alert(
             REQUEST_RATE_ANOMALY,
             &names::requests(base),
-            format!("{}{{job=\"{job}\"}} > {min}", names::band_avg(&names::requests(base), settings.anomaly_window)),
+            format!(
+                "{}{{job=\"{job}\"}} > {min}",
+                names::band_avg(&names::requests(base), settings.anomaly_window)
+            ),
             "request rate",
             settings,
         ),
@@ -277,5 +299,9 @@ pub fn alert_groups(preset: Preset, settings: &Settings) -> Vec<(&'static str, V
             ),
         },
     ];
-    vec![("slo-alerts", burn_alerts(settings)), ("api-alerts", static_alerts), ("target-alerts", target_alerts)]
+    vec![
+        ("slo-alerts", burn_alerts(settings)),
+        ("api-alerts", static_alerts),
+        ("target-alerts", target_alerts),
+    ]
 }

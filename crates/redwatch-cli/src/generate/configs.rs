@@ -29,7 +29,11 @@ pub fn prometheus(settings: &Settings) -> anyhow::Result<String> {
     let interval = settings.scrape_interval;
     let mut jobs = vec![static_job(&settings.job, &settings.api_targets, interval)];
     if !settings.load_targets.is_empty() {
-        jobs.push(static_job(&settings.load_job, &settings.load_targets, interval));
+        jobs.push(static_job(
+            &settings.load_job,
+            &settings.load_targets,
+            interval,
+        ));
     }
     for (job, target) in &settings.extra_targets {
         jobs.push(static_job(job, std::slice::from_ref(target), interval));

@@ -27,7 +27,10 @@ struct Query {
 }
 
 fn q(expr: impl Into<String>, legend: impl Into<String>) -> Query {
-    Query { expr: expr.into(), legend: legend.into() }
+    Query {
+        expr: expr.into(),
+        legend: legend.into(),
+    }
 }
 
 fn datasource() -> Value {
@@ -36,7 +39,13 @@ fn datasource() -> Value {
 
 impl Layout {
     fn new() -> Self {
-        Self { panels: Vec::new(), x: 0, y: 0, row_height: 0, next_id: 1 }
+        Self {
+            panels: Vec::new(),
+            x: 0,
+            y: 0,
+            row_height: 0,
+            next_id: 1,
+        }
     }
 
     fn id(&mut self) -> u64 {
@@ -76,7 +85,16 @@ impl Layout {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn panel(&mut self, kind: &str, title: &str, description: &str, unit: &str, width: u64, queries: Vec<Query>, options: Value) {
+    fn panel(
+        &mut self,
+        kind: &str,
+        title: &str,
+        description: &str,
+        unit: &str,
+        width: u64,
+        queries: Vec<Query>,
+        options: Value,
+    ) {
         let height = if kind == "stat" { 5 } else { 8 };
         let grid = self.place(width, height);
         let id = self.id();
@@ -175,7 +193,10 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "Share of requests answered without a 5xx status over the dashboard's time range.",
         "percentunit",
         5,
-        vec![q(format!("1 - (\n{}\n)", error_share(sel, "$__range")), "availability")],
+        vec![q(
+            format!("1 - (\n{}\n)", error_share(sel, "$__range")),
+            "availability",
+        )],
         stat_options("value"),
     );
     layout.panel(
@@ -214,7 +235,15 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
     let burn_queries: Vec<Query> = settings
         .page
         .iter()
-        .map(|window| q(format!("(\n{}\n) / {budget}", error_share(sel, &window.long.to_string())), format!("burn rate {}", window.long)))
+        .map(|window| {
+            q(
+                format!(
+                    "(\n{}\n) / {budget}",
+                    error_share(sel, &window.long.to_string())
+                ),
+                format!("burn rate {}", window.long),
+            )
+        })
         .collect();
     layout.panel(
         "timeseries",
@@ -233,7 +262,10 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "Request rate per route template, all methods and statuses.",
         "reqps",
         12,
-        vec![q(format!("sum by ({route}) (rate({count}{{{rsel}}}[{ri}]))"), format!("{{{{{route}}}}}"))],
+        vec![q(
+            format!("sum by ({route}) (rate({count}{{{rsel}}}[{ri}]))"),
+            format!("{{{{{route}}}}}"),
+        )],
         json!({}),
     );
     layout.panel(
@@ -253,7 +285,10 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "Rate of responses with a 5xx status, per route.",
         "reqps",
         8,
-        vec![q(format!("sum by ({route}) (rate({count}{{{rsel}, {status}=~\"5..\"}}[{ri}]))"), format!("{{{{{route}}}}}"))],
+        vec![q(
+            format!("sum by ({route}) (rate({count}{{{rsel}, {status}=~\"5..\"}}[{ri}]))"),
+            format!("{{{{{route}}}}}"),
+        )],
         json!({}),
     );
     layout.panel(
@@ -332,7 +367,10 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "Requests per histogram bucket and time interval; darker cells hold more requests.",
         "short",
         12,
-        vec![q(format!("sum by (le) (increase({bucket}{{{rsel}}}[{ri}]))"), "{{le}}")],
+        vec![q(
+            format!("sum by (le) (increase({bucket}{{{rsel}}}[{ri}]))"),
+            "{{le}}",
+        )],
         json!({
             "calculate": false,
             "yAxis": { "unit": "s", "axisPlacement": "left" },
@@ -351,7 +389,10 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "Requests being served right now, per instance.",
         "short",
         8,
-        vec![q(format!("sum by (instance) ({}{{{sel}}})", names.active_requests), "{{instance}}")],
+        vec![q(
+            format!("sum by (instance) ({}{{{sel}}})", names.active_requests),
+            "{{instance}}",
+        )],
         json!({}),
     );
     layout.panel(
@@ -360,7 +401,10 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "CPU time used per second of wall time, per instance (100% = one core).",
         "percentunit",
         8,
-        vec![q(format!("rate({}{{{sel}}}[{ri}])", process::CPU_SECONDS), "{{instance}}")],
+        vec![q(
+            format!("rate({}{{{sel}}}[{ri}])", process::CPU_SECONDS),
+            "{{instance}}",
+        )],
         json!({}),
     );
     layout.panel(
@@ -369,7 +413,10 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "Resident set size of the process, per instance.",
         "bytes",
         8,
-        vec![q(format!("{}{{{sel}}}", process::RESIDENT_MEMORY), "{{instance}}")],
+        vec![q(
+            format!("{}{{{sel}}}", process::RESIDENT_MEMORY),
+            "{{instance}}",
+        )],
         json!({}),
     );
     layout.panel(
@@ -379,8 +426,14 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "short",
         8,
         vec![
-            q(format!("{}{{{sel}}}", process::OPEN_FDS), "open {{instance}}"),
-            q(format!("{}{{{sel}}}", process::MAX_FDS), "limit {{instance}}"),
+            q(
+                format!("{}{{{sel}}}", process::OPEN_FDS),
+                "open {{instance}}",
+            ),
+            q(
+                format!("{}{{{sel}}}", process::MAX_FDS),
+                "limit {{instance}}",
+            ),
         ],
         json!({}),
     );
@@ -404,7 +457,10 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "Time since each instance's process started.",
         "s",
         4,
-        vec![q(format!("time() - {}{{{sel}}}", process::START_TIME), "{{instance}}")],
+        vec![q(
+            format!("time() - {}{{{sel}}}", process::START_TIME),
+            "{{instance}}",
+        )],
         stat_options("value_and_name"),
     );
     layout.panel(
@@ -413,7 +469,13 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "Service version(s) currently running, from the info metric.",
         "none",
         4,
-        vec![q(format!("count by ({0}) ({1}{{{sel}}})", names.version_label, names.info), format!("{{{{{}}}}}", names.version_label))],
+        vec![q(
+            format!(
+                "count by ({0}) ({1}{{{sel}}})",
+                names.version_label, names.info
+            ),
+            format!("{{{{{}}}}}", names.version_label),
+        )],
         stat_options("name"),
     );
 
@@ -446,8 +508,10 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         json!({}),
     );
 
-    let mut job_variable = variable_query("job", "Job", &format!("label_values({count}, job)"), false);
-    job_variable["current"] = json!({ "selected": true, "text": settings.job, "value": settings.job });
+    let mut job_variable =
+        variable_query("job", "Job", &format!("label_values({count}, job)"), false);
+    job_variable["current"] =
+        json!({ "selected": true, "text": settings.job, "value": settings.job });
     json!({
         "uid": format!("redwatch-api-overview-{}", preset.name()),
         "title": format!("API overview ({})", preset.name()),

@@ -13,7 +13,12 @@ fn yaml(settings: &Settings, value: &serde_json::Value) -> anyhow::Result<String
 }
 
 /// `k8s/prometheusrule.yaml`, `k8s/grafana-dashboards.yaml` and `k8s/kustomization.yaml`.
-pub fn files(preset: Preset, settings: &Settings, rules: &RuleFile, dashboard_json: &str) -> anyhow::Result<Vec<GeneratedFile>> {
+pub fn files(
+    preset: Preset,
+    settings: &Settings,
+    rules: &RuleFile,
+    dashboard_json: &str,
+) -> anyhow::Result<Vec<GeneratedFile>> {
     let labels = json!({
         "app.kubernetes.io/name": "redwatch",
         "app.kubernetes.io/part-of": "redwatch",
@@ -44,8 +49,17 @@ pub fn files(preset: Preset, settings: &Settings, rules: &RuleFile, dashboard_js
         "resources": ["prometheusrule.yaml", "grafana-dashboards.yaml"],
     });
     Ok(vec![
-        GeneratedFile { path: "k8s/prometheusrule.yaml".into(), content: yaml(settings, &prometheus_rule)? },
-        GeneratedFile { path: "k8s/grafana-dashboards.yaml".into(), content: yaml(settings, &config_map)? },
-        GeneratedFile { path: "k8s/kustomization.yaml".into(), content: yaml(settings, &kustomization)? },
+        GeneratedFile {
+            path: "k8s/prometheusrule.yaml".into(),
+            content: yaml(settings, &prometheus_rule)?,
+        },
+        GeneratedFile {
+            path: "k8s/grafana-dashboards.yaml".into(),
+            content: yaml(settings, &config_map)?,
+        },
+        GeneratedFile {
+            path: "k8s/kustomization.yaml".into(),
+            content: yaml(settings, &kustomization)?,
+        },
     ])
 }

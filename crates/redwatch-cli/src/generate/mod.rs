@@ -36,100 +36,122 @@ pub enum NamingChoice {
 /// Flags of `redwatch generate`.
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// Naming preset of the API's metrics; `all` writes one directory per preset [default: all].
+    /// Naming preset of the API's metrics; `all` writes one directory per preset
     #[arg(long, env = "REDWATCH_NAMING", value_enum, default_value = "all")]
     pub naming: NamingChoice,
 
-    /// Prometheus job name of the API [default: redwatch].
+    /// Prometheus job name of the API
     #[arg(long, env = "REDWATCH_JOB", default_value = "redwatch")]
     pub job: String,
 
     /// Prometheus job name of the load generator (`redwatch load --metrics-listen`)
-    /// [default: redwatch-load].
+    ///
     #[arg(long, env = "REDWATCH_LOAD_JOB", default_value = "redwatch-load")]
     pub load_job: String,
 
-    /// Availability objective in percent of requests answered without a 5xx [default: 99.9].
+    /// Availability objective in percent of requests answered without a 5xx
     #[arg(long, env = "REDWATCH_SLO", default_value = "99.9")]
     pub slo: f64,
 
-    /// Latency objective in percent of requests faster than --latency-threshold [default: 99].
+    /// Latency objective in percent of requests faster than --latency-threshold
     #[arg(long, env = "REDWATCH_LATENCY_SLO", default_value = "99")]
     pub latency_slo: f64,
 
-    /// Latency threshold of the latency SLO; must be a histogram bucket bound [default: 250ms].
+    /// Latency threshold of the latency SLO; must be a histogram bucket bound
     #[arg(long, env = "REDWATCH_LATENCY_THRESHOLD", default_value = "250ms")]
     pub latency_threshold: PromDuration,
 
-    /// Output directory; each preset gets a subdirectory [default: deploy/generated].
+    /// Output directory; each preset gets a subdirectory
     #[arg(long, env = "REDWATCH_OUT", default_value = "deploy/generated")]
     pub out: PathBuf,
 
-    /// SLO period: the window the error budget is measured over [default: 30d].
+    /// SLO period: the window the error budget is measured over
     #[arg(long, env = "REDWATCH_SLO_PERIOD", default_value = "30d")]
     pub slo_period: PromDuration,
 
-    /// Paging (critical) burn-rate windows as FACTOR:LONG/SHORT,... [default: 14.4:1h/5m,6:6h/30m].
-    #[arg(long, env = "REDWATCH_PAGE_WINDOWS", default_value = "14.4:1h/5m,6:6h/30m")]
+    /// Paging (critical) burn-rate windows as FACTOR:LONG/SHORT,...
+    #[arg(
+        long,
+        env = "REDWATCH_PAGE_WINDOWS",
+        default_value = "14.4:1h/5m,6:6h/30m"
+    )]
     pub page_windows: String,
 
-    /// Ticket (warning) burn-rate windows as FACTOR:LONG/SHORT,... [default: 3:1d/2h,1:3d/6h].
-    #[arg(long, env = "REDWATCH_TICKET_WINDOWS", default_value = "3:1d/2h,1:3d/6h")]
+    /// Ticket (warning) burn-rate windows as FACTOR:LONG/SHORT,...
+    #[arg(
+        long,
+        env = "REDWATCH_TICKET_WINDOWS",
+        default_value = "3:1d/2h,1:3d/6h"
+    )]
     pub ticket_windows: String,
 
-    /// Rate window of the static and anomaly alerts and of per-route recording rules [default: 5m].
+    /// Rate window of the static and anomaly alerts and of per-route recording rules
     #[arg(long, env = "REDWATCH_RATE_WINDOW", default_value = "5m")]
     pub rate_window: PromDuration,
 
-    /// Prometheus scrape interval [default: 15s].
+    /// Prometheus scrape interval
     #[arg(long, env = "REDWATCH_SCRAPE_INTERVAL", default_value = "15s")]
     pub scrape_interval: PromDuration,
 
-    /// Prometheus rule evaluation interval [default: 15s].
+    /// Prometheus rule evaluation interval
     #[arg(long, env = "REDWATCH_EVALUATION_INTERVAL", default_value = "15s")]
     pub evaluation_interval: PromDuration,
 
     /// How long a static-threshold, target or absence condition must hold before alerting
-    /// [default: 5m].
+    ///
     #[arg(long, env = "REDWATCH_ALERT_FOR", default_value = "5m")]
     pub alert_for: PromDuration,
 
-    /// History the anomaly bands are learned from [default: 1w].
+    /// History the anomaly bands are learned from
     #[arg(long, env = "REDWATCH_ANOMALY_WINDOW", default_value = "1w")]
     pub anomaly_window: PromDuration,
 
-    /// How long a value must stay outside its band before the anomaly alert fires [default: 15m].
+    /// How long a value must stay outside its band before the anomaly alert fires
     #[arg(long, env = "REDWATCH_ANOMALY_FOR", default_value = "15m")]
     pub anomaly_for: PromDuration,
 
-    /// Width of the anomaly band in standard deviations of the history [default: 3].
+    /// Width of the anomaly band in standard deviations of the history
     #[arg(long, env = "REDWATCH_ANOMALY_SIGMAS", default_value = "3")]
     pub anomaly_sigmas: f64,
 
-    /// Static error-ratio threshold in percent of requests [default: 5].
+    /// Static error-ratio threshold in percent of requests
     #[arg(long, env = "REDWATCH_ERROR_RATIO_THRESHOLD", default_value = "5")]
     pub error_ratio_threshold: f64,
 
-    /// Static threshold on the average response time [default: 500ms].
-    #[arg(long, env = "REDWATCH_AVERAGE_LATENCY_THRESHOLD", default_value = "500ms")]
+    /// Static threshold on the average response time
+    #[arg(
+        long,
+        env = "REDWATCH_AVERAGE_LATENCY_THRESHOLD",
+        default_value = "500ms"
+    )]
     pub average_latency_threshold: PromDuration,
 
     /// Minimum-traffic guard: ratio and anomaly alerts stay silent below this many requests per
-    /// second [default: 0.1].
+    /// second
     #[arg(long, env = "REDWATCH_MIN_TRAFFIC", default_value = "0.1")]
     pub min_traffic: f64,
 
-    /// Scrape targets (host:port) of the API, comma-separated [default: api:5000].
-    #[arg(long, env = "REDWATCH_API_TARGETS", default_value = "api:5000", value_delimiter = ',')]
+    /// Scrape targets (host:port) of the API, comma-separated
+    #[arg(
+        long,
+        env = "REDWATCH_API_TARGETS",
+        default_value = "api:5000",
+        value_delimiter = ','
+    )]
     pub api_targets: Vec<String>,
 
     /// Scrape targets of the load generator's metrics listener, comma-separated; empty for none
-    /// [default: load:9091].
-    #[arg(long, env = "REDWATCH_LOAD_TARGETS", default_value = "load:9091", value_delimiter = ',')]
+    ///
+    #[arg(
+        long,
+        env = "REDWATCH_LOAD_TARGETS",
+        default_value = "load:9091",
+        value_delimiter = ','
+    )]
     pub load_targets: Vec<String>,
 
     /// Extra scrape jobs as JOB=host:port, comma-separated; empty for none
-    /// [default: node-exporter=node-exporter:9100,cadvisor=cadvisor:8080].
+    ///
     #[arg(
         long,
         env = "REDWATCH_EXTRA_TARGETS",
@@ -138,25 +160,38 @@ pub struct GenerateArgs {
     )]
     pub extra_targets: Vec<String>,
 
-    /// Alertmanager address (host:port); empty for none [default: alertmanager:9093].
-    #[arg(long, env = "REDWATCH_ALERTMANAGER", default_value = "alertmanager:9093")]
+    /// Alertmanager address (host:port); empty for none
+    #[arg(
+        long,
+        env = "REDWATCH_ALERTMANAGER",
+        default_value = "alertmanager:9093"
+    )]
     pub alertmanager: String,
 
-    /// URL the Alertmanager webhook example posts to [default: http://webhook:9000/alerts].
-    #[arg(long, env = "REDWATCH_WEBHOOK_URL", default_value = "http://webhook:9000/alerts")]
+    /// URL the Alertmanager webhook example posts to
+    #[arg(
+        long,
+        env = "REDWATCH_WEBHOOK_URL",
+        default_value = "http://webhook:9000/alerts"
+    )]
     pub webhook_url: String,
 
-    /// Prometheus URL of the provisioned Grafana data source [default: http://prometheus:9090].
-    #[arg(long, env = "REDWATCH_PROMETHEUS_URL", default_value = "http://prometheus:9090")]
+    /// Prometheus URL of the provisioned Grafana data source
+    #[arg(
+        long,
+        env = "REDWATCH_PROMETHEUS_URL",
+        default_value = "http://prometheus:9090"
+    )]
     pub prometheus_url: String,
 
     /// Base URL of docs/runbooks.md; alert runbook_url annotations append `#alertname`
-    /// [default: the repository's docs/runbooks.md].
+    ///
     #[arg(long, env = "REDWATCH_RUNBOOK_URL", default_value = DEFAULT_RUNBOOK_URL)]
     pub runbook_url: String,
 }
 
-const DEFAULT_RUNBOOK_URL: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbooks.md");
+const DEFAULT_RUNBOOK_URL: &str =
+    concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbooks.md");
 
 /// How a burn-rate alert tier is evaluated: the budget must burn `factor` times faster than
 /// sustainable over both the long and the short window.
@@ -254,20 +289,34 @@ fn percent_to_ratio(flag: &str, percent: f64) -> anyhow::Result<f64> {
 
 fn parse_windows(flag: &str, spec: &str) -> anyhow::Result<Vec<BurnWindow>> {
     let mut windows = Vec::new();
-    for item in spec.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+    for item in spec
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
         let shape = || format!("--{flag}: {item:?} is not FACTOR:LONG/SHORT (e.g. 14.4:1h/5m)");
         let (factor, durations) = item.split_once(':').with_context(shape)?;
         let (long, short) = durations.split_once('/').with_context(shape)?;
         let factor: f64 = factor.trim().parse().ok().with_context(shape)?;
-        let long: PromDuration = long.trim().parse().map_err(|err| anyhow::anyhow!("--{flag}: {err}"))?;
-        let short: PromDuration = short.trim().parse().map_err(|err| anyhow::anyhow!("--{flag}: {err}"))?;
+        let long: PromDuration = long
+            .trim()
+            .parse()
+            .map_err(|err| anyhow::anyhow!("--{flag}: {err}"))?;
+        let short: PromDuration = short
+            .trim()
+            .parse()
+            .map_err(|err| anyhow::anyhow!("--{flag}: {err}"))?;
         if !(factor.is_finite() && factor > 0.0) {
             bail!("--{flag}: burn factor in {item:?} must be positive");
         }
         if short >= long {
             bail!("--{flag}: in {item:?} the short window must be shorter than the long window");
         }
-        windows.push(BurnWindow { factor, long, short });
+        windows.push(BurnWindow {
+            factor,
+            long,
+            short,
+        });
     }
     if windows.is_empty() {
         bail!("--{flag} needs at least one FACTOR:LONG/SHORT window");
@@ -294,14 +343,22 @@ impl Settings {
     pub fn from_args(args: &GenerateArgs) -> anyhow::Result<Self> {
         for (flag, value) in [("job", &args.job), ("load-job", &args.load_job)] {
             if !is_label_value_safe(value) {
-                bail!("--{flag} {value:?} must be non-empty and use only letters, digits, - _ . : /");
+                bail!(
+                    "--{flag} {value:?} must be non-empty and use only letters, digits, - _ . : /"
+                );
             }
         }
         let availability = percent_to_ratio("slo", args.slo)?;
         let latency_objective = percent_to_ratio("latency-slo", args.latency_slo)?;
         let threshold = args.latency_threshold.secs_f64();
-        if !naming::BUCKETS.iter().any(|bound| (bound - threshold).abs() < 1e-9) {
-            let bounds: Vec<String> = naming::BUCKETS.iter().map(|b| format!("{}ms", b * 1000.0)).collect();
+        if !naming::BUCKETS
+            .iter()
+            .any(|bound| (bound - threshold).abs() < 1e-9)
+        {
+            let bounds: Vec<String> = naming::BUCKETS
+                .iter()
+                .map(|b| format!("{}ms", b * 1000.0))
+                .collect();
             bail!(
                 "--latency-threshold {} is not a histogram bucket bound (one of {})",
                 args.latency_threshold,
@@ -310,7 +367,10 @@ impl Settings {
         }
         let page = parse_windows("page-windows", &args.page_windows)?;
         let ticket = parse_windows("ticket-windows", &args.ticket_windows)?;
-        for (name, budget) in [("--slo", 1.0 - availability), ("--latency-slo", 1.0 - latency_objective)] {
+        for (name, budget) in [
+            ("--slo", 1.0 - availability),
+            ("--latency-slo", 1.0 - latency_objective),
+        ] {
             for window in page.iter().chain(&ticket) {
                 if window.factor * budget >= 1.0 {
                     bail!(
@@ -334,9 +394,14 @@ impl Settings {
             }
         }
         // rate() needs two samples inside its window; four make it robust to one missed scrape.
-        let shortest = page.iter().chain(&ticket).map(|w| w.short).chain([args.rate_window]).min();
-        if let Some(shortest) = shortest
-            && shortest < args.scrape_interval.times(4)
+        let shortest = page
+            .iter()
+            .chain(&ticket)
+            .map(|w| w.short)
+            .chain([args.rate_window])
+            .min();
+        if let Some(shortest) =
+            shortest.filter(|shortest| *shortest < args.scrape_interval.times(4))
         {
             bail!(
                 "window {shortest} is shorter than 4 x --scrape-interval {}; rate() would be unreliable",
@@ -344,10 +409,11 @@ impl Settings {
             );
         }
         let longest = page.iter().chain(&ticket).map(|w| w.long).max();
-        if let Some(longest) = longest
-            && longest > args.slo_period
-        {
-            bail!("burn-rate window {longest} is longer than --slo-period {}", args.slo_period);
+        if let Some(longest) = longest.filter(|longest| *longest > args.slo_period) {
+            bail!(
+                "burn-rate window {longest} is longer than --slo-period {}",
+                args.slo_period
+            );
         }
         // An anomaly that lasts a noticeable part of the history widens its own band until it
         // hides itself; 20x keeps its share of the history under 5 %.
@@ -362,12 +428,16 @@ impl Settings {
         if !(args.anomaly_sigmas.is_finite() && args.anomaly_sigmas > 0.0) {
             bail!("--anomaly-sigmas {} must be positive", args.anomaly_sigmas);
         }
-        let error_ratio_threshold = percent_to_ratio("error-ratio-threshold", args.error_ratio_threshold)?;
+        let error_ratio_threshold =
+            percent_to_ratio("error-ratio-threshold", args.error_ratio_threshold)?;
         if args.average_latency_threshold.millis() == 0 {
             bail!("--average-latency-threshold must be longer than 0s");
         }
         if !(args.min_traffic.is_finite() && args.min_traffic > 0.0) {
-            bail!("--min-traffic {} must be a positive number of requests per second", args.min_traffic);
+            bail!(
+                "--min-traffic {} must be a positive number of requests per second",
+                args.min_traffic
+            );
         }
         let api_targets = non_empty(args.api_targets.clone());
         if api_targets.is_empty() {
@@ -384,7 +454,11 @@ impl Settings {
             }
             extra_targets.push((job.to_owned(), target.to_owned()));
         }
-        for target in api_targets.iter().chain(&load_targets).chain(extra_targets.iter().map(|(_, t)| t)) {
+        for target in api_targets
+            .iter()
+            .chain(&load_targets)
+            .chain(extra_targets.iter().map(|(_, t)| t))
+        {
             if target.contains("://") || target.contains('/') {
                 bail!("scrape target {target:?} must be host:port, without scheme or path");
             }
@@ -447,9 +521,18 @@ pub fn generate_preset(preset: Preset, settings: &Settings) -> anyhow::Result<Ve
             path: "prometheus/prometheus.yml".into(),
             content: configs::prometheus(settings)?,
         },
-        GeneratedFile { path: "prometheus/rules/redwatch.rules.yml".into(), content: rules_yaml },
-        GeneratedFile { path: "alertmanager/alertmanager.yml".into(), content: configs::alertmanager(settings)? },
-        GeneratedFile { path: format!("grafana/dashboards/{}", dashboard::FILE_NAME).into(), content: dashboard_json.clone() },
+        GeneratedFile {
+            path: "prometheus/rules/redwatch.rules.yml".into(),
+            content: rules_yaml,
+        },
+        GeneratedFile {
+            path: "alertmanager/alertmanager.yml".into(),
+            content: configs::alertmanager(settings)?,
+        },
+        GeneratedFile {
+            path: format!("grafana/dashboards/{}", dashboard::FILE_NAME).into(),
+            content: dashboard_json.clone(),
+        },
         GeneratedFile {
             path: "grafana/provisioning/datasources/redwatch.yml".into(),
             content: configs::grafana_datasource(settings)?,
@@ -460,7 +543,10 @@ pub fn generate_preset(preset: Preset, settings: &Settings) -> anyhow::Result<Ve
         },
     ];
     for (name, content) in rule_tests::test_files(preset, settings)? {
-        files.push(GeneratedFile { path: format!("prometheus/tests/{name}").into(), content });
+        files.push(GeneratedFile {
+            path: format!("prometheus/tests/{name}").into(),
+            content,
+        });
     }
     files.extend(k8s::files(preset, settings, &rule_file, &dashboard_json)?);
     Ok(files)
@@ -478,12 +564,19 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut all = Vec::new();
     for &preset in presets {
         for file in generate_preset(preset, &settings)? {
-            all.push(GeneratedFile { path: args.out.join(preset.name()).join(&file.path), content: file.content });
+            all.push(GeneratedFile {
+                path: args.out.join(preset.name()).join(&file.path),
+                content: file.content,
+            });
         }
     }
     for file in &all {
         write::atomically(&file.path, &file.content)?;
     }
-    println!("redwatch generate: wrote {} files under {}", all.len(), args.out.display());
+    println!(
+        "redwatch generate: wrote {} files under {}",
+        all.len(),
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -32,13 +32,21 @@ impl Sli<'_> {
 
     /// Requests per second, by `by`.
     pub fn requests(&self, by: &str, window: PromDuration) -> String {
-        format!("sum by ({by}) (rate({}{}[{window}]))", self.names.count(), self.selector(""))
+        format!(
+            "sum by ({by}) (rate({}{}[{window}]))",
+            self.names.count(),
+            self.selector("")
+        )
     }
 
     /// Server errors (5xx) per second, by `by`.
     pub fn errors(&self, by: &str, window: PromDuration) -> String {
         let status = format!("{}=~\"5..\"", self.names.status);
-        format!("sum by ({by}) (rate({}{}[{window}]))", self.names.count(), self.selector(&status))
+        format!(
+            "sum by ({by}) (rate({}{}[{window}]))",
+            self.names.count(),
+            self.selector(&status)
+        )
     }
 
     /// Requests per second that finished within `threshold` seconds, by `by`.
@@ -52,12 +60,20 @@ impl Sli<'_> {
 
     /// Seconds spent per second, by `by` (the numerator of the average response time).
     pub fn seconds(&self, by: &str, window: PromDuration) -> String {
-        format!("sum by ({by}) (rate({}{}[{window}]))", self.names.sum(), self.selector(""))
+        format!(
+            "sum by ({by}) (rate({}{}[{window}]))",
+            self.names.sum(),
+            self.selector("")
+        )
     }
 
     /// Bucket rates by `by` and `le`, the input of histogram_quantile.
     pub fn buckets(&self, by: &str, window: PromDuration) -> String {
-        format!("sum by ({by}, le) (rate({}{}[{window}]))", self.names.bucket(), self.selector(""))
+        format!(
+            "sum by ({by}, le) (rate({}{}[{window}]))",
+            self.names.bucket(),
+            self.selector("")
+        )
     }
 }
 

@@ -41,7 +41,11 @@ pub struct Rule {
 
 impl Rule {
     fn record(name: String, expr: String) -> Self {
-        Self { record: Some(name), expr, ..Self::default() }
+        Self {
+            record: Some(name),
+            expr,
+            ..Self::default()
+        }
     }
 }
 
@@ -103,16 +107,26 @@ pub mod names {
 
 /// The SLI and aggregation recording rules for one preset.
 pub fn recording_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
-    let sli = Sli { names: preset.names(), job: &settings.job };
+    let sli = Sli {
+        names: preset.names(),
+        job: &settings.job,
+    };
     let route = preset.names().route;
     let threshold = settings.threshold_le();
     let mut rules = Vec::new();
     for window in settings.slo_windows() {
-        rules.push(Rule::record(names::requests(window), sli.requests("job", window)));
+        rules.push(Rule::record(
+            names::requests(window),
+            sli.requests("job", window),
+        ));
         // `or 0 * requests` keeps the error rate at 0 instead of absent while nothing failed.
         rules.push(Rule::record(
             names::errors(window),
-            format!("{}\nor\n0 * {}", sli.errors("job", window), names::requests(window)),
+            format!(
+                "{}\nor\n0 * {}",
+                sli.errors("job", window),
+                names::requests(window)
+            ),
         ));
         rules.push(Rule::record(
             names::error_ratio(window),
@@ -120,7 +134,11 @@ pub fn recording_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
         ));
         rules.push(Rule::record(
             names::slow(window),
-            format!("{}\n-\n{}", names::requests(window), sli.fast_requests("job", window, threshold)),
+            format!(
+                "{}\n-\n{}",
+                names::requests(window),
+                sli.fast_requests("job", window, threshold)
+            ),
         ));
         rules.push(Rule::record(
             names::slow_ratio(window),
@@ -131,7 +149,10 @@ pub fn recording_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
     // of ratios, so quiet nights do not count as much as busy days.
     let base = settings.rate_window;
     let period = settings.slo_period;
-    for (ratio, numerator) in [(names::error_ratio(period), names::errors(base)), (names::slow_ratio(period), names::slow(base))] {
+    for (ratio, numerator) in [
+        (names::error_ratio(period), names::errors(base)),
+        (names::slow_ratio(period), names::slow(base)),
+    ] {
         rules.push(Rule::record(
             ratio,
             format!(
@@ -141,26 +162,57 @@ pub fn recording_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
         ));
     }
     for (slo, objective, ratio) in [
-        ("availability", settings.availability, names::error_ratio(period)),
-        ("latency", settings.latency_objective, names::slow_ratio(period)),
+        (
+            "availability",
+            settings.availability,
+            names::error_ratio(period),
+        ),
+        (
+            "latency",
+            settings.latency_objective,
+            names::slow_ratio(period),
+        ),
     ] {
-        let labels = BTreeMap::from([("job".to_owned(), settings.job.clone()), ("slo".to_owned(), slo.to_owned())]);
-        rules.push(Rule { labels: labels.clone(), ..Rule::record(names::OBJECTIVE.to_owned(), format!("vector({})", num(objective))) });
+        let labels = BTreeMap::from([
+            ("job".to_owned(), settings.job.clone()),
+            ("slo".to_owned(), slo.to_owned()),
+        ]);
+        rules.push(Rule {
+            labels: labels.clone(),
+            ..Rule::record(
+                names::OBJECTIVE.to_owned(),
+                format!("vector({})", num(objective)),
+            )
+        });
         rules.push(Rule {
             labels: BTreeMap::from([("slo".to_owned(), slo.to_owned())]),
-            ..Rule::record(names::BUDGET_REMAINING.to_owned(), format!("1 - {ratio} / {}", num(1.0 - objective)))
+            ..Rule::record(
+                names::BUDGET_REMAINING.to_owned(),
+                format!("1 - {ratio} / {}", num(1.0 - objective)),
+            )
         });
     }
     rules.push(Rule::record(
         names::mean_latency(base),
         format!("{}\n/\n{}", sli.seconds("job", base), names::requests(base)),
     ));
-    rules.push(Rule::record(names::p99_latency(base), format!("histogram_quantile(0.99, {})", sli.buckets("job", base))));
+    rules.push(Rule::record(
+        names::p99_latency(base),
+        format!("histogram_quantile(0.99, {})", sli.buckets("job", base)),
+    ));
     let by_route = format!("job, {route}");
-    rules.push(Rule::record(names::route_requests(base), sli.requests(&by_route, base)));
+    rules.push(Rule::record(
+        names::route_requests(base),
+        sli.requests(&by_route, base),
+    ));
     rules.push(Rule::record(
         names::route_error_ratio(base),
-        format!("({}\nor\n0 * {})\n/\n{}", sli.errors(&by_route, base), names::route_requests(base), names::route_requests(base)),
+        format!(
+            "({}\nor\n0 * {})\n/\n{}",
+            sli.errors(&by_route, base),
+            names::route_requests(base),
+            names::route_requests(base)
+        ),
     ));
     rules.push(Rule::record(
         names::route_p99_latency(base),
@@ -168,8 +220,14 @@ pub fn recording_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
     ));
     let history = settings.anomaly_window;
     for series in [names::requests(base), names::mean_latency(base)] {
-        rules.push(Rule::record(names::band_avg(&series, history), format!("avg_over_time({series}[{history}])")));
-        rules.push(Rule::record(names::band_stddev(&series, history), format!("stddev_over_time({series}[{history}])")));
+        rules.push(Rule::record(
+            names::band_avg(&series, history),
+            format!("avg_over_time({series}[{history}])"),
+        ));
+        rules.push(Rule::record(
+            names::band_stddev(&series, history),
+            format!("stddev_over_time({series}[{history}])"),
+        ));
     }
     rules
 }
@@ -183,7 +241,12 @@ pub fn rule_file(preset: Preset, settings: &Settings) -> RuleFile {
     for (_, specs) in alerts::alert_groups(preset, settings) {
         rules.extend(specs.iter().map(|spec| spec.to_rule(settings)));
     }
-    RuleFile { groups: vec![RuleGroup { name: format!("redwatch-{}", settings.job), rules }] }
+    RuleFile {
+        groups: vec![RuleGroup {
+            name: format!("redwatch-{}", settings.job),
+            rules,
+        }],
+    }
 }
 
 /// Serialises a rule file with the generated-file header.

@@ -49,7 +49,11 @@ impl fmt::Display for PromDuration {
         let mut rest = self.millis;
         // Weeks only when exact: `30d` reads better than `4w2d`.
         let week = UNITS[0].1;
-        let units = if rest % week == 0 { &UNITS[..] } else { &UNITS[1..] };
+        let units = if rest % week == 0 {
+            &UNITS[..]
+        } else {
+            &UNITS[1..]
+        };
         for &(unit, size) in units {
             let count = rest / size;
             if count > 0 {
@@ -65,7 +69,8 @@ impl FromStr for PromDuration {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || format!("invalid duration {text:?} (expected e.g. 250ms, 15s, 5m, 1h30m, 30d)");
+        let invalid =
+            || format!("invalid duration {text:?} (expected e.g. 250ms, 15s, 5m, 1h30m, 30d)");
         if text.is_empty() {
             return Err(invalid());
         }

@@ -8,8 +8,12 @@ use anyhow::Context;
 /// Writes `content` to `path` through a temporary file in the same directory and a rename, which
 /// replaces the old file in one step.
 pub fn atomically(path: &Path, content: &str) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
     let mut temp = tempfile::Builder::new()
         .prefix(".redwatch-generate-")
         .tempfile_in(dir)
@@ -26,6 +30,7 @@ pub fn atomically(path: &Path, content: &str) -> anyhow::Result<()> {
     temp.write_all(content.as_bytes())
         .and_then(|()| temp.as_file().sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    temp.persist(path).with_context(|| format!("cannot replace {}", path.display()))?;
+    temp.persist(path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(())
 }
