@@ -8,19 +8,6 @@ use super::rules::{Rule, names};
 use super::units::{PromDuration, num};
 use super::{BurnWindow, Settings};
 
-/// Names of every alert the generator writes; `docs/runbooks.md` has one section per name.
-#[cfg(test)]
-pub const ALERT_NAMES: [&str; 9] = [
-    ERROR_BUDGET_BURN,
-    LATENCY_BUDGET_BURN,
-    ERROR_RATIO_BREACH,
-    LATENCY_AVERAGE_BREACH,
-    REQUEST_RATE_ANOMALY,
-    LATENCY_AVERAGE_ANOMALY,
-    TARGET_DOWN,
-    ALL_TARGETS_DOWN,
-    METRICS_ABSENT,
-];
 pub const ERROR_BUDGET_BURN: &str = "ApiErrorBudgetBurn";
 pub const LATENCY_BUDGET_BURN: &str = "ApiLatencyBudgetBurn";
 pub const ERROR_RATIO_BREACH: &str = "ApiErrorRatioBreach";

@@ -33,9 +33,16 @@ pub enum NamingChoice {
     Flask,
 }
 
-/// Flags of `redwatch generate`.
+/// Flags of `redwatch generate` (boxed: there are many, and the subcommand enum stays small).
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
+    #[command(flatten)]
+    flags: Box<GenerateFlags>,
+}
+
+/// The flags themselves.
+#[derive(Debug, clap::Args)]
+pub struct GenerateFlags {
     /// Naming preset of the API's metrics; `all` writes one directory per preset
     #[arg(long, env = "REDWATCH_NAMING", value_enum, default_value = "all")]
     pub naming: NamingChoice,
@@ -340,7 +347,7 @@ fn is_label_value_safe(text: &str) -> bool {
 
 impl Settings {
     /// Validates the flags into settings; every error is one line naming the flag.
-    pub fn from_args(args: &GenerateArgs) -> anyhow::Result<Self> {
+    pub fn from_args(args: &GenerateFlags) -> anyhow::Result<Self> {
         for (flag, value) in [("job", &args.job), ("load-job", &args.load_job)] {
             if !is_label_value_safe(value) {
                 bail!(
@@ -554,6 +561,7 @@ pub fn generate_preset(preset: Preset, settings: &Settings) -> anyhow::Result<Ve
 
 /// Entry point of `redwatch generate`.
 pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let args = *args.flags;
     let settings = Settings::from_args(&args)?;
     let presets: &[Preset] = match args.naming {
         NamingChoice::All => &Preset::ALL,
