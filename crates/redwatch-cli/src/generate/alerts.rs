@@ -173,7 +173,7 @@ fn band_alert(
             "(\n  {series}{{job=\"{job}\"}} > {avg} * {up} + {sigmas} * {stddev}\nor\n  {series}{{job=\"{job}\"}} < {avg} * {down} - {sigmas} * {stddev}\n)\nand\n{guard}"
         ),
         for_: Some(settings.anomaly_for),
-        summary: format!("{what} of {{{{ $labels.job }}}} is outside its usual band"),
+        summary: format!("The {what} of {{{{ $labels.job }}}} is outside its usual band"),
         description: format!(
             "The {what} of {{{{ $labels.job }}}} over {} has left the band learned from the last {history} (its mean ± {}% ± {sigmas} standard deviations) for {}. Informational: check that it is expected (release, campaign, outage upstream).",
             settings.rate_window,
