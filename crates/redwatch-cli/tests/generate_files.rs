@@ -127,6 +127,8 @@ fn bad_flags_fail_with_one_line_and_write_nothing() {
         (&["--job", "bad\"job"], "--job"),
         (&["--api-targets", "http://api:5000"], "host:port"),
         (&["--min-traffic", "0"], "--min-traffic"),
+        (&["--load-job", "redwatch"], "used twice"),
+        (&["--alertmanager", "http://am:9093"], "--alertmanager"),
     ];
     for (args, needle) in cases {
         let temp = tempfile::tempdir().expect("temp dir");
@@ -523,6 +525,42 @@ fn compose_file_is_pinned_and_references_existing_files() {
     for target in ["api:5000", "load:9091", "alertmanager:9093"] {
         assert!(prometheus.contains(target), "prometheus.yml lacks {target}");
     }
+    // Grafana's provisioning points where compose mounts the dashboards, at the compose Prometheus.
+    let provider = yaml(&committed_dir().join("otel/grafana/provisioning/dashboards/redwatch.yml"));
+    let dashboards_path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .expect("provider path")
+        .to_owned();
+    let grafana_mounts: Vec<String> = services["grafana"]["volumes"]
+        .as_sequence()
+        .expect("grafana volumes")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        grafana_mounts
+            .iter()
+            .any(|m| m.starts_with("../generated/otel/grafana/dashboards:")
+                && m.contains(&dashboards_path)),
+        "dashboards not mounted at {dashboards_path}: {grafana_mounts:?}"
+    );
+    assert!(grafana_mounts.iter().any(|m| {
+        m.starts_with("../generated/otel/grafana/provisioning:/etc/grafana/provisioning")
+    }));
+    let datasource =
+        yaml(&committed_dir().join("otel/grafana/provisioning/datasources/redwatch.yml"));
+    assert_eq!(
+        datasource["datasources"][0]["url"],
+        "http://prometheus:9090"
+    );
+    assert_eq!(datasource["datasources"][0]["type"], "prometheus");
+    let prometheus_mount = services["prometheus"]["volumes"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        prometheus_mount.starts_with("../generated/otel/prometheus:/etc/prometheus"),
+        "{prometheus_mount}"
+    );
     let dockerfile = read(&compose_dir.join("Dockerfile"));
     assert!(dockerfile.matches("FROM ").count() >= 2, "not multi-stage");
     assert!(dockerfile.contains("USER 10001"), "not non-root");

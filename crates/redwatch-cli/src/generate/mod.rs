@@ -470,7 +470,20 @@ impl Settings {
                 bail!("scrape target {target:?} must be host:port, without scheme or path");
             }
         }
+        let mut jobs = vec![args.job.as_str()];
+        if !load_targets.is_empty() {
+            jobs.push(args.load_job.as_str());
+        }
+        jobs.extend(extra_targets.iter().map(|(job, _)| job.as_str()));
+        for (index, job) in jobs.iter().enumerate() {
+            if jobs[..index].contains(job) {
+                bail!("scrape job name {job:?} is used twice (--job, --load-job, --extra-targets)");
+            }
+        }
         let alertmanager = Some(args.alertmanager.trim().to_owned()).filter(|a| !a.is_empty());
+        if let Some(address) = alertmanager.as_deref().filter(|a| a.contains('/')) {
+            bail!("--alertmanager {address:?} must be host:port, without scheme or path");
+        }
         for (flag, url) in [
             ("webhook-url", &args.webhook_url),
             ("prometheus-url", &args.prometheus_url),
