@@ -249,7 +249,13 @@ fn dashboards_follow_the_conventions() {
         let mut row = String::new();
         let mut titles = Vec::new();
         let mut kinds = BTreeSet::new();
+        // Panels of a collapsed row are nested in it.
+        let mut panels = Vec::new();
         for panel in board["panels"].as_array().expect("panels") {
+            panels.push(panel.clone());
+            panels.extend(panel["panels"].as_array().cloned().unwrap_or_default());
+        }
+        for panel in &panels {
             let title = panel["title"].as_str().expect("title").to_owned();
             if panel["type"] == "row" {
                 row = title;

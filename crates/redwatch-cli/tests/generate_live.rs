@@ -183,7 +183,13 @@ fn has_finite_value(result: &[Value]) -> bool {
 /// Dashboard queries with Grafana's variables replaced as Grafana would for "All".
 fn dashboard_queries(dashboard: &Value, job: &str) -> Vec<(String, String)> {
     let mut queries = Vec::new();
-    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+    let top = dashboard["panels"].as_array().cloned().unwrap_or_default();
+    // Panels of a collapsed row are nested in it.
+    let nested: Vec<Value> = top
+        .iter()
+        .flat_map(|panel| panel["panels"].as_array().cloned().unwrap_or_default())
+        .collect();
+    for panel in top.iter().chain(&nested) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap_or_default();
             let expr = expr

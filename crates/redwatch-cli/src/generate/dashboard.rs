@@ -72,6 +72,17 @@ impl Layout {
         self.row_height = 0;
     }
 
+    /// Moves the panels after the last row into it and collapses it.
+    fn collapse_last_row(&mut self) {
+        let Some(row_index) = self.panels.iter().rposition(|panel| panel["type"] == "row") else {
+            return;
+        };
+        let children: Vec<Value> = self.panels.drain(row_index + 1..).collect();
+        let row = &mut self.panels[row_index];
+        row["collapsed"] = json!(true);
+        row["panels"] = json!(children);
+    }
+
     fn place(&mut self, width: u64, height: u64) -> Value {
         if self.x + width > 24 {
             self.y += self.row_height;
@@ -507,6 +518,11 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         ],
         json!({}),
     );
+
+    // Grafana cannot repeat a row zero times (grafana/grafana#10764), so a row cannot appear only
+    // when the load generator's metrics exist. Collapsed, it stays out of the way and issues no
+    // queries until opened.
+    layout.collapse_last_row();
 
     let mut job_variable =
         variable_query("job", "Job", &format!("label_values({count}, job)"), false);
