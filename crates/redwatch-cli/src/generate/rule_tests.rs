@@ -458,11 +458,13 @@ fn alert_tests(ctx: &Ctx) -> Vec<TestGroup> {
     let eval = s.rate_window.plus(s.alert_for).plus(ctx.fine.times(2));
     let steps = ctx.steps(eval) + 2;
     let rate = 10.0 * s.min_traffic;
+    // A consistent histogram: every request takes the mean time, so it is slow iff the mean is.
+    let threshold = s.threshold_le();
     let breach = |errors: f64, latency: f64, rate: f64| Phase {
         steps,
         rate,
         errors,
-        slow: 0.0,
+        slow: if latency > threshold { 1.0 } else { 0.0 },
         latency,
     };
     let high_errors = (2.0 * s.error_ratio_threshold).min((1.0 + s.error_ratio_threshold) / 2.0);
@@ -526,7 +528,7 @@ fn alert_tests(ctx: &Ctx) -> Vec<TestGroup> {
         steps,
         rate,
         errors: 0.0,
-        slow: 0.0,
+        slow: if latency > threshold { 1.0 } else { 0.0 },
         latency,
     };
     let mut group = ctx.group(
