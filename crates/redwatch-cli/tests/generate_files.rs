@@ -280,6 +280,12 @@ fn dashboards_follow_the_conventions() {
             assert!(!targets.is_empty(), "{context}: no targets");
             for target in targets {
                 assert_eq!(target["datasource"]["uid"], "${datasource}", "{context}");
+                if panel["type"] == "stat" {
+                    assert_eq!(
+                        target["instant"], true,
+                        "{context}: stats must use instant queries"
+                    );
+                }
                 let expr = target["expr"].as_str().expect("expr");
                 for (name, matchers) in selectors(expr) {
                     if name.starts_with("redwatch_load_") {

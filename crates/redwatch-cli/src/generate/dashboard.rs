@@ -118,8 +118,10 @@ impl Layout {
                     "refId": ref_id.to_string(),
                     "expr": query.expr,
                     "legendFormat": query.legend,
-                    "range": true,
-                    "instant": false,
+                    // Stats show one value: an instant query, not a window per graph step
+                    // (which over `[30d]` would be very expensive).
+                    "range": kind != "stat",
+                    "instant": kind == "stat",
                 });
                 if kind == "heatmap" {
                     target["format"] = json!("heatmap");
