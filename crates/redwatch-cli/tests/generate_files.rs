@@ -573,6 +573,14 @@ fn compose_file_is_pinned_and_references_existing_files() {
         prometheus_mount.starts_with("../generated/otel/prometheus:/etc/prometheus"),
         "{prometheus_mount}"
     );
+    // The Compose Specification's JSON schema (vendored by check-jsonschema from PyPI).
+    if let Some(validator) = tool("check-jsonschema") {
+        run_ok(
+            Command::new(validator)
+                .args(["--builtin-schema", "vendor.compose-spec"])
+                .arg(compose_dir.join("docker-compose.yml")),
+        );
+    }
     let dockerfile = read(&compose_dir.join("Dockerfile"));
     assert!(dockerfile.matches("FROM ").count() >= 2, "not multi-stage");
     assert!(dockerfile.contains("USER 10001"), "not non-root");
