@@ -398,6 +398,16 @@ fn live_check(naming: &str) {
         "{naming}: ApiErrorBudgetBurn (critical) is not firing: {firing:#?}"
     );
 
+    // Both targets are up and exposing metrics: the target alerts must stay quiet.
+    for quiet in ["ApiTargetDown", "ApiAllTargetsDown", "ApiMetricsAbsent"] {
+        assert!(
+            !firing
+                .iter()
+                .any(|alert| alert["labels"]["alertname"] == quiet),
+            "{naming}: {quiet} is active although both instances serve metrics: {firing:#?}"
+        );
+    }
+
     stop.store(true, Ordering::SeqCst);
     for handle in handles {
         let sent = handle.join().expect("traffic thread");
