@@ -113,12 +113,12 @@ fn burn_alerts(settings: &Settings) -> Vec<AlertSpec> {
         (
             "critical",
             &settings.page,
-            "the whole error budget of the period is gone within days",
+            "the error budget of the whole period is gone within days",
         ),
         (
             "warning",
             &settings.ticket,
-            "the error budget will not last the period",
+            "the error budget is used up by the end of the period or sooner",
         ),
     ] {
         specs.push(AlertSpec {
