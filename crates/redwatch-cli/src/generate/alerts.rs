@@ -183,8 +183,8 @@ fn band_alert(
     }
 }
 
-/// The alert groups of the rule file, by group name suffix.
-pub fn alert_groups(preset: Preset, settings: &Settings) -> Vec<(&'static str, Vec<AlertSpec>)> {
+/// Every alert, in rule-file order: burn rates, static thresholds and anomalies, targets.
+pub fn all(preset: Preset, settings: &Settings) -> Vec<AlertSpec> {
     let job = &settings.job;
     let base = settings.rate_window;
     let min = num(settings.min_traffic);
@@ -286,9 +286,8 @@ pub fn alert_groups(preset: Preset, settings: &Settings) -> Vec<(&'static str, V
             ),
         },
     ];
-    vec![
-        ("slo-alerts", burn_alerts(settings)),
-        ("api-alerts", static_alerts),
-        ("target-alerts", target_alerts),
-    ]
+    let mut all = burn_alerts(settings);
+    all.extend(static_alerts);
+    all.extend(target_alerts);
+    all
 }

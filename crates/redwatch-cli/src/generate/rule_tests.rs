@@ -709,10 +709,7 @@ pub fn test_files(
         .min()
         .unwrap_or(shortest);
     let fine = PromDuration::from_millis((shortest.millis() / 5 / 1000).max(1) * 1000);
-    let specs = alerts::alert_groups(preset, settings)
-        .into_iter()
-        .flat_map(|(_, specs)| specs)
-        .collect();
+    let specs = alerts::all(preset, settings);
     let ctx = Ctx {
         preset,
         settings,

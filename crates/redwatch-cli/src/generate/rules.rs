@@ -238,9 +238,11 @@ pub fn recording_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
 /// evaluation interval exceeds the lookback window.
 pub fn rule_file(preset: Preset, settings: &Settings) -> RuleFile {
     let mut rules = recording_rules(preset, settings);
-    for (_, specs) in alerts::alert_groups(preset, settings) {
-        rules.extend(specs.iter().map(|spec| spec.to_rule(settings)));
-    }
+    rules.extend(
+        alerts::all(preset, settings)
+            .iter()
+            .map(|spec| spec.to_rule(settings)),
+    );
     RuleFile {
         groups: vec![RuleGroup {
             name: format!("redwatch-{}", settings.job),
