@@ -1,5 +1,6 @@
-//! 32 threads recording into the same series: redwatch's whole request path against a
-//! `prometheus-client` `Family<_, Histogram>` observation alone.
+//! 32 threads recording into the same series. Three sides: the no-op service bare and behind
+//! redwatch's layer (their difference is the layer's cost under contention), and one
+//! `prometheus-client` `Family<_, Histogram>` observation, which takes locks.
 
 mod common;
 
@@ -21,22 +22,35 @@ struct Labels {
     status: u16,
 }
 
-/// Runs `work(thread)` on `THREADS` threads at once, `iterations` times, and returns the
-/// total wall time.
-fn on_all_threads(iterations: u64, work: &(dyn Fn() + Sync)) -> Duration {
+/// Runs `work` on `THREADS` threads at once, `iterations` times, and returns the total wall
+/// time from the moment all threads are ready. `prepare` runs first on each thread, untimed.
+fn on_all_threads<T>(
+    iterations: u64,
+    prepare: &(dyn Fn() -> T + Sync),
+    work: &(dyn Fn(T) + Sync),
+) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iterations {
-        let barrier = std::sync::Barrier::new(THREADS);
-        let start = Instant::now();
-        std::thread::scope(|scope| {
-            for _ in 0..THREADS {
-                scope.spawn(|| {
-                    barrier.wait();
-                    work();
-                });
+        // THREADS workers and this thread, which starts the clock once all are prepared.
+        let ready = std::sync::Barrier::new(THREADS + 1);
+        let elapsed = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let input = prepare();
+                        ready.wait();
+                        work(input);
+                    })
+                })
+                .collect();
+            ready.wait();
+            let start = Instant::now();
+            for worker in workers {
+                worker.join().expect("worker thread");
             }
+            start.elapsed()
         });
-        total += start.elapsed();
+        total += elapsed;
     }
     total
 }
@@ -45,16 +59,39 @@ fn same_series(c: &mut Criterion) {
     let mut group = c.benchmark_group("32_threads_same_series");
     group.throughput(criterion::Throughput::Elements(THREADS as u64 * PER_THREAD));
 
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|iterations| {
+            on_all_threads(
+                iterations,
+                &|| {
+                    let requests: Vec<_> = (0..PER_THREAD).map(|_| common::request()).collect();
+                    (common::noop(), requests)
+                },
+                &|(mut service, requests)| {
+                    for request in requests {
+                        common::serve_one(&mut service, request);
+                    }
+                },
+            )
+        })
+    });
+
     let metrics = redwatch::Metrics::new();
     let layer = metrics.layer().classify_with(common::ItemRoute);
     group.bench_function("redwatch_layer", |b| {
         b.iter_custom(|iterations| {
-            on_all_threads(iterations, &|| {
-                let mut service = layer.layer(common::noop());
-                for _ in 0..PER_THREAD {
-                    common::serve_one(&mut service, common::request());
-                }
-            })
+            on_all_threads(
+                iterations,
+                &|| {
+                    let requests: Vec<_> = (0..PER_THREAD).map(|_| common::request()).collect();
+                    (layer.layer(common::noop()), requests)
+                },
+                &|(mut service, requests)| {
+                    for request in requests {
+                        common::serve_one(&mut service, request);
+                    }
+                },
+            )
         })
     });
 
@@ -68,7 +105,7 @@ fn same_series(c: &mut Criterion) {
     };
     group.bench_function("prometheus_client_family_observe", |b| {
         b.iter_custom(|iterations| {
-            on_all_threads(iterations, &|| {
+            on_all_threads(iterations, &|| (), &|()| {
                 for i in 0..PER_THREAD {
                     family.get_or_create(&labels).observe(i as f64 * 1e-6);
                 }

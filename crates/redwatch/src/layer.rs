@@ -169,7 +169,9 @@ where
                 Some(_) => content_length(&request),
                 None => None,
             };
-            route.shared.active[usize::from(method)].fetch_add(1, Ordering::Relaxed);
+            route.shared.active[usize::from(method)]
+                .0
+                .fetch_add(1, Ordering::Relaxed);
             Some(Tracker {
                 route,
                 method,
@@ -327,7 +329,9 @@ impl Tracker {
     fn finish(&mut self, status: u16, panicked: bool) {
         let shared = &self.route.shared;
         let nanos = shared.clock.delta_as_nanos(self.start, shared.clock.raw());
-        shared.active[usize::from(self.method)].fetch_sub(1, Ordering::Relaxed);
+        shared.active[usize::from(self.method)]
+            .0
+            .fetch_sub(1, Ordering::Relaxed);
         let config = &shared.config;
         let (request_size, response_size) = (self.request_size, self.response_size);
         self.route.with_series(self.method, status, |series| {
