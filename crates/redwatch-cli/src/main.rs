@@ -14,7 +14,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "redwatch", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Log level filter (error, warn, info, debug, trace); `RUST_LOG` takes precedence when set.
-    #[arg(long, global = true, env = "REDWATCH_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "REDWATCH_LOG_LEVEL",
+        default_value = "info"
+    )]
     log_level: String,
 
     #[command(subcommand)]
@@ -34,12 +39,32 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            // One line naming the problem; clap's usage and tips would bury it.
+            let rendered = err.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
+            eprintln!("{first}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(err) = init_logging(&cli.log_level) {
         eprintln!("error: {err:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

@@ -1,11 +1,343 @@
-//! `redwatch serve`.
+//! `redwatch serve`: the demo API, instrumented with the redwatch library.
+//!
+//! Four endpoints of increasing latency, one that always fails, `/cpu` and `/memory` to make
+//! the resource panels move, a templated route, a health check and `/metrics`.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use rand::RngExt;
+use redwatch::{Metrics, Naming};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// Flags of `redwatch serve`.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Use 0.0.0.0:5000 inside a container or to accept other hosts;
+    /// the default only accepts connections from this machine.
+    #[arg(long, env = "REDWATCH_LISTEN", default_value = "127.0.0.1:5000", value_parser = parse_addr)]
+    pub listen: SocketAddr,
 
-pub async fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`redwatch serve` is not implemented yet")
+    /// Metric naming preset: `otel` (OpenTelemetry semantic conventions) or `flask`
+    /// (prometheus_flask_exporter compatible).
+    #[arg(long, env = "REDWATCH_NAMING", default_value = "otel")]
+    pub naming: Naming,
+
+    /// Multiplies the artificial latency of /ep_one../ep_four (each sleeps uniformly in
+    /// [0, 0.2·k·scale] s); 0 turns the sleeps off for benchmarks.
+    #[arg(long, env = "REDWATCH_LATENCY_SCALE", default_value = "1", value_parser = parse_scale)]
+    pub latency_scale: f64,
+
+    /// Application version reported by the info metric.
+    #[arg(long, env = "REDWATCH_APP_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    pub app_version: String,
+
+    /// Deployment environment reported by the info metric.
+    #[arg(long, env = "REDWATCH_ENVIRONMENT", default_value = "development")]
+    pub environment: String,
+
+    /// Serve /metrics on this separate address instead of the API's (e.g. a port only
+    /// Prometheus can reach). Default: /metrics on the API listener.
+    #[arg(long, env = "REDWATCH_METRICS_LISTEN", value_parser = parse_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Require `Authorization: Bearer TOKEN` on /metrics. Default: no authentication.
+    #[arg(long, env = "REDWATCH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// How long in-flight requests may run after SIGINT/SIGTERM before the server exits.
+    #[arg(long, env = "REDWATCH_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Parses `IP:PORT`, with a message that says what is expected.
+pub fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!(
+            "expected IP:PORT such as 127.0.0.1:5000, [::1]:5000 or 0.0.0.0:5000, got {value:?}"
+        )
+    })
+}
+
+fn parse_scale(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale >= 0.0 => Ok(scale),
+        _ => Err(format!("expected a number >= 0, got {value:?}")),
+    }
+}
+
+/// Parses durations such as `500ms`, `10s`, `2m`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 500ms, 10s or 2m, got {value:?}"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" | "" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {value:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {value:?} is out of range"))
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Demo {
+    latency_scale: f64,
+    /// Bounds concurrent /cpu burns to the number of cores.
+    cpu_slots: Arc<Semaphore>,
+    /// Bounds concurrent /memory calls, so at most `MEMORY_SLOTS` × 50 MB is ever held.
+    memory_slots: Arc<Semaphore>,
+}
+
+const MEMORY_SLOTS: usize = 2;
+const MEMORY_BYTES: usize = 50 * 1024 * 1024;
+const CPU_BURN: Duration = Duration::from_millis(100);
+
+/// Builds the demo API's router, instrumented by `metrics`; /metrics is included when
+/// `with_metrics_route` is true.
+fn app(metrics: &Metrics, latency_scale: f64, with_metrics_route: bool) -> Router {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let demo = Demo {
+        latency_scale,
+        cpu_slots: Arc::new(Semaphore::new(cores)),
+        memory_slots: Arc::new(Semaphore::new(MEMORY_SLOTS)),
+    };
+    let mut router = Router::new()
+        .route("/", get(|| async { "home" }))
+        .route(
+            "/ep_one",
+            get(|State(demo): State<Demo>| sleep_endpoint(demo, 1)),
+        )
+        .route(
+            "/ep_two",
+            get(|State(demo): State<Demo>| sleep_endpoint(demo, 2)),
+        )
+        .route(
+            "/ep_three",
+            get(|State(demo): State<Demo>| sleep_endpoint(demo, 3)),
+        )
+        .route(
+            "/ep_four",
+            get(|State(demo): State<Demo>| sleep_endpoint(demo, 4)),
+        )
+        .route("/error", get(error))
+        .route("/cpu", get(cpu))
+        .route("/memory", get(memory))
+        .route("/users/{id}", get(user))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(demo);
+    if with_metrics_route {
+        router = router.merge(metrics.router());
+    }
+    router.layer(metrics.layer())
+}
+
+async fn sleep_endpoint(demo: Demo, k: u32) -> String {
+    let upper = 0.2 * f64::from(k) * demo.latency_scale;
+    let seconds = if upper > 0.0 {
+        rand::rng().random_range(0.0..upper)
+    } else {
+        0.0
+    };
+    if seconds > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    }
+    format!("endpoint {k} slept {:.1} ms\n", seconds * 1000.0)
+}
+
+async fn error() -> impl IntoResponse {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "this endpoint always fails\n",
+    )
+}
+
+async fn cpu(State(demo): State<Demo>) -> Result<String, StatusCode> {
+    let _slot = demo
+        .cpu_slots
+        .acquire()
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let iterations = tokio::task::spawn_blocking(|| {
+        let start = Instant::now();
+        let mut x = 0u64;
+        let mut iterations = 0u64;
+        while start.elapsed() < CPU_BURN {
+            for i in 0..10_000u64 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+            }
+            iterations += 1;
+            std::hint::black_box(x);
+        }
+        iterations
+    })
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(format!(
+        "burned {} ms of CPU in {iterations} rounds\n",
+        CPU_BURN.as_millis()
+    ))
+}
+
+async fn memory(State(demo): State<Demo>) -> Result<String, StatusCode> {
+    let _slot = demo
+        .memory_slots
+        .acquire()
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let touched = tokio::task::spawn_blocking(|| {
+        // Write every page so the allocation is resident, not just reserved.
+        let mut block = vec![0u8; MEMORY_BYTES];
+        for page in block.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        let touched: usize = block.iter().step_by(4096).map(|&b| usize::from(b)).sum();
+        drop(std::hint::black_box(block));
+        touched
+    })
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(format!(
+        "allocated and released {} MiB ({touched} pages)\n",
+        MEMORY_BYTES / (1024 * 1024)
+    ))
+}
+
+async fn user(Path(id): Path<String>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "id": id }))
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut builder = Metrics::builder()
+        .naming(args.naming)
+        .service_name("redwatch-demo")
+        .app_version(&args.app_version)
+        .environment(&args.environment);
+    if let Some(token) = &args.metrics_token {
+        builder = builder.bearer_token(token);
+    }
+    let metrics = builder.build().context("invalid metrics configuration")?;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let api_addr = listener.local_addr()?;
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => listener.local_addr()?,
+        None => api_addr,
+    };
+
+    let app = app(&metrics, args.latency_scale, metrics_listener.is_none());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let api = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
+    let metrics_server =
+        metrics_listener.map(|listener| tokio::spawn(metrics.clone().serve(listener, stopped())));
+
+    println!(
+        "redwatch serve listening on http://{api_addr} (metrics: http://{metrics_addr}{})",
+        metrics.metrics_path()
+    );
+    tracing::info!(%api_addr, %metrics_addr, naming = %args.naming, latency_scale = args.latency_scale, "serving the demo API");
+
+    let signal = shutdown_signal().await?;
+    tracing::info!(signal, grace = ?args.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
+    let _ = stop_tx.send(true);
+    let finished = async {
+        let api_result = api.await;
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
+        api_result
+    };
+    match tokio::time::timeout(args.shutdown_grace, finished).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(Err(error))) => Err(error).context("server failed"),
+        Ok(Err(join_error)) => Err(join_error).context("server task failed"),
+        Err(_) => {
+            tracing::warn!(grace = ?args.shutdown_grace, "requests still in flight after the grace period; exiting");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and returns its name.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => { result.context("cannot handle SIGINT")?; Ok("SIGINT") }
+            _ = terminate.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot handle Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn scale_must_be_non_negative() {
+        assert_eq!(parse_scale("0"), Ok(0.0));
+        assert!(parse_scale("-1").unwrap_err().contains(">= 0"));
+        assert!(parse_scale("NaN").is_err());
+    }
 }

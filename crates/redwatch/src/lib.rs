@@ -1,1 +1,61 @@
+//! RED metrics — rate, errors, duration — for tower and axum services, served to Prometheus.
+//!
+//! # How do I use this?
+//!
+//! Build a [`Metrics`], add its [`layer`](Metrics::layer) to your router and merge its
+//! [`router`](Metrics::router) for `GET /metrics`:
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//!
+//! let metrics = redwatch::Metrics::new();
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .route("/users/{id}", get(|| async { "a user" }))
+//!     .merge(metrics.router())
+//!     .layer(metrics.layer());
+//! // axum::serve(listener, app).await
+//! ```
+//!
+//! Every request is then recorded in `http_server_request_duration_seconds` with its method,
+//! route template (`/users/{id}`, never `/users/42`) and status code, and
+//! `http_server_active_requests` counts requests in flight. `/metrics` also shows process
+//! metrics (CPU, memory, file descriptors, threads), Tokio runtime gauges and an info metric.
+//! Choose [`Naming::Flask`] for names compatible with prometheus_flask_exporter dashboards.
+//!
+//! # How it works
+//!
+//! - The request path does no allocation and takes no lock once a series exists: two lookups
+//!   in read-optimised lock-free maps and a few relaxed atomic additions.
+//! - Cardinality is bounded: routes are templates, requests no route matched share the route
+//!   `unmatched`, non-standard methods become `_OTHER`, and distinct routes are capped
+//!   ([`MetricsBuilder::max_routes`]).
+//! - Histogram counts are derived from one bucket snapshot at scrape time, so `_count` always
+//!   equals the `+Inf` bucket and buckets are monotonic, even while requests are recorded.
+//! - Storage and encoding are separate: [`Metrics::render`] writes Prometheus text 0.0.4 or
+//!   OpenMetrics 1.0; [`Metrics::respond`] adds content negotiation, gzip and bearer tokens.
 
+#![warn(missing_docs)]
+
+mod encode;
+mod exposition;
+mod layer;
+mod metrics;
+mod naming;
+mod process;
+mod registry;
+
+pub use encode::Format;
+pub use exposition::negotiate_format;
+pub use layer::{
+    ClassifyRoute, MatchedPathRoute, MetricsLayer, MetricsService, ResponseBody, ResponseFuture,
+    UriPathRoute,
+};
+pub use metrics::{BuildError, Metrics, MetricsBuilder};
+pub use naming::{
+    ABANDONED_STATUS, DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, MetricNames, Naming,
+    OVERFLOW_ROUTE, UNMATCHED_ROUTE, UnknownNaming,
+};
+
+/// Re-exported so that users register metrics with the same version redwatch encodes.
+pub use prometheus_client;

@@ -1,0 +1,546 @@
+//! Encoding into the Prometheus text format 0.0.4 and OpenMetrics 1.0.
+//!
+//! redwatch's own series are written straight from their atomics with precomputed label
+//! strings; user metrics registered through `prometheus-client` are encoded by that crate
+//! (OpenMetrics) and rewritten line by line when the scraper asked for the older format.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use crate::naming::METHODS;
+use crate::process;
+use crate::registry::{AtomicHistogram, Config, Series, Shared};
+
+/// An exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// The Prometheus text format, version 0.0.4.
+    Prometheus,
+    /// OpenMetrics 1.0.0 text, ending in `# EOF`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+}
+
+/// Writes metric families to a byte buffer. Writing to a `Vec` cannot fail, so the
+/// `io::Result`s of `write!` are discarded.
+pub(crate) struct Encoder<'a> {
+    out: &'a mut Vec<u8>,
+    format: Format,
+    namespace: &'a str,
+    const_labels: &'a str,
+}
+
+impl<'a> Encoder<'a> {
+    /// An encoder for families named under `namespace` (empty for none), with
+    /// `const_labels` (rendered, each pair preceded by `,`) on every sample.
+    pub(crate) fn new(
+        out: &'a mut Vec<u8>,
+        format: Format,
+        namespace: &'a str,
+        const_labels: &'a str,
+    ) -> Self {
+        Self {
+            out,
+            format,
+            namespace,
+            const_labels,
+        }
+    }
+
+    /// Writes `# HELP`, `# TYPE` and, in OpenMetrics, `# UNIT` for the family whose samples
+    /// are named `name` (counters end in `_total`, info metrics in `_info`).
+    fn header(&mut self, name: &str, kind: Kind, help: &str) {
+        let (family, type_name) = match (self.format, kind) {
+            (Format::OpenMetrics, Kind::Counter) => {
+                (name.strip_suffix("_total").unwrap_or(name), "counter")
+            }
+            (Format::OpenMetrics, Kind::Info) => {
+                (name.strip_suffix("_info").unwrap_or(name), "info")
+            }
+            (_, Kind::Counter) => (name, "counter"),
+            (_, Kind::Gauge) => (name, "gauge"),
+            (_, Kind::Histogram) => (name, "histogram"),
+            (Format::Prometheus, Kind::Info) => (name, "gauge"),
+        };
+        let ns = self.namespace;
+        let _ = writeln!(self.out, "# HELP {ns}{family} {help}");
+        let _ = writeln!(self.out, "# TYPE {ns}{family} {type_name}");
+        if self.format == Format::OpenMetrics {
+            let unit = ["seconds", "bytes"]
+                .into_iter()
+                .find(|unit| family.ends_with(&format!("_{unit}")));
+            if let Some(unit) = unit {
+                let _ = writeln!(self.out, "# UNIT {ns}{family} {unit}");
+            }
+        }
+    }
+
+    /// Writes one sample line: `name{labels,const_labels} value`. `labels` already carries
+    /// the constant labels when `with_const` is false.
+    fn sample_start(&mut self, name: &str, suffix: &str, labels: &str, with_const: bool) {
+        self.out.extend_from_slice(self.namespace.as_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(suffix.as_bytes());
+        let const_labels = if with_const {
+            self.const_labels.strip_prefix(',').unwrap_or("")
+        } else {
+            ""
+        };
+        if !labels.is_empty() || !const_labels.is_empty() {
+            self.out.push(b'{');
+            self.out.extend_from_slice(labels.as_bytes());
+            if !labels.is_empty() && !const_labels.is_empty() {
+                self.out.push(b',');
+            }
+            self.out.extend_from_slice(const_labels.as_bytes());
+            self.out.push(b'}');
+        }
+        self.out.push(b' ');
+    }
+
+    fn int_sample(&mut self, name: &str, labels: &str, value: impl itoa::Integer) {
+        self.sample_start(name, "", labels, true);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.out.push(b'\n');
+    }
+
+    fn float_sample(&mut self, name: &str, labels: &str, value: f64) {
+        self.sample_start(name, "", labels, true);
+        write_float(self.out, value, self.format);
+        self.out.push(b'\n');
+    }
+
+    /// Writes the `_bucket`, `_count` and `_sum` lines of one histogram series.
+    /// `labels` is the series' full label set including constant labels.
+    fn histogram(
+        &mut self,
+        name: &str,
+        labels: &str,
+        le_values: &[String],
+        histogram: &AtomicHistogram,
+        sum_scale: f64,
+        cumulative: &mut Vec<u64>,
+    ) {
+        let sum = histogram.snapshot(cumulative);
+        let mut digits = itoa::Buffer::new();
+        for (le, count) in le_values.iter().zip(cumulative.iter()) {
+            self.out.extend_from_slice(self.namespace.as_bytes());
+            self.out.extend_from_slice(name.as_bytes());
+            self.out.extend_from_slice(b"_bucket{");
+            self.out.extend_from_slice(labels.as_bytes());
+            self.out.extend_from_slice(b",le=\"");
+            self.out.extend_from_slice(le.as_bytes());
+            self.out.extend_from_slice(b"\"} ");
+            self.out.extend_from_slice(digits.format(*count).as_bytes());
+            self.out.push(b'\n');
+        }
+        let count = cumulative.last().copied().unwrap_or(0);
+        self.sample_start(name, "_count", labels, false);
+        self.out.extend_from_slice(digits.format(count).as_bytes());
+        self.out.push(b'\n');
+        self.sample_start(name, "_sum", labels, false);
+        if sum_scale == 1.0 {
+            self.out.extend_from_slice(digits.format(sum).as_bytes());
+        } else {
+            write_float(self.out, sum as f64 / sum_scale, self.format);
+        }
+        self.out.push(b'\n');
+    }
+}
+
+/// Formats `value` as Prometheus expects: shortest round-trip decimal, `+Inf`/`-Inf`/`NaN`,
+/// and in OpenMetrics a `.0` on integral values.
+pub(crate) fn write_float(out: &mut Vec<u8>, value: f64, format: Format) {
+    if value.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        let start = out.len();
+        let _ = write!(out, "{value}");
+        if format == Format::OpenMetrics && !out[start..].contains(&b'.') {
+            out.extend_from_slice(b".0");
+        }
+    }
+}
+
+/// The `le` label values of `bounds`, followed by `+Inf`.
+pub(crate) fn le_values(bounds: &[f64], format: Format) -> Vec<String> {
+    bounds
+        .iter()
+        .map(|&bound| {
+            let mut text = Vec::new();
+            write_float(&mut text, bound, format);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+        .chain(std::iter::once("+Inf".to_owned()))
+        .collect()
+}
+
+/// Precomputed `le` values for both formats, so that scrapes format no bucket bounds.
+pub(crate) struct LeValues {
+    duration: [Vec<String>; 2],
+    size: [Vec<String>; 2],
+}
+
+impl LeValues {
+    pub(crate) fn new(config: &Config) -> Self {
+        let sizes: Vec<f64> = config
+            .size_bounds_bytes
+            .iter()
+            .flatten()
+            .map(|&b| b as f64)
+            .collect();
+        let both = |bounds: &[f64]| {
+            [
+                le_values(bounds, Format::Prometheus),
+                le_values(bounds, Format::OpenMetrics),
+            ]
+        };
+        Self {
+            duration: both(&config.duration_bounds_seconds),
+            size: both(&sizes),
+        }
+    }
+}
+
+fn format_index(format: Format) -> usize {
+    match format {
+        Format::Prometheus => 0,
+        Format::OpenMetrics => 1,
+    }
+}
+
+/// Encodes every redwatch-owned family: RED histograms, derived counters, gauges, info,
+/// process and runtime metrics.
+pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>) {
+    let config = &shared.config;
+    let names = config.names();
+    let mut encoder = Encoder::new(out, format, &config.namespace, &config.const_labels);
+    let mut cumulative = Vec::with_capacity(config.duration_bounds_nanos.len() + 1);
+    let series = shared.series();
+
+    encoder.header(
+        names.duration,
+        Kind::Histogram,
+        "Duration of HTTP server requests, from arrival until the response body is sent.",
+    );
+    let durations = &le.duration[format_index(format)];
+    for s in series.iter() {
+        encoder.histogram(
+            names.duration,
+            &s.labels,
+            durations,
+            &s.duration,
+            1e9,
+            &mut cumulative,
+        );
+    }
+
+    if config.size_bounds_bytes.is_some() {
+        let sizes = &le.size[format_index(format)];
+        type HistogramOf = fn(&Series) -> Option<&AtomicHistogram>;
+        let families: [(&str, &str, HistogramOf); 2] = [
+            (
+                names.request_body_size,
+                "Size of HTTP request bodies, from Content-Length.",
+                |s| s.request_size.as_ref(),
+            ),
+            (
+                names.response_body_size,
+                "Size of HTTP response bodies as sent.",
+                |s| s.response_size.as_ref(),
+            ),
+        ];
+        for (name, help, histogram_of) in families {
+            encoder.header(name, Kind::Histogram, help);
+            for s in series.iter() {
+                if let Some(histogram) = histogram_of(s) {
+                    encoder.histogram(name, &s.labels, sizes, histogram, 1.0, &mut cumulative);
+                }
+            }
+        }
+    }
+
+    if let Some(requests_total) = names.requests_total {
+        // Derived from the duration histograms, so the request path pays nothing for it.
+        let mut totals: BTreeMap<(u8, u16), u64> = BTreeMap::new();
+        for s in series.iter() {
+            s.duration.snapshot(&mut cumulative);
+            let count = cumulative.last().copied().unwrap_or(0);
+            *totals.entry((s.method, s.status)).or_insert(0) += count;
+        }
+        encoder.header(
+            requests_total,
+            Kind::Counter,
+            "Total number of HTTP requests.",
+        );
+        for ((method, status), count) in totals {
+            let labels = method_status_labels(config, method, status);
+            encoder.int_sample(requests_total, &labels, count);
+        }
+    }
+    drop(series);
+
+    if let Some(exceptions_total) = names.exceptions_total {
+        encoder.header(
+            exceptions_total,
+            Kind::Counter,
+            "Total number of HTTP requests whose handler panicked.",
+        );
+        for (&(method, status), &count) in shared.exceptions().iter() {
+            let labels = method_status_labels(config, method, status);
+            encoder.int_sample(exceptions_total, &labels, count);
+        }
+    }
+
+    encoder.header(
+        names.active_requests,
+        Kind::Gauge,
+        "Number of HTTP server requests in flight.",
+    );
+    for (method, active) in METHODS.iter().zip(shared.active.iter()) {
+        let value = active.load(std::sync::atomic::Ordering::Relaxed);
+        // Methods never seen stay off the exposition; GET is always there so the gauge exists.
+        if value != 0 || *method == "GET" {
+            let labels = format!("{}=\"{method}\"", names.method_label);
+            encoder.int_sample(names.active_requests, &labels, value);
+        }
+    }
+
+    // Info, process and runtime metrics keep their standard names: no namespace.
+    let mut encoder = Encoder::new(out, format, "", &config.const_labels);
+    encode_info(&mut encoder, config);
+    if let Some(snapshot) = process::snapshot() {
+        encode_process(&mut encoder, &snapshot);
+    }
+    encode_runtime(&mut encoder);
+}
+
+fn method_status_labels(config: &Config, method: u8, status: u16) -> String {
+    let names = config.names();
+    format!(
+        "{}=\"{}\",{}=\"{status}\"",
+        names.method_label,
+        METHODS[usize::from(method)],
+        names.status_label,
+    )
+}
+
+fn encode_info(encoder: &mut Encoder<'_>, config: &Config) {
+    use crate::naming::Naming;
+    let pairs = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", crate::registry::escape_label_value(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let lookup = |key: &str| {
+        config
+            .info
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    match config.naming {
+        Naming::Otel => {
+            encoder.header("target_info", Kind::Info, "Target metadata.");
+            let labels = pairs(&[
+                ("service_name", &config.service_name),
+                ("service_version", lookup("version")),
+                ("deployment_environment_name", lookup("environment")),
+            ]);
+            encoder.int_sample("target_info", &labels, 1);
+        }
+        Naming::Flask => {
+            encoder.header(
+                "flask_exporter_info",
+                Kind::Info,
+                "Information about the Prometheus exporter (redwatch).",
+            );
+            let labels = pairs(&[("version", env!("CARGO_PKG_VERSION"))]);
+            encoder.int_sample("flask_exporter_info", &labels, 1);
+            encoder.header("app_info", Kind::Info, "Application info.");
+            let labels = pairs(&[
+                ("version", lookup("version")),
+                ("environment", lookup("environment")),
+            ]);
+            encoder.int_sample("app_info", &labels, 1);
+        }
+    }
+}
+
+/// Process and runtime gauges, collected at scrape time.
+pub(crate) fn encode_process(encoder: &mut Encoder<'_>, snapshot: &process::Snapshot) {
+    encoder.header(
+        "process_cpu_seconds_total",
+        Kind::Counter,
+        "Total user and system CPU time spent in seconds.",
+    );
+    encoder.float_sample("process_cpu_seconds_total", "", snapshot.cpu_seconds);
+    let gauges: [(&str, &str, Option<u64>); 5] = [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            Some(snapshot.resident_memory_bytes),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            Some(snapshot.virtual_memory_bytes),
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            Some(snapshot.open_fds),
+        ),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            snapshot.max_fds,
+        ),
+        (
+            "process_threads",
+            "Number of OS threads in the process.",
+            Some(snapshot.threads),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if let Some(value) = value {
+            encoder.header(name, Kind::Gauge, help);
+            encoder.int_sample(name, "", value);
+        }
+    }
+    encoder.header(
+        "process_start_time_seconds",
+        Kind::Gauge,
+        "Start time of the process since unix epoch in seconds.",
+    );
+    encoder.float_sample(
+        "process_start_time_seconds",
+        "",
+        snapshot.start_time_seconds,
+    );
+}
+
+/// Tokio runtime gauges from the stable metrics API, when scraped inside a runtime.
+pub(crate) fn encode_runtime(encoder: &mut Encoder<'_>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let metrics = handle.metrics();
+    let gauges = [
+        (
+            "tokio_runtime_workers",
+            "Number of worker threads of the Tokio runtime.",
+            metrics.num_workers(),
+        ),
+        (
+            "tokio_runtime_alive_tasks",
+            "Number of alive tasks in the Tokio runtime.",
+            metrics.num_alive_tasks(),
+        ),
+        (
+            "tokio_runtime_global_queue_depth",
+            "Number of tasks in the Tokio runtime's global queue.",
+            metrics.global_queue_depth(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        encoder.header(name, Kind::Gauge, help);
+        encoder.int_sample(name, "", value);
+    }
+}
+
+/// Rewrites OpenMetrics text from `prometheus-client` into the Prometheus 0.0.4 format:
+/// counters and info metrics get their sample names in `# HELP`/`# TYPE`, `# UNIT`, `# EOF`,
+/// `_created` samples and exemplars go, and `unknown` becomes `untyped`.
+pub(crate) fn openmetrics_to_prometheus(openmetrics: &str, out: &mut Vec<u8>) {
+    let mut pending_help: Option<(&str, &str)> = None;
+    let mut counter_family: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name, help));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (sample_name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_owned(), kind),
+                "stateset" => (name.to_owned(), "gauge"),
+                _ => (name.to_owned(), "untyped"),
+            };
+            counter_family = (kind == "counter").then_some(name);
+            if let Some((help_name, help)) = pending_help.take() {
+                if help_name == name {
+                    let _ = writeln!(out, "# HELP {sample_name} {help}");
+                }
+            }
+            let _ = writeln!(out, "# TYPE {sample_name} {kind}");
+        } else if line.starts_with("# ") {
+            // `# UNIT` and `# EOF` have no 0.0.4 equivalent.
+        } else {
+            let sample = line
+                .split_once(" # ")
+                .map_or(line, |(sample, _exemplar)| sample);
+            let is_created = counter_family.is_some_and(|family| {
+                sample
+                    .strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with("_created"))
+            });
+            if !is_created && !sample.is_empty() {
+                out.extend_from_slice(sample.as_bytes());
+                out.push(b'\n');
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_follow_each_format() {
+        let render = |value: f64, format| {
+            let mut out = Vec::new();
+            write_float(&mut out, value, format);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(render(0.005, Format::Prometheus), "0.005");
+        assert_eq!(render(1.0, Format::Prometheus), "1");
+        assert_eq!(render(1.0, Format::OpenMetrics), "1.0");
+        assert_eq!(render(f64::INFINITY, Format::OpenMetrics), "+Inf");
+    }
+
+    #[test]
+    fn openmetrics_counters_and_info_become_prometheus_text() {
+        let openmetrics = "# HELP jobs Jobs done.\n# TYPE jobs counter\njobs_total 3 # {trace_id=\"a\"} 1\njobs_created 1.5\n# HELP build Build.\n# TYPE build info\nbuild_info{v=\"1\"} 1\n# HELP temp_celsius T.\n# TYPE temp_celsius gauge\n# UNIT temp_celsius celsius\ntemp_celsius 20\n# EOF\n";
+        let mut out = Vec::new();
+        openmetrics_to_prometheus(openmetrics, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total 3\n# HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{v=\"1\"} 1\n# HELP temp_celsius T.\n# TYPE temp_celsius gauge\ntemp_celsius 20\n"
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! The tower middleware that records RED metrics: [`MetricsLayer`], [`MetricsService`],
+//! [`ResponseFuture`] and [`ResponseBody`].
+
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::naming::{ABANDONED_STATUS, method_index};
+use crate::registry::{Core, RouteEntry, record_exception};
+
+/// Decides which route template a request belongs to.
+///
+/// The returned value becomes the route label, so it must come from a small, fixed set
+/// (a route template, a gRPC method); return `None` for requests that matched no route.
+/// Routes beyond [`crate::MetricsBuilder::max_routes`] are recorded as `overflow`.
+pub trait ClassifyRoute: Clone + Send + Sync + 'static {
+    /// The route template of `request`, or `None` when no route matched.
+    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<&'a str>;
+}
+
+/// The default classifier: axum's [`MatchedPath`](axum::extract::MatchedPath).
+///
+/// The layer must be added with `Router::layer` (or `route_layer`), which runs after routing,
+/// so the matched path is known. Without the `axum` feature every request is `unmatched`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatchedPathRoute;
+
+impl ClassifyRoute for MatchedPathRoute {
+    #[inline]
+    fn classify<'a, B>(&self, _request: &'a Request<B>) -> Option<&'a str> {
+        #[cfg(feature = "axum")]
+        {
+            _request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|matched| matched.as_str())
+        }
+        #[cfg(not(feature = "axum"))]
+        {
+            None
+        }
+    }
+}
+
+/// Uses the request path as the route: right for gRPC (tonic), where the path names the
+/// method, and wrong for REST paths that carry ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UriPathRoute;
+
+impl ClassifyRoute for UriPathRoute {
+    #[inline]
+    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<&'a str> {
+        Some(request.uri().path())
+    }
+}
+
+/// A tower [`Layer`] that records the duration, method, route and status of every request.
+///
+/// Get one from [`Metrics::layer`](crate::Metrics::layer).
+///
+/// ```
+/// use axum::{Router, routing::get};
+///
+/// let metrics = redwatch::Metrics::new();
+/// let app: Router = Router::new()
+///     .route("/users/{id}", get(|| async { "user" }))
+///     .merge(metrics.router())
+///     .layer(metrics.layer());
+/// ```
+///
+/// The duration runs from the moment the service is called until the response body has been
+/// sent to the end or dropped, so streaming responses are timed in full. A request whose
+/// future is dropped before a response exists (client gone, timeout) is recorded with status
+/// `499`; a handler that panics is recorded as `500` (and, with the `flask` preset, in
+/// `flask_http_request_exceptions_total`) before the panic continues to an outer
+/// `CatchPanicLayer` or to the server.
+#[derive(Clone)]
+pub struct MetricsLayer<C = MatchedPathRoute> {
+    core: Arc<Core>,
+    classifier: C,
+}
+
+impl MetricsLayer {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Self {
+            core,
+            classifier: MatchedPathRoute,
+        }
+    }
+}
+
+impl<C> MetricsLayer<C> {
+    /// Uses `classifier` instead of axum's matched path to find a request's route, for plain
+    /// hyper or tonic services.
+    pub fn classify_with<D: ClassifyRoute>(self, classifier: D) -> MetricsLayer<D> {
+        MetricsLayer {
+            core: self.core,
+            classifier,
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
+    type Service = MetricsService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            core: Arc::clone(&self.core),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// The service produced by [`MetricsLayer`].
+#[derive(Clone)]
+pub struct MetricsService<S, C = MatchedPathRoute> {
+    inner: S,
+    core: Arc<Core>,
+    classifier: C,
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C: ClassifyRoute,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let start = Instant::now();
+        let route = self.core.route(self.classifier.classify(&request));
+        let tracker = if route.excluded {
+            None
+        } else {
+            let method = method_index(request.method());
+            let request_size = match route.shared.config.size_bounds_bytes {
+                Some(_) => content_length(&request),
+                None => None,
+            };
+            route.shared.active[usize::from(method)].fetch_add(1, Ordering::Relaxed);
+            Some(Tracker {
+                route,
+                method,
+                status: ABANDONED_STATUS,
+                start,
+                request_size,
+                response_size: 0,
+            })
+        };
+        ResponseFuture {
+            inner: self.inner.call(request),
+            tracker,
+        }
+    }
+}
+
+fn content_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+pin_project! {
+    /// The response future of [`MetricsService`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        tracker: Option<Tracker>,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        let polled = match panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(polled) => polled,
+            Err(payload) => {
+                if let Some(mut tracker) = this.tracker.take() {
+                    tracker.finish(500, true);
+                }
+                panic::resume_unwind(payload)
+            }
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(response)) => {
+                let mut tracker = this.tracker.take();
+                if let Some(tracker) = tracker.as_mut() {
+                    tracker.status = response.status().as_u16();
+                }
+                Poll::Ready(Ok(response.map(|body| ResponseBody {
+                    inner: body,
+                    tracker,
+                })))
+            }
+            Poll::Ready(Err(error)) => {
+                // No response will be sent; the server reports this to the client as a failure.
+                if let Some(mut tracker) = this.tracker.take() {
+                    tracker.finish(500, false);
+                }
+                Poll::Ready(Err(error))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response body of [`MetricsService`]: the inner body, timed until its end or drop.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        tracker: Option<Tracker>,
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Some(tracker) = this.tracker.as_mut() {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        tracker.response_size += bytes::Buf::remaining(data) as u64;
+                    }
+                }
+                Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                    let status = tracker.status;
+                    tracker.finish(status, false);
+                    *this.tracker = None;
+                }
+                Poll::Pending => {}
+            }
+        }
+        polled
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What is known of one request while it is in flight; records it exactly once.
+struct Tracker {
+    route: Arc<RouteEntry>,
+    method: u8,
+    /// The response status once there is a response, [`ABANDONED_STATUS`] until then.
+    status: u16,
+    start: Instant,
+    request_size: Option<u64>,
+    response_size: u64,
+}
+
+impl Tracker {
+    fn finish(&mut self, status: u16, panicked: bool) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let shared = &self.route.shared;
+        shared.active[usize::from(self.method)].fetch_sub(1, Ordering::Relaxed);
+        let config = &shared.config;
+        let (request_size, response_size) = (self.request_size, self.response_size);
+        self.route.with_series(self.method, status, |series| {
+            series
+                .duration
+                .observe(&config.duration_bounds_nanos, nanos);
+            if let Some(bounds) = &config.size_bounds_bytes {
+                if let (Some(histogram), Some(size)) = (&series.request_size, request_size) {
+                    histogram.observe(bounds, size);
+                }
+                if let Some(histogram) = &series.response_size {
+                    histogram.observe(bounds, response_size);
+                }
+            }
+        });
+        if panicked {
+            record_exception(shared, self.method, status);
+        }
+        // Mark as recorded so that Drop does nothing.
+        self.method = u8::MAX;
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if self.method != u8::MAX {
+            // Dropped without an end of body: an abandoned request or a body cut short.
+            let status = self.status;
+            self.finish(status, false);
+        }
+    }
+}

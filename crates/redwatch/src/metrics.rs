@@ -1,0 +1,466 @@
+//! [`Metrics`], the handle users keep, and its [`MetricsBuilder`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use regex::RegexSet;
+
+use crate::encode::{self, Format, LeValues};
+use crate::layer::MetricsLayer;
+use crate::naming::{DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, Naming};
+use crate::registry::{Config, Core, Exclusions, escape_label_value};
+
+/// RED metrics for one service: the layer that records them, the registry that holds them
+/// and the `/metrics` exposition that serves them.
+///
+/// ```
+/// use axum::{Router, routing::get};
+///
+/// let metrics = redwatch::Metrics::builder()
+///     .naming(redwatch::Naming::Otel)
+///     .const_label("service", "checkout")
+///     .app_version(env!("CARGO_PKG_VERSION"))
+///     .build()
+///     .expect("valid metrics configuration");
+///
+/// let app: Router = Router::new()
+///     .route("/orders/{id}", get(|| async { "order" }))
+///     .merge(metrics.router()) // GET /metrics
+///     .layer(metrics.layer()); // records every route, /metrics excluded
+/// ```
+///
+/// `Metrics` is cheap to clone; clones share the same series.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    core: Arc<Core>,
+    le: LeValues,
+    user: Mutex<prometheus_client::registry::Registry>,
+    metrics_path: String,
+    bearer_token: Option<String>,
+    /// Size of the last exposition, so the next one allocates once.
+    last_size: AtomicUsize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("naming", &self.inner.core.shared.config.naming)
+            .field("metrics_path", &self.inner.metrics_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Metrics with the defaults: `otel` names, OpenTelemetry buckets, `/metrics` excluded.
+    pub fn new() -> Self {
+        match Self::builder().build() {
+            Ok(metrics) => metrics,
+            // The default configuration is valid by construction (tested).
+            Err(error) => unreachable!("default metrics configuration is invalid: {error}"),
+        }
+    }
+
+    /// Starts a configuration.
+    pub fn builder() -> MetricsBuilder {
+        MetricsBuilder::default()
+    }
+
+    /// The tower layer that records requests into these metrics.
+    pub fn layer(&self) -> MetricsLayer {
+        MetricsLayer::new(Arc::clone(&self.inner.core))
+    }
+
+    /// The naming preset in use.
+    pub fn naming(&self) -> Naming {
+        self.inner.core.shared.config.naming
+    }
+
+    /// The path the exposition is served on by [`Metrics::router`].
+    pub fn metrics_path(&self) -> &str {
+        &self.inner.metrics_path
+    }
+
+    pub(crate) fn bearer_token(&self) -> Option<&str> {
+        self.inner.bearer_token.as_deref()
+    }
+
+    /// Registers a `prometheus-client` metric (counter, gauge, histogram, family, ...) so that
+    /// it appears on the same exposition.
+    ///
+    /// ```
+    /// use prometheus_client::metrics::counter::Counter;
+    ///
+    /// let metrics = redwatch::Metrics::new();
+    /// let jobs: Counter = Counter::default();
+    /// metrics.register("jobs_processed", "Jobs processed by the worker", jobs.clone());
+    /// jobs.inc();
+    /// let text = String::from_utf8(metrics.render(redwatch::Format::Prometheus)).unwrap();
+    /// assert!(text.contains("jobs_processed_total 1"));
+    /// ```
+    pub fn register(
+        &self,
+        name: impl Into<String>,
+        help: impl Into<String>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.with_registry(|registry| registry.register(name, help, metric));
+    }
+
+    /// Gives access to the underlying `prometheus-client` registry, for sub-registries,
+    /// units and collectors.
+    pub fn with_registry<T>(
+        &self,
+        f: impl FnOnce(&mut prometheus_client::registry::Registry) -> T,
+    ) -> T {
+        let mut registry = self
+            .inner
+            .user
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut registry)
+    }
+
+    /// Encodes every metric in `format`.
+    pub fn render(&self, format: Format) -> Vec<u8> {
+        let inner = &self.inner;
+        let mut out = Vec::with_capacity(inner.last_size.load(Ordering::Relaxed) + 1024);
+        encode::encode_core(&inner.core.shared, &inner.le, format, &mut out);
+
+        let mut user = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.with_registry(|registry| {
+            prometheus_client::encoding::text::encode_registry(&mut user, registry)
+        });
+        match format {
+            Format::OpenMetrics => {
+                out.extend_from_slice(user.as_bytes());
+                out.extend_from_slice(b"# EOF\n");
+            }
+            Format::Prometheus => encode::openmetrics_to_prometheus(&user, &mut out),
+        }
+        inner.last_size.store(out.len(), Ordering::Relaxed);
+        out
+    }
+}
+
+/// Configures [`Metrics`]. Every setting has a default; [`MetricsBuilder::build`] checks them.
+#[derive(Debug, Clone)]
+pub struct MetricsBuilder {
+    naming: Naming,
+    namespace: Option<String>,
+    const_labels: Vec<(String, String)>,
+    duration_buckets: Vec<f64>,
+    body_sizes: bool,
+    size_buckets: Vec<f64>,
+    exclude_exact: Vec<String>,
+    exclude_patterns: Vec<String>,
+    count_metrics_endpoint: bool,
+    metrics_path: String,
+    service_name: String,
+    app_version: String,
+    environment: String,
+    bearer_token: Option<String>,
+    max_routes: usize,
+}
+
+impl Default for MetricsBuilder {
+    fn default() -> Self {
+        Self {
+            naming: Naming::Otel,
+            namespace: None,
+            const_labels: Vec::new(),
+            duration_buckets: DEFAULT_DURATION_BUCKETS.to_vec(),
+            body_sizes: false,
+            size_buckets: DEFAULT_SIZE_BUCKETS.to_vec(),
+            exclude_exact: Vec::new(),
+            exclude_patterns: Vec::new(),
+            count_metrics_endpoint: false,
+            metrics_path: "/metrics".to_owned(),
+            service_name: "unknown_service".to_owned(),
+            app_version: String::new(),
+            environment: String::new(),
+            bearer_token: None,
+            max_routes: 1000,
+        }
+    }
+}
+
+impl MetricsBuilder {
+    /// The naming preset (default [`Naming::Otel`]).
+    pub fn naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
+    }
+
+    /// A prefix for the RED metric names, e.g. `shop` gives `shop_http_server_request_duration_seconds`.
+    /// Process, runtime and info metrics keep their standard names.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// A label with the same value on every redwatch series, e.g. `service` or `env`.
+    pub fn const_label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.const_labels.push((name.into(), value.into()));
+        self
+    }
+
+    /// Upper bounds of the duration buckets, in seconds, ascending (default: the OpenTelemetry
+    /// buckets 0.005 … 10).
+    pub fn duration_buckets(mut self, bounds: impl Into<Vec<f64>>) -> Self {
+        self.duration_buckets = bounds.into();
+        self
+    }
+
+    /// Also record request and response body sizes (off by default). Request sizes come from
+    /// `Content-Length`; response sizes count the bytes actually sent.
+    pub fn body_sizes(mut self, enabled: bool) -> Self {
+        self.body_sizes = enabled;
+        self
+    }
+
+    /// Upper bounds of the body size buckets, in bytes (default: powers of 4 from 64 B to 16 MiB).
+    pub fn size_buckets(mut self, bounds: impl Into<Vec<f64>>) -> Self {
+        self.size_buckets = bounds.into();
+        self
+    }
+
+    /// Does not record requests to this route template (e.g. `/health`).
+    pub fn exclude_route(mut self, template: impl Into<String>) -> Self {
+        self.exclude_exact.push(template.into());
+        self
+    }
+
+    /// Does not record requests to route templates matching this regex (e.g. `^/internal/`).
+    /// The regex runs once per distinct route, not per request.
+    pub fn exclude_routes_matching(mut self, pattern: impl Into<String>) -> Self {
+        self.exclude_patterns.push(pattern.into());
+        self
+    }
+
+    /// Records requests to the metrics endpoint too (off by default).
+    pub fn count_metrics_endpoint(mut self, enabled: bool) -> Self {
+        self.count_metrics_endpoint = enabled;
+        self
+    }
+
+    /// The path of the exposition (default `/metrics`).
+    pub fn metrics_path(mut self, path: impl Into<String>) -> Self {
+        self.metrics_path = path.into();
+        self
+    }
+
+    /// The service name in `target_info` (otel preset; default `unknown_service`).
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = name.into();
+        self
+    }
+
+    /// The application version shown by the info metric.
+    pub fn app_version(mut self, version: impl Into<String>) -> Self {
+        self.app_version = version.into();
+        self
+    }
+
+    /// The deployment environment shown by the info metric (e.g. `production`).
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = environment.into();
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on the exposition; others get 401.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// The most distinct route values kept (default 1000); further routes are recorded as
+    /// `overflow`. A guard for classifiers that return unbounded values.
+    pub fn max_routes(mut self, max_routes: usize) -> Self {
+        self.max_routes = max_routes;
+        self
+    }
+
+    /// Checks the configuration and builds the metrics.
+    pub fn build(self) -> Result<Metrics, BuildError> {
+        let names = self.naming.names();
+        let namespace = match &self.namespace {
+            Some(namespace) => {
+                check_name("namespace", namespace)?;
+                format!("{namespace}_")
+            }
+            None => String::new(),
+        };
+        let reserved = [
+            names.method_label,
+            names.route_label,
+            names.status_label,
+            "le",
+        ];
+        let mut const_labels = String::new();
+        for (name, value) in &self.const_labels {
+            check_name("label name", name)?;
+            if name.starts_with("__") || reserved.contains(&name.as_str()) {
+                return Err(BuildError(format!(
+                    "constant label {name:?} is reserved by the {} preset or by Prometheus",
+                    self.naming
+                )));
+            }
+            const_labels.push_str(&format!(",{name}=\"{}\"", escape_label_value(value)));
+        }
+        check_bounds("duration", &self.duration_buckets)?;
+        let size_bounds_bytes = if self.body_sizes {
+            check_bounds("body size", &self.size_buckets)?;
+            if self.size_buckets.iter().any(|bound| bound.fract() != 0.0) {
+                return Err(BuildError("body size buckets must be whole bytes".into()));
+            }
+            Some(
+                self.size_buckets
+                    .iter()
+                    .map(|&bound| bound as u64)
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        if !self.metrics_path.starts_with('/') {
+            return Err(BuildError(format!(
+                "metrics path {:?} must start with '/'",
+                self.metrics_path
+            )));
+        }
+        if let Some(token) = &self.bearer_token {
+            if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(BuildError(
+                    "bearer token must be non-empty and contain no whitespace".into(),
+                ));
+            }
+        }
+        if self.max_routes == 0 {
+            return Err(BuildError("max_routes must be at least 1".into()));
+        }
+
+        let mut exact = self.exclude_exact;
+        if !self.count_metrics_endpoint {
+            exact.push(self.metrics_path.clone());
+        }
+        let patterns =
+            if self.exclude_patterns.is_empty() {
+                None
+            } else {
+                Some(RegexSet::new(&self.exclude_patterns).map_err(|error| {
+                    BuildError(format!("invalid route exclusion pattern: {error}"))
+                })?)
+            };
+
+        let config = Config {
+            naming: self.naming,
+            namespace,
+            const_labels,
+            duration_bounds_nanos: self
+                .duration_buckets
+                .iter()
+                .map(|&seconds| (seconds * 1e9).round() as u64)
+                .collect(),
+            duration_bounds_seconds: self.duration_buckets,
+            size_bounds_bytes,
+            info: vec![
+                ("version".to_owned(), self.app_version),
+                ("environment".to_owned(), self.environment),
+            ],
+            service_name: self.service_name,
+        };
+        let le = LeValues::new(&config);
+        let core = Core::new(config, Exclusions { exact, patterns }, self.max_routes);
+        Ok(Metrics {
+            inner: Arc::new(Inner {
+                core: Arc::new(core),
+                le,
+                user: Mutex::new(prometheus_client::registry::Registry::default()),
+                metrics_path: self.metrics_path,
+                bearer_token: self.bearer_token,
+                last_size: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), BuildError> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(BuildError(format!(
+            "invalid {what} {name:?}: use letters, digits and '_', not starting with a digit"
+        )))
+    }
+}
+
+fn check_bounds(what: &str, bounds: &[f64]) -> Result<(), BuildError> {
+    if bounds.is_empty() {
+        return Err(BuildError(format!("{what} buckets must not be empty")));
+    }
+    if bounds
+        .iter()
+        .any(|bound| !bound.is_finite() || *bound <= 0.0)
+    {
+        return Err(BuildError(format!(
+            "{what} buckets must be finite and positive (+Inf is added automatically)"
+        )));
+    }
+    if bounds.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err(BuildError(format!(
+            "{what} buckets must be strictly ascending"
+        )));
+    }
+    Ok(())
+}
+
+/// A configuration [`MetricsBuilder::build`] refused, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError(String);
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_configuration_builds() {
+        assert!(Metrics::builder().build().is_ok());
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_a_reason() {
+        let refuse = |builder: MetricsBuilder| builder.build().unwrap_err().to_string();
+        assert!(refuse(Metrics::builder().namespace("1x")).contains("namespace"));
+        assert!(refuse(Metrics::builder().const_label("le", "x")).contains("reserved"));
+        assert!(refuse(Metrics::builder().duration_buckets(vec![1.0, 0.5])).contains("ascending"));
+        assert!(refuse(Metrics::builder().duration_buckets(vec![])).contains("empty"));
+        assert!(refuse(Metrics::builder().exclude_routes_matching("(")).contains("pattern"));
+        assert!(refuse(Metrics::builder().metrics_path("metrics")).contains("start with"));
+        assert!(refuse(Metrics::builder().bearer_token("a b")).contains("whitespace"));
+    }
+}

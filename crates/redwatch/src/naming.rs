@@ -1,0 +1,194 @@
+//! Naming presets: which metric and label names the RED metrics are exported under.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The metric and label names redwatch exports its RED metrics under.
+///
+/// ```
+/// use redwatch::Naming;
+///
+/// let naming: Naming = "flask".parse().unwrap();
+/// assert_eq!(naming, Naming::Flask);
+/// assert_eq!(naming.names().duration, "flask_http_request_duration_seconds");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Naming {
+    /// OpenTelemetry HTTP semantic conventions, as exported to Prometheus
+    /// (`http_server_request_duration_seconds{http_request_method, http_route, http_response_status_code}`).
+    #[default]
+    Otel,
+    /// prometheus_flask_exporter compatible names (`flask_http_request_duration_seconds{method, path, status}`),
+    /// so that dashboards written for Flask apps work unchanged.
+    Flask,
+}
+
+/// The concrete names of one [`Naming`] preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricNames {
+    /// Request duration histogram, in seconds.
+    pub duration: &'static str,
+    /// Requests currently being served, by method.
+    pub active_requests: &'static str,
+    /// Request body size histogram, in bytes (opt-in).
+    pub request_body_size: &'static str,
+    /// Response body size histogram, in bytes (opt-in).
+    pub response_body_size: &'static str,
+    /// Request counter by method and status (`flask` only; derived from the duration histogram).
+    pub requests_total: Option<&'static str>,
+    /// Panicking handlers by method and status (`flask` only).
+    pub exceptions_total: Option<&'static str>,
+    /// Label holding the HTTP method.
+    pub method_label: &'static str,
+    /// Label holding the route template.
+    pub route_label: &'static str,
+    /// Label holding the three-digit status code.
+    pub status_label: &'static str,
+}
+
+const OTEL: MetricNames = MetricNames {
+    duration: "http_server_request_duration_seconds",
+    active_requests: "http_server_active_requests",
+    request_body_size: "http_server_request_body_size_bytes",
+    response_body_size: "http_server_response_body_size_bytes",
+    requests_total: None,
+    exceptions_total: None,
+    method_label: "http_request_method",
+    route_label: "http_route",
+    status_label: "http_response_status_code",
+};
+
+const FLASK: MetricNames = MetricNames {
+    duration: "flask_http_request_duration_seconds",
+    active_requests: "flask_http_requests_in_progress",
+    request_body_size: "flask_http_request_body_size_bytes",
+    response_body_size: "flask_http_response_body_size_bytes",
+    requests_total: Some("flask_http_request_total"),
+    exceptions_total: Some("flask_http_request_exceptions_total"),
+    method_label: "method",
+    route_label: "path",
+    status_label: "status",
+};
+
+impl Naming {
+    /// Every preset, in a stable order.
+    pub const ALL: [Naming; 2] = [Naming::Otel, Naming::Flask];
+
+    /// The metric and label names of this preset.
+    pub fn names(self) -> &'static MetricNames {
+        match self {
+            Naming::Otel => &OTEL,
+            Naming::Flask => &FLASK,
+        }
+    }
+
+    /// The preset's name as accepted by [`FromStr`]: `otel` or `flask`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Naming::Otel => "otel",
+            Naming::Flask => "flask",
+        }
+    }
+}
+
+impl fmt::Display for Naming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a naming preset that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownNaming(pub String);
+
+impl fmt::Display for UnknownNaming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown naming preset {:?} (expected otel or flask)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownNaming {}
+
+impl FromStr for Naming {
+    type Err = UnknownNaming;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "otel" => Ok(Naming::Otel),
+            "flask" => Ok(Naming::Flask),
+            other => Err(UnknownNaming(other.to_owned())),
+        }
+    }
+}
+
+/// The OpenTelemetry default duration buckets, in seconds.
+pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Default body size buckets, in bytes: powers of four from 64 B to 16 MiB.
+pub const DEFAULT_SIZE_BUCKETS: &[f64] = &[
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
+
+/// The route value shared by every request no route matched (the 404 fallback).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The route value for routes beyond [`crate::MetricsBuilder::max_routes`].
+pub const OVERFLOW_ROUTE: &str = "overflow";
+
+/// The status recorded for a request abandoned before a response existed (client disconnect,
+/// timeout, dropped future): nginx's "client closed request".
+pub const ABANDONED_STATUS: u16 = 499;
+
+/// HTTP methods that get their own label value; all others are recorded as `_OTHER`.
+pub(crate) const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+
+/// The index of `method` in [`METHODS`].
+#[inline]
+pub(crate) fn method_index(method: &http::Method) -> u8 {
+    // `http::Method` compares standard methods by enum tag, so this is a few integer compares.
+    const TABLE: [http::Method; 9] = [
+        http::Method::GET,
+        http::Method::HEAD,
+        http::Method::POST,
+        http::Method::PUT,
+        http::Method::DELETE,
+        http::Method::CONNECT,
+        http::Method::OPTIONS,
+        http::Method::TRACE,
+        http::Method::PATCH,
+    ];
+    TABLE.iter().position(|m| m == method).unwrap_or(9) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_presets_and_rejects_others() {
+        assert_eq!("otel".parse::<Naming>(), Ok(Naming::Otel));
+        assert_eq!("flask".parse::<Naming>(), Ok(Naming::Flask));
+        let err = "prom".parse::<Naming>().unwrap_err();
+        assert!(err.to_string().contains("\"prom\""));
+    }
+
+    #[test]
+    fn nonstandard_methods_share_other() {
+        assert_eq!(METHODS[method_index(&http::Method::GET) as usize], "GET");
+        assert_eq!(
+            METHODS[method_index(&http::Method::PATCH) as usize],
+            "PATCH"
+        );
+        let custom = http::Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(METHODS[method_index(&custom) as usize], "_OTHER");
+    }
+}

@@ -1,0 +1,45 @@
+//! Process metrics read from `/proc` at scrape time (Linux only; elsewhere they are omitted).
+
+/// One reading of the process's resource usage.
+pub(crate) struct Snapshot {
+    pub(crate) cpu_seconds: f64,
+    pub(crate) resident_memory_bytes: u64,
+    pub(crate) virtual_memory_bytes: u64,
+    pub(crate) open_fds: u64,
+    pub(crate) max_fds: Option<u64>,
+    pub(crate) start_time_seconds: f64,
+    pub(crate) threads: u64,
+}
+
+/// Reads the current process's metrics; `None` where `/proc` is unavailable.
+#[cfg(target_os = "linux")]
+pub(crate) fn snapshot() -> Option<Snapshot> {
+    use procfs::process::{LimitValue, Process};
+
+    let process = Process::myself().ok()?;
+    let stat = process.stat().ok()?;
+    let ticks = procfs::ticks_per_second() as f64;
+    let boot_time = procfs::boot_time_secs().ok()? as f64;
+    let max_fds = process
+        .limits()
+        .ok()
+        .and_then(|limits| match limits.max_open_files.soft_limit {
+            LimitValue::Value(value) => Some(value),
+            LimitValue::Unlimited => None,
+        });
+    Some(Snapshot {
+        cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+        resident_memory_bytes: stat.rss * procfs::page_size(),
+        virtual_memory_bytes: stat.vsize,
+        open_fds: process.fd_count().ok()? as u64,
+        max_fds,
+        start_time_seconds: boot_time + stat.starttime as f64 / ticks,
+        threads: u64::try_from(stat.num_threads).unwrap_or(0),
+    })
+}
+
+/// Reads the current process's metrics; `None` where `/proc` is unavailable.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn snapshot() -> Option<Snapshot> {
+    None
+}

@@ -1,0 +1,304 @@
+//! Series storage: lock-free on the request path, read by the encoder at scrape time.
+//!
+//! A request touches two concurrent maps (route, then method × status), both read-mostly and
+//! lock-free for readers, and then a handful of relaxed atomic adds. Series are created once,
+//! on the first request of their label set, which is the only time anything allocates or locks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use regex::RegexSet;
+
+use crate::naming::{METHODS, MetricNames, Naming, OVERFLOW_ROUTE, UNMATCHED_ROUTE};
+
+type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A histogram whose observations are two relaxed atomic adds.
+///
+/// There is no separate count: the encoder derives `_count` from the same bucket snapshot it
+/// writes, so `_count` always equals the `+Inf` bucket, even in a scrape taken under load.
+pub(crate) struct AtomicHistogram {
+    /// Non-cumulative counts; the last slot is the `+Inf` overflow bucket.
+    counts: Box<[AtomicU64]>,
+    /// Sum of observations in the family's base unit (nanoseconds or bytes).
+    sum: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn new(bucket_count: usize) -> Self {
+        Self {
+            counts: (0..=bucket_count).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `value` (base units) against the upper bounds `bounds` (same units, ascending).
+    #[inline]
+    pub(crate) fn observe(&self, bounds: &[u64], value: u64) {
+        let index = bounds.partition_point(|&bound| bound < value);
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Copies the cumulative bucket counts into `cumulative` and returns the sum.
+    pub(crate) fn snapshot(&self, cumulative: &mut Vec<u64>) -> u64 {
+        // Read the sum first: a concurrent observation then shows up in the buckets rather
+        // than in the sum alone, so the average never exceeds the truth.
+        let sum = self.sum.load(Ordering::Relaxed);
+        cumulative.clear();
+        let mut running = 0u64;
+        for count in self.counts.iter() {
+            running += count.load(Ordering::Relaxed);
+            cumulative.push(running);
+        }
+        sum
+    }
+}
+
+/// One label set of the RED histograms: (method, route, status).
+pub(crate) struct Series {
+    pub(crate) method: u8,
+    pub(crate) status: u16,
+    /// The rendered label pairs, e.g. `http_request_method="GET",http_route="/",...`.
+    pub(crate) labels: Box<str>,
+    pub(crate) duration: AtomicHistogram,
+    pub(crate) request_size: Option<AtomicHistogram>,
+    pub(crate) response_size: Option<AtomicHistogram>,
+}
+
+/// Configuration fixed at build time, shared by everything that records or encodes.
+pub(crate) struct Config {
+    pub(crate) naming: Naming,
+    /// Prefix for every redwatch metric name, with its trailing `_` (empty when unset).
+    pub(crate) namespace: String,
+    /// Constant label pairs, rendered with a leading `,` (empty when none).
+    pub(crate) const_labels: String,
+    pub(crate) duration_bounds_seconds: Vec<f64>,
+    pub(crate) duration_bounds_nanos: Vec<u64>,
+    pub(crate) size_bounds_bytes: Option<Vec<u64>>,
+    pub(crate) info: Vec<(String, String)>,
+    pub(crate) service_name: String,
+}
+
+impl Config {
+    pub(crate) fn names(&self) -> &'static MetricNames {
+        self.naming.names()
+    }
+}
+
+/// State shared by every route: configuration, gauges and the encoder's list of series.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) active: [AtomicI64; METHODS.len()],
+    /// Every series ever created, in creation order, for the encoder.
+    series: Mutex<Vec<Arc<Series>>>,
+    /// Panicking handlers by (method, status); touched only when a handler panics.
+    exceptions: Mutex<BTreeMap<(u8, u16), u64>>,
+}
+
+impl Shared {
+    pub(crate) fn series(&self) -> MutexGuard<'_, Vec<Arc<Series>>> {
+        self.series.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn exceptions(&self) -> MutexGuard<'_, BTreeMap<(u8, u16), u64>> {
+        self.exceptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Everything recorded for one route value.
+pub(crate) struct RouteEntry {
+    pub(crate) shared: Arc<Shared>,
+    /// Requests to this route are passed through unrecorded.
+    pub(crate) excluded: bool,
+    /// The route as a label value, escaped for the exposition formats.
+    escaped_route: Box<str>,
+    /// Series by `method << 16 | status`.
+    series: FastMap<u32, Arc<Series>>,
+}
+
+impl RouteEntry {
+    fn new(shared: Arc<Shared>, route: &str, excluded: bool) -> Self {
+        Self {
+            shared,
+            excluded,
+            escaped_route: escape_label_value(route).into(),
+            series: FastMap::default(),
+        }
+    }
+
+    /// Runs `record` on the series for (method, status), creating it on first use.
+    #[inline]
+    pub(crate) fn with_series(&self, method: u8, status: u16, record: impl FnOnce(&Series)) {
+        let key = u32::from(method) << 16 | u32::from(status);
+        let series = self.series.pin();
+        match series.get(&key) {
+            Some(found) => record(found),
+            None => {
+                let created = Arc::new(self.new_series(method, status));
+                let stored = series.get_or_insert(key, Arc::clone(&created));
+                if Arc::ptr_eq(stored, &created) {
+                    self.shared.series().push(created);
+                }
+                record(stored)
+            }
+        }
+    }
+
+    fn new_series(&self, method: u8, status: u16) -> Series {
+        let config = &self.shared.config;
+        let names = config.names();
+        let labels = format!(
+            "{}=\"{}\",{}=\"{}\",{}=\"{}\"{}",
+            names.method_label,
+            METHODS[usize::from(method)],
+            names.route_label,
+            self.escaped_route,
+            names.status_label,
+            status,
+            config.const_labels,
+        );
+        let size_histogram = || {
+            config
+                .size_bounds_bytes
+                .as_ref()
+                .map(|bounds| AtomicHistogram::new(bounds.len()))
+        };
+        Series {
+            method,
+            status,
+            labels: labels.into(),
+            duration: AtomicHistogram::new(config.duration_bounds_nanos.len()),
+            request_size: size_histogram(),
+            response_size: size_histogram(),
+        }
+    }
+}
+
+/// Which routes are not recorded.
+#[derive(Default)]
+pub(crate) struct Exclusions {
+    pub(crate) exact: Vec<String>,
+    pub(crate) patterns: Option<RegexSet>,
+}
+
+impl Exclusions {
+    fn excludes(&self, route: &str) -> bool {
+        self.exact.iter().any(|excluded| excluded == route)
+            || self
+                .patterns
+                .as_ref()
+                .is_some_and(|patterns| patterns.is_match(route))
+    }
+}
+
+/// The storage behind one [`crate::Metrics`].
+pub(crate) struct Core {
+    pub(crate) shared: Arc<Shared>,
+    routes: FastMap<Box<str>, Arc<RouteEntry>>,
+    route_count: AtomicUsize,
+    max_routes: usize,
+    exclusions: Exclusions,
+    unmatched: Arc<RouteEntry>,
+    overflow: Arc<RouteEntry>,
+}
+
+impl Core {
+    pub(crate) fn new(config: Config, exclusions: Exclusions, max_routes: usize) -> Self {
+        let shared = Arc::new(Shared {
+            config,
+            active: Default::default(),
+            series: Mutex::new(Vec::new()),
+            exceptions: Mutex::new(BTreeMap::new()),
+        });
+        let unmatched = Arc::new(RouteEntry::new(
+            Arc::clone(&shared),
+            UNMATCHED_ROUTE,
+            exclusions.excludes(UNMATCHED_ROUTE),
+        ));
+        let overflow = Arc::new(RouteEntry::new(Arc::clone(&shared), OVERFLOW_ROUTE, false));
+        Self {
+            shared,
+            routes: FastMap::default(),
+            route_count: AtomicUsize::new(0),
+            max_routes,
+            exclusions,
+            unmatched,
+            overflow,
+        }
+    }
+
+    /// The entry for a matched route template, or the shared unmatched entry for `None`.
+    ///
+    /// Exclusions are decided once per route, when it is first seen, so regexes never run on
+    /// the request path after that.
+    #[inline]
+    pub(crate) fn route(&self, route: Option<&str>) -> Arc<RouteEntry> {
+        let Some(route) = route else {
+            return Arc::clone(&self.unmatched);
+        };
+        let routes = self.routes.pin();
+        if let Some(entry) = routes.get(route) {
+            return Arc::clone(entry);
+        }
+        if self.route_count.load(Ordering::Relaxed) >= self.max_routes {
+            return Arc::clone(&self.overflow);
+        }
+        let entry = Arc::new(RouteEntry::new(
+            Arc::clone(&self.shared),
+            route,
+            self.exclusions.excludes(route),
+        ));
+        let stored = routes.get_or_insert(route.into(), Arc::clone(&entry));
+        if Arc::ptr_eq(stored, &entry) {
+            self.route_count.fetch_add(1, Ordering::Relaxed);
+        }
+        Arc::clone(stored)
+    }
+}
+
+/// Records a handler panic for the `flask` exceptions counter.
+pub(crate) fn record_exception(shared: &Shared, method: u8, status: u16) {
+    *shared.exceptions().entry((method, status)).or_insert(0) += 1;
+}
+
+/// Escapes a label value for the text and OpenMetrics formats.
+pub(crate) fn escape_label_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_puts_values_on_inclusive_upper_bounds() {
+        let bounds = [10, 20];
+        let histogram = AtomicHistogram::new(bounds.len());
+        for value in [0, 10, 11, 20, 21, 1000] {
+            histogram.observe(&bounds, value);
+        }
+        let mut cumulative = Vec::new();
+        let sum = histogram.snapshot(&mut cumulative);
+        assert_eq!(cumulative, vec![2, 4, 6]);
+        assert_eq!(sum, 1062);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label_value("x\ny"), "x\\ny");
+    }
+}
