@@ -15,9 +15,14 @@ pub struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        // SIGCONT first: a stopped process would otherwise ignore nothing but still linger.
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SIGKILL works on a stopped process too, but resume it first so nothing is left frozen
+        // should the kill fail.
         let _ = Command::new("kill")
             .args(["-CONT", &self.0.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -186,16 +191,21 @@ pub fn run_load(args: &[&str], limit: Duration) -> LoadRun {
 /// Waits for a spawned load run, collecting its output.
 pub fn finish(mut guard: ChildGuard, limit: Duration) -> LoadRun {
     let started = Instant::now();
-    let mut stdout = guard.0.stdout.take().expect("piped stdout");
-    let mut stderr = guard.0.stderr.take().expect("piped stderr");
+    // A test may have taken a stream to read it live; the rest is collected here.
+    let stdout = guard.0.stdout.take();
+    let stderr = guard.0.stderr.take();
     let out_reader = std::thread::spawn(move || {
         let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
+        if let Some(mut stdout) = stdout {
+            let _ = stdout.read_to_string(&mut text);
+        }
         text
     });
     let err_reader = std::thread::spawn(move || {
         let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
+        if let Some(mut stderr) = stderr {
+            let _ = stderr.read_to_string(&mut text);
+        }
         text
     });
     let status = loop {
