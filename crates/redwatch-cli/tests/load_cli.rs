@@ -333,8 +333,8 @@ fn metrics_are_served_during_and_after_the_run() {
     let durations = histogram_counts(&body, "redwatch_load_request_duration_seconds_count", "endpoint");
     assert_eq!(durations.values().sum::<u64>(), 300);
     for needle in [
-        "redwatch_load_request_duration_seconds_bucket{endpoint=\"/ep_one\",le=\"0.005\"}",
-        "redwatch_load_request_duration_seconds_bucket{endpoint=\"/ep_one\",le=\"7.5\"}",
+        "redwatch_load_request_duration_seconds_bucket{le=\"0.005\",endpoint=\"/ep_one\"}",
+        "redwatch_load_request_duration_seconds_bucket{le=\"7.5\",endpoint=\"/ep_one\"}",
         "redwatch_load_requests_total{endpoint=\"/error\",status=\"500\"}",
         "redwatch_load_errors_total{endpoint=\"/ep_one\",kind=\"timeout\"} 0",
         "# TYPE redwatch_load_target_rate gauge",

@@ -80,6 +80,7 @@ pub async fn open_loop(
         sent,
         window_end,
         mut interrupted,
+        backlogged,
     }) = outcome
     else {
         // The dispatcher panicked: report what was recorded rather than nothing.
@@ -93,7 +94,13 @@ pub async fn open_loop(
     // Requests due inside the window but never sent were dropped.
     let window_secs = window_end.saturating_duration_since(start).as_secs_f64();
     let due_in_window = if interrupted {
-        due_count(&profile, window_secs, plan.request_limit)
+        // Ctrl-C while sleeping towards the next request drops nothing; while queued at the
+        // in-flight limit, it drops the queue.
+        if backlogged {
+            due_count(&profile, window_secs, plan.request_limit)
+        } else {
+            sent
+        }
     } else {
         // Count strictly before the window end (a request due exactly at the deadline is not in it).
         let exact = profile.cumulative(window_secs.min(horizon));
@@ -140,6 +147,8 @@ struct Dispatched {
     /// The moment the send window closed: the deadline, or when request `limit` would be due.
     window_end: Instant,
     interrupted: bool,
+    /// The run ended while requests were queued at the in-flight limit.
+    backlogged: bool,
 }
 
 /// Longest single sleep, so that Ctrl-C is noticed promptly.
@@ -188,6 +197,7 @@ impl Dispatcher {
                     sent,
                     window_end: end.min(Instant::now()),
                     interrupted: !completed,
+                    backlogged: false,
                 };
             };
             previous_due = due;
@@ -197,6 +207,7 @@ impl Dispatcher {
                     sent,
                     window_end: Instant::now(),
                     interrupted: true,
+                    backlogged: false,
                 };
             }
             let permit = match Arc::clone(&self.slots).try_acquire_owned() {
@@ -208,6 +219,7 @@ impl Dispatcher {
                             sent,
                             window_end: Instant::now().min(deadline),
                             interrupted,
+                            backlogged: true,
                         };
                     }
                 },
