@@ -18,10 +18,25 @@ fn open_loop_hits_the_rate_the_mix_and_the_servers_count() {
         let url = server.url();
         let rate_text = rate.to_string();
         let run = run_load(
-            &["--target", &url, "--rate", &rate_text, "--duration", "10s", "--json", "-", "--seed", "4"],
+            &[
+                "--target",
+                &url,
+                "--rate",
+                &rate_text,
+                "--duration",
+                "10s",
+                "--json",
+                "-",
+                "--seed",
+                "4",
+            ],
             Duration::from_secs(40),
         );
-        assert!(run.status.success(), "rate {rate}: load failed: {}", run.stderr);
+        assert!(
+            run.status.success(),
+            "rate {rate}: load failed: {}",
+            run.stderr
+        );
         let summary = run.json();
         let expected = rate as f64 * RUN_SECONDS;
 
@@ -37,7 +52,12 @@ fn open_loop_hits_the_rate_the_mix_and_the_servers_count() {
             (requests as f64 / expected - 1.0).abs() <= 0.01,
             "rate {rate}: {requests} requests, expected {expected}"
         );
-        assert_eq!(summary["errors"].as_u64(), Some(0), "rate {rate}: {}", run.stdout);
+        assert_eq!(
+            summary["errors"].as_u64(),
+            Some(0),
+            "rate {rate}: {}",
+            run.stdout
+        );
         assert_eq!(summary["dropped"].as_u64(), Some(0), "rate {rate}");
 
         // The server saw exactly what the generator reports, endpoint by endpoint.
@@ -48,10 +68,16 @@ fn open_loop_hits_the_rate_the_mix_and_the_servers_count() {
             let path = endpoint["path"].as_str().expect("path");
             let count = endpoint["count"].as_u64().expect("count");
             let seen = server_counts.get(path).copied().unwrap_or(0);
-            assert_eq!(seen, count, "rate {rate}: server counted {seen} on {path}, generator {count}");
+            assert_eq!(
+                seen, count,
+                "rate {rate}: server counted {seen} on {path}, generator {count}"
+            );
             server_total += seen;
         }
-        assert_eq!(server_total, requests, "rate {rate}: server total vs generator");
+        assert_eq!(
+            server_total, requests,
+            "rate {rate}: server total vs generator"
+        );
         assert!(
             (server_total as f64 / RUN_SECONDS / rate as f64 - 1.0).abs() <= 0.01,
             "rate {rate}: server saw {server_total} requests in {RUN_SECONDS} s"
@@ -73,7 +99,10 @@ fn open_loop_hits_the_rate_the_mix_and_the_servers_count() {
                 4.0 * standard_error
             );
             let status = if path == "/error" { "500" } else { "200" };
-            assert_eq!(endpoint["status"][status], endpoint["count"], "rate {rate}: {path} statuses");
+            assert_eq!(
+                endpoint["status"][status], endpoint["count"],
+                "rate {rate}: {path} statuses"
+            );
         }
     }
 }

@@ -35,9 +35,17 @@ fn bad_input_gets_one_line_and_exit_2() {
         let run = run_load(args, LIMIT);
         assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
         let lines: Vec<&str> = run.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "{args:?}: expected one line, got:\n{}", run.stderr);
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?}: expected one line, got:\n{}",
+            run.stderr
+        );
         assert!(lines[0].starts_with("error: "), "{args:?}: {}", run.stderr);
-        assert!(run.stdout.is_empty(), "{args:?}: printed a summary for bad input");
+        assert!(
+            run.stdout.is_empty(),
+            "{args:?}: printed a summary for bad input"
+        );
     }
 }
 
@@ -51,7 +59,16 @@ fn refused_addr() -> SocketAddr {
 fn refused_connections_are_counted_and_the_run_ends_on_time() {
     let target = format!("http://{}", refused_addr());
     let run = run_load(
-        &["--target", &target, "--rate", "200", "--duration", "2s", "--json", "-"],
+        &[
+            "--target",
+            &target,
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "--json",
+            "-",
+        ],
         LIMIT,
     );
     assert!(run.status.success(), "{}", run.stderr);
@@ -59,11 +76,24 @@ fn refused_connections_are_counted_and_the_run_ends_on_time() {
     assert_eq!(summary["requests"].as_u64(), Some(400));
     assert_eq!(summary["errors"].as_u64(), Some(400));
     assert_eq!(summary["error_kinds"]["connect"].as_u64(), Some(400));
-    assert!(run.elapsed < Duration::from_secs(6), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(6),
+        "took {:?}",
+        run.elapsed
+    );
 
     // Closed loop backs off instead of spinning against a dead target.
     let run = run_load(
-        &["--target", &target, "--concurrency", "4", "--duration", "2s", "--json", "-"],
+        &[
+            "--target",
+            &target,
+            "--concurrency",
+            "4",
+            "--duration",
+            "2s",
+            "--json",
+            "-",
+        ],
         LIMIT,
     );
     assert!(run.status.success(), "{}", run.stderr);
@@ -72,7 +102,11 @@ fn refused_connections_are_counted_and_the_run_ends_on_time() {
     // Each worker's pauses double from 10 ms to 1 s: about 8 attempts in 2 s, not thousands.
     assert!((4..=60).contains(&attempts), "{attempts} attempts in 2 s");
     assert_eq!(summary["error_kinds"]["connect"].as_u64(), Some(attempts));
-    assert!(run.elapsed < Duration::from_secs(6), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(6),
+        "took {:?}",
+        run.elapsed
+    );
 }
 
 /// A server that accepts connections and then does `behaviour` with each, on its own threads.
@@ -137,7 +171,18 @@ fn hanging_target_times_out_and_the_run_ends_on_time() {
     let server = RawServer::start(hang);
     let url = server.url();
     let run = run_load(
-        &["--target", &url, "--rate", "50", "--duration", "1s", "--timeout", "300ms", "--json", "-"],
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--timeout",
+            "300ms",
+            "--json",
+            "-",
+        ],
         LIMIT,
     );
     assert!(run.status.success(), "{}", run.stderr);
@@ -145,9 +190,16 @@ fn hanging_target_times_out_and_the_run_ends_on_time() {
     assert_eq!(summary["requests"].as_u64(), Some(50));
     assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(50));
     let max = summary["latency_ms"]["max"].as_f64().expect("max");
-    assert!((300.0..1000.0).contains(&max), "timed-out requests end at the timeout, max {max}");
+    assert!(
+        (300.0..1000.0).contains(&max),
+        "timed-out requests end at the timeout, max {max}"
+    );
     // 1 s of sending + 0.3 s timeout + start-up; never the 10 s the server would hold.
-    assert!(run.elapsed < Duration::from_secs(5), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        run.elapsed
+    );
 }
 
 #[test]
@@ -156,8 +208,18 @@ fn in_flight_limit_queues_then_drops() {
     let url = server.url();
     let run = run_load(
         &[
-            "--target", &url, "--rate", "100", "--duration", "1s", "--timeout", "1500ms", "--max-in-flight", "5",
-            "--json", "-",
+            "--target",
+            &url,
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--timeout",
+            "1500ms",
+            "--max-in-flight",
+            "5",
+            "--json",
+            "-",
         ],
         LIMIT,
     );
@@ -166,7 +228,11 @@ fn in_flight_limit_queues_then_drops() {
     // Five requests occupy every slot past the end of the window; the other 95 never leave.
     assert_eq!(summary["sent"].as_u64(), Some(5), "{}", run.stdout);
     assert_eq!(summary["dropped"].as_u64(), Some(95), "{}", run.stdout);
-    assert!(summary["max_backlog"].as_u64().expect("backlog") >= 50, "{}", run.stdout);
+    assert!(
+        summary["max_backlog"].as_u64().expect("backlog") >= 50,
+        "{}",
+        run.stdout
+    );
     assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(5));
 }
 
@@ -174,11 +240,28 @@ fn in_flight_limit_queues_then_drops() {
 fn resets_are_counted_as_resets() {
     let server = RawServer::start(slam);
     let url = server.url();
-    let run = run_load(&["--target", &url, "--rate", "50", "--duration", "1s", "--json", "-"], LIMIT);
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
     assert!(run.status.success(), "{}", run.stderr);
     let summary = run.json();
     assert_eq!(summary["requests"].as_u64(), Some(50));
-    assert_eq!(summary["error_kinds"]["reset"].as_u64(), Some(50), "{}", run.stdout);
+    assert_eq!(
+        summary["error_kinds"]["reset"].as_u64(),
+        Some(50),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -187,7 +270,18 @@ fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
     let url = server.url();
     let run = |seed: &str| {
         let run = run_load(
-            &["--target", &url, "--concurrency", "4", "--requests", "3000", "--seed", seed, "--json", "-"],
+            &[
+                "--target",
+                &url,
+                "--concurrency",
+                "4",
+                "--requests",
+                "3000",
+                "--seed",
+                seed,
+                "--json",
+                "-",
+            ],
             LIMIT,
         );
         assert!(run.status.success(), "{}", run.stderr);
@@ -208,8 +302,17 @@ fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
             .collect()
     };
     assert_eq!(counts(&first), counts(&again), "same seed, same sequence");
-    assert_ne!(counts(&first), counts(&other), "another seed, another sequence");
-    let server_total: u64 = server.request_counts().iter().filter(|(route, _)| route.starts_with("/e")).map(|(_, n)| n).sum();
+    assert_ne!(
+        counts(&first),
+        counts(&other),
+        "another seed, another sequence"
+    );
+    let server_total: u64 = server
+        .request_counts()
+        .iter()
+        .filter(|(route, _)| route.starts_with("/e"))
+        .map(|(_, n)| n)
+        .sum();
     assert_eq!(server_total, 9000, "server count over three runs");
 }
 
@@ -219,13 +322,31 @@ fn h2c_works_in_both_modes() {
     let url = server.url();
     for mode in [["--rate", "200"], ["--concurrency", "2"]] {
         let run = run_load(
-            &["--target", &url, mode[0], mode[1], "--duration", "1s", "--h2c", "--json", "-"],
+            &[
+                "--target",
+                &url,
+                mode[0],
+                mode[1],
+                "--duration",
+                "1s",
+                "--h2c",
+                "--json",
+                "-",
+            ],
             LIMIT,
         );
         assert!(run.status.success(), "{mode:?}: {}", run.stderr);
         let summary = run.json();
-        assert_eq!(summary["errors"].as_u64(), Some(0), "{mode:?}: {}", run.stdout);
-        assert!(summary["requests"].as_u64().expect("requests") >= 200, "{mode:?}");
+        assert_eq!(
+            summary["errors"].as_u64(),
+            Some(0),
+            "{mode:?}: {}",
+            run.stdout
+        );
+        assert!(
+            summary["requests"].as_u64().expect("requests") >= 200,
+            "{mode:?}"
+        );
     }
 }
 
@@ -235,8 +356,16 @@ fn rate_profile_step_and_methods_in_the_mix() {
     let url = server.url();
     let run = run_load(
         &[
-            "--target", &url, "--rate-profile", "step:50@0s,150@1s", "--duration", "2s", "--mix",
-            "/users/7=1,POST /health=1", "--json", "-",
+            "--target",
+            &url,
+            "--rate-profile",
+            "step:50@0s,150@1s",
+            "--duration",
+            "2s",
+            "--mix",
+            "/users/7=1,POST /health=1",
+            "--json",
+            "-",
         ],
         LIMIT,
     );
@@ -249,8 +378,16 @@ fn rate_profile_step_and_methods_in_the_mix() {
     assert_eq!(endpoints[1]["method"], "POST");
     // The demo API routes /health for GET only: a POST is answered 405, which proves the method
     // went out as written.
-    assert!(endpoints[1]["status"]["405"].as_u64().is_some(), "{}", run.stdout);
-    assert!(endpoints[0]["status"]["200"].as_u64().is_some(), "{}", run.stdout);
+    assert!(
+        endpoints[1]["status"]["405"].as_u64().is_some(),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        endpoints[0]["status"]["200"].as_u64().is_some(),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -259,14 +396,40 @@ fn fail_on_error_rate_sets_the_exit_code() {
     let url = server.url();
     // The default mix sends 1 in 11 requests to /error (500): about 9%.
     let run = run_load(
-        &["--target", &url, "--rate", "500", "--duration", "1s", "--fail-on-error-rate", "5%"],
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "500",
+            "--duration",
+            "1s",
+            "--fail-on-error-rate",
+            "5%",
+        ],
         LIMIT,
     );
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains("above --fail-on-error-rate"), "{}", run.stderr);
-    assert!(run.stdout.contains("all "), "summary still printed: {}", run.stdout);
+    assert!(
+        run.stderr.contains("above --fail-on-error-rate"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("all "),
+        "summary still printed: {}",
+        run.stdout
+    );
     let run = run_load(
-        &["--target", &url, "--rate", "500", "--duration", "1s", "--fail-on-error-rate", "0.2"],
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "500",
+            "--duration",
+            "1s",
+            "--fail-on-error-rate",
+            "0.2",
+        ],
         LIMIT,
     );
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
@@ -280,18 +443,31 @@ fn ctrl_c_prints_the_partial_summary() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let json_path = dir.join("summary.json");
     let json_arg = json_path.to_string_lossy().into_owned();
-    let load = spawn_load(&["--target", &url, "--rate", "100", "--duration", "60s", "--json", &json_arg]);
+    let load = spawn_load(&[
+        "--target",
+        &url,
+        "--rate",
+        "100",
+        "--duration",
+        "60s",
+        "--json",
+        &json_arg,
+    ]);
     std::thread::sleep(Duration::from_millis(1500));
     signal(load.0.id(), "INT");
     let run = finish(load, Duration::from_secs(10));
     assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     assert!(run.stdout.contains("interrupted"), "{}", run.stdout);
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("summary written")).expect("JSON");
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("summary written"))
+            .expect("JSON");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(summary["interrupted"], true);
     let requests = summary["requests"].as_u64().expect("requests");
-    assert!((50..=300).contains(&requests), "{requests} requests in ~1.5 s at 100/s");
+    assert!(
+        (50..=300).contains(&requests),
+        "{requests} requests in ~1.5 s at 100/s"
+    );
     assert_eq!(summary["dropped"].as_u64(), Some(0));
 }
 
@@ -304,21 +480,40 @@ fn metrics_are_served_during_and_after_the_run() {
     let json_path = dir.join("summary.json");
     let json_arg = json_path.to_string_lossy().into_owned();
     let mut load = spawn_load(&[
-        "--target", &url, "--rate", "300", "--duration", "1s", "--metrics-listen", "127.0.0.1:0", "--linger", "5s",
-        "--json", &json_arg,
+        "--target",
+        &url,
+        "--rate",
+        "300",
+        "--duration",
+        "1s",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--linger",
+        "5s",
+        "--json",
+        &json_arg,
     ]);
     let stderr = load.0.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let metrics_addr: SocketAddr = loop {
-        let line = lines.next().expect("metrics line before stderr closes").expect("read stderr");
+        let line = lines
+            .next()
+            .expect("metrics line before stderr closes")
+            .expect("read stderr");
         if let Some(rest) = line.strip_prefix("redwatch load metrics on http://") {
-            break rest.trim_end_matches("/metrics").parse().expect("metrics address");
+            break rest
+                .trim_end_matches("/metrics")
+                .parse()
+                .expect("metrics address");
         }
     };
     // Wait for the summary (written before lingering), then scrape while the process lingers.
     let started = Instant::now();
     while !json_path.exists() {
-        assert!(started.elapsed() < Duration::from_secs(15), "no summary written");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no summary written"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let summary: serde_json::Value =
@@ -328,9 +523,17 @@ fn metrics_are_served_during_and_after_the_run() {
     assert_eq!(status, 200);
     let requests = histogram_counts(&body, "redwatch_load_requests_total", "endpoint");
     let total: u64 = requests.values().sum();
-    assert_eq!(total, summary["requests"].as_u64().expect("requests"), "{body}");
+    assert_eq!(
+        total,
+        summary["requests"].as_u64().expect("requests"),
+        "{body}"
+    );
     assert_eq!(total, 300);
-    let durations = histogram_counts(&body, "redwatch_load_request_duration_seconds_count", "endpoint");
+    let durations = histogram_counts(
+        &body,
+        "redwatch_load_request_duration_seconds_count",
+        "endpoint",
+    );
     assert_eq!(durations.values().sum::<u64>(), 300);
     for needle in [
         "redwatch_load_request_duration_seconds_bucket{le=\"0.005\",endpoint=\"/ep_one\"}",
@@ -347,19 +550,37 @@ fn metrics_are_served_during_and_after_the_run() {
     let run = finish(load, Duration::from_secs(15));
     assert!(run.status.success());
     // It lingered: 1 s run + 5 s linger, measured from before the scrape.
-    assert!(started.elapsed() >= Duration::from_secs(4), "exited early: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "exited early: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn no_progress_output_without_a_terminal() {
     let server = DemoServer::start();
     let url = server.url();
-    let run = run_load(&["--target", &url, "--rate", "100", "--duration", "1s"], LIMIT);
+    let run = run_load(
+        &["--target", &url, "--rate", "100", "--duration", "1s"],
+        LIMIT,
+    );
     assert!(run.status.success(), "{}", run.stderr);
     // Only the start line goes to stderr when it is not a terminal.
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(run.stdout.contains("target 100.0 req/s, achieved 100.0 req/s"), "{}", run.stdout);
-    for header in ["endpoint", "count", "rate/s", "status", "errors", "p50", "p90", "p99", "p99.9", "max"] {
-        assert!(run.stdout.contains(header), "table lacks {header}: {}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("target 100.0 req/s, achieved 100.0 req/s"),
+        "{}",
+        run.stdout
+    );
+    for header in [
+        "endpoint", "count", "rate/s", "status", "errors", "p50", "p90", "p99", "p99.9", "max",
+    ] {
+        assert!(
+            run.stdout.contains(header),
+            "table lacks {header}: {}",
+            run.stdout
+        );
     }
 }

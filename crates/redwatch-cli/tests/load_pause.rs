@@ -12,7 +12,18 @@ fn a_paused_server_shows_in_p99_and_the_schedule_holds() {
     let server = DemoServer::start();
     let url = server.url();
     let load = spawn_load(&[
-        "--target", &url, "--rate", "200", "--duration", "20s", "--timeout", "10s", "--json", "-", "--seed", "9",
+        "--target",
+        &url,
+        "--rate",
+        "200",
+        "--duration",
+        "20s",
+        "--timeout",
+        "10s",
+        "--json",
+        "-",
+        "--seed",
+        "9",
     ]);
     std::thread::sleep(Duration::from_secs(6));
     signal(server.pid(), "STOP");
@@ -23,7 +34,11 @@ fn a_paused_server_shows_in_p99_and_the_schedule_holds() {
     let summary = run.json();
 
     let p99 = summary["latency_ms"]["p99"].as_f64().expect("p99");
-    assert!(p99 >= 1000.0, "p99 {p99} ms hides the 2 s stall:\n{}", run.stderr);
+    assert!(
+        p99 >= 1000.0,
+        "p99 {p99} ms hides the 2 s stall:\n{}",
+        run.stderr
+    );
     let requests = summary["requests"].as_u64().expect("requests");
     assert!(
         (requests as f64 / 4000.0 - 1.0).abs() <= 0.01,
@@ -32,8 +47,13 @@ fn a_paused_server_shows_in_p99_and_the_schedule_holds() {
     assert_eq!(summary["errors"].as_u64(), Some(0), "{}", run.stdout);
     // Measured from the actual send, the stall is just as visible: the requests were sent on
     // time and waited on the frozen server.
-    let lateness_p99 = summary["send_lateness_ms"]["p99"].as_f64().expect("lateness");
-    assert!(lateness_p99 < 100.0, "sends fell behind the schedule: p99 lateness {lateness_p99} ms");
+    let lateness_p99 = summary["send_lateness_ms"]["p99"]
+        .as_f64()
+        .expect("lateness");
+    assert!(
+        lateness_p99 < 100.0,
+        "sends fell behind the schedule: p99 lateness {lateness_p99} ms"
+    );
     let server_counts = server.request_counts();
     let server_total: u64 = DEFAULT_WEIGHTS
         .iter()

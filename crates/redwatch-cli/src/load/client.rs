@@ -75,10 +75,9 @@ pub struct Target {
 impl Target {
     /// Parses and checks a target URL (`http://` only).
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let uri: Uri = url
-            .parse()
-            .ok()
-            .with_context(|| format!("invalid --target {url:?}: not a URL (expected e.g. http://127.0.0.1:5000)"))?;
+        let uri: Uri = url.parse().ok().with_context(|| {
+            format!("invalid --target {url:?}: not a URL (expected e.g. http://127.0.0.1:5000)")
+        })?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => bail!(
@@ -209,7 +208,11 @@ pub enum Connection {
 
 impl Connection {
     /// Connects to the first reachable address, within `timeout`.
-    pub async fn open(addrs: &[SocketAddr], h2c: bool, timeout: Duration) -> Result<Self, ErrorKind> {
+    pub async fn open(
+        addrs: &[SocketAddr],
+        h2c: bool,
+        timeout: Duration,
+    ) -> Result<Self, ErrorKind> {
         let connect = async {
             let mut last = ErrorKind::Connect;
             for addr in addrs {
@@ -241,7 +244,11 @@ impl Connection {
     pub async fn send(&mut self, template: &RequestTemplate) -> Outcome {
         let response = match self {
             Self::Http1(sender) => sender.send_request(template.build(&template.origin)).await,
-            Self::Http2(sender) => sender.send_request(template.build(&template.absolute)).await,
+            Self::Http2(sender) => {
+                sender
+                    .send_request(template.build(&template.absolute))
+                    .await
+            }
         }
         .map_err(|err| classify_hyper(&err))?;
         read_response(response).await
@@ -305,7 +312,8 @@ fn classify_chain(err: &(dyn StdError + 'static)) -> ErrorKind {
             return classify_io(io_err, ErrorKind::Other);
         }
         if let Some(hyper_err) = err.downcast_ref::<hyper::Error>() {
-            if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed() {
+            if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed()
+            {
                 return ErrorKind::Reset;
             }
             if hyper_err.is_timeout() {
@@ -320,10 +328,13 @@ fn classify_chain(err: &(dyn StdError + 'static)) -> ErrorKind {
 fn classify_io(err: &io::Error, fallback: ErrorKind) -> ErrorKind {
     use io::ErrorKind as Io;
     match err.kind() {
-        Io::ConnectionRefused | Io::AddrNotAvailable | Io::HostUnreachable | Io::NetworkUnreachable => {
-            ErrorKind::Connect
+        Io::ConnectionRefused
+        | Io::AddrNotAvailable
+        | Io::HostUnreachable
+        | Io::NetworkUnreachable => ErrorKind::Connect,
+        Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => {
+            ErrorKind::Reset
         }
-        Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => ErrorKind::Reset,
         Io::TimedOut => ErrorKind::Timeout,
         _ => fallback,
     }
@@ -343,7 +354,15 @@ mod tests {
         assert_eq!(target.base_path, "/api");
         let target = Target::parse("http://[::1]:8080").unwrap();
         assert_eq!(target.authority, "[::1]:8080");
-        for bad in ["", "127.0.0.1:5000", "https://127.0.0.1", "ftp://x", "http://", "http://a:b@h/", "not a url"] {
+        for bad in [
+            "",
+            "127.0.0.1:5000",
+            "https://127.0.0.1",
+            "ftp://x",
+            "http://",
+            "http://a:b@h/",
+            "not a url",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -191,7 +191,9 @@ impl Dispatcher {
                 let end = self
                     .profile
                     .due_time(sent, previous_due, horizon)
-                    .map_or(deadline, |t| (start + Duration::from_secs_f64(t)).min(deadline));
+                    .map_or(deadline, |t| {
+                        (start + Duration::from_secs_f64(t)).min(deadline)
+                    });
                 let completed = self.sleep_until(end);
                 return Dispatched {
                     sent,
@@ -226,7 +228,11 @@ impl Dispatcher {
             };
             let endpoint = plan.mix.pick(plan.seed, sent);
             sent += 1;
-            let (plan, client, recorder) = (Arc::clone(plan), self.client.clone(), Arc::clone(&self.recorder));
+            let (plan, client, recorder) = (
+                Arc::clone(plan),
+                self.client.clone(),
+                Arc::clone(&self.recorder),
+            );
             self.runtime.spawn(async move {
                 let _slot = permit;
                 let send_at = Instant::now();
@@ -255,9 +261,15 @@ impl Dispatcher {
             if Instant::now() >= deadline {
                 return Err(false);
             }
-            let due_now = due_count(&self.profile, start.elapsed().as_secs_f64(), self.plan.request_limit);
-            self.recorder.on_backlog(due_now.saturating_sub(sent), Some(intended));
-            let wait = Instant::now() + MAX_SLEEP.min(deadline.saturating_duration_since(Instant::now()));
+            let due_now = due_count(
+                &self.profile,
+                start.elapsed().as_secs_f64(),
+                self.plan.request_limit,
+            );
+            self.recorder
+                .on_backlog(due_now.saturating_sub(sent), Some(intended));
+            let wait =
+                Instant::now() + MAX_SLEEP.min(deadline.saturating_duration_since(Instant::now()));
             let acquired = self.runtime.block_on(async {
                 tokio::select! {
                     permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
@@ -351,7 +363,8 @@ impl Worker {
                     connection = None;
                 }
                 if connection.is_none() {
-                    connection = Some(Connection::open(&self.addrs, self.h2c, self.plan.timeout).await?);
+                    connection =
+                        Some(Connection::open(&self.addrs, self.h2c, self.plan.timeout).await?);
                 }
                 match connection.as_mut() {
                     Some(conn) => conn.send(&self.plan.templates[endpoint]).await,
@@ -366,7 +379,8 @@ impl Worker {
                 }
             };
             let elapsed = send_at.elapsed();
-            self.recorder.on_complete(endpoint, outcome, elapsed, elapsed);
+            self.recorder
+                .on_complete(endpoint, outcome, elapsed, elapsed);
             if outcome.is_ok() {
                 backoff = None;
                 continue;
@@ -376,7 +390,9 @@ impl Worker {
             connection = None;
             let pause = backoff.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
             backoff = Some(pause);
-            let wake = self.deadline.map_or(Instant::now() + pause, |d| d.min(Instant::now() + pause));
+            let wake = self
+                .deadline
+                .map_or(Instant::now() + pause, |d| d.min(Instant::now() + pause));
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = stopped(&mut self.stop) => return,

@@ -187,7 +187,9 @@ pub async fn serve(listen: &str, metrics: Arc<ClientMetrics>) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on --metrics-listen {listen:?}"))?;
-    let addr = listener.local_addr().context("cannot read the metrics listener address")?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the metrics listener address")?;
     let app = Router::new().route(
         "/metrics",
         get(move || {

@@ -50,8 +50,12 @@ impl Mix {
             if entry.is_empty() {
                 bail!("invalid --mix {spec:?}: empty entry (expected `[METHOD ]PATH=WEIGHT`)");
             }
-            let parsed = parse_entry(entry).with_context(|| format!("invalid --mix entry {entry:?}"))?;
-            if entries.iter().any(|e| e.method == parsed.method && e.path == parsed.path) {
+            let parsed =
+                parse_entry(entry).with_context(|| format!("invalid --mix entry {entry:?}"))?;
+            if entries
+                .iter()
+                .any(|e| e.method == parsed.method && e.path == parsed.path)
+            {
                 bail!("invalid --mix entry {entry:?}: endpoint listed twice");
             }
             entries.push(parsed);
@@ -62,7 +66,10 @@ impl Mix {
             total += u64::from(entry.weight);
             cumulative.push(total);
         }
-        Ok(Self { entries, cumulative })
+        Ok(Self {
+            entries,
+            cumulative,
+        })
     }
 
     /// The entries in spec order.
@@ -139,7 +146,10 @@ mod tests {
     fn parses_default_mix() {
         let mix = Mix::parse(DEFAULT_MIX).unwrap();
         let labels: Vec<_> = mix.entries().iter().map(MixEntry::label).collect();
-        assert_eq!(labels, ["/ep_one", "/ep_two", "/ep_three", "/ep_four", "/error"]);
+        assert_eq!(
+            labels,
+            ["/ep_one", "/ep_two", "/ep_three", "/ep_four", "/error"]
+        );
         assert_eq!(mix.total_weight(), 11);
     }
 
@@ -153,7 +163,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_specs() {
-        for bad in ["", "/a=0", "/a", "a=1", "/a=x", "/a=1,,/b=1", "/a=1,/a=2", "G@T /a=1", "/a b=1"] {
+        for bad in [
+            "",
+            "/a=0",
+            "/a",
+            "a=1",
+            "/a=x",
+            "/a=1,,/b=1",
+            "/a=1,/a=2",
+            "G@T /a=1",
+            "/a b=1",
+        ] {
             assert!(Mix::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -164,7 +184,11 @@ mod tests {
         let n = 100_000u64;
         let a = (0..n).filter(|&i| mix.pick(7, i) == 0).count() as f64;
         // Expected share 0.75; standard error sqrt(p(1-p)/n) ≈ 0.00137; allow 5 SE.
-        assert!((a / n as f64 - 0.75).abs() < 0.007, "share {}", a / n as f64);
+        assert!(
+            (a / n as f64 - 0.75).abs() < 0.007,
+            "share {}",
+            a / n as f64
+        );
         let first: Vec<_> = (0..50).map(|i| mix.pick(7, i)).collect();
         let again: Vec<_> = (0..50).map(|i| mix.pick(7, i)).collect();
         let other: Vec<_> = (0..50).map(|i| mix.pick(8, i)).collect();

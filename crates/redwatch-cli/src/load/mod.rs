@@ -147,7 +147,9 @@ fn parse_count<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
         .parse::<T>()
         .ok()
         .filter(|v| *v >= min && *v <= max)
-        .with_context(|| format!("invalid {flag} {text:?}: expected a whole number from {min} to {max}"))
+        .with_context(|| {
+            format!("invalid {flag} {text:?}: expected a whole number from {min} to {max}")
+        })
 }
 
 fn parse_fraction(text: &str) -> anyhow::Result<f64> {
@@ -196,7 +198,9 @@ impl Settings {
                     .parse()
                     .ok()
                     .filter(|r: &f64| r.is_finite())
-                    .with_context(|| format!("invalid --rate {rate:?}: expected requests per second, e.g. 100"))?;
+                    .with_context(|| {
+                        format!("invalid --rate {rate:?}: expected requests per second, e.g. 100")
+                    })?;
                 if value <= 0.0 {
                     bail!("invalid --rate {rate:?}: the rate must be greater than zero");
                 }
@@ -207,7 +211,9 @@ impl Settings {
                 Mode::Closed(parse_count("--concurrency", concurrency, 1usize, 100_000)?)
             }
             (None, None, None) => {
-                bail!("give --rate RPS or --rate-profile SPEC (open loop), or --concurrency N (closed loop)")
+                bail!(
+                    "give --rate RPS or --rate-profile SPEC (open loop), or --concurrency N (closed loop)"
+                )
             }
             _ => bail!("--rate, --rate-profile and --concurrency exclude each other"),
         };
@@ -215,13 +221,17 @@ impl Settings {
             && duration.is_none()
             && profile.final_rate().is_some_and(|rate| rate <= 0.0)
         {
-            bail!("the --rate-profile ends at rate 0 and no --duration is set: the run would never end");
+            bail!(
+                "the --rate-profile ends at rate 0 and no --duration is set: the run would never end"
+            );
         }
-        let timeout = parse_duration(&args.timeout).with_context(|| format!("invalid --timeout {:?}", args.timeout))?;
+        let timeout = parse_duration(&args.timeout)
+            .with_context(|| format!("invalid --timeout {:?}", args.timeout))?;
         if timeout.is_zero() {
             bail!("invalid --timeout: must be greater than zero");
         }
-        let linger = parse_duration(&args.linger).with_context(|| format!("invalid --linger {:?}", args.linger))?;
+        let linger = parse_duration(&args.linger)
+            .with_context(|| format!("invalid --linger {:?}", args.linger))?;
         let seed = match &args.seed {
             Some(seed) => parse_count("--seed", seed, 0u64, u64::MAX)?,
             None => rand::random(),
@@ -235,7 +245,11 @@ impl Settings {
             duration,
             requests,
             max_in_flight: parse_count("--max-in-flight", &args.max_in_flight, 1usize, 1_000_000)?,
-            fail_on_error_rate: args.fail_on_error_rate.as_deref().map(parse_fraction).transpose()?,
+            fail_on_error_rate: args
+                .fail_on_error_rate
+                .as_deref()
+                .map(parse_fraction)
+                .transpose()?,
             linger,
         })
     }
@@ -253,7 +267,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let labels: Vec<String> = settings.mix.entries().iter().map(|e| e.label()).collect();
 
-    let metrics = args.metrics_listen.as_ref().map(|_| Arc::new(ClientMetrics::new()));
+    let metrics = args
+        .metrics_listen
+        .as_ref()
+        .map(|_| Arc::new(ClientMetrics::new()));
     if let (Some(listen), Some(metrics)) = (&args.metrics_listen, &metrics) {
         let addr = metrics::serve(listen, Arc::clone(metrics)).await?;
         eprintln!("redwatch load metrics on http://{addr}/metrics");
@@ -276,10 +293,16 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     };
     match &settings.mode {
         Mode::Open(RateProfile::Constant(rate)) => {
-            eprintln!("redwatch load: {rate} req/s open loop against {} {bound}, seed {}", settings.target.display, settings.seed)
+            eprintln!(
+                "redwatch load: {rate} req/s open loop against {} {bound}, seed {}",
+                settings.target.display, settings.seed
+            )
         }
         Mode::Open(profile) => {
-            eprintln!("redwatch load: {profile} open loop against {} {bound}, seed {}", settings.target.display, settings.seed)
+            eprintln!(
+                "redwatch load: {profile} open loop against {} {bound}, seed {}",
+                settings.target.display, settings.seed
+            )
         }
         Mode::Closed(n) => eprintln!(
             "redwatch load: {n} connections closed loop against {} {bound}, seed {}",
@@ -338,7 +361,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     ticker.abort();
     let _ = ticker.await;
     if let Some(metrics) = recorder.metrics() {
-        metrics.in_flight.set(recorder.in_flight.load(Ordering::Relaxed));
+        metrics
+            .in_flight
+            .set(recorder.in_flight.load(Ordering::Relaxed));
         metrics.schedule_lag.set(0.0);
         metrics.target_rate.set(0.0);
     }
@@ -427,10 +452,13 @@ async fn watch_progress(
 ) {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = match duration {
-            Some(d) => indicatif::ProgressBar::new(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Some(d) => {
+                indicatif::ProgressBar::new(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
             None => indicatif::ProgressBar::new(requests.unwrap_or(0)),
         };
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {msg}") {
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {msg}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         bar

@@ -22,7 +22,9 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Counters and histograms of one endpoint.
@@ -101,7 +103,9 @@ pub struct Recorder {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the counters inconsistent in a way that matters
     // more than losing the whole summary, so keep going.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Recorder {
@@ -154,7 +158,13 @@ impl Recorder {
     }
 
     /// Records a finished request.
-    pub fn on_complete(&self, endpoint: usize, outcome: Outcome, from_intended: Duration, from_send: Duration) {
+    pub fn on_complete(
+        &self,
+        endpoint: usize,
+        outcome: Outcome,
+        from_intended: Duration,
+        from_send: Duration,
+    ) {
         let in_flight = self.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
         self.completed.fetch_add(1, Ordering::Relaxed);
         if outcome.is_err() {
@@ -170,14 +180,22 @@ impl Recorder {
             Ok(status) => *stats.statuses.entry(status).or_default() += 1,
             Err(kind) => stats.errors[kind.index()] += 1,
         }
-        let _ = stats.from_intended.record(micros(from_intended).min(HISTOGRAM_MAX_MICROS));
-        let _ = stats.from_send.record(micros(from_send).min(HISTOGRAM_MAX_MICROS));
-        if let (Some(metrics), Some((endpoint_metrics, by_status, error_counter))) = (&self.metrics, &mut slot.metrics) {
+        let _ = stats
+            .from_intended
+            .record(micros(from_intended).min(HISTOGRAM_MAX_MICROS));
+        let _ = stats
+            .from_send
+            .record(micros(from_send).min(HISTOGRAM_MAX_MICROS));
+        if let (Some(metrics), Some((endpoint_metrics, by_status, error_counter))) =
+            (&self.metrics, &mut slot.metrics)
+        {
             endpoint_metrics.observe(from_intended.as_secs_f64(), outcome.err());
             match outcome {
                 Ok(status) => by_status
                     .entry(status)
-                    .or_insert_with(|| metrics.requests_counter(endpoint_metrics, &status.to_string()))
+                    .or_insert_with(|| {
+                        metrics.requests_counter(endpoint_metrics, &status.to_string())
+                    })
                     .inc(),
                 Err(_) => error_counter.inc(),
             };
@@ -189,8 +207,10 @@ impl Recorder {
     pub fn on_backlog(&self, backlog: u64, oldest_due: Option<Instant>) {
         self.max_backlog.fetch_max(backlog, Ordering::Relaxed);
         if let Some(due) = oldest_due {
-            self.lag_micros
-                .store(micros(Instant::now().saturating_duration_since(due)), Ordering::Relaxed);
+            self.lag_micros.store(
+                micros(Instant::now().saturating_duration_since(due)),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -204,7 +224,10 @@ impl Recorder {
 
     /// Copies of every endpoint's figures, in mix order.
     pub fn snapshot(&self) -> Vec<EndpointStats> {
-        self.endpoints.iter().map(|slot| lock(slot).stats.clone()).collect()
+        self.endpoints
+            .iter()
+            .map(|slot| lock(slot).stats.clone())
+            .collect()
     }
 
     /// Copy of the send-lateness histogram.
@@ -220,7 +243,10 @@ mod tests {
 
     #[test]
     fn records_and_merges() {
-        let recorder = Recorder::new(&["/a".into(), "/b".into()], Some(Arc::new(ClientMetrics::new())));
+        let recorder = Recorder::new(
+            &["/a".into(), "/b".into()],
+            Some(Arc::new(ClientMetrics::new())),
+        );
         for (endpoint, outcome, ms) in [
             (0, Ok(200), 10),
             (0, Ok(500), 20),
@@ -228,7 +254,12 @@ mod tests {
             (1, Ok(200), 5),
         ] {
             recorder.on_send(Some(Duration::from_millis(1)));
-            recorder.on_complete(endpoint, outcome, Duration::from_millis(ms), Duration::from_millis(ms / 2));
+            recorder.on_complete(
+                endpoint,
+                outcome,
+                Duration::from_millis(ms),
+                Duration::from_millis(ms / 2),
+            );
         }
         let stats = recorder.snapshot();
         assert_eq!(stats[0].count, 2);
@@ -242,9 +273,21 @@ mod tests {
         assert!(all.from_intended.max() >= 1_999_000);
         assert_eq!(recorder.in_flight.load(Ordering::Relaxed), 0);
         let (_, text) = super::super::metrics::render(recorder.metrics().unwrap());
-        assert!(text.contains("redwatch_load_requests_total{endpoint=\"/a\",status=\"500\"} 1"), "{text}");
-        assert!(text.contains("redwatch_load_requests_total{endpoint=\"/b\",status=\"error\"} 1"), "{text}");
-        assert!(text.contains("redwatch_load_errors_total{endpoint=\"/b\",kind=\"timeout\"} 1"), "{text}");
-        assert!(text.contains("redwatch_load_request_duration_seconds_count{endpoint=\"/a\"} 2"), "{text}");
+        assert!(
+            text.contains("redwatch_load_requests_total{endpoint=\"/a\",status=\"500\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redwatch_load_requests_total{endpoint=\"/b\",status=\"error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redwatch_load_errors_total{endpoint=\"/b\",kind=\"timeout\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redwatch_load_request_duration_seconds_count{endpoint=\"/a\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -130,7 +130,11 @@ pub struct RunFacts {
 }
 
 fn status_map(stats: &EndpointStats) -> BTreeMap<String, u64> {
-    stats.statuses.iter().map(|(code, n)| (code.to_string(), *n)).collect()
+    stats
+        .statuses
+        .iter()
+        .map(|(code, n)| (code.to_string(), *n))
+        .collect()
 }
 
 fn kinds_map(stats: &EndpointStats) -> BTreeMap<&'static str, u64> {
@@ -216,7 +220,8 @@ impl Summary {
     /// Writes the JSON summary to `path` (`-` = stdout); files are written to a temporary name
     /// and renamed, so a reader never sees half a file.
     pub fn write_json(&self, path: &str) -> anyhow::Result<()> {
-        let mut text = serde_json::to_string_pretty(self).context("cannot encode the JSON summary")?;
+        let mut text =
+            serde_json::to_string_pretty(self).context("cannot encode the JSON summary")?;
         text.push('\n');
         if path == "-" {
             let mut stdout = std::io::stdout().lock();
@@ -234,7 +239,8 @@ impl Summary {
         temporary_name.push(file_name);
         temporary_name.push(format!(".{}.tmp", std::process::id()));
         let temporary = target.with_file_name(temporary_name);
-        std::fs::write(&temporary, text).with_context(|| format!("cannot write {}", temporary.display()))?;
+        std::fs::write(&temporary, text)
+            .with_context(|| format!("cannot write {}", temporary.display()))?;
         std::fs::rename(&temporary, target).with_context(|| {
             let _ = std::fs::remove_file(&temporary);
             format!("cannot write --json {path:?}")
@@ -312,7 +318,11 @@ impl Summary {
             ("open", Some(target)) => format!(
                 "open loop: target {target:.1} req/s, achieved {:.1} req/s ({:+.2}%)",
                 self.achieved_rate,
-                if target > 0.0 { (self.achieved_rate / target - 1.0) * 100.0 } else { 0.0 }
+                if target > 0.0 {
+                    (self.achieved_rate / target - 1.0) * 100.0
+                } else {
+                    0.0
+                }
             ),
             _ => format!(
                 "closed loop: {} connections, achieved {:.1} req/s",
@@ -324,7 +334,11 @@ impl Summary {
             out,
             "redwatch load {}{}: {mode} over {:.2} s, seed {}",
             self.target,
-            if self.interrupted { " (interrupted: partial summary)" } else { "" },
+            if self.interrupted {
+                " (interrupted: partial summary)"
+            } else {
+                ""
+            },
             self.duration_s,
             self.seed
         );
@@ -376,7 +390,11 @@ impl Summary {
         let _ = writeln!(
             out,
             "errors without response: {}; 5xx responses: {}; error rate {:.2}%{}",
-            if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
+            if kinds.is_empty() {
+                "none".to_owned()
+            } else {
+                kinds.join(", ")
+            },
             self.server_errors,
             self.error_rate * 100.0,
             if self.unfinished > 0 {

@@ -28,9 +28,12 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
         "ns" => 1e-9,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        other => bail!("invalid duration {text:?}: unknown unit {other:?} (use ns, us, ms, s, m, h)"),
+        other => {
+            bail!("invalid duration {text:?}: unknown unit {other:?} (use ns, us, ms, s, m, h)")
+        }
     };
-    Duration::try_from_secs_f64(value * scale).with_context(|| format!("duration {text:?} is out of range"))
+    Duration::try_from_secs_f64(value * scale)
+        .with_context(|| format!("duration {text:?} is out of range"))
 }
 
 /// Parses a request rate: a finite, non-negative number of requests per second.
@@ -83,7 +86,8 @@ impl RateProfile {
         let profile = match kind.trim() {
             "ramp" => {
                 let mut parts = rest.splitn(2, ':');
-                let (from, to) = parse_range(parts.next().unwrap_or_default()).with_context(context)?;
+                let (from, to) =
+                    parse_range(parts.next().unwrap_or_default()).with_context(context)?;
                 let over = match parts.next() {
                     Some(over) => parse_duration(over).with_context(context)?,
                     None => run_length.with_context(|| {
@@ -93,14 +97,18 @@ impl RateProfile {
                 if over.is_zero() {
                     bail!("invalid --rate-profile {spec:?}: ramp length must be > 0");
                 }
-                Self::Ramp { from, to, over: over.as_secs_f64() }
+                Self::Ramp {
+                    from,
+                    to,
+                    over: over.as_secs_f64(),
+                }
             }
             "step" => {
                 let mut steps = Vec::new();
                 for step in rest.split(',') {
-                    let (rate, at) = step
-                        .split_once('@')
-                        .with_context(|| format!("invalid --rate-profile {spec:?}: step {step:?} is not RATE@AT"))?;
+                    let (rate, at) = step.split_once('@').with_context(|| {
+                        format!("invalid --rate-profile {spec:?}: step {step:?} is not RATE@AT")
+                    })?;
                     let rate = parse_rate(rate).with_context(context)?;
                     let at = parse_duration(at).with_context(context)?.as_secs_f64();
                     if let Some(&(previous, _)) = steps.last()
@@ -116,9 +124,9 @@ impl RateProfile {
                 Self::Step(steps)
             }
             "sine" => {
-                let (range, period) = rest
-                    .split_once(':')
-                    .with_context(|| format!("invalid --rate-profile {spec:?}: expected sine:MIN..MAX:PERIOD"))?;
+                let (range, period) = rest.split_once(':').with_context(|| {
+                    format!("invalid --rate-profile {spec:?}: expected sine:MIN..MAX:PERIOD")
+                })?;
                 let (min, max) = parse_range(range).with_context(context)?;
                 if max < min {
                     bail!("invalid --rate-profile {spec:?}: MIN must not exceed MAX");
@@ -127,9 +135,15 @@ impl RateProfile {
                 if period.is_zero() {
                     bail!("invalid --rate-profile {spec:?}: period must be > 0");
                 }
-                Self::Sine { min, max, period: period.as_secs_f64() }
+                Self::Sine {
+                    min,
+                    max,
+                    period: period.as_secs_f64(),
+                }
             }
-            other => bail!("invalid --rate-profile {spec:?}: unknown shape {other:?} (use ramp, step or sine)"),
+            other => bail!(
+                "invalid --rate-profile {spec:?}: unknown shape {other:?} (use ramp, step or sine)"
+            ),
         };
         if profile.peak_rate() <= 0.0 {
             bail!("invalid --rate-profile {spec:?}: the rate is zero throughout");
@@ -292,7 +306,14 @@ mod tests {
     #[test]
     fn profiles_integrate_to_expected_counts() {
         let ramp = RateProfile::parse("ramp:0..200", Some(Duration::from_secs(10))).unwrap();
-        assert_eq!(ramp, RateProfile::Ramp { from: 0.0, to: 200.0, over: 10.0 });
+        assert_eq!(
+            ramp,
+            RateProfile::Ramp {
+                from: 0.0,
+                to: 200.0,
+                over: 10.0
+            }
+        );
         // Triangle area: 10 s × 200 / 2 = 1000.
         assert_eq!(count_due(&ramp, 10.0), 1000);
 

@@ -53,7 +53,11 @@ impl DemoServer {
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
                 if let Some(rest) = line.strip_prefix("redwatch serve listening on http://") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = tx.send(addr);
                     break;
                 }
@@ -81,7 +85,11 @@ impl DemoServer {
     pub fn request_counts(&self) -> HashMap<String, u64> {
         let (status, body) = http_get(self.addr, "/metrics");
         assert_eq!(status, 200, "server /metrics answered {status}");
-        histogram_counts(&body, "http_server_request_duration_seconds_count", "http_route")
+        histogram_counts(
+            &body,
+            "http_server_request_duration_seconds_count",
+            "http_route",
+        )
     }
 }
 
@@ -119,8 +127,14 @@ pub fn label_value(labels: &str, name: &str) -> Option<String> {
 /// Blocking GET with `Connection: close`; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).expect("read response");
     let text = String::from_utf8_lossy(&response).into_owned();
@@ -130,7 +144,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .expect("status line");
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -163,7 +180,10 @@ impl LoadRun {
     /// The JSON summary when run with `--json -`.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
-            panic!("stdout is not JSON ({err}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not JSON ({err}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
         })
     }
 }
