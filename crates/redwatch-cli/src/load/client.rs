@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -12,12 +13,15 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_LENGTH, HOST, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::mix::MixEntry;
+
+/// Per-connection read buffer. hyper's adaptive default starts at 8 KiB and can grow; load
+/// testing keeps hundreds of connections open, and responses are read in chunks of this size
+/// either way, so a fixed small buffer bounds memory per connection.
+const READ_BUFFER_BYTES: usize = 4096;
 
 /// Why a request failed without a usable response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,44 +164,102 @@ impl RequestTemplate {
     }
 }
 
-/// Keep-alive connection pool used by open loop (connections are opened as concurrency demands
-/// and kept for reuse, so the pool grows to rate × latency, capped by `--max-in-flight`).
-#[derive(Clone)]
-pub struct PooledClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+/// Keep-alive connections for open loop. A request takes the most recently used idle connection
+/// or opens a new one, and returns it afterwards, so the pool grows to the concurrency the rate
+/// actually needs (rate × latency) and never beyond `--max-in-flight` connections. With h2c, one
+/// multiplexed connection carries every request.
+pub struct ConnectionPool {
+    addrs: Arc<[SocketAddr]>,
+    h2c: bool,
     timeout: Duration,
+    /// HTTP/1.1 idle connections, most recently used last (LIFO keeps a hot working set; the
+    /// rest idle until the server closes them, and are discarded on checkout).
+    idle: Mutex<Vec<Connection>>,
+    /// The shared HTTP/2 connection.
+    shared: Mutex<Option<Connection>>,
 }
 
-impl PooledClient {
-    /// A pool keeping up to `max_idle` idle connections; `h2c` = HTTP/2 with prior knowledge.
-    pub fn new(max_idle: usize, timeout: Duration, h2c: bool) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(max_idle)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .http2_only(h2c)
-            .build(connector);
-        Self { client, timeout }
+impl ConnectionPool {
+    /// An empty pool for `addrs`; `timeout` bounds each request including any connect.
+    pub fn new(addrs: Arc<[SocketAddr]>, timeout: Duration, h2c: bool) -> Self {
+        Self {
+            addrs,
+            h2c,
+            timeout,
+            idle: Mutex::new(Vec::new()),
+            shared: Mutex::new(None),
+        }
+    }
+
+    fn checkout(&self) -> Option<Connection> {
+        if self.h2c {
+            let shared = lock(&self.shared);
+            return shared
+                .as_ref()
+                .filter(|c| !c.is_closed())
+                .and_then(Connection::share);
+        }
+        let mut idle = lock(&self.idle);
+        while let Some(connection) = idle.pop() {
+            if !connection.is_closed() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, connection: Connection) {
+        if connection.is_closed() {
+            return;
+        }
+        if self.h2c {
+            lock(&self.shared).get_or_insert(connection);
+        } else {
+            lock(&self.idle).push(connection);
+        }
     }
 
     /// Sends one request and reads the whole response body, within the timeout.
     pub async fn send(&self, template: &RequestTemplate) -> Outcome {
-        let request = template.build(&template.absolute);
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|err| classify_legacy(&err))?;
-            read_response(response).await
+            let mut connection = loop {
+                match self.checkout() {
+                    // A kept connection the server has since closed is replaced before sending,
+                    // so an idle-timeout close is not counted against the target.
+                    Some(mut connection) => {
+                        if connection.ready().await {
+                            break connection;
+                        }
+                    }
+                    None => break Connection::open(&self.addrs, self.h2c, self.timeout).await?,
+                }
+            };
+            if self.h2c {
+                // Publish a fresh HTTP/2 connection before using it, so concurrent requests share it.
+                if let Some(shared) = connection.share() {
+                    let mut slot = lock(&self.shared);
+                    if slot.as_ref().is_none_or(Connection::is_closed) {
+                        *slot = Some(shared);
+                    }
+                }
+            }
+            let outcome = connection.send(template).await;
+            if outcome.is_ok() {
+                self.checkin(connection);
+            }
+            outcome
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or(Err(ErrorKind::Timeout))
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data is a plain list of connections: still usable after a panic elsewhere.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One dedicated connection, owned by one closed-loop worker.
@@ -232,6 +294,22 @@ impl Connection {
             .unwrap_or(Err(ErrorKind::Connect))
     }
 
+    /// Whether the peer (or an error) has closed the connection.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Self::Http1(sender) => sender.is_closed(),
+            Self::Http2(sender) => sender.is_closed(),
+        }
+    }
+
+    /// Another handle on a multiplexed (HTTP/2) connection; `None` for HTTP/1.1.
+    fn share(&self) -> Option<Connection> {
+        match self {
+            Self::Http1(_) => None,
+            Self::Http2(sender) => Some(Self::Http2(sender.clone())),
+        }
+    }
+
     /// Whether the connection can take another request (false once the peer closed it).
     pub async fn ready(&mut self) -> bool {
         match self {
@@ -264,7 +342,9 @@ async fn handshake(stream: TcpStream, h2c: bool) -> Result<Connection, ErrorKind
         tokio::spawn(connection);
         Ok(Connection::Http2(sender))
     } else {
-        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUFFER_BYTES))
+            .handshake(io)
             .await
             .map_err(|err| classify_hyper(&err))?;
         tokio::spawn(connection);
@@ -282,13 +362,6 @@ async fn read_response(response: Response<Incoming>) -> Outcome {
         .await
         .map_err(|err| classify_hyper(&err))?;
     Ok(status)
-}
-
-fn classify_legacy(err: &hyper_util::client::legacy::Error) -> ErrorKind {
-    if err.is_connect() {
-        return ErrorKind::Connect;
-    }
-    classify_chain(err)
 }
 
 fn classify_hyper(err: &hyper::Error) -> ErrorKind {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 
-use super::client::{Connection, ErrorKind, PooledClient, RequestTemplate};
+use super::client::{Connection, ConnectionPool, ErrorKind, RequestTemplate};
 use super::mix::Mix;
 use super::record::Recorder;
 use super::schedule::RateProfile;
@@ -57,7 +57,7 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 pub async fn open_loop(
     plan: Arc<Plan>,
     profile: RateProfile,
-    client: PooledClient,
+    client: Arc<ConnectionPool>,
     max_in_flight: usize,
     recorder: Arc<Recorder>,
     mut stop: watch::Receiver<bool>,
@@ -135,7 +135,7 @@ pub async fn open_loop(
 struct Dispatcher {
     plan: Arc<Plan>,
     profile: RateProfile,
-    client: PooledClient,
+    client: Arc<ConnectionPool>,
     slots: Arc<Semaphore>,
     recorder: Arc<Recorder>,
     stop: watch::Receiver<bool>,

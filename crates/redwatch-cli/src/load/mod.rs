@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::watch;
 
-use client::{PooledClient, Target};
+use client::{ConnectionPool, Target};
 use driver::{Plan, RunEnd};
 use metrics::ClientMetrics;
 use mix::Mix;
@@ -335,7 +335,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 
     let end: RunEnd = match &settings.mode {
         Mode::Open(profile) => {
-            let client = PooledClient::new(settings.max_in_flight, settings.timeout, args.h2c);
+            let client = Arc::new(ConnectionPool::new(
+                addrs.into(),
+                settings.timeout,
+                args.h2c,
+            ));
             driver::open_loop(
                 Arc::clone(&plan),
                 profile.clone(),
