@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Peak resident memory of `redwatch load` over one-million-request runs against
 # `redwatch serve --latency-scale 0` on loopback: closed loop, then open loop. The peak is the
-# kernel's VmHWM (high-water mark) of the load process, read until it exits.
+# kernel's VmHWM (high-water mark) of the load process, read until it exits. A third run holds
+# 1000 connections, the default --max-in-flight, as the worst case for connection memory.
 #
 # Usage: bench/load/rss_1m.sh    (env: REQUESTS=1000000 CONCURRENCY=50 OPEN_RATE=10000)
 set -euo pipefail
@@ -42,5 +43,8 @@ measure() {
 
 measure closed --concurrency "$CONCURRENCY"
 measure open --rate "$OPEN_RATE"
+# Memory grows with open connections (~30 KB each, mostly hyper's per-connection state), so
+# also measure the most connections an open-loop run holds by default (--max-in-flight 1000).
+measure closed-1000 --concurrency 1000
 if [ "$status" -eq 0 ]; then echo "PASS: every run completed under 50 MB"; else echo "FAIL"; fi
 exit "$status"

@@ -114,7 +114,9 @@ pub struct LoadArgs {
 const AFTER_HELP: &str = "\
 Latency is measured from each request's intended send time (open loop) and from its actual send
 time; both are reported, with how late sends left. Failed requests (no response) are counted by
-kind: timeout, connect, reset, other. Exit status: 0 success, 1 --fail-on-error-rate exceeded,
+kind: timeout, connect, reset, other. Closed-loop workers back off after a failure (10 ms,
+doubling to 1 s) so a dead target is not hammered; open loop keeps to its schedule and counts each
+failed request. Exit status: 0 success, 1 --fail-on-error-rate exceeded,
 2 bad input, 130 interrupted (the partial summary is still printed).";
 
 /// How the run generates load.
