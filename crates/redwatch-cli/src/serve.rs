@@ -34,7 +34,8 @@ pub struct ServeArgs {
 
     /// Multiplies the artificial latency of /ep_one../ep_four (each sleeps uniformly in
     /// [0, 0.2·k·scale] s); 0 turns the sleeps off for benchmarks.
-    #[arg(long, env = "REDWATCH_LATENCY_SCALE", default_value = "1", value_parser = parse_scale)]
+    #[arg(long, env = "REDWATCH_LATENCY_SCALE", default_value = "1", value_parser = parse_scale,
+          allow_negative_numbers = true)]
     pub latency_scale: f64,
 
     /// Application version reported by the info metric.
@@ -255,6 +256,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => api_addr,
     };
 
+    // Before the startup line: a signal sent as soon as the line appears must reach our
+    // handler, not the default action that kills the process without a graceful shutdown.
+    let signals = ShutdownSignals::install()?;
+
     let app = app(&metrics, args.latency_scale, metrics_listener.is_none());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -277,7 +282,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     tracing::info!(%api_addr, %metrics_addr, naming = %args.naming, latency_scale = args.latency_scale, "serving the demo API");
 
-    let signal = shutdown_signal().await?;
+    let signal = signals.recv().await?;
     tracing::info!(signal, grace = ?args.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     let finished = async {
@@ -301,23 +306,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Waits for SIGINT or SIGTERM and returns its name.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
+/// The SIGINT and SIGTERM handlers, installed up front so that no signal is missed.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => { result.context("cannot handle SIGINT")?; Ok("SIGINT") }
-            _ = terminate.recv() => Ok("SIGTERM"),
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot handle Ctrl-C")?;
-        Ok("Ctrl-C")
+
+    /// Waits for SIGINT or SIGTERM and returns its name.
+    async fn recv(self) -> anyhow::Result<&'static str> {
+        #[cfg(unix)]
+        {
+            let Self {
+                mut interrupt,
+                mut terminate,
+            } = self;
+            tokio::select! {
+                _ = interrupt.recv() => Ok("SIGINT"),
+                _ = terminate.recv() => Ok("SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c()
+                .await
+                .context("cannot handle Ctrl-C")?;
+            Ok("Ctrl-C")
+        }
     }
 }
 

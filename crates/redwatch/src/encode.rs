@@ -318,7 +318,7 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
         "Number of HTTP server requests in flight.",
     );
     for (method, active) in METHODS.iter().zip(shared.active.iter()) {
-        let value = active.load(std::sync::atomic::Ordering::Relaxed);
+        let value = active.0.load(std::sync::atomic::Ordering::Relaxed);
         // Methods never seen stay off the exposition; GET is always there so the gauge exists.
         if value != 0 || *method == "GET" {
             let labels = format!("{}=\"{method}\"", names.method_label);

@@ -2,12 +2,10 @@
 //! [`ResponseFuture`] and [`ResponseBody`].
 
 use std::future::Future;
-use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -118,9 +116,14 @@ impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
             inner,
             core: Arc::clone(&self.core),
             classifier: self.classifier.clone(),
+            last_route: Arc::default(),
         }
     }
 }
+
+/// The first route a service saw. `Router::layer` wraps each route separately, so with axum
+/// every request a service sees has this route and skips the registry's route map.
+type RouteCache = OnceLock<(Box<str>, Arc<RouteEntry>)>;
 
 /// The service produced by [`MetricsLayer`].
 #[derive(Clone)]
@@ -128,6 +131,7 @@ pub struct MetricsService<S, C = MatchedPathRoute> {
     inner: S,
     core: Arc<Core>,
     classifier: C,
+    last_route: Arc<RouteCache>,
 }
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S, C>
@@ -145,8 +149,18 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let start = Instant::now();
-        let route = self.core.route(self.classifier.classify(&request));
+        let start = self.core.shared.clock.raw();
+        let route = match self.classifier.classify(&request) {
+            None => self.core.unmatched(),
+            Some(route) => match self.last_route.get() {
+                Some((cached, entry)) if **cached == *route => Arc::clone(entry),
+                _ => {
+                    let entry = self.core.route(route);
+                    let _ = self.last_route.set((route.into(), Arc::clone(&entry)));
+                    entry
+                }
+            },
+        };
         let tracker = if route.excluded {
             None
         } else {
@@ -155,7 +169,9 @@ where
                 Some(_) => content_length(&request),
                 None => None,
             };
-            route.shared.active[usize::from(method)].fetch_add(1, Ordering::Relaxed);
+            route.shared.active[usize::from(method)]
+                .0
+                .fetch_add(1, Ordering::Relaxed);
             Some(Tracker {
                 route,
                 method,
@@ -199,20 +215,20 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let inner = this.inner;
-        let polled = match panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(polled) => polled,
-            Err(payload) => {
-                if let Some(mut tracker) = this.tracker.take() {
-                    tracker.finish(500, true);
-                }
-                panic::resume_unwind(payload)
-            }
+        // If the inner future panics, this guard is dropped while unwinding and records a 500
+        // exception; on a normal return it is defused. Costs nothing when nothing panics,
+        // unlike catch_unwind, which would also keep the inner poll from being inlined.
+        let mut guard = PanicGuard {
+            tracker: this.tracker,
+            armed: true,
         };
+        let polled = this.inner.poll(cx);
+        guard.armed = false;
+        let tracker = &mut *guard.tracker;
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(response)) => {
-                let mut tracker = this.tracker.take();
+                let mut tracker = tracker.take();
                 if let Some(tracker) = tracker.as_mut() {
                     tracker.status = response.status().as_u16();
                 }
@@ -223,10 +239,27 @@ where
             }
             Poll::Ready(Err(error)) => {
                 // No response will be sent; the server reports this to the client as a failure.
-                if let Some(mut tracker) = this.tracker.take() {
+                if let Some(mut tracker) = tracker.take() {
                     tracker.finish(500, false);
                 }
                 Poll::Ready(Err(error))
+            }
+        }
+    }
+}
+
+/// Records a panic of the inner future; see [`ResponseFuture::poll`].
+struct PanicGuard<'a> {
+    tracker: &'a mut Option<Tracker>,
+    /// Still set when the inner poll did not return.
+    armed: bool,
+}
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Some(mut tracker) = self.tracker.take() {
+                tracker.finish(500, true);
             }
         }
     }
@@ -286,16 +319,19 @@ struct Tracker {
     method: u8,
     /// The response status once there is a response, [`ABANDONED_STATUS`] until then.
     status: u16,
-    start: Instant,
+    /// Raw clock reading at arrival; see `Shared::clock`.
+    start: u64,
     request_size: Option<u64>,
     response_size: u64,
 }
 
 impl Tracker {
     fn finish(&mut self, status: u16, panicked: bool) {
-        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let shared = &self.route.shared;
-        shared.active[usize::from(self.method)].fetch_sub(1, Ordering::Relaxed);
+        let nanos = shared.clock.delta_as_nanos(self.start, shared.clock.raw());
+        shared.active[usize::from(self.method)]
+            .0
+            .fetch_sub(1, Ordering::Relaxed);
         let config = &shared.config;
         let (request_size, response_size) = (self.request_size, self.response_size);
         self.route.with_series(self.method, status, |series| {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use regex::RegexSet;
 
@@ -36,7 +36,12 @@ impl AtomicHistogram {
     /// Records `value` (base units) against the upper bounds `bounds` (same units, ascending).
     #[inline]
     pub(crate) fn observe(&self, bounds: &[u64], value: u64) {
-        let index = bounds.partition_point(|&bound| bound < value);
+        // A linear scan: most requests land in the first few buckets, so it beats a binary
+        // search over the usual dozen bounds.
+        let index = bounds
+            .iter()
+            .position(|&bound| value <= bound)
+            .unwrap_or(bounds.len());
         self.counts[index].fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(value, Ordering::Relaxed);
     }
@@ -87,10 +92,19 @@ impl Config {
     }
 }
 
+/// Requests in flight for one method, on a cache line of its own so that methods do not
+/// contend with each other or with the configuration read next to them.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct ActiveGauge(pub(crate) AtomicI64);
+
 /// State shared by every route: configuration, gauges and the encoder's list of series.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) active: [AtomicI64; METHODS.len()],
+    /// The TSC where it is invariant (a few ns per reading, versus tens for `Instant::now`
+    /// in a VM), the OS monotonic clock otherwise.
+    pub(crate) clock: quanta::Clock,
+    pub(crate) active: [ActiveGauge; METHODS.len()],
     /// Every series ever created, in creation order, for the encoder.
     series: Mutex<Vec<Arc<Series>>>,
     /// Panicking handlers by (method, status); touched only when a handler panics.
@@ -110,15 +124,27 @@ impl Shared {
 }
 
 /// Everything recorded for one route value.
+///
+/// Aligned to 128 bytes so that the `Arc` reference count, written by every request, does not
+/// share a cache line (or an adjacent-line prefetch pair) with the fields every request reads.
+#[repr(align(128))]
 pub(crate) struct RouteEntry {
     pub(crate) shared: Arc<Shared>,
     /// Requests to this route are passed through unrecorded.
     pub(crate) excluded: bool,
     /// The route as a label value, escaped for the exposition formats.
     escaped_route: Box<str>,
-    /// Series by `method << 16 | status`.
-    series: FastMap<u32, Arc<Series>>,
+    /// The first series of this route, found by a scan of a few atomic loads: a route sees
+    /// few (method, status) pairs, and this keeps hashing and epoch guards off the hot path.
+    slots: [OnceLock<Arc<Series>>; SLOTS],
+    /// Series beyond the slots, by `method << 16 | status`.
+    overflow: FastMap<u32, Arc<Series>>,
+    /// Serialises series creation, so that a (method, status) pair gets exactly one series.
+    create: Mutex<()>,
 }
+
+/// Series per route kept in [`RouteEntry::slots`].
+const SLOTS: usize = 8;
 
 impl RouteEntry {
     fn new(shared: Arc<Shared>, route: &str, excluded: bool) -> Self {
@@ -126,26 +152,60 @@ impl RouteEntry {
             shared,
             excluded,
             escaped_route: escape_label_value(route).into(),
-            series: FastMap::default(),
+            slots: Default::default(),
+            overflow: FastMap::default(),
+            create: Mutex::new(()),
         }
     }
 
     /// Runs `record` on the series for (method, status), creating it on first use.
     #[inline]
     pub(crate) fn with_series(&self, method: u8, status: u16, record: impl FnOnce(&Series)) {
-        let key = u32::from(method) << 16 | u32::from(status);
-        let series = self.series.pin();
-        match series.get(&key) {
-            Some(found) => record(found),
-            None => {
-                let created = Arc::new(self.new_series(method, status));
-                let stored = series.get_or_insert(key, Arc::clone(&created));
-                if Arc::ptr_eq(stored, &created) {
-                    self.shared.series().push(created);
+        for slot in &self.slots {
+            match slot.get() {
+                Some(series) if series.method == method && series.status == status => {
+                    return record(series);
                 }
-                record(stored)
+                Some(_) => {}
+                None => break,
             }
         }
+        self.with_series_slow(method, status, record)
+    }
+
+    #[cold]
+    fn with_series_slow(&self, method: u8, status: u16, record: impl FnOnce(&Series)) {
+        let key = u32::from(method) << 16 | u32::from(status);
+        let overflow = self.overflow.pin();
+        if let Some(series) = overflow.get(&key) {
+            return record(series);
+        }
+        let _creating = self.create.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another thread may have created it while we waited for the lock.
+        for slot in &self.slots {
+            match slot.get() {
+                Some(series) if series.method == method && series.status == status => {
+                    return record(series);
+                }
+                Some(_) => {}
+                None => {
+                    let created = Arc::new(self.new_series(method, status));
+                    self.shared.series().push(Arc::clone(&created));
+                    // Slots are only set under `create`, so this one is still empty.
+                    let stored = slot.get_or_init(|| created);
+                    return record(stored);
+                }
+            }
+        }
+        let series = match overflow.get(&key) {
+            Some(series) => series,
+            None => {
+                let created = Arc::new(self.new_series(method, status));
+                self.shared.series().push(Arc::clone(&created));
+                overflow.get_or_insert(key, created)
+            }
+        };
+        record(series)
     }
 
     fn new_series(&self, method: u8, status: u16) -> Series {
@@ -210,6 +270,7 @@ impl Core {
     pub(crate) fn new(config: Config, exclusions: Exclusions, max_routes: usize) -> Self {
         let shared = Arc::new(Shared {
             config,
+            clock: quanta::Clock::new(),
             active: Default::default(),
             series: Mutex::new(Vec::new()),
             exceptions: Mutex::new(BTreeMap::new()),
@@ -231,15 +292,17 @@ impl Core {
         }
     }
 
-    /// The entry for a matched route template, or the shared unmatched entry for `None`.
+    /// The entry shared by requests no route matched.
+    #[inline]
+    pub(crate) fn unmatched(&self) -> Arc<RouteEntry> {
+        Arc::clone(&self.unmatched)
+    }
+
+    /// The entry for a matched route template.
     ///
     /// Exclusions are decided once per route, when it is first seen, so regexes never run on
     /// the request path after that.
-    #[inline]
-    pub(crate) fn route(&self, route: Option<&str>) -> Arc<RouteEntry> {
-        let Some(route) = route else {
-            return Arc::clone(&self.unmatched);
-        };
+    pub(crate) fn route(&self, route: &str) -> Arc<RouteEntry> {
         let routes = self.routes.pin();
         if let Some(entry) = routes.get(route) {
             return Arc::clone(entry);

@@ -1,11 +1,603 @@
-//! `redwatch generate`.
+//! `redwatch generate`: Grafana dashboards, Prometheus recording and alert rules with their
+//! promtool unit tests, Prometheus/Alertmanager/Grafana configuration and Kubernetes resources,
+//! all derived from one table of metric names ([`naming`]) and one set of SLO settings
+//! ([`Settings`]).
 
+mod alerts;
+mod configs;
+mod dashboard;
+mod k8s;
+mod naming;
+mod promql;
+mod rule_tests;
+mod rules;
+mod units;
+mod write;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Flags of `redwatch generate`.
-#[derive(Debug, clap::Args)]
-pub struct GenerateArgs {}
+use anyhow::{Context, bail};
 
-pub async fn run(_args: GenerateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`redwatch generate` is not implemented yet")
+pub use naming::Preset;
+use units::PromDuration;
+
+/// Which presets to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NamingChoice {
+    /// Both presets, each in its own directory.
+    All,
+    /// OpenTelemetry names only.
+    Otel,
+    /// prometheus_flask_exporter names only.
+    Flask,
+}
+
+/// Flags of `redwatch generate` (boxed: there are many, and the subcommand enum stays small).
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    flags: Box<GenerateFlags>,
+}
+
+/// The flags themselves.
+#[derive(Debug, clap::Args)]
+pub struct GenerateFlags {
+    /// Naming preset of the API's metrics; `all` writes one directory per preset
+    #[arg(long, env = "REDWATCH_NAMING", value_enum, default_value = "all")]
+    pub naming: NamingChoice,
+
+    /// Prometheus job name of the API
+    #[arg(long, env = "REDWATCH_JOB", default_value = "redwatch")]
+    pub job: String,
+
+    /// Prometheus job name of the load generator (`redwatch load --metrics-listen`)
+    ///
+    #[arg(long, env = "REDWATCH_LOAD_JOB", default_value = "redwatch-load")]
+    pub load_job: String,
+
+    /// Availability objective in percent of requests answered without a 5xx
+    #[arg(long, env = "REDWATCH_SLO", default_value = "99.9")]
+    pub slo: f64,
+
+    /// Latency objective in percent of requests faster than --latency-threshold
+    #[arg(long, env = "REDWATCH_LATENCY_SLO", default_value = "99")]
+    pub latency_slo: f64,
+
+    /// Latency threshold of the latency SLO; must be a histogram bucket bound
+    #[arg(long, env = "REDWATCH_LATENCY_THRESHOLD", default_value = "250ms")]
+    pub latency_threshold: PromDuration,
+
+    /// Output directory; each preset gets a subdirectory
+    #[arg(long, env = "REDWATCH_OUT", default_value = "deploy/generated")]
+    pub out: PathBuf,
+
+    /// SLO period: the window the error budget is measured over
+    #[arg(long, env = "REDWATCH_SLO_PERIOD", default_value = "30d")]
+    pub slo_period: PromDuration,
+
+    /// Paging (critical) burn-rate windows as FACTOR:LONG/SHORT,...
+    #[arg(
+        long,
+        env = "REDWATCH_PAGE_WINDOWS",
+        default_value = "14.4:1h/5m,6:6h/30m"
+    )]
+    pub page_windows: String,
+
+    /// Ticket (warning) burn-rate windows as FACTOR:LONG/SHORT,...
+    #[arg(
+        long,
+        env = "REDWATCH_TICKET_WINDOWS",
+        default_value = "3:1d/2h,1:3d/6h"
+    )]
+    pub ticket_windows: String,
+
+    /// Rate window of the static and anomaly alerts and of per-route recording rules
+    #[arg(long, env = "REDWATCH_RATE_WINDOW", default_value = "5m")]
+    pub rate_window: PromDuration,
+
+    /// Prometheus scrape interval
+    #[arg(long, env = "REDWATCH_SCRAPE_INTERVAL", default_value = "15s")]
+    pub scrape_interval: PromDuration,
+
+    /// Prometheus rule evaluation interval
+    #[arg(long, env = "REDWATCH_EVALUATION_INTERVAL", default_value = "15s")]
+    pub evaluation_interval: PromDuration,
+
+    /// How long a static-threshold, target or absence condition must hold before alerting
+    ///
+    #[arg(long, env = "REDWATCH_ALERT_FOR", default_value = "5m")]
+    pub alert_for: PromDuration,
+
+    /// History the anomaly bands are learned from
+    #[arg(long, env = "REDWATCH_ANOMALY_WINDOW", default_value = "1w")]
+    pub anomaly_window: PromDuration,
+
+    /// How long a value must stay outside its band before the anomaly alert fires
+    #[arg(long, env = "REDWATCH_ANOMALY_FOR", default_value = "15m")]
+    pub anomaly_for: PromDuration,
+
+    /// Width of the anomaly band in standard deviations of the history
+    #[arg(long, env = "REDWATCH_ANOMALY_SIGMAS", default_value = "3")]
+    pub anomaly_sigmas: f64,
+
+    /// Static error-ratio threshold in percent of requests
+    #[arg(long, env = "REDWATCH_ERROR_RATIO_THRESHOLD", default_value = "5")]
+    pub error_ratio_threshold: f64,
+
+    /// Static threshold on the average response time
+    #[arg(
+        long,
+        env = "REDWATCH_AVERAGE_LATENCY_THRESHOLD",
+        default_value = "500ms"
+    )]
+    pub average_latency_threshold: PromDuration,
+
+    /// Minimum-traffic guard: ratio and anomaly alerts stay silent below this many requests per
+    /// second
+    #[arg(long, env = "REDWATCH_MIN_TRAFFIC", default_value = "0.1")]
+    pub min_traffic: f64,
+
+    /// Scrape targets (host:port) of the API, comma-separated
+    #[arg(
+        long,
+        env = "REDWATCH_API_TARGETS",
+        default_value = "api:5000",
+        value_delimiter = ','
+    )]
+    pub api_targets: Vec<String>,
+
+    /// Scrape targets of the load generator's metrics listener, comma-separated; empty for none
+    ///
+    #[arg(
+        long,
+        env = "REDWATCH_LOAD_TARGETS",
+        default_value = "load:9091",
+        value_delimiter = ','
+    )]
+    pub load_targets: Vec<String>,
+
+    /// Extra scrape jobs as JOB=host:port, comma-separated; empty for none
+    ///
+    #[arg(
+        long,
+        env = "REDWATCH_EXTRA_TARGETS",
+        default_value = "node-exporter=node-exporter:9100,cadvisor=cadvisor:8080",
+        value_delimiter = ','
+    )]
+    pub extra_targets: Vec<String>,
+
+    /// Alertmanager address (host:port); empty for none
+    #[arg(
+        long,
+        env = "REDWATCH_ALERTMANAGER",
+        default_value = "alertmanager:9093"
+    )]
+    pub alertmanager: String,
+
+    /// URL the Alertmanager webhook example posts to
+    #[arg(
+        long,
+        env = "REDWATCH_WEBHOOK_URL",
+        default_value = "http://webhook:9000/alerts"
+    )]
+    pub webhook_url: String,
+
+    /// Prometheus URL of the provisioned Grafana data source
+    #[arg(
+        long,
+        env = "REDWATCH_PROMETHEUS_URL",
+        default_value = "http://prometheus:9090"
+    )]
+    pub prometheus_url: String,
+
+    /// Base URL of docs/runbooks.md; alert runbook_url annotations append `#alertname`
+    ///
+    #[arg(long, env = "REDWATCH_RUNBOOK_URL", default_value = DEFAULT_RUNBOOK_URL)]
+    pub runbook_url: String,
+}
+
+const DEFAULT_RUNBOOK_URL: &str =
+    concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbooks.md");
+
+/// How a burn-rate alert tier is evaluated: the budget must burn `factor` times faster than
+/// sustainable over both the long and the short window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BurnWindow {
+    pub factor: f64,
+    pub long: PromDuration,
+    pub short: PromDuration,
+}
+
+/// Validated settings shared by every generated file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub job: String,
+    pub load_job: String,
+    /// Availability objective as a ratio, e.g. 0.999.
+    pub availability: f64,
+    /// Latency objective as a ratio, e.g. 0.99.
+    pub latency_objective: f64,
+    pub latency_threshold: PromDuration,
+    pub slo_period: PromDuration,
+    pub page: Vec<BurnWindow>,
+    pub ticket: Vec<BurnWindow>,
+    pub rate_window: PromDuration,
+    pub scrape_interval: PromDuration,
+    pub evaluation_interval: PromDuration,
+    pub alert_for: PromDuration,
+    pub anomaly_window: PromDuration,
+    pub anomaly_for: PromDuration,
+    pub anomaly_sigmas: f64,
+    /// Static error-ratio threshold as a ratio.
+    pub error_ratio_threshold: f64,
+    pub average_latency_threshold: PromDuration,
+    pub min_traffic: f64,
+    pub api_targets: Vec<String>,
+    pub load_targets: Vec<String>,
+    /// (job, target) pairs.
+    pub extra_targets: Vec<(String, String)>,
+    pub alertmanager: Option<String>,
+    pub webhook_url: String,
+    pub prometheus_url: String,
+    pub runbook_url: String,
+}
+
+impl Settings {
+    /// Every window a ratio is recorded over: burn-rate windows and the rate window, ascending.
+    pub fn slo_windows(&self) -> Vec<PromDuration> {
+        let mut windows: Vec<PromDuration> = self
+            .page
+            .iter()
+            .chain(&self.ticket)
+            .flat_map(|window| [window.long, window.short])
+            .chain([self.rate_window])
+            .collect();
+        windows.sort();
+        windows.dedup();
+        windows
+    }
+
+    /// Error budget of the availability SLO, e.g. 0.001.
+    pub fn error_budget(&self) -> f64 {
+        1.0 - self.availability
+    }
+
+    /// Error budget of the latency SLO, e.g. 0.01.
+    pub fn latency_budget(&self) -> f64 {
+        1.0 - self.latency_objective
+    }
+
+    /// The first lines of every generated text file, as comments starting with `comment`.
+    pub fn header(&self, comment: &str) -> String {
+        format!(
+            "{comment} Generated by `redwatch generate` (job {}, availability SLO {}%, latency SLO {}% under {}).\n\
+             {comment} Do not edit: change the generator's flags and regenerate.\n",
+            self.job,
+            units::num(self.availability * 100.0),
+            units::num(self.latency_objective * 100.0),
+            self.latency_threshold
+        )
+    }
+
+    /// The latency threshold in seconds as it appears in the `le` label.
+    pub fn threshold_le(&self) -> f64 {
+        self.latency_threshold.secs_f64()
+    }
+}
+
+fn percent_to_ratio(flag: &str, percent: f64) -> anyhow::Result<f64> {
+    if !(percent.is_finite() && percent > 0.0 && percent < 100.0) {
+        bail!("--{flag} {percent} must be a percentage strictly between 0 and 100");
+    }
+    // Round away the binary noise of e.g. 99.9 / 100 so budgets print as written.
+    Ok((percent * 1e8).round() / 1e10)
+}
+
+fn parse_windows(flag: &str, spec: &str) -> anyhow::Result<Vec<BurnWindow>> {
+    let mut windows = Vec::new();
+    for item in spec
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let shape = || format!("--{flag}: {item:?} is not FACTOR:LONG/SHORT (e.g. 14.4:1h/5m)");
+        let (factor, durations) = item.split_once(':').with_context(shape)?;
+        let (long, short) = durations.split_once('/').with_context(shape)?;
+        let factor: f64 = factor.trim().parse().ok().with_context(shape)?;
+        let long: PromDuration = long
+            .trim()
+            .parse()
+            .map_err(|err| anyhow::anyhow!("--{flag}: {err}"))?;
+        let short: PromDuration = short
+            .trim()
+            .parse()
+            .map_err(|err| anyhow::anyhow!("--{flag}: {err}"))?;
+        if !(factor.is_finite() && factor > 0.0) {
+            bail!("--{flag}: burn factor in {item:?} must be positive");
+        }
+        if short >= long {
+            bail!("--{flag}: in {item:?} the short window must be shorter than the long window");
+        }
+        windows.push(BurnWindow {
+            factor,
+            long,
+            short,
+        });
+    }
+    if windows.is_empty() {
+        bail!("--{flag} needs at least one FACTOR:LONG/SHORT window");
+    }
+    Ok(windows)
+}
+
+fn non_empty(list: Vec<String>) -> Vec<String> {
+    list.into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+fn is_label_value_safe(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'))
+}
+
+impl Settings {
+    /// Validates the flags into settings; every error is one line naming the flag.
+    pub fn from_args(args: &GenerateFlags) -> anyhow::Result<Self> {
+        for (flag, value) in [("job", &args.job), ("load-job", &args.load_job)] {
+            if !is_label_value_safe(value) {
+                bail!(
+                    "--{flag} {value:?} must be non-empty and use only letters, digits, - _ . : /"
+                );
+            }
+        }
+        let availability = percent_to_ratio("slo", args.slo)?;
+        let latency_objective = percent_to_ratio("latency-slo", args.latency_slo)?;
+        let threshold = args.latency_threshold.secs_f64();
+        if !naming::BUCKETS
+            .iter()
+            .any(|bound| (bound - threshold).abs() < 1e-9)
+        {
+            let bounds: Vec<String> = naming::BUCKETS
+                .iter()
+                .map(|b| format!("{}ms", b * 1000.0))
+                .collect();
+            bail!(
+                "--latency-threshold {} is not a histogram bucket bound (one of {})",
+                args.latency_threshold,
+                bounds.join(" ")
+            );
+        }
+        let page = parse_windows("page-windows", &args.page_windows)?;
+        let ticket = parse_windows("ticket-windows", &args.ticket_windows)?;
+        for (name, budget) in [
+            ("--slo", 1.0 - availability),
+            ("--latency-slo", 1.0 - latency_objective),
+        ] {
+            for window in page.iter().chain(&ticket) {
+                if window.factor * budget >= 1.0 {
+                    bail!(
+                        "{name}: burn factor {} x error budget {} >= 1, so that alert could never fire; \
+                         raise the objective or lower the factor",
+                        units::num(window.factor),
+                        units::num(budget)
+                    );
+                }
+            }
+        }
+        for (flag, duration) in [
+            ("scrape-interval", args.scrape_interval),
+            ("evaluation-interval", args.evaluation_interval),
+            ("rate-window", args.rate_window),
+            ("slo-period", args.slo_period),
+            ("anomaly-window", args.anomaly_window),
+        ] {
+            if duration.millis() == 0 {
+                bail!("--{flag} must be longer than 0s");
+            }
+        }
+        // rate() needs two samples inside its window; four make it robust to one missed scrape.
+        let shortest = page
+            .iter()
+            .chain(&ticket)
+            .map(|w| w.short)
+            .chain([args.rate_window])
+            .min();
+        if let Some(shortest) =
+            shortest.filter(|shortest| *shortest < args.scrape_interval.times(4))
+        {
+            bail!(
+                "window {shortest} is shorter than 4 x --scrape-interval {}; rate() would be unreliable",
+                args.scrape_interval
+            );
+        }
+        let longest = page.iter().chain(&ticket).map(|w| w.long).max();
+        if let Some(longest) = longest.filter(|longest| *longest > args.slo_period) {
+            bail!(
+                "burn-rate window {longest} is longer than --slo-period {}",
+                args.slo_period
+            );
+        }
+        // An anomaly that lasts a noticeable part of the history widens its own band until it
+        // hides itself; 20x keeps its share of the history under 5 %.
+        let anomaly_span = args.anomaly_for.plus(args.rate_window);
+        if args.anomaly_window < anomaly_span.times(20) {
+            bail!(
+                "--anomaly-window {} must be at least 20 x (--anomaly-for + --rate-window) = {}",
+                args.anomaly_window,
+                anomaly_span.times(20)
+            );
+        }
+        if !(args.anomaly_sigmas.is_finite() && args.anomaly_sigmas > 0.0) {
+            bail!("--anomaly-sigmas {} must be positive", args.anomaly_sigmas);
+        }
+        let error_ratio_threshold =
+            percent_to_ratio("error-ratio-threshold", args.error_ratio_threshold)?;
+        if args.average_latency_threshold.millis() == 0 {
+            bail!("--average-latency-threshold must be longer than 0s");
+        }
+        if !(args.min_traffic.is_finite() && args.min_traffic > 0.0) {
+            bail!(
+                "--min-traffic {} must be a positive number of requests per second",
+                args.min_traffic
+            );
+        }
+        let api_targets = non_empty(args.api_targets.clone());
+        if api_targets.is_empty() {
+            bail!("--api-targets needs at least one host:port");
+        }
+        let load_targets = non_empty(args.load_targets.clone());
+        let mut extra_targets = Vec::new();
+        for item in non_empty(args.extra_targets.clone()) {
+            let (job, target) = item
+                .split_once('=')
+                .with_context(|| format!("--extra-targets: {item:?} is not JOB=host:port"))?;
+            if !is_label_value_safe(job) || target.is_empty() {
+                bail!("--extra-targets: {item:?} is not JOB=host:port");
+            }
+            extra_targets.push((job.to_owned(), target.to_owned()));
+        }
+        for target in api_targets
+            .iter()
+            .chain(&load_targets)
+            .chain(extra_targets.iter().map(|(_, t)| t))
+        {
+            if target.contains("://") || target.contains('/') {
+                bail!("scrape target {target:?} must be host:port, without scheme or path");
+            }
+        }
+        let mut jobs = vec![args.job.as_str()];
+        if !load_targets.is_empty() {
+            jobs.push(args.load_job.as_str());
+        }
+        jobs.extend(extra_targets.iter().map(|(job, _)| job.as_str()));
+        for (index, job) in jobs.iter().enumerate() {
+            if jobs[..index].contains(job) {
+                bail!("scrape job name {job:?} is used twice (--job, --load-job, --extra-targets)");
+            }
+        }
+        let alertmanager = Some(args.alertmanager.trim().to_owned()).filter(|a| !a.is_empty());
+        if let Some(address) = alertmanager.as_deref().filter(|a| a.contains('/')) {
+            bail!("--alertmanager {address:?} must be host:port, without scheme or path");
+        }
+        for (flag, url) in [
+            ("webhook-url", &args.webhook_url),
+            ("prometheus-url", &args.prometheus_url),
+            ("runbook-url", &args.runbook_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("--{flag} {url:?} must be an http:// or https:// URL");
+            }
+        }
+        Ok(Self {
+            job: args.job.clone(),
+            load_job: args.load_job.clone(),
+            availability,
+            latency_objective,
+            latency_threshold: args.latency_threshold,
+            slo_period: args.slo_period,
+            page,
+            ticket,
+            rate_window: args.rate_window,
+            scrape_interval: args.scrape_interval,
+            evaluation_interval: args.evaluation_interval,
+            alert_for: args.alert_for,
+            anomaly_window: args.anomaly_window,
+            anomaly_for: args.anomaly_for,
+            anomaly_sigmas: args.anomaly_sigmas,
+            error_ratio_threshold,
+            average_latency_threshold: args.average_latency_threshold,
+            min_traffic: args.min_traffic,
+            api_targets,
+            load_targets,
+            extra_targets,
+            alertmanager,
+            webhook_url: args.webhook_url.clone(),
+            prometheus_url: args.prometheus_url.clone(),
+            runbook_url: args.runbook_url.clone(),
+        })
+    }
+}
+
+/// One generated file: a path relative to the output directory and its content.
+#[derive(Debug)]
+pub struct GeneratedFile {
+    pub path: PathBuf,
+    pub content: String,
+}
+
+/// Everything the generator writes for one preset, paths relative to the preset's directory.
+pub fn generate_preset(preset: Preset, settings: &Settings) -> anyhow::Result<Vec<GeneratedFile>> {
+    let rule_file = rules::rule_file(preset, settings);
+    let rules_yaml = rules::to_yaml(&rule_file, settings)?;
+    let dashboard = dashboard::api_overview(preset, settings);
+    let dashboard_json = serde_json::to_string_pretty(&dashboard)? + "\n";
+    let mut files = vec![
+        GeneratedFile {
+            path: "prometheus/prometheus.yml".into(),
+            content: configs::prometheus(settings)?,
+        },
+        GeneratedFile {
+            path: "prometheus/rules/redwatch.rules.yml".into(),
+            content: rules_yaml,
+        },
+        GeneratedFile {
+            path: "alertmanager/alertmanager.yml".into(),
+            content: configs::alertmanager(settings)?,
+        },
+        GeneratedFile {
+            path: format!("grafana/dashboards/{}", dashboard::FILE_NAME).into(),
+            content: dashboard_json.clone(),
+        },
+        GeneratedFile {
+            path: "grafana/provisioning/datasources/redwatch.yml".into(),
+            content: configs::grafana_datasource(settings)?,
+        },
+        GeneratedFile {
+            path: "grafana/provisioning/dashboards/redwatch.yml".into(),
+            content: configs::grafana_dashboard_provider(settings)?,
+        },
+    ];
+    for (name, content) in rule_tests::test_files(preset, settings)? {
+        files.push(GeneratedFile {
+            path: format!("prometheus/tests/{name}").into(),
+            content,
+        });
+    }
+    files.extend(k8s::files(preset, settings, &rule_file, &dashboard_json)?);
+    Ok(files)
+}
+
+/// Entry point of `redwatch generate`.
+pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let args = *args.flags;
+    let settings = Settings::from_args(&args)?;
+    let presets: &[Preset] = match args.naming {
+        NamingChoice::All => &Preset::ALL,
+        NamingChoice::Otel => &[Preset::Otel],
+        NamingChoice::Flask => &[Preset::Flask],
+    };
+    // Render everything before writing anything, so a failure leaves no half-written set.
+    let mut all = Vec::new();
+    for &preset in presets {
+        for file in generate_preset(preset, &settings)? {
+            all.push(GeneratedFile {
+                path: args.out.join(preset.name()).join(&file.path),
+                content: file.content,
+            });
+        }
+    }
+    for file in &all {
+        write::atomically(&file.path, &file.content)?;
+    }
+    println!(
+        "redwatch generate: wrote {} files under {}",
+        all.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,576 @@
+//! The Grafana dashboard "API overview".
+
+use serde_json::{Value, json};
+
+use super::Settings;
+use super::naming::{Preset, load, process};
+use super::units::num;
+
+/// File name of the dashboard under `grafana/dashboards/`.
+pub const FILE_NAME: &str = "api-overview.json";
+/// Dashboard schema of Grafana 11.0 (read unchanged by Grafana 11.x and 12.x).
+pub const SCHEMA_VERSION: u64 = 39;
+
+/// Panels are laid out left to right on Grafana's 24-column grid.
+struct Layout {
+    panels: Vec<Value>,
+    x: u64,
+    y: u64,
+    row_height: u64,
+    next_id: u64,
+}
+
+/// A query of a panel: PromQL and the legend.
+struct Query {
+    expr: String,
+    legend: String,
+}
+
+fn q(expr: impl Into<String>, legend: impl Into<String>) -> Query {
+    Query {
+        expr: expr.into(),
+        legend: legend.into(),
+    }
+}
+
+fn datasource() -> Value {
+    json!({ "type": "prometheus", "uid": "${datasource}" })
+}
+
+impl Layout {
+    fn new() -> Self {
+        Self {
+            panels: Vec::new(),
+            x: 0,
+            y: 0,
+            row_height: 0,
+            next_id: 1,
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn row(&mut self, title: &str) {
+        if self.x > 0 {
+            self.y += self.row_height;
+        }
+        let id = self.id();
+        self.panels.push(json!({
+            "type": "row",
+            "id": id,
+            "title": title,
+            "collapsed": false,
+            "gridPos": { "h": 1, "w": 24, "x": 0, "y": self.y },
+            "panels": [],
+        }));
+        self.y += 1;
+        self.x = 0;
+        self.row_height = 0;
+    }
+
+    /// Moves the panels after the last row into it and collapses it.
+    fn collapse_last_row(&mut self) {
+        let Some(row_index) = self.panels.iter().rposition(|panel| panel["type"] == "row") else {
+            return;
+        };
+        let children: Vec<Value> = self.panels.drain(row_index + 1..).collect();
+        let row = &mut self.panels[row_index];
+        row["collapsed"] = json!(true);
+        row["panels"] = json!(children);
+    }
+
+    fn place(&mut self, width: u64, height: u64) -> Value {
+        if self.x + width > 24 {
+            self.y += self.row_height;
+            self.x = 0;
+            self.row_height = 0;
+        }
+        let pos = json!({ "h": height, "w": width, "x": self.x, "y": self.y });
+        self.x += width;
+        self.row_height = self.row_height.max(height);
+        pos
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn panel(
+        &mut self,
+        kind: &str,
+        title: &str,
+        description: &str,
+        unit: &str,
+        width: u64,
+        queries: Vec<Query>,
+        options: Value,
+    ) {
+        let height = if kind == "stat" { 5 } else { 8 };
+        let grid = self.place(width, height);
+        let id = self.id();
+        let targets: Vec<Value> = queries
+            .into_iter()
+            .zip('A'..='Z')
+            .map(|(query, ref_id)| {
+                let mut target = json!({
+                    "datasource": datasource(),
+                    "refId": ref_id.to_string(),
+                    "expr": query.expr,
+                    "legendFormat": query.legend,
+                    // Stats show one value: an instant query, not a window per graph step
+                    // (which over `[30d]` would be very expensive).
+                    "range": kind != "stat",
+                    "instant": kind == "stat",
+                });
+                if kind == "heatmap" {
+                    target["format"] = json!("heatmap");
+                }
+                target
+            })
+            .collect();
+        let mut panel = json!({
+            "type": kind,
+            "id": id,
+            "title": title,
+            "description": description,
+            "datasource": datasource(),
+            "gridPos": grid,
+            "targets": targets,
+            "fieldConfig": { "defaults": { "unit": unit }, "overrides": [] },
+            "options": options,
+        });
+        if kind == "timeseries" {
+            panel["fieldConfig"]["defaults"]["custom"] = json!({ "drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never" });
+            panel["options"]["legend"] = json!({ "displayMode": "table", "placement": "bottom", "calcs": ["mean", "max", "lastNotNull"] });
+            panel["options"]["tooltip"] = json!({ "mode": "multi", "sort": "desc" });
+        }
+        self.panels.push(panel);
+    }
+}
+
+fn stat_options(text_mode: &str) -> Value {
+    json!({
+        "reduceOptions": { "calcs": ["lastNotNull"], "fields": "", "values": false },
+        "colorMode": "value",
+        "graphMode": "none",
+        "textMode": text_mode,
+        "justifyMode": "auto",
+        "orientation": "auto",
+    })
+}
+
+fn variable_query(name: &str, label: &str, query: &str, multi: bool) -> Value {
+    json!({
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": datasource(),
+        "query": { "qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery" },
+        "definition": query,
+        "refresh": 2,
+        "sort": 1,
+        "multi": multi,
+        "includeAll": multi,
+        "allValue": if multi { json!(".+") } else { Value::Null },
+        "current": {},
+        "options": [],
+        "hide": 0,
+    })
+}
+
+/// The dashboard for one preset.
+pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
+    let names = preset.names();
+    let (route, status) = (names.route, names.status);
+    let (count, sum, bucket) = (names.count(), names.sum(), names.bucket());
+    let sel = "job=~\"$job\", instance=~\"$instance\"";
+    let rsel = format!("{sel}, {route}=~\"$route\"");
+    let load_sel = "job=~\"$load_job\", instance=~\"$load_instance\"";
+    let ri = "$__rate_interval";
+    let threshold = settings.latency_threshold;
+    let le = super::promql::le_matcher(settings.threshold_le());
+    let budget = num(settings.error_budget());
+    let period = settings.slo_period;
+    let error_share = |selector: &str, window: &str| {
+        format!(
+            "(sum(rate({count}{{{selector}, {status}=~\"5..\"}}[{window}])) or vector(0))\n/\nsum(rate({count}{{{selector}}}[{window}]))"
+        )
+    };
+
+    let mut layout = Layout::new();
+    layout.row("SLO");
+    layout.panel(
+        "stat",
+        "Availability (selected range)",
+        "Share of requests answered without a 5xx status over the dashboard's time range.",
+        "percentunit",
+        5,
+        vec![q(
+            format!("1 - (\n{}\n)", error_share(sel, "$__range")),
+            "availability",
+        )],
+        stat_options("value"),
+    );
+    layout.panel(
+        "stat",
+        &format!("Requests under {threshold} (selected range)"),
+        &format!("Share of requests faster than the latency SLO threshold ({threshold}) over the dashboard's time range."),
+        "percentunit",
+        5,
+        vec![q(
+            format!("sum(rate({bucket}{{{sel}, {le}}}[$__range]))\n/\nsum(rate({count}{{{sel}}}[$__range]))"),
+            "under threshold",
+        )],
+        stat_options("value"),
+    );
+    layout.panel(
+        "stat",
+        &format!("Error budget remaining ({period})"),
+        &format!(
+            "Share of the availability error budget ({}% of requests) left over the SLO period of {period}; negative means the SLO is breached.",
+            num(settings.error_budget() * 100.0)
+        ),
+        "percentunit",
+        5,
+        vec![q(format!("1 - (\n{}\n) / {budget}", error_share(sel, &period.to_string())), "budget remaining")],
+        stat_options("value"),
+    );
+    layout.panel(
+        "stat",
+        "Objectives",
+        "The SLO objectives the alert rules were generated with (recorded per job, so not filtered by instance).",
+        "percentunit",
+        9,
+        vec![q(format!("max by (slo) ({}{{job=~\"$job\"}})", super::rules::names::OBJECTIVE), "{{slo}}")],
+        stat_options("value_and_name"),
+    );
+    let burn_queries: Vec<Query> = settings
+        .page
+        .iter()
+        .map(|window| {
+            q(
+                format!(
+                    "(\n{}\n) / {budget}",
+                    error_share(sel, &window.long.to_string())
+                ),
+                format!("burn rate {}", window.long),
+            )
+        })
+        .collect();
+    layout.panel(
+        "timeseries",
+        "Error budget burn rate",
+        "How many times faster than sustainable the availability error budget is being spent, over the long windows of the paging alerts (1 = exactly on budget).",
+        "none",
+        24,
+        burn_queries,
+        json!({}),
+    );
+
+    layout.row("Traffic");
+    layout.panel(
+        "timeseries",
+        "Requests per second by route",
+        "Request rate per route template, all methods and statuses.",
+        "reqps",
+        12,
+        vec![q(
+            format!("sum by ({route}) (rate({count}{{{rsel}}}[{ri}]))"),
+            format!("{{{{{route}}}}}"),
+        )],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Requests per minute by status",
+        "Request rate per HTTP status code, in requests per minute. 499 = the client went away before the response.",
+        "suffix: req/min",
+        12,
+        vec![q(format!("sum by ({status}) (rate({count}{{{rsel}}}[{ri}])) * 60"), format!("{{{{{status}}}}}"))],
+        json!({}),
+    );
+
+    layout.row("Errors");
+    layout.panel(
+        "timeseries",
+        "Server errors (5xx) per second by route",
+        "Rate of responses with a 5xx status, per route.",
+        "reqps",
+        8,
+        vec![q(
+            format!("sum by ({route}) (rate({count}{{{rsel}, {status}=~\"5..\"}}[{ri}]))"),
+            format!("{{{{{route}}}}}"),
+        )],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Error ratio by route",
+        "Share of requests of each route answered with a 5xx status. Routes without errors have no line.",
+        "percentunit",
+        8,
+        vec![q(
+            format!(
+                "sum by ({route}) (rate({count}{{{rsel}, {status}=~\"5..\"}}[{ri}]))\n/\nsum by ({route}) (rate({count}{{{rsel}}}[{ri}]))"
+            ),
+            format!("{{{{{route}}}}}"),
+        )],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Client (4xx) vs server (5xx) errors",
+        "Rate of 4xx responses (the client's fault, including 404 for unknown paths and 499 for abandoned requests) next to 5xx responses (the server's fault).",
+        "reqps",
+        8,
+        vec![
+            q(format!("sum(rate({count}{{{rsel}, {status}=~\"4..\"}}[{ri}]))"), "4xx"),
+            q(format!("sum(rate({count}{{{rsel}, {status}=~\"5..\"}}[{ri}]))"), "5xx"),
+        ],
+        json!({}),
+    );
+
+    layout.row("Latency");
+    layout.panel(
+        "timeseries",
+        "Average response time by route",
+        "Mean time from request to response per route (histogram sum / count).",
+        "s",
+        12,
+        vec![q(
+            format!("sum by ({route}) (rate({sum}{{{rsel}}}[{ri}]))\n/\nsum by ({route}) (rate({count}{{{rsel}}}[{ri}]))"),
+            format!("{{{{{route}}}}}"),
+        )],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        &format!("Requests under {threshold} by route"),
+        &format!("Share of requests of each route that finished within the latency SLO threshold of {threshold} (exact: the threshold is a bucket bound)."),
+        "percentunit",
+        12,
+        vec![q(
+            format!("sum by ({route}) (rate({bucket}{{{rsel}, {le}}}[{ri}]))\n/\nsum by ({route}) (rate({count}{{{rsel}}}[{ri}]))"),
+            format!("{{{{{route}}}}}"),
+        )],
+        json!({}),
+    );
+    let quantiles: Vec<Query> = [0.5, 0.9, 0.99]
+        .iter()
+        .map(|quantile| {
+            q(
+                format!("histogram_quantile({quantile}, sum by ({route}, le) (rate({bucket}{{{rsel}}}[{ri}])))"),
+                format!("p{} {{{{{route}}}}}", num(quantile * 100.0)),
+            )
+        })
+        .collect();
+    layout.panel(
+        "timeseries",
+        "Response time percentiles by route (p50 / p90 / p99)",
+        "Percentiles estimated from the histogram buckets by linear interpolation inside a bucket; precise to the bucket bounds.",
+        "s",
+        12,
+        quantiles,
+        json!({}),
+    );
+    layout.panel(
+        "heatmap",
+        "Response time distribution",
+        "Requests per histogram bucket and time interval; darker cells hold more requests.",
+        "short",
+        12,
+        vec![q(
+            format!("sum by (le) (increase({bucket}{{{rsel}}}[{ri}]))"),
+            "{{le}}",
+        )],
+        json!({
+            "calculate": false,
+            "yAxis": { "unit": "s", "axisPlacement": "left" },
+            "rowsFrame": { "layout": "le" },
+            "color": { "mode": "scheme", "scheme": "Oranges", "steps": 64 },
+            "cellGap": 1,
+            "tooltip": { "mode": "single", "yHistogram": true },
+            "legend": { "show": true },
+        }),
+    );
+
+    layout.row("Saturation");
+    layout.panel(
+        "timeseries",
+        "Active requests",
+        "Requests being served right now, per instance.",
+        "short",
+        8,
+        vec![q(
+            format!("sum by (instance) ({}{{{sel}}})", names.active_requests),
+            "{{instance}}",
+        )],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "CPU usage",
+        "CPU time used per second of wall time, per instance (100% = one core).",
+        "percentunit",
+        8,
+        vec![q(
+            format!("rate({}{{{sel}}}[{ri}])", process::CPU_SECONDS),
+            "{{instance}}",
+        )],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Resident memory",
+        "Resident set size of the process, per instance.",
+        "bytes",
+        8,
+        vec![q(
+            format!("{}{{{sel}}}", process::RESIDENT_MEMORY),
+            "{{instance}}",
+        )],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Open file descriptors",
+        "Open file descriptors (sockets included) against the process limit, per instance.",
+        "short",
+        8,
+        vec![
+            q(
+                format!("{}{{{sel}}}", process::OPEN_FDS),
+                "open {{instance}}",
+            ),
+            q(
+                format!("{}{{{sel}}}", process::MAX_FDS),
+                "limit {{instance}}",
+            ),
+        ],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Threads and Tokio runtime",
+        "OS threads of the process, Tokio worker threads, tasks alive and tasks waiting in the global queue, per instance.",
+        "short",
+        8,
+        vec![
+            q(format!("{}{{{sel}}}", process::THREADS), "threads {{instance}}"),
+            q(format!("{}{{{sel}}}", process::TOKIO_WORKERS), "tokio workers {{instance}}"),
+            q(format!("{}{{{sel}}}", process::TOKIO_ALIVE_TASKS), "tokio tasks {{instance}}"),
+            q(format!("{}{{{sel}}}", process::TOKIO_GLOBAL_QUEUE), "global queue {{instance}}"),
+        ],
+        json!({}),
+    );
+    layout.panel(
+        "stat",
+        "Uptime",
+        "Time since each instance's process started.",
+        "s",
+        4,
+        vec![q(
+            format!("time() - {}{{{sel}}}", process::START_TIME),
+            "{{instance}}",
+        )],
+        stat_options("value_and_name"),
+    );
+    layout.panel(
+        "stat",
+        "Version",
+        "Service version(s) currently running, from the info metric.",
+        "none",
+        4,
+        vec![q(
+            format!(
+                "count by ({0}) ({1}{{{sel}}})",
+                names.version_label, names.info
+            ),
+            format!("{{{{{}}}}}", names.version_label),
+        )],
+        stat_options("name"),
+    );
+
+    layout.row("Client view (redwatch load)");
+    layout.panel(
+        "timeseries",
+        "Client vs server request rate",
+        "Requests per second sent by the load generator (`redwatch load --metrics-listen`, client side) and its target rate, next to what the server counted. Empty when no load generator is scraped.",
+        "reqps",
+        12,
+        vec![
+            q(format!("sum(rate({}{{{load_sel}}}[{ri}]))", load::REQUESTS), "client achieved"),
+            q(format!("sum({}{{{load_sel}}})", load::TARGET_RATE), "client target"),
+            q(format!("sum(rate({count}{{{sel}}}[{ri}]))"), "server"),
+        ],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Client vs server latency (p50 / p99)",
+        "Latency seen by the load generator, measured from the intended send time (so queueing counts), next to the server's own histogram. The gap is network, connection and queueing time.",
+        "s",
+        12,
+        vec![
+            q(format!("histogram_quantile(0.5, sum by (le) (rate({}{{{load_sel}}}[{ri}])))", load::DURATION_BUCKET), "client p50"),
+            q(format!("histogram_quantile(0.99, sum by (le) (rate({}{{{load_sel}}}[{ri}])))", load::DURATION_BUCKET), "client p99"),
+            q(format!("histogram_quantile(0.5, sum by (le) (rate({bucket}{{{sel}}}[{ri}])))"), "server p50"),
+            q(format!("histogram_quantile(0.99, sum by (le) (rate({bucket}{{{sel}}}[{ri}])))"), "server p99"),
+        ],
+        json!({}),
+    );
+
+    // Grafana cannot repeat a row zero times (grafana/grafana#10764), so a row cannot appear only
+    // when the load generator's metrics exist. Collapsed, it stays out of the way and issues no
+    // queries until opened.
+    layout.collapse_last_row();
+
+    let mut job_variable =
+        variable_query("job", "Job", &format!("label_values({count}, job)"), false);
+    job_variable["current"] =
+        json!({ "selected": true, "text": settings.job, "value": settings.job });
+    json!({
+        "uid": format!("redwatch-api-overview-{}", preset.name()),
+        "title": format!("API overview ({})", preset.name()),
+        "description": format!("HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation and the load generator's view.", preset.name()),
+        "tags": ["redwatch", "http", "slo"],
+        "editable": false,
+        "graphTooltip": 1,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "time": { "from": "now-1h", "to": "now" },
+        "refresh": "30s",
+        "timezone": "browser",
+        "fiscalYearStartMonth": 0,
+        "liveNow": false,
+        "links": [],
+        "annotations": { "list": [{
+            "builtIn": 1,
+            "datasource": { "type": "grafana", "uid": "-- Grafana --" },
+            "enable": true,
+            "hide": true,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "type": "dashboard",
+        }] },
+        "templating": { "list": [
+            {
+                "type": "datasource",
+                "name": "datasource",
+                "label": "Data source",
+                "query": "prometheus",
+                "current": {},
+                "hide": 0,
+                "refresh": 1,
+                "options": [],
+            },
+            job_variable,
+            variable_query("instance", "Instance", &format!("label_values({count}{{job=~\"$job\"}}, instance)"), true),
+            variable_query("route", "Route", &format!("label_values({count}{{job=~\"$job\", instance=~\"$instance\"}}, {route})"), true),
+            variable_query("load_job", "Load generator job", &format!("label_values({}, job)", load::REQUESTS), true),
+            variable_query("load_instance", "Load generator", &format!("label_values({}{{job=~\"$load_job\"}}, instance)", load::REQUESTS), true),
+        ] },
+        "panels": layout.panels,
+    })
+}

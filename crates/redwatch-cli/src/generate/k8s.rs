@@ -1,0 +1,65 @@
+//! Kubernetes resources generated from the same rules and dashboard: a PrometheusRule (Prometheus
+//! Operator) and a ConfigMap for the Grafana dashboard sidecar, bundled as a kustomization that
+//! `deploy/k8s/base` includes.
+
+use serde_json::json;
+
+use super::naming::Preset;
+use super::rules::RuleFile;
+use super::{GeneratedFile, Settings, dashboard};
+
+fn yaml(settings: &Settings, value: &serde_json::Value) -> anyhow::Result<String> {
+    Ok(settings.header("#") + &serde_yaml_ng::to_string(value)?)
+}
+
+/// `k8s/prometheusrule.yaml`, `k8s/grafana-dashboards.yaml` and `k8s/kustomization.yaml`.
+pub fn files(
+    preset: Preset,
+    settings: &Settings,
+    rules: &RuleFile,
+    dashboard_json: &str,
+) -> anyhow::Result<Vec<GeneratedFile>> {
+    let labels = json!({
+        "app.kubernetes.io/name": "redwatch",
+        "app.kubernetes.io/part-of": "redwatch",
+        "app.kubernetes.io/component": "monitoring",
+    });
+    let prometheus_rule = json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": { "name": format!("{}-rules", settings.job), "labels": labels },
+        "spec": serde_json::to_value(rules)?,
+    });
+    let mut dashboard_labels = labels.clone();
+    // The label the Grafana sidecar (kube-prometheus-stack, grafana Helm chart) watches for.
+    dashboard_labels["grafana_dashboard"] = json!("1");
+    let config_map = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": format!("{}-dashboards-{}", settings.job, preset.name()),
+            "labels": dashboard_labels,
+            "annotations": { "grafana_folder": "redwatch" },
+        },
+        "data": { dashboard::FILE_NAME: dashboard_json },
+    });
+    let kustomization = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["prometheusrule.yaml", "grafana-dashboards.yaml"],
+    });
+    Ok(vec![
+        GeneratedFile {
+            path: "k8s/prometheusrule.yaml".into(),
+            content: yaml(settings, &prometheus_rule)?,
+        },
+        GeneratedFile {
+            path: "k8s/grafana-dashboards.yaml".into(),
+            content: yaml(settings, &config_map)?,
+        },
+        GeneratedFile {
+            path: "k8s/kustomization.yaml".into(),
+            content: yaml(settings, &kustomization)?,
+        },
+    ])
+}

@@ -1,0 +1,114 @@
+//! The one table of metric and label names per naming preset. Every PromQL expression the
+//! generator writes (rules, alerts, dashboards, rule tests) is built from these names.
+
+use clap::ValueEnum;
+
+/// A naming preset of the instrumented API (the `--naming` flag of `redwatch serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// OpenTelemetry HTTP semantic conventions as exported to Prometheus.
+    Otel,
+    /// prometheus_flask_exporter compatible names.
+    Flask,
+}
+
+impl Preset {
+    /// Both presets, in the order the default output is written.
+    pub const ALL: [Preset; 2] = [Preset::Otel, Preset::Flask];
+
+    /// The directory name and identifier of the preset.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Otel => "otel",
+            Preset::Flask => "flask",
+        }
+    }
+
+    /// The metric and label names this preset exposes.
+    pub fn names(self) -> &'static MetricNames {
+        match self {
+            Preset::Otel => &OTEL,
+            Preset::Flask => &FLASK,
+        }
+    }
+}
+
+/// Metric and label names of one preset.
+#[derive(Debug)]
+pub struct MetricNames {
+    /// Base name of the request duration histogram (`_bucket`, `_sum`, `_count` are appended).
+    pub duration: &'static str,
+    /// Label holding the route template.
+    pub route: &'static str,
+    /// Label holding the HTTP method.
+    pub method: &'static str,
+    /// Label holding the three-digit status code.
+    pub status: &'static str,
+    /// Gauge of requests currently being served.
+    pub active_requests: &'static str,
+    /// Info gauge carrying the service version.
+    pub info: &'static str,
+    /// Label of `info` holding the version.
+    pub version_label: &'static str,
+}
+
+static OTEL: MetricNames = MetricNames {
+    duration: "http_server_request_duration_seconds",
+    route: "http_route",
+    method: "http_request_method",
+    status: "http_response_status_code",
+    active_requests: "http_server_active_requests",
+    info: "target_info",
+    version_label: "service_version",
+};
+
+static FLASK: MetricNames = MetricNames {
+    duration: "flask_http_request_duration_seconds",
+    route: "path",
+    method: "method",
+    status: "status",
+    active_requests: "flask_http_requests_in_progress",
+    info: "app_info",
+    version_label: "version",
+};
+
+impl MetricNames {
+    /// The histogram's `_count` series: one per request.
+    pub fn count(&self) -> String {
+        format!("{}_count", self.duration)
+    }
+    /// The histogram's `_sum` series: total seconds spent.
+    pub fn sum(&self) -> String {
+        format!("{}_sum", self.duration)
+    }
+    /// The histogram's `_bucket` series.
+    pub fn bucket(&self) -> String {
+        format!("{}_bucket", self.duration)
+    }
+}
+
+/// Process metrics exposed under both presets.
+pub mod process {
+    pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
+    pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+    pub const OPEN_FDS: &str = "process_open_fds";
+    pub const MAX_FDS: &str = "process_max_fds";
+    pub const START_TIME: &str = "process_start_time_seconds";
+    pub const THREADS: &str = "process_threads";
+    pub const TOKIO_WORKERS: &str = "tokio_runtime_workers";
+    pub const TOKIO_ALIVE_TASKS: &str = "tokio_runtime_alive_tasks";
+    pub const TOKIO_GLOBAL_QUEUE: &str = "tokio_runtime_global_queue_depth";
+}
+
+/// Client-side metrics of `redwatch load --metrics-listen`.
+pub mod load {
+    pub const REQUESTS: &str = "redwatch_load_requests_total";
+    pub const DURATION_BUCKET: &str = "redwatch_load_request_duration_seconds_bucket";
+    pub const TARGET_RATE: &str = "redwatch_load_target_rate";
+}
+
+/// Histogram bucket upper bounds (seconds) of the server and the load generator. The latency SLO
+/// threshold must be one of them: a ratio "under the threshold" is only exact at a bucket bound.
+pub const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];

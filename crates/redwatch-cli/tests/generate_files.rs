@@ -1,0 +1,691 @@
+//! `redwatch generate`: the committed set does not drift, flags are validated, the dashboard
+//! follows its conventions, deploy files parse and reference files that exist.
+
+mod generate_common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use generate_common::*;
+use serde_json::Value;
+
+#[test]
+fn committed_set_matches_the_generator() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    generate_ok(temp.path(), &[]);
+    let committed = committed_dir();
+    let generated_files = files_below(temp.path());
+    let committed_files = files_below(&committed);
+    assert_eq!(
+        generated_files, committed_files,
+        "deploy/generated has different files than the generator writes; run `cargo run -p redwatch-cli -- generate`"
+    );
+    assert!(
+        generated_files.len() >= 20,
+        "expected both presets' files, got {generated_files:?}"
+    );
+    for file in &generated_files {
+        assert!(
+            read(&temp.path().join(file)) == read(&committed.join(file)),
+            "deploy/generated/{} drifted from the generator; run `cargo run -p redwatch-cli -- generate`",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn output_follows_preset_job_and_slo_flags() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    generate_ok(
+        temp.path(),
+        &[
+            "--naming",
+            "flask",
+            "--job",
+            "shop-api",
+            "--slo",
+            "99.5",
+            "--latency-threshold",
+            "500ms",
+        ],
+    );
+    assert!(
+        !temp.path().join("otel").exists(),
+        "--naming flask must write only the flask set"
+    );
+    let rules = read(
+        &temp
+            .path()
+            .join("flask/prometheus/rules/redwatch.rules.yml"),
+    );
+    assert!(
+        rules.contains("flask_http_request_duration_seconds_count{job=\"shop-api\"}"),
+        "{rules}"
+    );
+    assert!(!rules.contains("http_server_request_duration_seconds"));
+    assert!(
+        rules.contains("le=\"0.5\""),
+        "latency threshold bucket missing"
+    );
+    assert!(
+        rules.contains("(14.4 * 0.005)"),
+        "burn threshold for 99.5 % missing"
+    );
+    let dashboard = read(
+        &temp
+            .path()
+            .join("flask/grafana/dashboards/api-overview.json"),
+    );
+    assert!(
+        dashboard.contains("path=~\\\"$route\\\""),
+        "flask dashboards filter on `path`"
+    );
+
+    // Environment variables mirror the flags.
+    let temp = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_redwatch"))
+        .args(["generate", "--naming", "otel"])
+        .env("REDWATCH_OUT", temp.path())
+        .env("REDWATCH_JOB", "from-env")
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rules = read(&temp.path().join("otel/prometheus/rules/redwatch.rules.yml"));
+    assert!(rules.contains("{job=\"from-env\"}"));
+}
+
+#[test]
+fn bad_flags_fail_with_one_line_and_write_nothing() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--slo", "90"], "burn factor 14.4 x error budget 0.1 >= 1"),
+        (
+            &["--latency-slo", "93"],
+            "burn factor 14.4 x error budget 0.07 >= 1",
+        ),
+        (&["--slo", "100"], "--slo"),
+        (&["--slo", "abc"], "--slo"),
+        (
+            &["--latency-threshold", "300ms"],
+            "not a histogram bucket bound",
+        ),
+        (&["--latency-threshold", "5 minutes"], "invalid duration"),
+        (
+            &["--page-windows", "14.4:5m/1h"],
+            "short window must be shorter",
+        ),
+        (&["--page-windows", "garbage"], "FACTOR:LONG/SHORT"),
+        (
+            &["--scrape-interval", "2m"],
+            "shorter than 4 x --scrape-interval",
+        ),
+        (&["--anomaly-window", "1h"], "--anomaly-window"),
+        (&["--job", "bad\"job"], "--job"),
+        (&["--api-targets", "http://api:5000"], "host:port"),
+        (&["--min-traffic", "0"], "--min-traffic"),
+        (&["--load-job", "redwatch"], "used twice"),
+        (&["--alertmanager", "http://am:9093"], "--alertmanager"),
+    ];
+    for (args, needle) in cases {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let out = temp.path().join("out");
+        let output = generate(&out, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: expected {needle:?} in {stderr:?}"
+        );
+        if !stderr.contains("For more information, try '--help'") {
+            // Our own validation: exactly one line, exit code 2.
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr:?}");
+            assert_eq!(output.status.code(), Some(2), "{args:?}");
+        }
+        assert!(!out.exists(), "{args:?} wrote files despite failing");
+    }
+}
+
+#[test]
+fn help_states_every_default_and_env_var() {
+    let output = Command::new(env!("CARGO_BIN_EXE_redwatch"))
+        .args(["generate", "--help"])
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&output.stdout);
+    // Each option's block runs from its `--flag` line to the next option line.
+    let mut blocks: Vec<String> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("--") || trimmed.starts_with("-h, --") {
+            blocks.push(String::new());
+        }
+        if let Some(block) = blocks.last_mut() {
+            block.push_str(trimmed);
+            block.push(' ');
+        }
+    }
+    assert!(blocks.len() >= 25, "{help}");
+    for block in blocks.iter().filter(|block| !block.contains("--help")) {
+        let flag = block.split_whitespace().next().unwrap_or_default();
+        assert!(
+            block.contains("[default:"),
+            "{flag} does not state its default:\n{block}"
+        );
+        assert!(
+            block.contains("[env: REDWATCH_"),
+            "{flag} has no REDWATCH_ variable:\n{block}"
+        );
+    }
+}
+
+fn dashboard(preset: &str) -> Value {
+    let path = committed_dir()
+        .join(preset)
+        .join("grafana/dashboards/api-overview.json");
+    serde_json::from_str(&read(&path)).expect("dashboard JSON")
+}
+
+/// Metric-name and matcher pairs of every `name{...}` selector in `expr`.
+fn selectors(expr: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut rest = expr;
+    while let Some(open) = rest.find('{') {
+        let name: String = rest[..open]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let close = rest[open..]
+            .find('}')
+            .map(|i| open + i)
+            .expect("closing brace");
+        found.push((name, rest[open + 1..close].to_owned()));
+        rest = &rest[close + 1..];
+    }
+    found
+}
+
+fn ranges(expr: &str) -> Vec<String> {
+    expr.split('[')
+        .skip(1)
+        .map(|part| part.split(']').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn dashboards_follow_the_conventions() {
+    for preset in ["otel", "flask"] {
+        let board = dashboard(preset);
+        assert_eq!(board["uid"], format!("redwatch-api-overview-{preset}"));
+        assert_eq!(board["editable"], false);
+        let schema = board["schemaVersion"].as_u64().expect("schemaVersion");
+        assert!(
+            (39..=41).contains(&schema),
+            "schemaVersion {schema} is not Grafana 11/12"
+        );
+
+        let variables = board["templating"]["list"].as_array().expect("variables");
+        let variable = |name: &str| {
+            variables
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("{preset}: no variable {name}"))
+        };
+        assert_eq!(variable("datasource")["type"], "datasource");
+        assert_eq!(variable("datasource")["label"], "Data source");
+        assert_eq!(variable("datasource")["query"], "prometheus");
+        assert_eq!(variable("job")["type"], "query");
+        assert_eq!(variable("instance")["multi"], true);
+        assert_eq!(variable("instance")["allValue"], ".+");
+        assert_eq!(variable("route")["multi"], true);
+
+        let mut row = String::new();
+        let mut titles = Vec::new();
+        let mut kinds = BTreeSet::new();
+        // Panels of a collapsed row are nested in it.
+        let mut panels = Vec::new();
+        for panel in board["panels"].as_array().expect("panels") {
+            panels.push(panel.clone());
+            panels.extend(panel["panels"].as_array().cloned().unwrap_or_default());
+        }
+        for panel in &panels {
+            let title = panel["title"].as_str().expect("title").to_owned();
+            if panel["type"] == "row" {
+                row = title;
+                continue;
+            }
+            let context = format!("{preset}: panel {title:?}");
+            kinds.insert(panel["type"].as_str().unwrap_or_default().to_owned());
+            titles.push(format!("{row} / {title}"));
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{context}");
+            assert!(
+                !panel["description"].as_str().unwrap_or_default().is_empty(),
+                "{context}: description"
+            );
+            assert!(
+                !panel["fieldConfig"]["defaults"]["unit"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty(),
+                "{context}: unit"
+            );
+            let targets = panel["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{context}: no targets");
+            for target in targets {
+                assert_eq!(target["datasource"]["uid"], "${datasource}", "{context}");
+                if panel["type"] == "stat" {
+                    assert_eq!(
+                        target["instant"], true,
+                        "{context}: stats must use instant queries"
+                    );
+                }
+                let expr = target["expr"].as_str().expect("expr");
+                for (name, matchers) in selectors(expr) {
+                    if name.starts_with("redwatch_load_") {
+                        assert!(matchers.contains("job=~\"$load_job\""), "{context}: {expr}");
+                        assert!(
+                            matchers.contains("instance=~\"$load_instance\""),
+                            "{context}: {expr}"
+                        );
+                    } else if name.starts_with("job:") {
+                        // Recorded per job (objectives): there is no instance to filter on.
+                        assert!(matchers.contains("job=~\"$job\""), "{context}: {expr}");
+                    } else {
+                        assert!(matchers.contains("job=~\"$job\""), "{context}: {expr}");
+                        assert!(
+                            matchers.contains("instance=~\"$instance\""),
+                            "{context}: {expr}"
+                        );
+                    }
+                }
+                assert!(
+                    !selectors(expr).is_empty(),
+                    "{context}: {expr} selects nothing"
+                );
+                for range in ranges(expr) {
+                    let allowed = range == "$__rate_interval"
+                        || (row == "SLO"
+                            && (range == "$__range"
+                                || ["1h", "6h", "30d"].contains(&range.as_str())));
+                    assert!(allowed, "{context}: range [{range}] in {expr}");
+                }
+            }
+        }
+        assert!(kinds.contains("heatmap"), "{preset}: no heatmap");
+        let required = [
+            "SLO / Availability",
+            "SLO / Error budget remaining",
+            "SLO / Error budget burn rate",
+            "SLO / Objectives",
+            "Traffic / Requests per second by route",
+            "Traffic / Requests per minute by status",
+            "Errors / Server errors (5xx)",
+            "Errors / Error ratio by route",
+            "Errors / Client (4xx) vs server (5xx)",
+            "Latency / Average response time by route",
+            "Latency / Requests under 250ms by route",
+            "Latency / Response time percentiles",
+            "Latency / Response time distribution",
+            "Saturation / Active requests",
+            "Saturation / CPU",
+            "Saturation / Resident memory",
+            "Saturation / Open file descriptors",
+            "Saturation / Threads",
+            "Saturation / Uptime",
+            "Saturation / Version",
+            "Client view (redwatch load) / Client vs server request rate",
+            "Client view (redwatch load) / Client vs server latency",
+        ];
+        for wanted in required {
+            assert!(
+                titles.iter().any(|title| title.starts_with(wanted)),
+                "{preset}: no panel {wanted:?} in {titles:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_alert_has_annotations_severity_and_a_runbook_section() {
+    let runbooks = read(&repo_root().join("docs/runbooks.md"));
+    let headings: BTreeSet<String> = runbooks
+        .lines()
+        .filter_map(|line| line.strip_prefix("## "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    for preset in ["otel", "flask"] {
+        let rules = yaml(
+            &committed_dir()
+                .join(preset)
+                .join("prometheus/rules/redwatch.rules.yml"),
+        );
+        let mut alerts = BTreeSet::new();
+        for group in rules["groups"].as_sequence().expect("groups") {
+            for rule in group["rules"].as_sequence().expect("rules") {
+                if let Some(record) = rule["record"].as_str() {
+                    assert_eq!(
+                        record.split(':').count(),
+                        3,
+                        "{record} is not level:metric:operation"
+                    );
+                    continue;
+                }
+                let name = rule["alert"].as_str().expect("alert or record");
+                alerts.insert(name.to_owned());
+                for key in ["summary", "description", "runbook_url"] {
+                    assert!(
+                        !rule["annotations"][key]
+                            .as_str()
+                            .unwrap_or_default()
+                            .is_empty(),
+                        "{name}: {key}"
+                    );
+                }
+                let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
+                assert!(
+                    ["critical", "warning", "info"].contains(&severity),
+                    "{name}: severity {severity:?}"
+                );
+                if name.contains("Anomaly") {
+                    assert_eq!(severity, "warning", "anomaly alerts never page");
+                }
+                let url = rule["annotations"]["runbook_url"]
+                    .as_str()
+                    .unwrap_or_default();
+                let anchor = url.rsplit_once('#').map(|(base, anchor)| {
+                    assert!(base.ends_with("docs/runbooks.md"), "{url}");
+                    anchor
+                });
+                assert_eq!(anchor, Some(name.to_lowercase().as_str()), "{url}");
+                assert!(
+                    headings.contains(&name.to_lowercase()),
+                    "docs/runbooks.md has no section `## {name}`"
+                );
+            }
+        }
+        assert_eq!(alerts.len(), 9, "{preset}: {alerts:?}");
+    }
+}
+
+fn compose() -> serde_yaml_ng::Value {
+    yaml(&repo_root().join("deploy/compose/docker-compose.yml"))
+}
+
+#[test]
+fn compose_file_is_pinned_and_references_existing_files() {
+    let compose_dir = repo_root().join("deploy/compose");
+    let file = compose();
+    let services = file["services"].as_mapping().expect("services");
+    for name in [
+        "api",
+        "load",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "node-exporter",
+        "cadvisor",
+    ] {
+        assert!(services.contains_key(name), "no service {name}");
+    }
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        if let Some(image) = service["image"].as_str() {
+            let tag = image
+                .rsplit_once(':')
+                .map(|(_, tag)| tag)
+                .unwrap_or_default();
+            assert!(
+                !tag.is_empty() && tag != "latest",
+                "{name}: image {image} is not pinned"
+            );
+        }
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            let source = volume
+                .as_str()
+                .unwrap_or_default()
+                .split(':')
+                .next()
+                .unwrap_or_default();
+            if source.starts_with('.') {
+                assert!(
+                    compose_dir.join(source).exists(),
+                    "{name}: volume source {source} does not exist"
+                );
+            }
+        }
+        for env_file in service["env_file"].as_sequence().into_iter().flatten() {
+            assert!(
+                compose_dir
+                    .join(env_file.as_str().unwrap_or_default())
+                    .is_file(),
+                "{name}: env file"
+            );
+        }
+        if let Some(build) = service["build"].as_mapping() {
+            let context = compose_dir.join(build["context"].as_str().expect("context"));
+            assert!(
+                context
+                    .join(build["dockerfile"].as_str().expect("dockerfile"))
+                    .is_file(),
+                "{name}: Dockerfile"
+            );
+            assert!(
+                context.join("Cargo.toml").is_file(),
+                "{name}: build context is not the workspace"
+            );
+        }
+    }
+    let image = |name: &str| {
+        services[name]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        image("prometheus").starts_with("prom/prometheus:v3."),
+        "{}",
+        image("prometheus")
+    );
+    let grafana = image("grafana");
+    assert!(
+        grafana.starts_with("grafana/grafana:11.") || grafana.starts_with("grafana/grafana:12."),
+        "{grafana}"
+    );
+    for name in ["node-exporter", "cadvisor"] {
+        assert!(
+            services[name]["profiles"]
+                .as_sequence()
+                .is_some_and(|p| !p.is_empty()),
+            "{name} needs a profile"
+        );
+    }
+    let ports: Vec<String> = services
+        .values()
+        .flat_map(|s| s["ports"].as_sequence().cloned().unwrap_or_default())
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    for port in ["5000:5000", "9090:9090", "3000:3000"] {
+        assert!(
+            ports.contains(&port.to_owned()),
+            "port {port} not published: {ports:?}"
+        );
+    }
+    // The admin password is not a literal in the compose file; the env file documents a default.
+    let text = read(&compose_dir.join("docker-compose.yml"));
+    assert!(
+        !text.contains("GF_SECURITY_ADMIN_PASSWORD"),
+        "admin password belongs in grafana.env"
+    );
+    let env = read(&compose_dir.join("grafana.env"));
+    assert!(
+        env.lines()
+            .any(|line| line.starts_with("GF_SECURITY_ADMIN_PASSWORD=") && line.len() > 27)
+    );
+    assert!(
+        env.lines().any(|line| line.starts_with('#')),
+        "the default must be documented"
+    );
+    // Prometheus' generated config scrapes the compose service names.
+    let prometheus = read(&committed_dir().join("otel/prometheus/prometheus.yml"));
+    for target in ["api:5000", "load:9091", "alertmanager:9093"] {
+        assert!(prometheus.contains(target), "prometheus.yml lacks {target}");
+    }
+    // Grafana's provisioning points where compose mounts the dashboards, at the compose Prometheus.
+    let provider = yaml(&committed_dir().join("otel/grafana/provisioning/dashboards/redwatch.yml"));
+    let dashboards_path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .expect("provider path")
+        .to_owned();
+    let grafana_mounts: Vec<String> = services["grafana"]["volumes"]
+        .as_sequence()
+        .expect("grafana volumes")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        grafana_mounts
+            .iter()
+            .any(|m| m.starts_with("../generated/otel/grafana/dashboards:")
+                && m.contains(&dashboards_path)),
+        "dashboards not mounted at {dashboards_path}: {grafana_mounts:?}"
+    );
+    assert!(grafana_mounts.iter().any(|m| {
+        m.starts_with("../generated/otel/grafana/provisioning:/etc/grafana/provisioning")
+    }));
+    let datasource =
+        yaml(&committed_dir().join("otel/grafana/provisioning/datasources/redwatch.yml"));
+    assert_eq!(
+        datasource["datasources"][0]["url"],
+        "http://prometheus:9090"
+    );
+    assert_eq!(datasource["datasources"][0]["type"], "prometheus");
+    let prometheus_mount = services["prometheus"]["volumes"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        prometheus_mount.starts_with("../generated/otel/prometheus:/etc/prometheus"),
+        "{prometheus_mount}"
+    );
+    // The Compose Specification's JSON schema (vendored by check-jsonschema from PyPI).
+    if let Some(validator) = tool("check-jsonschema") {
+        run_ok(
+            Command::new(validator)
+                .args(["--builtin-schema", "vendor.compose-spec"])
+                .arg(compose_dir.join("docker-compose.yml")),
+        );
+    }
+    let dockerfile = read(&compose_dir.join("Dockerfile"));
+    assert!(dockerfile.matches("FROM ").count() >= 2, "not multi-stage");
+    assert!(dockerfile.contains("USER 10001"), "not non-root");
+    assert!(dockerfile.contains("HEALTHCHECK"), "no healthcheck");
+}
+
+fn kustomize_resources(dir: &Path) -> Vec<String> {
+    let kustomization = yaml(&dir.join("kustomization.yaml"));
+    kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("resource path").to_owned())
+        .collect()
+}
+
+#[test]
+fn kubernetes_manifests_parse_reference_existing_files_and_validate() {
+    let k8s = repo_root().join("deploy/k8s");
+    let mut manifests = Vec::new();
+    let mut pending = vec![k8s.join("overlays/replicas")];
+    let mut seen = BTreeSet::new();
+    while let Some(dir) = pending.pop() {
+        if !seen.insert(dir.clone()) {
+            continue;
+        }
+        for resource in kustomize_resources(&dir) {
+            let path = dir
+                .join(&resource)
+                .canonicalize()
+                .unwrap_or_else(|_| panic!("{}: {resource} missing", dir.display()));
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                manifests.push(path);
+            }
+        }
+    }
+    let mut kinds = BTreeSet::new();
+    for manifest in &manifests {
+        let text = read(manifest);
+        for document in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = serde::Deserialize::deserialize(document).map(|v: serde_yaml_ng::Value| v);
+            let value = value.unwrap_or_else(|err| panic!("{}: {err}", manifest.display()));
+            kinds.insert(value["kind"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    for kind in [
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} in {kinds:?}");
+    }
+    let config_map = yaml(&committed_dir().join("otel/k8s/grafana-dashboards.yaml"));
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let deployment = yaml(&k8s.join("base/deployment.yaml"));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert!(container["readinessProbe"].is_mapping() && container["livenessProbe"].is_mapping());
+    assert!(container["resources"]["requests"].is_mapping());
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    assert!(
+        container["ports"]
+            .as_sequence()
+            .is_some_and(|ports| ports.iter().any(|p| p["name"] == "http"))
+    );
+
+    // Schema validation of the built-in kinds.
+    if let Some(validate) = tool("kubernetes-validate") {
+        let output = run_ok(Command::new(validate).arg("--strict").args(&manifests));
+        for kind in [
+            "deployment/redwatch",
+            "deployment/redwatch-load",
+            "service/redwatch",
+            "poddisruptionbudget/redwatch",
+            "configmap/",
+        ] {
+            assert!(
+                output.contains(&format!("passed for resource {kind}")),
+                "{kind} not validated:\n{output}"
+            );
+        }
+    }
+    // Rendering with kustomize proves the kustomizations compose (optional tool: kubectl).
+    if which("kubectl") {
+        for overlay in ["base", "overlays/replicas"] {
+            let rendered = run_ok(
+                Command::new("kubectl")
+                    .arg("kustomize")
+                    .arg(k8s.join(overlay)),
+            );
+            assert!(rendered.contains("kind: PrometheusRule"), "{overlay}");
+        }
+    } else {
+        eprintln!("NOTICE: kubectl not found; kustomize rendering not checked");
+    }
+}
+
+fn which(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+}

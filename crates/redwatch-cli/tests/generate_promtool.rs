@@ -1,0 +1,162 @@
+//! The generated Prometheus and Alertmanager files pass promtool/amtool, and the generated rule
+//! unit tests pass `promtool test rules` — for the committed set (production windows) and for a
+//! compressed set. These fail when CI is set and the tools are missing.
+
+mod generate_common;
+
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+
+use generate_common::*;
+
+fn check_preset_dir(promtool: &Path, amtool: Option<&Path>, dir: &Path) {
+    let prometheus = dir.join("prometheus");
+    run_ok(Command::new(promtool).current_dir(&prometheus).args([
+        "check",
+        "config",
+        "prometheus.yml",
+    ]));
+    run_ok(Command::new(promtool).current_dir(&prometheus).args([
+        "check",
+        "rules",
+        "--lint=all",
+        "--lint-fatal",
+        "rules/redwatch.rules.yml",
+    ]));
+    if let Some(amtool) = amtool {
+        run_ok(
+            Command::new(amtool)
+                .arg("check-config")
+                .arg(dir.join("alertmanager/alertmanager.yml")),
+        );
+    }
+
+    // The PrometheusRule's spec is a plain rule file.
+    let resource = yaml(&dir.join("k8s/prometheusrule.yaml"));
+    assert_eq!(resource["kind"], "PrometheusRule");
+    let spec = serde_yaml_ng::to_string(&resource["spec"]).expect("spec");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let spec_file = temp.path().join("spec.yml");
+    std::fs::write(&spec_file, &spec).expect("write spec");
+    run_ok(
+        Command::new(promtool)
+            .args(["check", "rules", "--lint=all", "--lint-fatal"])
+            .arg(&spec_file),
+    );
+    // ... and the same rules as the rule file.
+    let rules = yaml(&prometheus.join("rules/redwatch.rules.yml"));
+    assert_eq!(
+        resource["spec"], rules,
+        "PrometheusRule spec differs from the rule file"
+    );
+}
+
+fn unit_tests(promtool: &Path, dir: &Path) -> String {
+    let tests = dir.join("prometheus/tests");
+    let mut files: Vec<String> = files_below(&tests)
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "no rule tests in {}", tests.display());
+    run_ok(
+        Command::new(promtool)
+            .current_dir(&tests)
+            .args(["test", "rules"])
+            .args(&files),
+    )
+}
+
+#[test]
+fn committed_configs_and_rules_pass_promtool_and_amtool() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let amtool = tool("amtool");
+    for preset in ["otel", "flask"] {
+        check_preset_dir(&promtool, amtool.as_deref(), &committed_dir().join(preset));
+    }
+    run_ok(
+        Command::new(&promtool)
+            .current_dir(repo_root().join("deploy/k8s"))
+            .args(["check", "config", "prometheus-beyond-one.yml"]),
+    );
+}
+
+#[test]
+fn committed_rule_unit_tests_pass() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    // Both presets in parallel: each takes several seconds of promtool time.
+    let handles: Vec<_> = ["otel", "flask"]
+        .into_iter()
+        .map(|preset| {
+            let promtool = promtool.clone();
+            thread::spawn(move || unit_tests(&promtool, &committed_dir().join(preset)))
+        })
+        .collect();
+    for handle in handles {
+        let output = handle.join().expect("promtool thread");
+        assert_eq!(output.matches("SUCCESS").count(), 2, "{output}");
+    }
+}
+
+#[test]
+fn compressed_and_custom_settings_pass_their_own_rule_tests() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let amtool = tool("amtool");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut args = COMPRESSED.to_vec();
+    args.extend([
+        "--job",
+        "shop",
+        "--slo",
+        "99.5",
+        "--latency-slo",
+        "95",
+        "--latency-threshold",
+        "1s",
+    ]);
+    generate_ok(temp.path(), &args);
+    for preset in ["otel", "flask"] {
+        let dir = temp.path().join(preset);
+        check_preset_dir(&promtool, amtool.as_deref(), &dir);
+        let output = unit_tests(&promtool, &dir);
+        assert_eq!(output.matches("SUCCESS").count(), 2, "{output}");
+    }
+}
+
+#[test]
+fn rule_unit_tests_catch_a_broken_guard() {
+    // The generated tests must be able to fail: drop the minimum-traffic guard from the rules and
+    // the guard cases must report the alerts that now fire.
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let temp = tempfile::tempdir().expect("temp dir");
+    generate_ok(
+        temp.path(),
+        &[&["--naming", "otel"][..], COMPRESSED].concat(),
+    );
+    let rules_path = temp.path().join("otel/prometheus/rules/redwatch.rules.yml");
+    let rules = read(&rules_path);
+    let broken = rules.replace("} > 0.1\n", "} > 0\n");
+    assert_ne!(rules, broken, "guard pattern not found");
+    std::fs::write(&rules_path, broken).expect("write");
+    let output = Command::new(&promtool)
+        .current_dir(temp.path().join("otel/prometheus/tests"))
+        .args(["test", "rules", "slo.test.yml", "alerts.test.yml"])
+        .output()
+        .expect("run promtool");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "broken guard went unnoticed:\n{text}"
+    );
+    assert!(text.contains("minimum-traffic guard"), "{text}");
+}

@@ -1,0 +1,60 @@
+//! Encoding 100,000 series (sample lines): 5,883 histogram label sets of 17 lines each.
+
+mod common;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use redwatch::{Format, Metrics, UriPathRoute};
+use tower::Layer;
+
+/// 14 buckets + `+Inf` + `_count` + `_sum`.
+const LINES_PER_HISTOGRAM: usize = 17;
+const SERIES: usize = 100_000;
+
+fn populated() -> Metrics {
+    let label_sets = SERIES.div_ceil(LINES_PER_HISTOGRAM);
+    let metrics = Metrics::builder()
+        .max_routes(label_sets + 1)
+        .build()
+        .unwrap();
+    let mut service = metrics
+        .layer()
+        .classify_with(UriPathRoute)
+        .layer(common::noop());
+    for route in 0..label_sets {
+        let request = http::Request::get(format!("/route/{route}"))
+            .body(())
+            .unwrap();
+        common::serve_one(&mut service, request);
+    }
+    metrics
+}
+
+fn encode(c: &mut Criterion) {
+    let metrics = populated();
+    let text = String::from_utf8(metrics.render(Format::Prometheus)).unwrap();
+    let histogram_lines = text
+        .lines()
+        .filter(|line| line.starts_with("http_server_request_duration_seconds"))
+        .count();
+    assert!(histogram_lines >= SERIES, "{histogram_lines} series");
+    eprintln!(
+        "encoding {histogram_lines} duration series, {} bytes",
+        text.len()
+    );
+
+    let mut group = c.benchmark_group("encode_100k_series");
+    group.bench_function("prometheus_text", |b| {
+        b.iter(|| metrics.render(Format::Prometheus))
+    });
+    group.bench_function("openmetrics", |b| {
+        b.iter(|| metrics.render(Format::OpenMetrics))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30);
+    targets = encode
+}
+criterion_main!(benches);

@@ -1,0 +1,154 @@
+//! Exact counts under concurrency, consistent scrapes under load, and bounded cardinality.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{Method, Request, StatusCode};
+use rand::{RngExt, SeedableRng};
+use redwatch::Metrics;
+use support::{check_histograms, scrape, total};
+use tower::ServiceExt;
+
+fn app(metrics: &Metrics) -> Router {
+    Router::new()
+        .route("/a", get(|| async { "a" }))
+        .route("/b/{id}", get(|| async { StatusCode::ACCEPTED }))
+        .route("/c", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .layer(metrics.layer())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_are_exact_and_scrapes_consistent_under_concurrency() {
+    const TASKS: usize = 64;
+    const PER_TASK: usize = 1_000;
+    let metrics = Metrics::new();
+    let app = app(&metrics);
+
+    // A scraper checks every exposition it takes while requests are being recorded.
+    let running = Arc::new(AtomicBool::new(true));
+    let scraper = {
+        let (metrics, running) = (metrics.clone(), Arc::clone(&running));
+        std::thread::spawn(move || {
+            let mut scrapes = 0;
+            while running.load(Ordering::Relaxed) && scrapes < 100_000 {
+                check_histograms(&scrape(&metrics));
+                scrapes += 1;
+            }
+            scrapes
+        })
+    };
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for i in 0..PER_TASK {
+                    let uri = match (task + i) % 3 {
+                        0 => "/a".to_owned(),
+                        1 => format!("/b/{i}"),
+                        _ => "/c".to_owned(),
+                    };
+                    let request = Request::get(uri).body(Body::empty()).unwrap();
+                    app.clone().oneshot(request).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    running.store(false, Ordering::Relaxed);
+    let scrapes = scraper.join().unwrap();
+    assert!(scrapes > 0);
+
+    let samples = scrape(&metrics);
+    let name = "http_server_request_duration_seconds_count";
+    assert_eq!(total(&samples, name, &[]), (TASKS * PER_TASK) as f64);
+    let per_route = |route| total(&samples, name, &[("http_route", route)]);
+    let expected = (TASKS * PER_TASK / 3) as f64;
+    assert_eq!(
+        per_route("/a") + per_route("/b/{id}") + per_route("/c"),
+        (TASKS * PER_TASK) as f64
+    );
+    for route in ["/a", "/b/{id}", "/c"] {
+        assert!(
+            (per_route(route) - expected).abs() <= TASKS as f64,
+            "{route}"
+        );
+    }
+    assert_eq!(check_histograms(&samples), 3);
+    assert_eq!(total(&samples, "http_server_active_requests", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_requests_to_unknown_paths_with_random_methods_add_no_series() {
+    let metrics = Metrics::new();
+    let app = app(&metrics);
+    let series_count = |metrics: &Metrics| scrape(metrics).len();
+
+    // Warm up: every standard method and one custom method against an unknown path.
+    let standard = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "FOO",
+    ];
+    for method in standard {
+        let request = Request::builder()
+            .method(method)
+            .uri("/unknown")
+            .body(Body::empty())
+            .unwrap();
+        app.clone().oneshot(request).await.unwrap();
+    }
+    let before = series_count(&metrics);
+
+    const REQUESTS: usize = 1_000_000;
+    const TASKS: usize = 4;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(task as u64);
+                for _ in 0..REQUESTS / TASKS {
+                    let method = if rng.random_bool(0.5) {
+                        let len = rng.random_range(1..12);
+                        let token: String = (0..len)
+                            .map(|_| char::from(rng.random_range(b'A'..=b'Z')))
+                            .collect();
+                        Method::from_bytes(token.as_bytes()).unwrap()
+                    } else {
+                        Method::from_bytes(standard[rng.random_range(0..9)].as_bytes()).unwrap()
+                    };
+                    let path = format!("/x{}/{}", rng.random::<u64>(), rng.random::<u32>());
+                    let request = Request::builder()
+                        .method(method)
+                        .uri(path)
+                        .body(Body::empty())
+                        .unwrap();
+                    app.clone().oneshot(request).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    assert_eq!(series_count(&metrics), before, "no new series");
+    let samples = scrape(&metrics);
+    let counted = total(
+        &samples,
+        "http_server_request_duration_seconds_count",
+        &[("http_route", "unmatched")],
+    );
+    assert_eq!(counted, (REQUESTS + standard.len()) as f64);
+    let other = total(
+        &samples,
+        "http_server_request_duration_seconds_count",
+        &[("http_request_method", "_OTHER")],
+    );
+    assert!(other > 0.0, "custom methods are recorded as _OTHER");
+}

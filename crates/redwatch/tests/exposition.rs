@@ -1,0 +1,333 @@
+//! /metrics: formats, negotiation, gzip, bearer tokens, separate listener, user metrics,
+//! process metrics, and promtool's verdict.
+
+mod support;
+
+use std::io::Read;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use redwatch::{Format, Metrics, Naming};
+use support::{find, parse, total};
+use tower::ServiceExt;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+/// A metrics instance with traffic, body sizes, constant labels and user metrics.
+async fn busy_metrics(naming: Naming) -> Metrics {
+    let metrics = Metrics::builder()
+        .naming(naming)
+        .const_label("service", "shop")
+        .body_sizes(true)
+        .app_version("2.0.0")
+        .environment("test")
+        .build()
+        .unwrap();
+    let jobs: Counter = Counter::default();
+    let depth: Gauge = Gauge::default();
+    let waits =
+        Family::<QueueLabels, Histogram>::new_with_constructor(|| Histogram::new([0.1, 1.0, 10.0]));
+    metrics.register("jobs_processed", "Jobs processed.", jobs.clone());
+    metrics.register("queue_depth", "Jobs waiting.", depth.clone());
+    metrics.register("queue_wait_seconds", "Time jobs wait.", waits.clone());
+    jobs.inc_by(3);
+    depth.set(7);
+    waits
+        .get_or_create(&QueueLabels {
+            queue: "mail".into(),
+        })
+        .observe(0.5);
+
+    let app = Router::new()
+        .route("/", get(|| async { "home" }))
+        .route("/users/{id}", get(|| async { "user" }))
+        .route(
+            "/error",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .merge(metrics.router())
+        .layer(metrics.layer());
+    for uri in ["/", "/users/1", "/error", "/missing"] {
+        let response = app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    metrics
+}
+
+fn text(metrics: &Metrics, format: Format) -> String {
+    String::from_utf8(metrics.render(format)).unwrap()
+}
+
+#[tokio::test]
+async fn prometheus_text_has_every_family_once_and_user_metrics() {
+    let metrics = busy_metrics(Naming::Otel).await;
+    let text = text(&metrics, Format::Prometheus);
+    assert!(!text.contains("# EOF"));
+    assert!(!text.contains("# UNIT"));
+    let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let mut names: Vec<&str> = types.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+    let count = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), count, "each family appears once: {types:?}");
+    for expected in [
+        "# TYPE http_server_request_duration_seconds histogram",
+        "# TYPE http_server_active_requests gauge",
+        "# TYPE http_server_request_body_size_bytes histogram",
+        "# TYPE http_server_response_body_size_bytes histogram",
+        "# TYPE jobs_processed_total counter",
+        "# TYPE queue_depth gauge",
+        "# TYPE queue_wait_seconds histogram",
+        "# TYPE target_info gauge",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let samples = parse(&text);
+    assert_eq!(total(&samples, "jobs_processed_total", &[]), 3.0);
+    assert_eq!(total(&samples, "queue_depth", &[]), 7.0);
+    assert_eq!(
+        total(&samples, "queue_wait_seconds_count", &[("queue", "mail")]),
+        1.0
+    );
+    assert_eq!(
+        total(
+            &samples,
+            "target_info",
+            &[
+                ("service_version", "2.0.0"),
+                ("deployment_environment_name", "test"),
+                ("service", "shop")
+            ]
+        ),
+        1.0
+    );
+    assert!(support::check_histograms(&samples) >= 4);
+}
+
+#[tokio::test]
+async fn openmetrics_has_family_names_units_and_one_eof() {
+    let metrics = busy_metrics(Naming::Flask).await;
+    let text = text(&metrics, Format::OpenMetrics);
+    assert!(text.ends_with("# EOF\n"));
+    assert_eq!(text.matches("# EOF").count(), 1);
+    for expected in [
+        "# TYPE flask_http_request counter",
+        "# TYPE flask_http_request_exceptions counter",
+        "# UNIT flask_http_request_duration_seconds seconds",
+        "# TYPE flask_exporter info",
+        "# TYPE app info",
+        "# TYPE jobs_processed counter",
+        "jobs_processed_total 3",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(
+        text.contains("le=\"1.0\""),
+        "OpenMetrics floats carry a decimal point"
+    );
+    let samples = parse(&text);
+    assert_eq!(
+        total(&samples, "flask_http_request_total", &[("method", "GET")]),
+        4.0
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_and_runtime_metrics_are_read_at_scrape_time() {
+    let metrics = Metrics::new();
+    let samples = parse(&text(&metrics, Format::Prometheus));
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "process_threads",
+    ] {
+        let value = total(&samples, name, &[]);
+        assert!(
+            value > 0.0 || name == "process_cpu_seconds_total",
+            "{name} = {value}"
+        );
+    }
+    assert_eq!(total(&samples, "tokio_runtime_workers", &[]), 2.0);
+    assert_eq!(find(&samples, "tokio_runtime_alive_tasks", &[]).len(), 1);
+
+    // Memory grows by what we hold, as read from /proc at the next scrape.
+    let before = total(&samples, "process_resident_memory_bytes", &[]);
+    let held = vec![1u8; 64 * 1024 * 1024];
+    let after = total(
+        &parse(&text(&metrics, Format::Prometheus)),
+        "process_resident_memory_bytes",
+        &[],
+    );
+    assert!(
+        after - before > 32.0 * 1024.0 * 1024.0,
+        "{before} -> {after}"
+    );
+    drop(held);
+
+    // Outside a runtime the runtime gauges are left out rather than invented.
+    let outside = std::thread::spawn(move || text(&metrics, Format::Prometheus))
+        .join()
+        .unwrap();
+    assert!(!outside.contains("tokio_runtime_workers"));
+}
+
+async fn get_metrics(app: Router, headers: &[(header::HeaderName, &str)]) -> http::Response<Body> {
+    let mut request = Request::get("/metrics");
+    for (name, value) in headers {
+        request = request.header(name, *value);
+    }
+    app.oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn accept_header_picks_the_format_and_content_type() {
+    let metrics = busy_metrics(Naming::Otel).await;
+    let app: Router = metrics.router();
+    let plain = get_metrics(app.clone(), &[]).await;
+    assert_eq!(
+        plain.headers()[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let om = get_metrics(
+        app,
+        &[(
+            header::ACCEPT,
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2",
+        )],
+    )
+    .await;
+    assert_eq!(
+        om.headers()[header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let body = om.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.ends_with(b"# EOF\n"));
+}
+
+#[tokio::test]
+async fn gzip_when_the_scraper_accepts_it() {
+    let metrics = busy_metrics(Naming::Otel).await;
+    let app: Router = metrics.router();
+    let response = get_metrics(app, &[(header::ACCEPT_ENCODING, "gzip")]).await;
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    let compressed = response.into_body().collect().await.unwrap().to_bytes();
+    let mut decoded = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut decoded)
+        .unwrap();
+    assert!(decoded.contains("# TYPE http_server_request_duration_seconds histogram"));
+    assert!(compressed.len() * 3 < decoded.len(), "compression pays off");
+}
+
+#[tokio::test]
+async fn a_bearer_token_protects_the_endpoint() {
+    let metrics = Metrics::builder().bearer_token("s3cret").build().unwrap();
+    let app: Router = metrics.router();
+    let missing = get_metrics(app.clone(), &[]).await;
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    assert!(missing.headers().contains_key(header::WWW_AUTHENTICATE));
+    let wrong = get_metrics(app.clone(), &[(header::AUTHORIZATION, "Bearer guess")]).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let right = get_metrics(app, &[(header::AUTHORIZATION, "Bearer s3cret")]).await;
+    assert_eq!(right.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_can_be_served_on_their_own_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let metrics = busy_metrics(Naming::Otel).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(metrics.clone().serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("http_server_request_duration_seconds_count"));
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn promtool_finds_nothing_to_report() {
+    let Some(promtool) = which("promtool") else {
+        assert!(
+            !support::tool_required(),
+            "promtool is required under CI (Debian package prometheus)"
+        );
+        eprintln!("promtool not installed; skipping outside CI");
+        return;
+    };
+    for naming in Naming::ALL {
+        let metrics = busy_metrics(naming).await;
+        let exposition = metrics.render(Format::Prometheus);
+        let mut child = std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&exposition).unwrap();
+        }
+        let output = child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() && report.trim().is_empty(),
+            "promtool on {naming}: {report}"
+        );
+    }
+}
+
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(tool))
+            .find(|path| path.is_file())
+    })
+}

@@ -1,0 +1,530 @@
+//! The layer records duration, method, route and status, whatever happens to the request.
+
+mod support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use redwatch::{ClassifyRoute, Metrics, Naming, UriPathRoute};
+use support::{find, scrape, total};
+use tower::{ServiceBuilder, ServiceExt};
+
+const DURATION: &str = "http_server_request_duration_seconds";
+const ACTIVE: &str = "http_server_active_requests";
+
+fn get_request(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn app(metrics: &Metrics) -> Router {
+    Router::new()
+        .route("/", get(|| async { "home" }))
+        .route(
+            "/users/{id}",
+            get(|| async { "user" }).post(|| async { StatusCode::CREATED }),
+        )
+        .route("/fail", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
+        .merge(metrics.router())
+        .layer(metrics.layer())
+}
+
+#[tokio::test]
+async fn axum_router_records_method_route_template_and_status() {
+    let metrics = Metrics::new();
+    let app = app(&metrics);
+    for uri in ["/", "/users/1", "/users/2", "/fail", "/nowhere/42"] {
+        app.clone().oneshot(get_request(uri)).await.unwrap();
+    }
+    let post = Request::post("/users/3").body(Body::empty()).unwrap();
+    assert_eq!(
+        app.clone().oneshot(post).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    let samples = scrape(&metrics);
+    let count = |method, route, status| {
+        total(
+            &samples,
+            &format!("{DURATION}_count"),
+            &[
+                ("http_request_method", method),
+                ("http_route", route),
+                ("http_response_status_code", status),
+            ],
+        )
+    };
+    assert_eq!(count("GET", "/", "200"), 1.0);
+    assert_eq!(
+        count("GET", "/users/{id}", "200"),
+        2.0,
+        "ids collapse into the template"
+    );
+    assert_eq!(count("POST", "/users/{id}", "201"), 1.0);
+    assert_eq!(count("GET", "/fail", "503"), 1.0);
+    assert_eq!(
+        count("GET", "unmatched", "404"),
+        1.0,
+        "404s share one route value"
+    );
+    assert!(
+        find(
+            &samples,
+            &format!("{DURATION}_count"),
+            &[("http_route", "/users/1")]
+        )
+        .is_empty()
+    );
+    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
+}
+
+#[derive(Clone)]
+struct GrpcMethods;
+
+impl ClassifyRoute for GrpcMethods {
+    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<&'a str> {
+        let path = request.uri().path();
+        path.starts_with("/shop.Orders/").then_some(path)
+    }
+}
+
+#[tokio::test]
+async fn plain_tower_services_use_a_classifier() {
+    let metrics = Metrics::new();
+    let handler = tower::service_fn(|_request: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::from("ok")))
+    });
+
+    let classified = ServiceBuilder::new()
+        .layer(metrics.layer().classify_with(GrpcMethods))
+        .service(handler);
+    classified
+        .clone()
+        .oneshot(
+            Request::post("/shop.Orders/Create")
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    classified
+        .oneshot(Request::get("/other").body(String::new()).unwrap())
+        .await
+        .unwrap();
+    let by_path = ServiceBuilder::new()
+        .layer(metrics.layer().classify_with(UriPathRoute))
+        .service(handler);
+    by_path
+        .oneshot(
+            Request::get("/shop.Orders/List")
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let samples = scrape(&metrics);
+    let name = format!("{DURATION}_count");
+    assert_eq!(
+        total(
+            &samples,
+            &name,
+            &[
+                ("http_route", "/shop.Orders/Create"),
+                ("http_request_method", "POST")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(total(&samples, &name, &[("http_route", "unmatched")]), 1.0);
+    assert_eq!(
+        total(&samples, &name, &[("http_route", "/shop.Orders/List")]),
+        1.0
+    );
+}
+
+fn streaming_app(metrics: &Metrics) -> Router {
+    Router::new()
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks = tokio_stream::StreamExt::throttle(
+                    tokio_stream::iter(["a", "b", "c"].map(Ok::<_, Infallible>)),
+                    Duration::from_millis(150),
+                );
+                Body::from_stream(chunks)
+            }),
+        )
+        .layer(metrics.layer())
+}
+
+#[tokio::test]
+async fn streaming_bodies_are_timed_until_fully_sent() {
+    let metrics = Metrics::new();
+    let response = streaming_app(&metrics)
+        .oneshot(get_request("/stream"))
+        .await
+        .unwrap();
+    // The head is out, the body is not: still in flight, nothing recorded yet.
+    let samples = scrape(&metrics);
+    assert_eq!(total(&samples, &format!("{DURATION}_count"), &[]), 0.0);
+    assert_eq!(
+        total(&samples, ACTIVE, &[("http_request_method", "GET")]),
+        1.0
+    );
+
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"abc");
+    let samples = scrape(&metrics);
+    let labels = [
+        ("http_route", "/stream"),
+        ("http_response_status_code", "200"),
+    ];
+    assert_eq!(total(&samples, &format!("{DURATION}_count"), &labels), 1.0);
+    let seconds = total(&samples, &format!("{DURATION}_sum"), &labels);
+    assert!(seconds >= 0.28, "duration covers the whole body: {seconds}");
+    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
+}
+
+#[tokio::test]
+async fn a_body_dropped_midway_is_recorded_once_with_its_status() {
+    let metrics = Metrics::new();
+    let response = streaming_app(&metrics)
+        .oneshot(get_request("/stream"))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "a");
+    drop(body);
+
+    let samples = scrape(&metrics);
+    let labels = [
+        ("http_route", "/stream"),
+        ("http_response_status_code", "200"),
+    ];
+    assert_eq!(total(&samples, &format!("{DURATION}_count"), &labels), 1.0);
+    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
+}
+
+#[tokio::test]
+async fn a_cancelled_request_returns_the_gauge_to_zero_and_records_499() {
+    let metrics = Metrics::new();
+    let app = app(&metrics);
+    let pending = app.oneshot(get_request("/slow"));
+    let outcome = tokio::time::timeout(Duration::from_millis(50), pending).await;
+    assert!(outcome.is_err(), "the slow handler is still running");
+
+    let samples = scrape(&metrics);
+    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
+    let abandoned = [
+        ("http_route", "/slow"),
+        ("http_response_status_code", "499"),
+    ];
+    assert_eq!(
+        total(&samples, &format!("{DURATION}_count"), &abandoned),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_tower_timeout_outside_the_layer_returns_the_gauge_to_zero() {
+    let metrics = Metrics::new();
+    #[allow(deprecated)]
+    let app = app(&metrics).layer(tower_http::timeout::TimeoutLayer::new(
+        Duration::from_millis(50),
+    ));
+    let response = app.oneshot(get_request("/slow")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    let samples = scrape(&metrics);
+    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
+    assert_eq!(
+        total(
+            &samples,
+            &format!("{DURATION}_count"),
+            &[("http_response_status_code", "499")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_client_disconnect_returns_the_gauge_to_zero() {
+    use tokio::io::AsyncWriteExt;
+
+    let metrics = Metrics::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(axum::serve(listener, app(&metrics)).into_future());
+
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until(|| total(&scrape(&metrics), ACTIVE, &[]) == 1.0).await;
+    drop(client);
+    wait_until(|| total(&scrape(&metrics), ACTIVE, &[]) == 0.0).await;
+    let samples = scrape(&metrics);
+    assert_eq!(
+        total(
+            &samples,
+            &format!("{DURATION}_count"),
+            &[
+                ("http_route", "/slow"),
+                ("http_response_status_code", "499")
+            ]
+        ),
+        1.0
+    );
+    server.abort();
+}
+
+/// Polls `condition` every 10 ms for at most 5 s.
+async fn wait_until(condition: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 5 s");
+}
+
+fn panicking_routes() -> Router {
+    Router::new().route(
+        "/panic",
+        get(|| async {
+            if true {
+                panic!("handler bug");
+            }
+            "unreachable"
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_panic_caught_outside_the_layer_is_a_500_and_an_exception() {
+    let metrics = Metrics::builder().naming(Naming::Flask).build().unwrap();
+    let app = panicking_routes()
+        .layer(metrics.layer())
+        .layer(tower_http::catch_panic::CatchPanicLayer::new());
+    let response = app.oneshot(get_request("/panic")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    let samples = scrape(&metrics);
+    let labels = [("method", "GET"), ("status", "500")];
+    assert_eq!(
+        total(
+            &samples,
+            "flask_http_request_duration_seconds_count",
+            &[("path", "/panic"), ("status", "500")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        total(&samples, "flask_http_request_exceptions_total", &labels),
+        1.0
+    );
+    assert_eq!(total(&samples, "flask_http_request_total", &labels), 1.0);
+    assert_eq!(total(&samples, "flask_http_requests_in_progress", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn a_panic_caught_inside_the_layer_is_a_500() {
+    let metrics = Metrics::builder().naming(Naming::Flask).build().unwrap();
+    let app = panicking_routes()
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(metrics.layer());
+    let response = app.oneshot(get_request("/panic")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // Recorded once the response body is done with.
+    drop(response);
+    let samples = scrape(&metrics);
+    assert_eq!(
+        total(&samples, "flask_http_request_total", &[("status", "500")]),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_is_not_counted_unless_asked() {
+    let quiet = Metrics::new();
+    let app = app(&quiet);
+    app.clone().oneshot(get_request("/metrics")).await.unwrap();
+    assert!(
+        find(
+            &scrape(&quiet),
+            &format!("{DURATION}_count"),
+            &[("http_route", "/metrics")]
+        )
+        .is_empty()
+    );
+
+    let counted = Metrics::builder()
+        .count_metrics_endpoint(true)
+        .build()
+        .unwrap();
+    app_with(&counted)
+        .oneshot(get_request("/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(
+        total(
+            &scrape(&counted),
+            &format!("{DURATION}_count"),
+            &[("http_route", "/metrics")]
+        ),
+        1.0
+    );
+}
+
+fn app_with(metrics: &Metrics) -> Router {
+    app(metrics)
+}
+
+#[tokio::test]
+async fn routes_can_be_excluded_by_template_or_regex() {
+    let metrics = Metrics::builder()
+        .exclude_route("/")
+        .exclude_routes_matching("^/users/")
+        .build()
+        .unwrap();
+    let app = app(&metrics);
+    for uri in ["/", "/users/7", "/fail"] {
+        app.clone().oneshot(get_request(uri)).await.unwrap();
+    }
+    let samples = scrape(&metrics);
+    let name = format!("{DURATION}_count");
+    assert!(find(&samples, &name, &[("http_route", "/")]).is_empty());
+    assert!(find(&samples, &name, &[("http_route", "/users/{id}")]).is_empty());
+    assert_eq!(total(&samples, &name, &[("http_route", "/fail")]), 1.0);
+}
+
+#[tokio::test]
+async fn flask_preset_uses_prometheus_flask_exporter_names() {
+    let metrics = Metrics::builder()
+        .naming(Naming::Flask)
+        .app_version("1.2.3")
+        .environment("staging")
+        .build()
+        .unwrap();
+    let app = app(&metrics);
+    for uri in ["/", "/users/5", "/fail"] {
+        app.clone().oneshot(get_request(uri)).await.unwrap();
+    }
+    let samples = scrape(&metrics);
+    assert_eq!(
+        total(
+            &samples,
+            "flask_http_request_duration_seconds_count",
+            &[
+                ("method", "GET"),
+                ("path", "/users/{id}"),
+                ("status", "200")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        total(
+            &samples,
+            "flask_http_request_total",
+            &[("method", "GET"), ("status", "200")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        total(&samples, "flask_http_request_total", &[("status", "503")]),
+        1.0
+    );
+    assert_eq!(find(&samples, "flask_exporter_info", &[]).len(), 1);
+    assert_eq!(
+        total(
+            &samples,
+            "app_info",
+            &[("version", "1.2.3"), ("environment", "staging")]
+        ),
+        1.0
+    );
+    assert!(samples.iter().all(|s| !s.name.starts_with("http_server_")));
+}
+
+#[tokio::test]
+async fn namespace_constant_labels_and_custom_buckets_apply() {
+    let metrics = Metrics::builder()
+        .namespace("shop")
+        .const_label("service", "checkout")
+        .const_label("env", "prod")
+        .duration_buckets(vec![0.1, 1.0])
+        .build()
+        .unwrap();
+    app(&metrics).oneshot(get_request("/")).await.unwrap();
+    let samples = scrape(&metrics);
+    let buckets = find(
+        &samples,
+        &format!("shop_{DURATION}_bucket"),
+        &[("service", "checkout"), ("env", "prod")],
+    );
+    let les: Vec<&str> = buckets.iter().map(|s| s.labels["le"].as_str()).collect();
+    assert_eq!(les, ["0.1", "1", "+Inf"]);
+    assert_eq!(
+        total(
+            &samples,
+            &format!("shop_{ACTIVE}"),
+            &[("service", "checkout")]
+        ),
+        0.0
+    );
+    assert!(find(&samples, "process_threads", &[("service", "checkout")]).len() <= 1);
+    assert_eq!(find(&samples, "target_info", &[("env", "prod")]).len(), 1);
+}
+
+#[tokio::test]
+async fn body_sizes_are_recorded_when_enabled() {
+    let metrics = Metrics::builder().body_sizes(true).build().unwrap();
+    let app = Router::new()
+        .route("/echo", post(|body: String| async move { body.repeat(2) }))
+        .layer(metrics.layer());
+    let request = Request::post("/echo")
+        .header("content-length", "5")
+        .body(Body::from("hello"))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 10);
+
+    let samples = scrape(&metrics);
+    let route = [("http_route", "/echo")];
+    assert_eq!(
+        total(&samples, "http_server_request_body_size_bytes_sum", &route),
+        5.0
+    );
+    assert_eq!(
+        total(&samples, "http_server_response_body_size_bytes_sum", &route),
+        10.0
+    );
+    assert_eq!(
+        total(
+            &samples,
+            "http_server_response_body_size_bytes_count",
+            &route
+        ),
+        1.0
+    );
+
+    let without = Metrics::new();
+    let text = String::from_utf8(without.render(redwatch::Format::Prometheus)).unwrap();
+    assert!(!text.contains("body_size"), "body sizes are opt-in");
+}

@@ -1,0 +1,135 @@
+//! Helpers shared by the integration tests: a tiny exposition parser and a raw HTTP client.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+/// One sample line of an exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the sample lines of a Prometheus text or OpenMetrics exposition.
+pub fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            let (name, labels) = match series.split_once('{') {
+                None => (series.to_owned(), BTreeMap::new()),
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').expect("closing brace");
+                    (name.to_owned(), parse_labels(body))
+                }
+            };
+            Sample {
+                name,
+                labels,
+                value,
+            }
+        })
+        .collect()
+}
+
+fn parse_labels(body: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = body.chars().peekable();
+    while chars.peek().is_some() {
+        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        assert_eq!(chars.next(), Some('"'), "label value starts with a quote");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => panic!("dangling escape"),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(name.trim_start_matches(',').to_owned(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    labels
+}
+
+/// Samples named `name` whose labels include every pair of `labels`.
+pub fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+/// The sum of the values of the samples `find` returns.
+pub fn total(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    find(samples, name, labels).iter().map(|s| s.value).sum()
+}
+
+/// Renders `metrics` in the Prometheus text format and parses it.
+pub fn scrape(metrics: &redwatch::Metrics) -> Vec<Sample> {
+    let text = String::from_utf8(metrics.render(redwatch::Format::Prometheus)).unwrap();
+    parse(&text)
+}
+
+/// Checks every histogram of an exposition: cumulative buckets never decrease and `_count`
+/// equals the `+Inf` bucket. Returns the number of histogram series checked.
+pub fn check_histograms(samples: &[Sample]) -> usize {
+    type SeriesKey = (String, BTreeMap<String, String>);
+    let mut buckets: BTreeMap<SeriesKey, Vec<(f64, f64)>> = BTreeMap::new();
+    for s in samples {
+        if let Some(base) = s.name.strip_suffix("_bucket") {
+            let mut labels = s.labels.clone();
+            let le = labels.remove("le").expect("bucket has le");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            buckets
+                .entry((base.to_owned(), labels))
+                .or_default()
+                .push((le, s.value));
+        }
+    }
+    for ((base, labels), mut series) in buckets.clone() {
+        series.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        for pair in series.windows(2) {
+            assert!(
+                pair[0].1 <= pair[1].1,
+                "{base}{labels:?}: buckets decrease: {series:?}"
+            );
+        }
+        let inf = series.last().expect("has buckets");
+        assert_eq!(inf.0, f64::INFINITY, "{base}{labels:?} has a +Inf bucket");
+        let count = samples
+            .iter()
+            .find(|s| s.name == format!("{base}_count") && s.labels == labels)
+            .unwrap_or_else(|| panic!("{base}{labels:?} has a _count"));
+        assert_eq!(count.value, inf.1, "{base}{labels:?}: _count equals +Inf");
+    }
+    buckets.len()
+}
+
+/// Whether external tools are mandatory (under CI a missing tool fails the test).
+pub fn tool_required() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
