@@ -584,3 +584,105 @@ fn no_progress_output_without_a_terminal() {
         );
     }
 }
+
+#[test]
+fn progress_is_drawn_on_a_terminal() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+
+    let server = DemoServer::start();
+    let url = server.url();
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the given ints; the null pointers ask for
+    // no name, default terminal settings and default window size.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty failed");
+    // SAFETY: both descriptors were just created by openpty and are owned by nobody else.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            OwnedFd::from_raw_fd(slave),
+        )
+    };
+    let child = {
+        // The Command (and with it the parent's copy of the terminal's slave end) is dropped
+        // right after spawning, so reading the master ends when the child exits.
+        Command::new(env!("CARGO_BIN_EXE_redwatch"))
+            .args([
+                "load",
+                "--target",
+                &url,
+                "--rate",
+                "100",
+                "--duration",
+                "2s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .expect("spawn redwatch load")
+    };
+    let mut guard = load_common::ChildGuard(child);
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        // EIO once the child has exited and the slave side is closed.
+        while let Ok(n) = master.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buffer[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let started = Instant::now();
+    while guard.0.try_wait().expect("wait").is_none() {
+        assert!(started.elapsed() < LIMIT, "load did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let terminal = reader.join().expect("reader");
+    assert!(
+        terminal.contains("in flight") && terminal.contains("(target 100)"),
+        "no progress line on the terminal:\n{terminal}"
+    );
+}
+
+#[test]
+fn open_loop_stops_after_the_requested_count() {
+    let server = DemoServer::start();
+    let url = server.url();
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "1000",
+            "--requests",
+            "500",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    assert_eq!(summary["requests"].as_u64(), Some(500));
+    assert_eq!(summary["sent"].as_u64(), Some(500));
+    // 500 requests at 1000/s span half a second; the run does not wait for a --duration.
+    let duration = summary["duration_s"].as_f64().expect("duration_s");
+    assert!((0.49..0.6).contains(&duration), "duration {duration}");
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        run.elapsed
+    );
+}
