@@ -23,6 +23,10 @@ start_server
 echo "target: $SERVER_URL$ENDPOINT, $CONCURRENCY connections, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds"
 echo "redwatch: $("$REDWATCH" --version); oha: $("$OHA" --version)"
 
+# Warm-up, not recorded: the first seconds against a fresh server are slower for whoever runs first.
+"$REDWATCH" load --target "$SERVER_URL" --mix "$ENDPOINT=1" --concurrency "$CONCURRENCY" --duration 2s >/dev/null 2>&1
+"$OHA" --no-tui -z 2s -c "$CONCURRENCY" "$SERVER_URL$ENDPOINT" >/dev/null
+
 ours=()
 theirs=()
 ratios=()
