@@ -200,6 +200,33 @@ fn hanging_target_times_out_and_the_run_ends_on_time() {
         "took {:?}",
         run.elapsed
     );
+
+    // Closed loop: each worker times out, backs off, reconnects, and stops on time.
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+            "--timeout",
+            "300ms",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    let requests = summary["requests"].as_u64().expect("requests");
+    assert!((2..=10).contains(&requests), "{requests} requests");
+    assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(requests));
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        run.elapsed
+    );
 }
 
 #[test]
