@@ -1,0 +1,458 @@
+//! HTTP transport: the target, request templates, a keep-alive pool for open loop and dedicated
+//! connections for closed loop, and the classification of failures.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use hyper::{Method, Request, Response, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use super::mix::MixEntry;
+
+/// Per-connection read buffer. hyper's adaptive default starts at 8 KiB and can grow; load
+/// testing keeps hundreds of connections open, and responses are read in chunks of this size
+/// either way, so a fixed small buffer bounds memory per connection.
+const READ_BUFFER_BYTES: usize = 4096;
+
+/// Why a request failed without a usable response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No complete response within `--timeout`.
+    Timeout,
+    /// The connection could not be established (refused, unreachable, connect timeout).
+    Connect,
+    /// The connection was reset or closed mid-exchange.
+    Reset,
+    /// Anything else (protocol errors, local resource exhaustion).
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 4] = [Self::Timeout, Self::Connect, Self::Reset, Self::Other];
+
+    /// The label value used in metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Reset => "reset",
+            Self::Other => "other",
+        }
+    }
+
+    /// Position in [`ErrorKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Result of one request: the status code, or why there was none.
+pub type Outcome = Result<u16, ErrorKind>;
+
+/// The parsed `--target`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port` for connecting and the Host header.
+    authority: String,
+    /// Path prefix to which mix paths are appended (no trailing slash).
+    base_path: String,
+    /// The URL as given, for messages.
+    pub display: String,
+}
+
+impl Target {
+    /// Parses and checks a target URL (`http://` only).
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let uri: Uri = url.parse().ok().with_context(|| {
+            format!("invalid --target {url:?}: not a URL (expected e.g. http://127.0.0.1:5000)")
+        })?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => bail!(
+                "invalid --target {url:?}: https is not supported (redwatch load speaks HTTP/1.1 and h2c)"
+            ),
+            _ => bail!("invalid --target {url:?}: expected an http:// URL"),
+        }
+        let authority = uri
+            .authority()
+            .with_context(|| format!("invalid --target {url:?}: no host"))?;
+        if authority.as_str().contains('@') {
+            bail!("invalid --target {url:?}: credentials in the URL are not supported");
+        }
+        if authority.host().is_empty() {
+            bail!("invalid --target {url:?}: no host");
+        }
+        if uri.query().is_some() {
+            bail!("invalid --target {url:?}: put query strings in the --mix paths");
+        }
+        let port = authority.port_u16().unwrap_or(80);
+        Ok(Self {
+            authority: format!("{}:{port}", authority.host()),
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            display: url.to_owned(),
+        })
+    }
+
+    /// Resolves the target's addresses (once, before the run).
+    pub async fn resolve(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(self.authority.as_str())
+            .await
+            .with_context(|| format!("cannot resolve --target host {:?}", self.authority))?
+            .collect();
+        if addrs.is_empty() {
+            bail!("cannot resolve --target host {:?}", self.authority);
+        }
+        Ok(addrs)
+    }
+
+    /// Request template for one mix entry.
+    pub fn template(&self, entry: &MixEntry) -> anyhow::Result<RequestTemplate> {
+        let path = format!("{}{}", self.base_path, entry.path);
+        let absolute: Uri = format!("http://{}{path}", self.authority)
+            .parse()
+            .with_context(|| format!("invalid request URL for mix path {:?}", entry.path))?;
+        let origin: Uri = path
+            .parse()
+            .with_context(|| format!("invalid request path {path:?}"))?;
+        let host = HeaderValue::from_str(&self.authority).context("invalid --target host")?;
+        Ok(RequestTemplate {
+            method: entry.method.clone(),
+            absolute,
+            origin,
+            host,
+        })
+    }
+}
+
+/// Everything needed to build one endpoint's request cheaply (all fields are refcounted).
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    method: Method,
+    absolute: Uri,
+    origin: Uri,
+    host: HeaderValue,
+}
+
+impl RequestTemplate {
+    fn build(&self, uri: &Uri) -> Request<Empty<Bytes>> {
+        let mut request = Request::new(Empty::new());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = uri.clone();
+        request.headers_mut().insert(HOST, self.host.clone());
+        if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
+            request
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        request
+    }
+}
+
+/// Keep-alive connections for open loop. A request takes the most recently used idle connection
+/// or opens a new one, and returns it afterwards, so the pool grows to the concurrency the rate
+/// actually needs (rate × latency) and never beyond `--max-in-flight` connections. With h2c, one
+/// multiplexed connection carries every request.
+pub struct ConnectionPool {
+    addrs: Arc<[SocketAddr]>,
+    h2c: bool,
+    timeout: Duration,
+    /// HTTP/1.1 idle connections, most recently used last (LIFO keeps a hot working set; the
+    /// rest idle until the server closes them, and are discarded on checkout).
+    idle: Mutex<Vec<Connection>>,
+    /// The shared HTTP/2 connection.
+    shared: Mutex<Option<Connection>>,
+}
+
+impl ConnectionPool {
+    /// An empty pool for `addrs`; `timeout` bounds each request including any connect.
+    pub fn new(addrs: Arc<[SocketAddr]>, timeout: Duration, h2c: bool) -> Self {
+        Self {
+            addrs,
+            h2c,
+            timeout,
+            idle: Mutex::new(Vec::new()),
+            shared: Mutex::new(None),
+        }
+    }
+
+    fn checkout(&self) -> Option<Connection> {
+        if self.h2c {
+            let shared = lock(&self.shared);
+            return shared
+                .as_ref()
+                .filter(|c| !c.is_closed())
+                .and_then(Connection::share);
+        }
+        let mut idle = lock(&self.idle);
+        while let Some(connection) = idle.pop() {
+            if !connection.is_closed() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, connection: Connection) {
+        if connection.is_closed() {
+            return;
+        }
+        if self.h2c {
+            lock(&self.shared).get_or_insert(connection);
+        } else {
+            lock(&self.idle).push(connection);
+        }
+    }
+
+    /// Sends one request and reads the whole response body, within the timeout.
+    pub async fn send(&self, template: &RequestTemplate) -> Outcome {
+        let exchange = async {
+            let mut connection = loop {
+                match self.checkout() {
+                    // A kept connection the server has since closed is replaced before sending,
+                    // so an idle-timeout close is not counted against the target.
+                    Some(mut connection) => {
+                        if connection.ready().await {
+                            break connection;
+                        }
+                    }
+                    None => break Connection::open(&self.addrs, self.h2c, self.timeout).await?,
+                }
+            };
+            if self.h2c {
+                // Publish a fresh HTTP/2 connection before using it, so concurrent requests share it.
+                if let Some(shared) = connection.share() {
+                    let mut slot = lock(&self.shared);
+                    if slot.as_ref().is_none_or(Connection::is_closed) {
+                        *slot = Some(shared);
+                    }
+                }
+            }
+            let outcome = connection.send(template).await;
+            if outcome.is_ok() {
+                self.checkin(connection);
+            }
+            outcome
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(ErrorKind::Timeout))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data is a plain list of connections: still usable after a panic elsewhere.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One dedicated connection, owned by one closed-loop worker.
+pub enum Connection {
+    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Connection {
+    /// Connects to the first reachable address, within `timeout`.
+    pub async fn open(
+        addrs: &[SocketAddr],
+        h2c: bool,
+        timeout: Duration,
+    ) -> Result<Self, ErrorKind> {
+        let connect = async {
+            let mut last = ErrorKind::Connect;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        // Nagle would add up to 40 ms to small requests on some stacks.
+                        let _ = stream.set_nodelay(true);
+                        return handshake(stream, h2c).await;
+                    }
+                    Err(err) => last = classify_io(&err, ErrorKind::Connect),
+                }
+            }
+            Err(last)
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .unwrap_or(Err(ErrorKind::Connect))
+    }
+
+    /// Whether the peer (or an error) has closed the connection.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Self::Http1(sender) => sender.is_closed(),
+            Self::Http2(sender) => sender.is_closed(),
+        }
+    }
+
+    /// Another handle on a multiplexed (HTTP/2) connection; `None` for HTTP/1.1.
+    fn share(&self) -> Option<Connection> {
+        match self {
+            Self::Http1(_) => None,
+            Self::Http2(sender) => Some(Self::Http2(sender.clone())),
+        }
+    }
+
+    /// Whether the connection can take another request (false once the peer closed it).
+    pub async fn ready(&mut self) -> bool {
+        match self {
+            Self::Http1(sender) => sender.ready().await.is_ok(),
+            Self::Http2(sender) => sender.ready().await.is_ok(),
+        }
+    }
+
+    /// Sends one request and reads the whole response body (no timeout: the caller applies it).
+    pub async fn send(&mut self, template: &RequestTemplate) -> Outcome {
+        let response = match self {
+            Self::Http1(sender) => sender.send_request(template.build(&template.origin)).await,
+            Self::Http2(sender) => {
+                sender
+                    .send_request(template.build(&template.absolute))
+                    .await
+            }
+        }
+        .map_err(|err| classify_hyper(&err))?;
+        read_response(response).await
+    }
+}
+
+async fn handshake(stream: TcpStream, h2c: bool) -> Result<Connection, ErrorKind> {
+    let io = TokioIo::new(stream);
+    if h2c {
+        let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|err| classify_hyper(&err))?;
+        tokio::spawn(connection);
+        Ok(Connection::Http2(sender))
+    } else {
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUFFER_BYTES))
+            .handshake(io)
+            .await
+            .map_err(|err| classify_hyper(&err))?;
+        tokio::spawn(connection);
+        Ok(Connection::Http1(sender))
+    }
+}
+
+async fn read_response(response: Response<Incoming>) -> Outcome {
+    let status = response.status().as_u16();
+    // Read the body to the end: the exchange is only complete (and the connection reusable)
+    // once it has arrived, so latency includes it.
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| classify_hyper(&err))?;
+    Ok(status)
+}
+
+fn classify_hyper(err: &hyper::Error) -> ErrorKind {
+    if err.is_timeout() {
+        return ErrorKind::Timeout;
+    }
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return ErrorKind::Reset;
+    }
+    match classify_chain(err) {
+        ErrorKind::Other if err.is_parse() || err.is_user() => ErrorKind::Other,
+        kind => kind,
+    }
+}
+
+/// Walks the source chain for the first I/O or hyper error that says what happened.
+fn classify_chain(err: &(dyn StdError + 'static)) -> ErrorKind {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(err) = current {
+        if let Some(io_err) = err.downcast_ref::<io::Error>() {
+            return classify_io(io_err, ErrorKind::Other);
+        }
+        if let Some(hyper_err) = err.downcast_ref::<hyper::Error>() {
+            if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed()
+            {
+                return ErrorKind::Reset;
+            }
+            if hyper_err.is_timeout() {
+                return ErrorKind::Timeout;
+            }
+        }
+        current = err.source();
+    }
+    ErrorKind::Other
+}
+
+fn classify_io(err: &io::Error, fallback: ErrorKind) -> ErrorKind {
+    use io::ErrorKind as Io;
+    match err.kind() {
+        Io::ConnectionRefused
+        | Io::AddrNotAvailable
+        | Io::HostUnreachable
+        | Io::NetworkUnreachable => ErrorKind::Connect,
+        Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => {
+            ErrorKind::Reset
+        }
+        Io::TimedOut => ErrorKind::Timeout,
+        _ => fallback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        let target = Target::parse("http://127.0.0.1:5000").unwrap();
+        assert_eq!(target.authority, "127.0.0.1:5000");
+        assert_eq!(target.base_path, "");
+        let target = Target::parse("http://localhost/api/").unwrap();
+        assert_eq!(target.authority, "localhost:80");
+        assert_eq!(target.base_path, "/api");
+        let target = Target::parse("http://[::1]:8080").unwrap();
+        assert_eq!(target.authority, "[::1]:8080");
+        for bad in [
+            "",
+            "127.0.0.1:5000",
+            "https://127.0.0.1",
+            "ftp://x",
+            "http://",
+            "http://a:b@h/",
+            "not a url",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn templates_join_base_path() {
+        let target = Target::parse("http://127.0.0.1:5000/api").unwrap();
+        let entry = MixEntry {
+            method: Method::POST,
+            path: "/users/1?x=1".into(),
+            weight: 1,
+        };
+        let template = target.template(&entry).unwrap();
+        assert_eq!(template.origin, "/api/users/1?x=1");
+        assert_eq!(template.absolute, "http://127.0.0.1:5000/api/users/1?x=1");
+        let request = template.build(&template.origin);
+        assert_eq!(request.headers()[CONTENT_LENGTH], "0");
+        assert_eq!(request.headers()[HOST], "127.0.0.1:5000");
+    }
+}

@@ -1,0 +1,418 @@
+//! The run summary: JSON (`--json`) and the human-readable table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::client::ErrorKind;
+use super::record::EndpointStats;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    /// Percentiles of a µs histogram; `None` when it is empty.
+    pub fn of(histogram: &Histogram<u64>) -> Option<Self> {
+        if histogram.is_empty() {
+            return None;
+        }
+        let ms = |micros: u64| round3(micros as f64 / 1000.0);
+        Some(Self {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+            mean: round3(histogram.mean() / 1000.0),
+        })
+    }
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// One endpoint's line.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSummary {
+    /// The path from the mix.
+    pub path: String,
+    /// The HTTP method.
+    pub method: String,
+    /// Requests completed.
+    pub count: u64,
+    /// Completed requests per second of the send window.
+    pub achieved_rate: f64,
+    /// Responses by status code.
+    pub status: BTreeMap<String, u64>,
+    /// Failures without a response.
+    pub errors: u64,
+    /// Failures by kind.
+    pub error_kinds: BTreeMap<&'static str, u64>,
+    /// Latency from the intended send time (coordinated-omission corrected).
+    pub latency_ms: Option<Percentiles>,
+    /// Latency from the actual send time (what a closed-loop tool would report).
+    pub latency_from_send_ms: Option<Percentiles>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// `open` (scheduled rate) or `closed` (fixed concurrency).
+    pub mode: &'static str,
+    pub target: String,
+    /// Seed of the endpoint sequence (pass it to --seed to repeat the run's sequence).
+    pub seed: u64,
+    /// Requests completed (response or failure).
+    pub requests: u64,
+    /// Requests that failed without a response (timeout, connect, reset, other).
+    pub errors: u64,
+    /// Responses with status 500..=599.
+    pub server_errors: u64,
+    /// (errors + server_errors) / requests; what --fail-on-error-rate compares.
+    pub error_rate: f64,
+    /// The send window in seconds (start until the schedule or the last worker finished).
+    pub duration_s: f64,
+    /// Mean scheduled rate over the window (null in closed loop).
+    pub target_rate: Option<f64>,
+    /// The --rate-profile, if any.
+    pub rate_profile: Option<String>,
+    /// requests / duration_s.
+    pub achieved_rate: f64,
+    /// Closed-loop concurrency (null in open loop).
+    pub concurrency: Option<usize>,
+    pub latency_ms: Option<Percentiles>,
+    pub latency_from_send_ms: Option<Percentiles>,
+    /// How late each send left relative to its intended time (open loop only).
+    pub send_lateness_ms: Option<Percentiles>,
+    pub status: BTreeMap<String, u64>,
+    pub error_kinds: BTreeMap<&'static str, u64>,
+    /// Requests handed to the transport.
+    pub sent: u64,
+    /// Scheduled requests never sent (--max-in-flight reached until the window closed).
+    pub dropped: u64,
+    /// Largest number of due-but-unsent requests seen.
+    pub max_backlog: u64,
+    /// Requests still running when the run stopped waiting (after Ctrl-C).
+    pub unfinished: u64,
+    /// Ctrl-C ended the run.
+    pub interrupted: bool,
+    pub endpoints: Vec<EndpointSummary>,
+}
+
+/// Inputs describing the run (everything but the recorded figures).
+pub struct RunFacts {
+    pub mode: &'static str,
+    pub target: String,
+    pub seed: u64,
+    pub duration_s: f64,
+    pub target_rate: Option<f64>,
+    pub rate_profile: Option<String>,
+    pub concurrency: Option<usize>,
+    pub sent: u64,
+    pub dropped: u64,
+    pub max_backlog: u64,
+    pub unfinished: u64,
+    pub interrupted: bool,
+}
+
+fn status_map(stats: &EndpointStats) -> BTreeMap<String, u64> {
+    stats
+        .statuses
+        .iter()
+        .map(|(code, n)| (code.to_string(), *n))
+        .collect()
+}
+
+fn kinds_map(stats: &EndpointStats) -> BTreeMap<&'static str, u64> {
+    ErrorKind::ALL
+        .iter()
+        .map(|kind| (kind.as_str(), stats.errors[kind.index()]))
+        .collect()
+}
+
+fn rate(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        round3(count as f64 / seconds)
+    } else {
+        0.0
+    }
+}
+
+impl Summary {
+    /// Builds the summary from per-endpoint figures (`entries` = (path, method) in mix order).
+    pub fn build(
+        facts: RunFacts,
+        entries: &[(String, String)],
+        stats: &[EndpointStats],
+        lateness: &Histogram<u64>,
+    ) -> Self {
+        let mut all = stats.first().cloned();
+        if let Some(all) = all.as_mut() {
+            for other in &stats[1..] {
+                all.merge(other);
+            }
+        }
+        let endpoints = entries
+            .iter()
+            .zip(stats)
+            .map(|((path, method), stats)| EndpointSummary {
+                path: path.clone(),
+                method: method.clone(),
+                count: stats.count,
+                achieved_rate: rate(stats.count, facts.duration_s),
+                status: status_map(stats),
+                errors: stats.error_count(),
+                error_kinds: kinds_map(stats),
+                latency_ms: Percentiles::of(&stats.from_intended),
+                latency_from_send_ms: Percentiles::of(&stats.from_send),
+            })
+            .collect();
+        let (requests, errors, server_errors) = all.as_ref().map_or((0, 0, 0), |all| {
+            let server_errors = all.statuses.range(500..=599).map(|(_, n)| n).sum();
+            (all.count, all.error_count(), server_errors)
+        });
+        let error_rate = if requests > 0 {
+            (errors + server_errors) as f64 / requests as f64
+        } else {
+            0.0
+        };
+        Self {
+            mode: facts.mode,
+            target: facts.target,
+            seed: facts.seed,
+            requests,
+            errors,
+            server_errors,
+            error_rate,
+            duration_s: round3(facts.duration_s),
+            target_rate: facts.target_rate.map(round3),
+            rate_profile: facts.rate_profile,
+            achieved_rate: rate(requests, facts.duration_s),
+            concurrency: facts.concurrency,
+            latency_ms: all.as_ref().and_then(|a| Percentiles::of(&a.from_intended)),
+            latency_from_send_ms: all.as_ref().and_then(|a| Percentiles::of(&a.from_send)),
+            send_lateness_ms: Percentiles::of(lateness),
+            status: all.as_ref().map(status_map).unwrap_or_default(),
+            error_kinds: all.as_ref().map(kinds_map).unwrap_or_default(),
+            sent: facts.sent,
+            dropped: facts.dropped,
+            max_backlog: facts.max_backlog,
+            unfinished: facts.unfinished,
+            interrupted: facts.interrupted,
+            endpoints,
+        }
+    }
+
+    /// Writes the JSON summary to `path` (`-` = stdout); files are written to a temporary name
+    /// and renamed, so a reader never sees half a file.
+    pub fn write_json(&self, path: &str) -> anyhow::Result<()> {
+        let mut text =
+            serde_json::to_string_pretty(self).context("cannot encode the JSON summary")?;
+        text.push('\n');
+        if path == "-" {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .context("cannot write the JSON summary to stdout")?;
+            return Ok(());
+        }
+        let target = Path::new(path);
+        let file_name = target
+            .file_name()
+            .with_context(|| format!("invalid --json path {path:?}"))?;
+        let mut temporary_name = std::ffi::OsString::from(".");
+        temporary_name.push(file_name);
+        temporary_name.push(format!(".{}.tmp", std::process::id()));
+        let temporary = target.with_file_name(temporary_name);
+        std::fs::write(&temporary, text)
+            .with_context(|| format!("cannot write {}", temporary.display()))?;
+        std::fs::rename(&temporary, target).with_context(|| {
+            let _ = std::fs::remove_file(&temporary);
+            format!("cannot write --json {path:?}")
+        })
+    }
+
+    /// The human-readable table.
+    pub fn render_table(&self) -> String {
+        let header = [
+            "endpoint", "count", "rate/s", "status", "errors", "p50", "p90", "p99", "p99.9", "max",
+        ];
+        let mut rows: Vec<[String; 10]> = Vec::new();
+        let ms = |p: Option<Percentiles>, pick: fn(&Percentiles) -> f64| {
+            p.map_or_else(|| "-".to_owned(), |p| format_ms(pick(&p)))
+        };
+        let row = |name: String,
+                   count: u64,
+                   rate: f64,
+                   status: &BTreeMap<String, u64>,
+                   errors: u64,
+                   latency: Option<Percentiles>| {
+            let status = if status.is_empty() {
+                "-".to_owned()
+            } else {
+                status
+                    .iter()
+                    .map(|(code, n)| format!("{code}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            [
+                name,
+                count.to_string(),
+                format!("{rate:.1}"),
+                status,
+                errors.to_string(),
+                ms(latency, |p| p.p50),
+                ms(latency, |p| p.p90),
+                ms(latency, |p| p.p99),
+                ms(latency, |p| p.p999),
+                ms(latency, |p| p.max),
+            ]
+        };
+        for endpoint in &self.endpoints {
+            let name = if endpoint.method == "GET" {
+                endpoint.path.clone()
+            } else {
+                format!("{} {}", endpoint.method, endpoint.path)
+            };
+            rows.push(row(
+                name,
+                endpoint.count,
+                endpoint.achieved_rate,
+                &endpoint.status,
+                endpoint.errors,
+                endpoint.latency_ms,
+            ));
+        }
+        rows.push(row(
+            "all".to_owned(),
+            self.requests,
+            self.achieved_rate,
+            &self.status,
+            self.errors,
+            self.latency_ms,
+        ));
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let mode = match (self.mode, self.target_rate) {
+            ("open", Some(target)) => format!(
+                "open loop: target {target:.1} req/s, achieved {:.1} req/s ({:+.2}%)",
+                self.achieved_rate,
+                if target > 0.0 {
+                    (self.achieved_rate / target - 1.0) * 100.0
+                } else {
+                    0.0
+                }
+            ),
+            _ => format!(
+                "closed loop: {} connections, achieved {:.1} req/s",
+                self.concurrency.unwrap_or(0),
+                self.achieved_rate
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "redwatch load {}{}: {mode} over {:.2} s, seed {}",
+            self.target,
+            if self.interrupted {
+                " (interrupted: partial summary)"
+            } else {
+                ""
+            },
+            self.duration_s,
+            self.seed
+        );
+        let _ = writeln!(out, "latency in ms from the intended send time");
+        let line = |out: &mut String, cells: &[String]| {
+            let mut text = String::new();
+            for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+                // Names and statuses read left-aligned, numbers right-aligned.
+                if i == 0 || i == 3 {
+                    let _ = write!(text, "{cell:<width$}  ");
+                } else {
+                    let _ = write!(text, "{cell:>width$}  ");
+                }
+            }
+            let _ = writeln!(out, "{}", text.trim_end());
+        };
+        line(&mut out, &header.map(str::to_owned));
+        for row in &rows {
+            line(&mut out, row);
+        }
+        if let Some(p) = self.latency_from_send_ms {
+            let _ = writeln!(
+                out,
+                "from actual send: p50 {} p90 {} p99 {} p99.9 {} max {}",
+                format_ms(p.p50),
+                format_ms(p.p90),
+                format_ms(p.p99),
+                format_ms(p.p999),
+                format_ms(p.max)
+            );
+        }
+        if let Some(p) = self.send_lateness_ms {
+            let _ = writeln!(
+                out,
+                "send lateness: p50 {} p99 {} max {}; max backlog {}, dropped {}",
+                format_ms(p.p50),
+                format_ms(p.p99),
+                format_ms(p.max),
+                self.max_backlog,
+                self.dropped
+            );
+        }
+        let kinds: Vec<String> = self
+            .error_kinds
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "errors without response: {}; 5xx responses: {}; error rate {:.2}%{}",
+            if kinds.is_empty() {
+                "none".to_owned()
+            } else {
+                kinds.join(", ")
+            },
+            self.server_errors,
+            self.error_rate * 100.0,
+            if self.unfinished > 0 {
+                format!("; {} requests unfinished", self.unfinished)
+            } else {
+                String::new()
+            }
+        );
+        out
+    }
+}
+
+fn format_ms(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}

@@ -1,0 +1,715 @@
+//! `redwatch load` behaviour: input errors, failing targets, closed loop, metrics, exit codes.
+
+mod load_common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use load_common::{DemoServer, finish, histogram_counts, http_get, run_load, signal, spawn_load};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn bad_input_gets_one_line_and_exit_2() {
+    let cases: &[&[&str]] = &[
+        &["--target", "127.0.0.1:5000", "--rate", "10"],
+        &["--target", "https://127.0.0.1:5000", "--rate", "10"],
+        &["--target", "http://", "--rate", "10"],
+        &["--rate", "10", "--mix", "/a=0"],
+        &["--rate", "10", "--mix", "ep_one=1"],
+        &["--rate", "10", "--mix", "/a=1,,/b=2"],
+        &["--rate", "0"],
+        &["--rate=-5"],
+        &["--rate", "abc"],
+        &["--concurrency", "0"],
+        &["--rate", "10", "--duration", "10parsecs"],
+        &["--rate", "10", "--timeout", "0s"],
+        &["--rate-profile", "square:1..2"],
+        &["--rate", "10", "--fail-on-error-rate", "150%"],
+        &["--duration", "1s"],
+    ];
+    for args in cases {
+        let run = run_load(args, LIMIT);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?}: expected one line, got:\n{}",
+            run.stderr
+        );
+        assert!(lines[0].starts_with("error: "), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stdout.is_empty(),
+            "{args:?}: printed a summary for bad input"
+        );
+    }
+}
+
+/// A port with nothing listening: bind, note the port, close.
+fn refused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+#[test]
+fn refused_connections_are_counted_and_the_run_ends_on_time() {
+    let target = format!("http://{}", refused_addr());
+    let run = run_load(
+        &[
+            "--target",
+            &target,
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    assert_eq!(summary["requests"].as_u64(), Some(400));
+    assert_eq!(summary["errors"].as_u64(), Some(400));
+    assert_eq!(summary["error_kinds"]["connect"].as_u64(), Some(400));
+    assert!(
+        run.elapsed < Duration::from_secs(6),
+        "took {:?}",
+        run.elapsed
+    );
+
+    // Closed loop backs off instead of spinning against a dead target.
+    let run = run_load(
+        &[
+            "--target",
+            &target,
+            "--concurrency",
+            "4",
+            "--duration",
+            "2s",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    let attempts = summary["requests"].as_u64().expect("requests");
+    // Each worker's pauses double from 10 ms to 1 s: about 8 attempts in 2 s, not thousands.
+    assert!((4..=60).contains(&attempts), "{attempts} attempts in 2 s");
+    assert_eq!(summary["error_kinds"]["connect"].as_u64(), Some(attempts));
+    assert!(
+        run.elapsed < Duration::from_secs(6),
+        "took {:?}",
+        run.elapsed
+    );
+}
+
+/// A server that accepts connections and then does `behaviour` with each, on its own threads.
+struct RawServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl RawServer {
+    fn start(behaviour: fn(std::net::TcpStream)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stopped.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        std::thread::spawn(move || behaviour(stream));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads the request and holds the connection open without answering.
+fn hang(mut stream: std::net::TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buffer = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Reads the request head and closes the connection without a response.
+fn slam(mut stream: std::net::TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buffer = [0u8; 1024];
+    let _ = stream.read(&mut buffer);
+}
+
+#[test]
+fn hanging_target_times_out_and_the_run_ends_on_time() {
+    let server = RawServer::start(hang);
+    let url = server.url();
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--timeout",
+            "300ms",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    assert_eq!(summary["requests"].as_u64(), Some(50));
+    assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(50));
+    let max = summary["latency_ms"]["max"].as_f64().expect("max");
+    assert!(
+        (300.0..1000.0).contains(&max),
+        "timed-out requests end at the timeout, max {max}"
+    );
+    // 1 s of sending + 0.3 s timeout + start-up; never the 10 s the server would hold.
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        run.elapsed
+    );
+
+    // Closed loop: each worker times out, backs off, reconnects, and stops on time.
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+            "--timeout",
+            "300ms",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    let requests = summary["requests"].as_u64().expect("requests");
+    assert!((2..=10).contains(&requests), "{requests} requests");
+    assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(requests));
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        run.elapsed
+    );
+}
+
+#[test]
+fn in_flight_limit_queues_then_drops() {
+    let server = RawServer::start(hang);
+    let url = server.url();
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--timeout",
+            "1500ms",
+            "--max-in-flight",
+            "5",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    // Five requests occupy every slot past the end of the window; the other 95 never leave.
+    assert_eq!(summary["sent"].as_u64(), Some(5), "{}", run.stdout);
+    assert_eq!(summary["dropped"].as_u64(), Some(95), "{}", run.stdout);
+    assert!(
+        summary["max_backlog"].as_u64().expect("backlog") >= 50,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(5));
+}
+
+#[test]
+fn resets_are_counted_as_resets() {
+    let server = RawServer::start(slam);
+    let url = server.url();
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    assert_eq!(summary["requests"].as_u64(), Some(50));
+    assert_eq!(
+        summary["error_kinds"]["reset"].as_u64(),
+        Some(50),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
+    let server = DemoServer::start();
+    let url = server.url();
+    let run = |seed: &str| {
+        let run = run_load(
+            &[
+                "--target",
+                &url,
+                "--concurrency",
+                "4",
+                "--requests",
+                "3000",
+                "--seed",
+                seed,
+                "--json",
+                "-",
+            ],
+            LIMIT,
+        );
+        assert!(run.status.success(), "{}", run.stderr);
+        run.json()
+    };
+    let first = run("42");
+    assert_eq!(first["requests"].as_u64(), Some(3000));
+    assert_eq!(first["mode"], "closed");
+    assert!(first["target_rate"].is_null());
+    let again = run("42");
+    let other = run("43");
+    let counts = |summary: &serde_json::Value| -> Vec<u64> {
+        summary["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .map(|e| e["count"].as_u64().expect("count"))
+            .collect()
+    };
+    assert_eq!(counts(&first), counts(&again), "same seed, same sequence");
+    assert_ne!(
+        counts(&first),
+        counts(&other),
+        "another seed, another sequence"
+    );
+    let server_total: u64 = server
+        .request_counts()
+        .iter()
+        .filter(|(route, _)| route.starts_with("/e"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(server_total, 9000, "server count over three runs");
+}
+
+#[test]
+fn h2c_works_in_both_modes() {
+    let server = DemoServer::start();
+    let url = server.url();
+    for mode in [["--rate", "200"], ["--concurrency", "2"]] {
+        let run = run_load(
+            &[
+                "--target",
+                &url,
+                mode[0],
+                mode[1],
+                "--duration",
+                "1s",
+                "--h2c",
+                "--json",
+                "-",
+            ],
+            LIMIT,
+        );
+        assert!(run.status.success(), "{mode:?}: {}", run.stderr);
+        let summary = run.json();
+        assert_eq!(
+            summary["errors"].as_u64(),
+            Some(0),
+            "{mode:?}: {}",
+            run.stdout
+        );
+        assert!(
+            summary["requests"].as_u64().expect("requests") >= 200,
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn rate_profile_step_and_methods_in_the_mix() {
+    let server = DemoServer::start();
+    let url = server.url();
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate-profile",
+            "step:50@0s,150@1s",
+            "--duration",
+            "2s",
+            "--mix",
+            "/users/7=1,POST /health=1",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    assert_eq!(summary["requests"].as_u64(), Some(200));
+    assert_eq!(summary["target_rate"].as_f64(), Some(100.0));
+    assert_eq!(summary["rate_profile"], "step:50@0s,150@1s");
+    let endpoints = summary["endpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints[1]["method"], "POST");
+    // The demo API routes /health for GET only: a POST is answered 405, which proves the method
+    // went out as written.
+    assert!(
+        endpoints[1]["status"]["405"].as_u64().is_some(),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        endpoints[0]["status"]["200"].as_u64().is_some(),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn fail_on_error_rate_sets_the_exit_code() {
+    let server = DemoServer::start();
+    let url = server.url();
+    // The default mix sends 1 in 11 requests to /error (500): about 9%.
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "500",
+            "--duration",
+            "1s",
+            "--fail-on-error-rate",
+            "5%",
+        ],
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("above --fail-on-error-rate"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("all "),
+        "summary still printed: {}",
+        run.stdout
+    );
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "500",
+            "--duration",
+            "1s",
+            "--fail-on-error-rate",
+            "0.2",
+        ],
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+}
+
+#[test]
+fn ctrl_c_prints_the_partial_summary() {
+    let server = DemoServer::start();
+    let url = server.url();
+    let dir = std::env::temp_dir().join(format!("redwatch-load-int-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json_path = dir.join("summary.json");
+    let json_arg = json_path.to_string_lossy().into_owned();
+    let load = spawn_load(&[
+        "--target",
+        &url,
+        "--rate",
+        "100",
+        "--duration",
+        "60s",
+        "--json",
+        &json_arg,
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(load.0.id(), "INT");
+    let run = finish(load, Duration::from_secs(10));
+    assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
+    assert!(run.stdout.contains("interrupted"), "{}", run.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("summary written"))
+            .expect("JSON");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(summary["interrupted"], true);
+    let requests = summary["requests"].as_u64().expect("requests");
+    assert!(
+        (50..=300).contains(&requests),
+        "{requests} requests in ~1.5 s at 100/s"
+    );
+    assert_eq!(summary["dropped"].as_u64(), Some(0));
+}
+
+#[test]
+fn metrics_are_served_during_and_after_the_run() {
+    let server = DemoServer::start();
+    let url = server.url();
+    let dir = std::env::temp_dir().join(format!("redwatch-load-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json_path = dir.join("summary.json");
+    let json_arg = json_path.to_string_lossy().into_owned();
+    let mut load = spawn_load(&[
+        "--target",
+        &url,
+        "--rate",
+        "300",
+        "--duration",
+        "1s",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--linger",
+        "5s",
+        "--json",
+        &json_arg,
+    ]);
+    let stderr = load.0.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let metrics_addr: SocketAddr = loop {
+        let line = lines
+            .next()
+            .expect("metrics line before stderr closes")
+            .expect("read stderr");
+        if let Some(rest) = line.strip_prefix("redwatch load metrics on http://") {
+            break rest
+                .trim_end_matches("/metrics")
+                .parse()
+                .expect("metrics address");
+        }
+    };
+    // Wait for the summary (written before lingering), then scrape while the process lingers.
+    let started = Instant::now();
+    while !json_path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no summary written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("summary")).expect("JSON");
+    let (status, body) = http_get(metrics_addr, "/metrics");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, 200);
+    let requests = histogram_counts(&body, "redwatch_load_requests_total", "endpoint");
+    let total: u64 = requests.values().sum();
+    assert_eq!(
+        total,
+        summary["requests"].as_u64().expect("requests"),
+        "{body}"
+    );
+    assert_eq!(total, 300);
+    let durations = histogram_counts(
+        &body,
+        "redwatch_load_request_duration_seconds_count",
+        "endpoint",
+    );
+    assert_eq!(durations.values().sum::<u64>(), 300);
+    for needle in [
+        "redwatch_load_request_duration_seconds_bucket{le=\"0.005\",endpoint=\"/ep_one\"}",
+        "redwatch_load_request_duration_seconds_bucket{le=\"7.5\",endpoint=\"/ep_one\"}",
+        "redwatch_load_requests_total{endpoint=\"/error\",status=\"500\"}",
+        "redwatch_load_errors_total{endpoint=\"/ep_one\",kind=\"timeout\"} 0",
+        "# TYPE redwatch_load_target_rate gauge",
+        "redwatch_load_in_flight 0",
+        "# TYPE redwatch_load_schedule_lag_seconds gauge",
+        "redwatch_load_dropped_total 0",
+    ] {
+        assert!(body.contains(needle), "missing {needle:?} in:\n{body}");
+    }
+    let run = finish(load, Duration::from_secs(15));
+    assert!(run.status.success());
+    // It lingered: 1 s run + 5 s linger, measured from before the scrape.
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "exited early: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn no_progress_output_without_a_terminal() {
+    let server = DemoServer::start();
+    let url = server.url();
+    let run = run_load(
+        &["--target", &url, "--rate", "100", "--duration", "1s"],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    // Only the start line goes to stderr when it is not a terminal.
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("target 100.0 req/s, achieved 100.0 req/s"),
+        "{}",
+        run.stdout
+    );
+    for header in [
+        "endpoint", "count", "rate/s", "status", "errors", "p50", "p90", "p99", "p99.9", "max",
+    ] {
+        assert!(
+            run.stdout.contains(header),
+            "table lacks {header}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn progress_is_drawn_on_a_terminal() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+
+    let server = DemoServer::start();
+    let url = server.url();
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the given ints; the null pointers ask for
+    // no name, default terminal settings and default window size.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty failed");
+    // SAFETY: both descriptors were just created by openpty and are owned by nobody else.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            OwnedFd::from_raw_fd(slave),
+        )
+    };
+    let child = {
+        // The Command (and with it the parent's copy of the terminal's slave end) is dropped
+        // right after spawning, so reading the master ends when the child exits.
+        Command::new(env!("CARGO_BIN_EXE_redwatch"))
+            .args([
+                "load",
+                "--target",
+                &url,
+                "--rate",
+                "100",
+                "--duration",
+                "2s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .expect("spawn redwatch load")
+    };
+    let mut guard = load_common::ChildGuard(child);
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        // EIO once the child has exited and the slave side is closed.
+        while let Ok(n) = master.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buffer[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let started = Instant::now();
+    while guard.0.try_wait().expect("wait").is_none() {
+        assert!(started.elapsed() < LIMIT, "load did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let terminal = reader.join().expect("reader");
+    assert!(
+        terminal.contains("in flight") && terminal.contains("(target 100)"),
+        "no progress line on the terminal:\n{terminal}"
+    );
+}
+
+#[test]
+fn open_loop_stops_after_the_requested_count() {
+    let server = DemoServer::start();
+    let url = server.url();
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "1000",
+            "--requests",
+            "500",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    assert_eq!(summary["requests"].as_u64(), Some(500));
+    assert_eq!(summary["sent"].as_u64(), Some(500));
+    // 500 requests at 1000/s span half a second; the run does not wait for a --duration.
+    let duration = summary["duration_s"].as_f64().expect("duration_s");
+    assert!((0.49..0.6).contains(&duration), "duration {duration}");
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        run.elapsed
+    );
+}
