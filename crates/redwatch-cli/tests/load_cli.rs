@@ -113,6 +113,8 @@ fn refused_connections_are_counted_and_the_run_ends_on_time() {
 struct RawServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RawServer {
@@ -122,11 +124,14 @@ impl RawServer {
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
         std::thread::spawn(move || {
             let started = Instant::now();
             while !stopped.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        counted.fetch_add(1, Ordering::Relaxed);
                         let _ = stream.set_nonblocking(false);
                         std::thread::spawn(move || behaviour(stream));
                     }
@@ -134,7 +139,11 @@ impl RawServer {
                 }
             }
         });
-        Self { addr, stop }
+        Self {
+            addr,
+            stop,
+            accepted,
+        }
     }
 
     fn url(&self) -> String {
@@ -164,6 +173,36 @@ fn slam(mut stream: std::net::TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut buffer = [0u8; 1024];
     let _ = stream.read(&mut buffer);
+}
+
+#[test]
+fn open_loop_backs_off_from_a_target_that_drops_every_connection() {
+    let server = RawServer::start(slam);
+    let url = server.url();
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    // The schedule is kept and every request is counted as failed...
+    assert_eq!(summary["requests"].as_u64(), Some(400));
+    assert_eq!(summary["errors"].as_u64(), Some(400));
+    // ...but new connections back off (10 ms doubling to 1 s): a handful of attempts, not 400.
+    let accepted = server.accepted.load(Ordering::Relaxed);
+    assert!(
+        (1..=40).contains(&accepted),
+        "{accepted} connections opened"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Empty};
@@ -177,6 +177,44 @@ pub struct ConnectionPool {
     idle: Mutex<Vec<Connection>>,
     /// The shared HTTP/2 connection.
     shared: Mutex<Option<Connection>>,
+    /// Connection attempts back off while the target refuses them (or drops every new
+    /// connection): the schedule goes on, but requests due before the back-off ends fail as
+    /// `connect` errors without a new attempt, so a dead target is not hammered at the rate.
+    backoff: Mutex<ConnectBackoff>,
+}
+
+/// When the next connection attempt may be made, and how long to wait after another failure.
+#[derive(Default)]
+struct ConnectBackoff {
+    until: Option<Instant>,
+    next_pause: Option<Duration>,
+    /// The failure that started the back-off; requests due during it fail the same way.
+    cause: Option<ErrorKind>,
+}
+
+/// First pause after a failed connect; doubles per consecutive failure up to [`MAX_CONNECT_BACKOFF`].
+const FIRST_CONNECT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+impl ConnectBackoff {
+    /// `Err(cause)` while backing off.
+    fn allows_attempt(&self, now: Instant) -> Result<(), ErrorKind> {
+        match (self.until, self.cause) {
+            (Some(until), Some(cause)) if now < until => Err(cause),
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&mut self, now: Instant, cause: ErrorKind) {
+        let pause = self.next_pause.unwrap_or(FIRST_CONNECT_BACKOFF);
+        self.until = Some(now + pause);
+        self.next_pause = Some((pause * 2).min(MAX_CONNECT_BACKOFF));
+        self.cause = Some(cause);
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self::default();
+    }
 }
 
 impl ConnectionPool {
@@ -188,7 +226,19 @@ impl ConnectionPool {
             timeout,
             idle: Mutex::new(Vec::new()),
             shared: Mutex::new(None),
+            backoff: Mutex::new(ConnectBackoff::default()),
         }
+    }
+
+    /// Opens a connection unless connects are backing off after failures.
+    async fn connect(&self) -> Result<Connection, ErrorKind> {
+        lock(&self.backoff).allows_attempt(Instant::now())?;
+        let opened = Connection::open(&self.addrs, self.h2c, self.timeout).await;
+        // Success is only known once a request on the new connection has been answered.
+        if let Err(cause) = &opened {
+            lock(&self.backoff).failed(Instant::now(), *cause);
+        }
+        opened
     }
 
     fn checkout(&self) -> Option<Connection> {
@@ -222,16 +272,16 @@ impl ConnectionPool {
     /// Sends one request and reads the whole response body, within the timeout.
     pub async fn send(&self, template: &RequestTemplate) -> Outcome {
         let exchange = async {
-            let mut connection = loop {
+            let (mut connection, fresh) = loop {
                 match self.checkout() {
                     // A kept connection the server has since closed is replaced before sending,
                     // so an idle-timeout close is not counted against the target.
                     Some(mut connection) => {
                         if connection.ready().await {
-                            break connection;
+                            break (connection, false);
                         }
                     }
-                    None => break Connection::open(&self.addrs, self.h2c, self.timeout).await?,
+                    None => break (self.connect().await?, true),
                 }
             };
             if self.h2c {
@@ -244,8 +294,19 @@ impl ConnectionPool {
                 }
             }
             let outcome = connection.send(template).await;
-            if outcome.is_ok() {
-                self.checkin(connection);
+            match outcome {
+                Ok(_) => {
+                    if fresh {
+                        lock(&self.backoff).succeeded();
+                    }
+                    self.checkin(connection);
+                }
+                // A target that accepts and then drops every new connection is as dead as one
+                // that refuses them: back off from connecting to it too.
+                Err(cause @ (ErrorKind::Reset | ErrorKind::Other)) if fresh => {
+                    lock(&self.backoff).failed(Instant::now(), cause);
+                }
+                Err(_) => {}
             }
             outcome
         };
@@ -416,6 +477,28 @@ fn classify_io(err: &io::Error, fallback: ErrorKind) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_backoff_doubles_up_to_a_second_and_resets() {
+        let start = Instant::now();
+        let mut backoff = ConnectBackoff::default();
+        assert_eq!(backoff.allows_attempt(start), Ok(()));
+        backoff.failed(start, ErrorKind::Reset);
+        let soon = start + Duration::from_millis(9);
+        assert_eq!(backoff.allows_attempt(soon), Err(ErrorKind::Reset));
+        assert_eq!(
+            backoff.allows_attempt(start + Duration::from_millis(10)),
+            Ok(())
+        );
+        for _ in 0..10 {
+            backoff.failed(start, ErrorKind::Connect);
+        }
+        let almost = start + Duration::from_millis(999);
+        assert_eq!(backoff.allows_attempt(almost), Err(ErrorKind::Connect));
+        assert_eq!(backoff.allows_attempt(start + MAX_CONNECT_BACKOFF), Ok(()));
+        backoff.succeeded();
+        assert_eq!(backoff.allows_attempt(start), Ok(()));
+    }
 
     #[test]
     fn parses_targets() {
