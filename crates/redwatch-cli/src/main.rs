@@ -1,6 +1,5 @@
 //! The `redwatch` command: a thin shell over the `redwatch` library and the subcommand modules.
 
-mod demo;
 mod generate;
 mod load;
 mod serve;
@@ -35,8 +34,6 @@ enum Command {
     Load(load::LoadArgs),
     /// Write Grafana dashboards, Prometheus rules and configs.
     Generate(generate::GenerateArgs),
-    /// Run the whole system on this machine: API, load, Prometheus and a live dashboard.
-    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,7 +74,6 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::Generate(args) => generate::run(args).await,
-            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {
