@@ -1,5 +1,6 @@
 //! The `redwatch` command: a thin shell over the `redwatch` library and the subcommand modules.
 
+mod duration;
 mod generate;
 mod load;
 mod serve;

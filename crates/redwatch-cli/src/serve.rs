@@ -56,7 +56,7 @@ pub struct ServeArgs {
     pub metrics_token: Option<String>,
 
     /// How long in-flight requests may run after SIGINT/SIGTERM before the server exits.
-    #[arg(long, env = "REDWATCH_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "REDWATCH_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::duration::duration_flag)]
     pub shutdown_grace: Duration,
 }
 
@@ -74,30 +74,6 @@ fn parse_scale(value: &str) -> Result<f64, String> {
         Ok(scale) if scale.is_finite() && scale >= 0.0 => Ok(scale),
         _ => Err(format!("expected a number >= 0, got {value:?}")),
     }
-}
-
-/// Parses durations such as `500ms`, `10s`, `2m`.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration such as 500ms, 10s or 2m, got {value:?}"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" | "" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {value:?}: use ms, s, m or h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {value:?} is out of range"))
 }
 
 /// What the handlers share.
@@ -356,15 +332,6 @@ impl ShutdownSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5 weeks").is_err());
-    }
 
     #[test]
     fn scale_must_be_non_negative() {

@@ -361,32 +361,29 @@ fn encode_info(encoder: &mut Encoder<'_>, config: &Config) {
             .find(|(k, _)| k == key)
             .map_or("", |(_, v)| v.as_str())
     };
-    match config.naming {
-        Naming::Otel => {
-            encoder.header("target_info", Kind::Info, "Target metadata.");
-            let labels = pairs(&[
-                ("service_name", &config.service_name),
-                ("service_version", lookup("version")),
-                ("deployment_environment_name", lookup("environment")),
-            ]);
-            encoder.int_sample("target_info", &labels, 1);
-        }
-        Naming::Flask => {
-            encoder.header(
-                "flask_exporter_info",
-                Kind::Info,
-                "Information about the Prometheus exporter (redwatch).",
-            );
-            let labels = pairs(&[("version", env!("CARGO_PKG_VERSION"))]);
-            encoder.int_sample("flask_exporter_info", &labels, 1);
-            encoder.header("app_info", Kind::Info, "Application info.");
-            let labels = pairs(&[
-                ("version", lookup("version")),
-                ("environment", lookup("environment")),
-            ]);
-            encoder.int_sample("app_info", &labels, 1);
-        }
+    let names = config.names();
+    let mut labels = vec![
+        (names.version_label, lookup("version")),
+        (names.environment_label, lookup("environment")),
+    ];
+    if config.naming == Naming::Otel {
+        labels.insert(0, ("service_name", config.service_name.as_str()));
+    } else {
+        // prometheus_flask_exporter's own info metric, with the exporter's version.
+        encoder.header(
+            "flask_exporter_info",
+            Kind::Info,
+            "Information about the Prometheus exporter (redwatch).",
+        );
+        let exporter = pairs(&[("version", env!("CARGO_PKG_VERSION"))]);
+        encoder.int_sample("flask_exporter_info", &exporter, 1);
     }
+    encoder.header(
+        names.info,
+        Kind::Info,
+        "Application metadata: version and environment.",
+    );
+    encoder.int_sample(names.info, &pairs(&labels), 1);
 }
 
 /// Process and runtime gauges, collected at scrape time.

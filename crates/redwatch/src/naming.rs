@@ -45,6 +45,12 @@ pub struct MetricNames {
     pub route_label: &'static str,
     /// Label holding the three-digit status code.
     pub status_label: &'static str,
+    /// Info gauge (value 1) carrying the application's version and environment.
+    pub info: &'static str,
+    /// Label of [`MetricNames::info`] holding the application's version.
+    pub version_label: &'static str,
+    /// Label of [`MetricNames::info`] holding the deployment environment.
+    pub environment_label: &'static str,
 }
 
 const OTEL: MetricNames = MetricNames {
@@ -57,6 +63,9 @@ const OTEL: MetricNames = MetricNames {
     method_label: "http_request_method",
     route_label: "http_route",
     status_label: "http_response_status_code",
+    info: "target_info",
+    version_label: "service_version",
+    environment_label: "deployment_environment_name",
 };
 
 const FLASK: MetricNames = MetricNames {
@@ -69,6 +78,9 @@ const FLASK: MetricNames = MetricNames {
     method_label: "method",
     route_label: "path",
     status_label: "status",
+    info: "app_info",
+    version_label: "version",
+    environment_label: "environment",
 };
 
 impl Naming {
@@ -76,7 +88,7 @@ impl Naming {
     pub const ALL: [Naming; 2] = [Naming::Otel, Naming::Flask];
 
     /// The metric and label names of this preset.
-    pub fn names(self) -> &'static MetricNames {
+    pub const fn names(self) -> &'static MetricNames {
         match self {
             Naming::Otel => &OTEL,
             Naming::Flask => &FLASK,

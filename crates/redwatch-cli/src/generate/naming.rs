@@ -52,25 +52,21 @@ pub struct MetricNames {
     pub version_label: &'static str,
 }
 
-static OTEL: MetricNames = MetricNames {
-    duration: "http_server_request_duration_seconds",
-    route: "http_route",
-    method: "http_request_method",
-    status: "http_response_status_code",
-    active_requests: "http_server_active_requests",
-    info: "target_info",
-    version_label: "service_version",
-};
+/// The generator's view of the library's names: the library is the one source of truth.
+const fn from_library(names: &'static redwatch::MetricNames) -> MetricNames {
+    MetricNames {
+        duration: names.duration,
+        route: names.route_label,
+        method: names.method_label,
+        status: names.status_label,
+        active_requests: names.active_requests,
+        info: names.info,
+        version_label: names.version_label,
+    }
+}
 
-static FLASK: MetricNames = MetricNames {
-    duration: "flask_http_request_duration_seconds",
-    route: "path",
-    method: "method",
-    status: "status",
-    active_requests: "flask_http_requests_in_progress",
-    info: "app_info",
-    version_label: "version",
-};
+static OTEL: MetricNames = from_library(redwatch::Naming::Otel.names());
+static FLASK: MetricNames = from_library(redwatch::Naming::Flask.names());
 
 impl MetricNames {
     /// The histogram's `_count` series: one per request.
@@ -109,6 +105,4 @@ pub mod load {
 
 /// Histogram bucket upper bounds (seconds) of the server and the load generator. The latency SLO
 /// threshold must be one of them: a ratio "under the threshold" is only exact at a bucket bound.
-pub const BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
+pub const BUCKETS: &[f64] = redwatch::DEFAULT_DURATION_BUCKETS;

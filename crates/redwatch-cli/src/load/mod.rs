@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::watch;
 
+use crate::duration::parse_duration;
 use client::{ConnectionPool, Target};
 use driver::{Plan, RunEnd};
 use metrics::ClientMetrics;
 use mix::Mix;
 use record::Recorder;
 use report::{RunFacts, Summary};
-use schedule::{RateProfile, parse_duration};
+use schedule::RateProfile;
 
 pub use mix::DEFAULT_MIX;
 
