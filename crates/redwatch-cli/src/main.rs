@@ -1,5 +1,6 @@
 //! The `redwatch` command: a thin shell over the `redwatch` library and the subcommand modules.
 
+mod demo;
 mod duration;
 mod generate;
 mod load;
@@ -35,6 +36,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Write Grafana dashboards, Prometheus rules and configs.
     Generate(generate::GenerateArgs),
+    /// Run the whole system on this machine: API, load, Prometheus and a live dashboard.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::Generate(args) => generate::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

@@ -92,7 +92,7 @@ const CPU_BURN: Duration = Duration::from_millis(100);
 
 /// Builds the demo API's router, instrumented by `metrics`; /metrics is included when
 /// `with_metrics_route` is true.
-fn app(metrics: &Metrics, latency_scale: f64, with_metrics_route: bool) -> Router {
+pub(crate) fn app(metrics: &Metrics, latency_scale: f64, with_metrics_route: bool) -> Router {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let demo = Demo {
         latency_scale,
@@ -283,7 +283,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The SIGINT and SIGTERM handlers, installed up front so that no signal is missed.
-struct ShutdownSignals {
+pub(crate) struct ShutdownSignals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -291,7 +291,7 @@ struct ShutdownSignals {
 }
 
 impl ShutdownSignals {
-    fn install() -> anyhow::Result<Self> {
+    pub(crate) fn install() -> anyhow::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -307,7 +307,7 @@ impl ShutdownSignals {
     }
 
     /// Waits for SIGINT or SIGTERM and returns its name.
-    async fn recv(self) -> anyhow::Result<&'static str> {
+    pub(crate) async fn recv(self) -> anyhow::Result<&'static str> {
         #[cfg(unix)]
         {
             let Self {

@@ -187,6 +187,15 @@ pub async fn serve(listen: &str, metrics: Arc<ClientMetrics>) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on --metrics-listen {listen:?}"))?;
+    serve_on(listener, metrics)
+}
+
+/// Serves `GET /metrics` on a bound `listener` in the background until the process exits;
+/// returns its address.
+pub fn serve_on(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<ClientMetrics>,
+) -> anyhow::Result<SocketAddr> {
     let addr = listener
         .local_addr()
         .context("cannot read the metrics listener address")?;

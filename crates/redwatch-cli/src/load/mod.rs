@@ -173,7 +173,9 @@ fn parse_fraction(text: &str) -> anyhow::Result<f64> {
 }
 
 impl Settings {
-    fn from_args(args: &LoadArgs) -> anyhow::Result<Self> {
+    /// `default_duration` bounds a run given neither --duration nor --requests (`None`: until
+    /// stopped).
+    fn from_args(args: &LoadArgs, default_duration: Option<Duration>) -> anyhow::Result<Self> {
         let target = Target::parse(&args.target)?;
         let mix = Mix::parse(&args.mix)?;
         let duration = args
@@ -189,9 +191,8 @@ impl Settings {
             .as_deref()
             .map(|r| parse_count("--requests", r, 1u64, u64::MAX / 2))
             .transpose()?;
-        // Always stop by itself: default to 10 s unless a request count bounds the run.
         let duration = match (duration, requests) {
-            (None, None) => Some(Duration::from_secs(10)),
+            (None, None) => default_duration,
             (duration, _) => duration,
         };
         let mode = match (&args.rate, &args.rate_profile, &args.concurrency) {
@@ -258,9 +259,56 @@ impl Settings {
     }
 }
 
+/// How another subcommand (`redwatch demo`) runs the generator inside its own process.
+pub(crate) struct Embedding {
+    /// Ends the run when it turns true; the embedding process handles Ctrl-C itself.
+    pub stop: watch::Receiver<bool>,
+    /// Serves the client metrics on this bound listener (instead of --metrics-listen).
+    pub metrics_listener: Option<tokio::net::TcpListener>,
+}
+
+/// What an embedded run reports back.
+pub(crate) struct EmbeddedOutcome {
+    /// Requests completed, as in the summary.
+    pub requests: u64,
+}
+
 /// Runs `redwatch load`.
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::from_args(&args)?;
+    // Always stop by itself: default to 10 s unless a request count bounds the run.
+    let settings = Settings::from_args(&args, Some(Duration::from_secs(10)))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let interrupt_watch = {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = stop_tx.send(true);
+            }
+        })
+    };
+    let result = run_with(args, settings, stop_rx, None).await;
+    interrupt_watch.abort();
+    drop(stop_tx);
+    result.map(|(code, _)| code)
+}
+
+/// Runs the generator for `redwatch demo`: until `embedding.stop` when neither --duration nor
+/// --requests bounds it; prints the summary table like `redwatch load`.
+pub(crate) async fn run_embedded(
+    args: LoadArgs,
+    embedding: Embedding,
+) -> anyhow::Result<EmbeddedOutcome> {
+    let settings = Settings::from_args(&args, None)?;
+    let (_, outcome) = run_with(args, settings, embedding.stop, embedding.metrics_listener).await?;
+    Ok(outcome)
+}
+
+async fn run_with(
+    args: LoadArgs,
+    settings: Settings,
+    stop_rx: watch::Receiver<bool>,
+    metrics_listener: Option<tokio::net::TcpListener>,
+) -> anyhow::Result<(ExitCode, EmbeddedOutcome)> {
     let addrs = settings.target.resolve().await?;
     let templates = settings
         .mix
@@ -270,13 +318,20 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let labels: Vec<String> = settings.mix.entries().iter().map(|e| e.label()).collect();
 
-    let metrics = args
-        .metrics_listen
-        .as_ref()
-        .map(|_| Arc::new(ClientMetrics::new()));
-    if let (Some(listen), Some(metrics)) = (&args.metrics_listen, &metrics) {
-        let addr = metrics::serve(listen, Arc::clone(metrics)).await?;
-        eprintln!("redwatch load metrics on http://{addr}/metrics");
+    let metrics = (args.metrics_listen.is_some() || metrics_listener.is_some())
+        .then(|| Arc::new(ClientMetrics::new()));
+    if let Some(metrics) = &metrics {
+        match metrics_listener {
+            Some(listener) => {
+                metrics::serve_on(listener, Arc::clone(metrics))?;
+            }
+            None => {
+                if let Some(listen) = &args.metrics_listen {
+                    let addr = metrics::serve(listen, Arc::clone(metrics)).await?;
+                    eprintln!("redwatch load metrics on http://{addr}/metrics");
+                }
+            }
+        }
     }
     let recorder = Arc::new(Recorder::new(&labels, metrics.clone()));
 
@@ -292,7 +347,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         (Some(d), Some(n)) => format!("for {:.3} s or {n} requests", d.as_secs_f64()),
         (Some(d), None) => format!("for {:.3} s", d.as_secs_f64()),
         (None, Some(n)) => format!("for {n} requests"),
-        (None, None) => String::new(),
+        (None, None) => "until stopped".to_owned(),
     };
     match &settings.mode {
         Mode::Open(RateProfile::Constant(rate)) => {
@@ -312,16 +367,6 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             settings.target.display, settings.seed
         ),
     }
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let interrupt_watch = {
-        let stop_tx = stop_tx.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = stop_tx.send(true);
-            }
-        })
-    };
 
     let started = Instant::now();
     let profile = match &settings.mode {
@@ -444,9 +489,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             _ = stop.wait_for(|stopped| *stopped) => {}
         }
     }
-    interrupt_watch.abort();
-    drop(stop_tx);
-    Ok(code)
+    Ok((
+        code,
+        EmbeddedOutcome {
+            requests: summary.requests,
+        },
+    ))
 }
 
 /// Refreshes the gauges and, on a terminal, the progress line, until aborted.

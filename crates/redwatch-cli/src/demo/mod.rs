@@ -1,0 +1,323 @@
+//! `redwatch demo`: the whole system on one machine, one command.
+//!
+//! The demo API (the same app as `redwatch serve`) with a live dashboard at `/dashboard`, the load
+//! generator running in-process against it, and — when a `prometheus` binary is available — a
+//! Prometheus scraping both, configured by the generator's own files. Everything stops on
+//! Ctrl-C/SIGTERM or after `--duration`, and nothing is left running or on disk.
+
+mod dashboard;
+mod exposition;
+mod prometheus;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use redwatch::Metrics;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::load::{self, Embedding, LoadArgs};
+use crate::serve::{self, ShutdownSignals, parse_addr};
+use prometheus::{Prometheus, PrometheusChoice};
+
+/// Flags of `redwatch demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Address of the API (and of /metrics and /dashboard).
+    #[arg(long, env = "REDWATCH_LISTEN", default_value = "127.0.0.1:5000", value_parser = parse_addr)]
+    pub listen: SocketAddr,
+
+    /// Requests per second the built-in load generator sends (open loop, the default mix
+    /// `/ep_one=4,/ep_two=3,/ep_three=2,/ep_four=1,/error=1`).
+    #[arg(long, env = "REDWATCH_RATE", default_value = "20", value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Stop everything after this long, e.g. 30s, 5m. [default: run until Ctrl-C or SIGTERM]
+    #[arg(long, env = "REDWATCH_DURATION", value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
+
+    /// Path of the Prometheus binary, or `none` to run without Prometheus.
+    /// [default: `prometheus` from PATH if there is one, else run without it]
+    #[arg(long, env = "REDWATCH_PROMETHEUS", value_name = "PATH")]
+    pub prometheus: Option<String>,
+
+    /// Address Prometheus listens on; when it is taken, a free port on the same IP is used.
+    #[arg(long, env = "REDWATCH_PROMETHEUS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_addr)]
+    pub prometheus_listen: SocketAddr,
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "expected requests per second greater than 0, e.g. 20, got {value:?}"
+        )),
+    }
+}
+
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    let duration = crate::duration::duration_flag(value)?;
+    if duration.is_zero() {
+        return Err("the duration must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+/// The address to connect to for a listener bound to `addr` (0.0.0.0 and :: are not
+/// destinations).
+fn connect_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// How long the API may finish requests in flight after the load stopped.
+const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The generator's flags as `redwatch load` would parse them, so the demo's load is exactly
+/// `redwatch load --rate RATE [--duration D]` (other load settings keep their `REDWATCH_*`
+/// environment variables, e.g. `REDWATCH_MIX`).
+fn load_args(
+    target: SocketAddr,
+    rate: f64,
+    duration: Option<Duration>,
+) -> anyhow::Result<LoadArgs> {
+    #[derive(Parser)]
+    struct LoadCommand {
+        #[command(flatten)]
+        args: LoadArgs,
+    }
+    let mut argv = vec![
+        "load".to_owned(),
+        "--target".to_owned(),
+        format!("http://{target}"),
+        "--rate".to_owned(),
+        rate.to_string(),
+    ];
+    if let Some(duration) = duration {
+        argv.push("--duration".to_owned());
+        argv.push(format!("{}s", duration.as_secs_f64()));
+    }
+    let command = LoadCommand::try_parse_from(argv).map_err(|err| {
+        let rendered = err.render().to_string();
+        let first = rendered.lines().next().unwrap_or("invalid load settings");
+        anyhow::anyhow!(
+            "load generator settings: {}",
+            first.trim_start_matches("error: ")
+        )
+    })?;
+    Ok(command.args)
+}
+
+/// Runs `redwatch demo`.
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    // Everything that can be wrong with the input is checked before anything starts.
+    let prometheus_choice = PrometheusChoice::from_flag(args.prometheus.as_deref());
+    let prometheus_binary = prometheus_choice.locate().await?;
+
+    let metrics = Metrics::builder()
+        .service_name("redwatch-demo")
+        .app_version(env!("CARGO_PKG_VERSION"))
+        .environment("demo")
+        .build()
+        .context("invalid metrics configuration")?;
+    let api_listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let api_addr = api_listener
+        .local_addr()
+        .context("cannot read the API address")?;
+    let api_target = connect_addr(api_addr);
+    let load_metrics_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot listen for the load generator's metrics")?;
+    let load_metrics_addr = load_metrics_listener
+        .local_addr()
+        .context("cannot read the load metrics address")?;
+    let load_args = load_args(api_target, args.rate, args.duration)?;
+    // Before anything is announced: a signal from then on must reach our handler.
+    let signals = ShutdownSignals::install()?;
+
+    // Prometheus first: if it cannot start, nothing else has started yet. Started from this
+    // task (the main thread under `block_on`), which its parent-death signal is tied to.
+    let prometheus = match &prometheus_binary {
+        Ok(binary) => Some(
+            Prometheus::start(
+                binary,
+                api_target,
+                load_metrics_addr,
+                args.prometheus_listen,
+            )
+            .await?,
+        ),
+        Err(_) => None,
+    };
+
+    let dashboard = dashboard::Dashboard::start(metrics.clone());
+    // The dashboard is merged after the metrics layer, so its polling is not recorded as API
+    // traffic: the panels show what the load generator did, nothing else.
+    let app = serve::app(&metrics, 1.0, true).merge(dashboard.router());
+    let (api_stop_tx, api_stop_rx) = watch::channel(false);
+    let api = tokio::spawn(
+        axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move {
+                let mut stop = api_stop_rx;
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+
+    println!("redwatch demo: the whole system on this machine");
+    println!("  API:          http://{api_target}/");
+    println!(
+        "  metrics:      http://{api_target}{}",
+        metrics.metrics_path()
+    );
+    println!("  dashboard:    http://{api_target}/dashboard");
+    println!("  load metrics: http://{load_metrics_addr}/metrics");
+    match (&prometheus, &prometheus_binary) {
+        (Some(prometheus), _) => println!(
+            "  Prometheus:   http://{}/ (config and data in {}, removed on exit)",
+            prometheus.addr(),
+            prometheus.dir().display()
+        ),
+        (None, Err(why)) => println!("  Prometheus:   not running: {why}"),
+        (None, Ok(_)) => {}
+    }
+    let until = match args.duration {
+        Some(duration) => format!("for {}", humanize(duration)),
+        None => "until Ctrl-C or SIGTERM".to_owned(),
+    };
+    println!(
+        "  load:         {} req/s open loop, mix {}, {until}",
+        args.rate, load_args.mix
+    );
+    tracing::info!(%api_addr, rate = args.rate, "demo running");
+
+    let (load_stop_tx, load_stop_rx) = watch::channel(false);
+    let mut load = tokio::spawn(load::run_embedded(
+        load_args,
+        Embedding {
+            stop: load_stop_rx,
+            metrics_listener: Some(load_metrics_listener),
+        },
+    ));
+    let signal = signals.recv();
+    tokio::pin!(signal);
+    let load_result = tokio::select! {
+        result = &mut load => result,
+        signal = &mut signal => {
+            match signal {
+                Ok(name) => eprintln!("redwatch demo: {name}: stopping the load, Prometheus and the API"),
+                Err(err) => eprintln!("redwatch demo: {err:#}; stopping"),
+            }
+            let _ = load_stop_tx.send(true);
+            (&mut load).await
+        }
+    };
+    // The load printed its summary; compare with what the API itself recorded. A failed load
+    // (e.g. a bad REDWATCH_MIX) is reported after everything is stopped.
+    let load_outcome = match load_result {
+        Ok(result) => result,
+        Err(join_error) => Err(anyhow::anyhow!(
+            "the load generator task failed: {join_error}"
+        )),
+    };
+    let recorded = dashboard.settled_request_count().await;
+    match &load_outcome {
+        Ok(outcome) => println!(
+            "redwatch demo: the API recorded {recorded} requests; the load generator completed {}",
+            outcome.requests
+        ),
+        Err(_) => println!("redwatch demo: the API recorded {recorded} requests"),
+    }
+
+    if let Some(prometheus) = prometheus {
+        prometheus.stop().await;
+        println!("redwatch demo: Prometheus stopped, its data removed");
+    }
+    let _ = api_stop_tx.send(true);
+    match tokio::time::timeout(API_SHUTDOWN_GRACE, api).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => return Err(err).context("the API server failed"),
+        Ok(Err(join_error)) => return Err(join_error).context("the API server task failed"),
+        Err(_) => {
+            tracing::warn!(grace = ?API_SHUTDOWN_GRACE, "API requests still in flight; exiting")
+        }
+    }
+    load_outcome.context("load generator")?;
+    println!("redwatch demo: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `90s` → `1m30s`; whole seconds for durations of a second or more.
+fn humanize(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 || millis % 1000 != 0 {
+        return format!("{:.3} s", duration.as_secs_f64());
+    }
+    let seconds = duration.as_secs();
+    match (seconds / 60, seconds % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_must_be_positive_and_finite() {
+        assert_eq!(parse_rate("20"), Ok(20.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn zero_duration_is_refused() {
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("3s"), Ok(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn unspecified_addresses_are_reached_over_loopback() {
+        let any: SocketAddr = "0.0.0.0:5000".parse().unwrap();
+        assert_eq!(connect_addr(any), "127.0.0.1:5000".parse().unwrap());
+        let any6: SocketAddr = "[::]:5000".parse().unwrap();
+        assert_eq!(connect_addr(any6), "[::1]:5000".parse().unwrap());
+        let fixed: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        assert_eq!(connect_addr(fixed), fixed);
+    }
+
+    #[test]
+    fn load_runs_exactly_as_redwatch_load_would() {
+        let target: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let args = load_args(target, 50.0, Some(Duration::from_millis(2500))).unwrap();
+        assert_eq!(args.target, "http://127.0.0.1:5000");
+        assert_eq!(args.rate.as_deref(), Some("50"));
+        assert_eq!(args.duration.as_deref(), Some("2.5s"));
+        assert_eq!(
+            crate::duration::parse_duration("2.5s").unwrap(),
+            Duration::from_millis(2500)
+        );
+        let unbounded = load_args(target, 20.0, None).unwrap();
+        assert_eq!(unbounded.duration, None);
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(humanize(Duration::from_secs(3)), "3 s");
+        assert_eq!(humanize(Duration::from_secs(120)), "2 min");
+        assert_eq!(humanize(Duration::from_secs(90)), "1 min 30 s");
+        assert_eq!(humanize(Duration::from_millis(1500)), "1.500 s");
+    }
+}
