@@ -64,7 +64,7 @@ impl PrometheusChoice {
             Self::Binary(path) => {
                 let path = PathBuf::from(path);
                 let metadata = std::fs::metadata(&path)
-                    .with_context(|| format!("--prometheus {}: cannot use it", path.display()))?;
+                    .with_context(|| format!("--prometheus {}", path.display()))?;
                 if !metadata.is_file() || !is_executable(&metadata) {
                     bail!("--prometheus {}: not an executable file", path.display());
                 }

@@ -1,0 +1,500 @@
+//! `redwatch demo`, end to end: the real binary with the API on an ephemeral loopback port, its
+//! in-process load, the dashboard and (when installed) a real Prometheus.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use support::{BIN, Exposition, get, require_tool, run_to_exit};
+
+/// How long a (possibly cold, debug-built) demo may take to print its startup block, including
+/// Prometheus becoming ready.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(45);
+/// The routes of the load generator's default mix.
+const MIX_ROUTES: [&str; 5] = ["/ep_one", "/ep_two", "/ep_three", "/ep_four", "/error"];
+
+/// A running `redwatch demo`. Drop sends SIGTERM (so the demo stops its Prometheus), then kills
+/// it if it has not exited within 15 s.
+struct Demo {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    api: SocketAddr,
+    /// Prometheus address and its temporary directory, when the demo started one.
+    prometheus: Option<(SocketAddr, PathBuf)>,
+}
+
+impl Demo {
+    /// Starts `redwatch demo --listen 127.0.0.1:0 EXTRA...` with a clean environment plus `env`,
+    /// and waits for the startup block.
+    fn start(extra: &[&str], env: &[(&str, &str)]) -> Demo {
+        let mut command = Command::new(BIN);
+        command.env_remove("RUST_LOG");
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("REDWATCH_") {
+                command.env_remove(name);
+            }
+        }
+        command.envs(env.iter().copied());
+        let child = command
+            .args(["demo", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the redwatch binary");
+        let mut demo = Demo {
+            child,
+            stdout: Arc::default(),
+            stderr: Arc::default(),
+            api: SocketAddr::from(([0, 0, 0, 0], 0)),
+            prometheus: None,
+        };
+        let stdout_pipe = demo.child.stdout.take().expect("stdout is piped");
+        let stderr_pipe = demo.child.stderr.take().expect("stderr is piped");
+        let lines = Arc::clone(&demo.stdout);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout_pipe).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        let stderr = Arc::clone(&demo.stderr);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr_pipe);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                stderr
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&line);
+                line.clear();
+            }
+        });
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while !demo.stdout().contains("\n  load:") {
+            assert!(
+                Instant::now() < deadline,
+                "no startup block within {STARTUP_TIMEOUT:?}; stdout: {}; stderr: {}",
+                demo.stdout(),
+                demo.stderr()
+            );
+            if let Ok(Some(status)) = demo.child.try_wait() {
+                panic!("demo exited early ({status}); stderr: {}", demo.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stdout = demo.stdout();
+        let field = |label: &str| {
+            stdout
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("  {label}:")))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {label:?} line in {stdout}"))
+                .to_owned()
+        };
+        demo.api = url_addr(&field("API"));
+        assert_eq!(
+            field("dashboard"),
+            format!("http://{}/dashboard", demo.api),
+            "{stdout}"
+        );
+        let prometheus = field("Prometheus");
+        if prometheus.starts_with("http://") {
+            let dir = prometheus
+                .split_once("(config and data in ")
+                .and_then(|(_, rest)| rest.split_once(", removed on exit)"))
+                .map(|(dir, _)| PathBuf::from(dir))
+                .unwrap_or_else(|| panic!("unexpected Prometheus line {prometheus:?}"));
+            demo.prometheus = Some((url_addr(&prometheus), dir));
+        }
+        demo
+    }
+
+    fn stdout(&self) -> String {
+        let lines = self.stdout.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = lines.join("\n");
+        text.push('\n');
+        text
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits up to `limit` for the process to exit, and for its output to be read.
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("cannot wait for the demo") {
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "demo did not exit within {limit:?}; stdout: {}; stderr: {}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    async fn dashboard_data(&self) -> serde_json::Value {
+        let response = get(self.api, "/dashboard/data", &[]).await;
+        assert_eq!(response.status, StatusCode::OK, "GET /dashboard/data");
+        serde_json::from_str(&response.body).expect("/dashboard/data is JSON")
+    }
+
+    async fn metrics(&self) -> Exposition {
+        let response = get(self.api, "/metrics", &[]).await;
+        assert_eq!(response.status, StatusCode::OK, "GET /metrics");
+        Exposition::parse(&response.body)
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+                // SAFETY: kill(2) on our own, not yet reaped, child.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn url_addr(url: &str) -> SocketAddr {
+    url.strip_prefix("http://")
+        .and_then(|rest| rest.split(['/', ' ']).next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {url:?}"))
+}
+
+/// Requests per route on /metrics (summed over methods and status codes).
+fn metrics_counts(exposition: &Exposition) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for sample in exposition.named("http_server_request_duration_seconds_count") {
+        *counts
+            .entry(sample.labels["http_route"].clone())
+            .or_default() += sample.value as u64;
+    }
+    counts
+}
+
+/// Requests per route in /dashboard/data.
+fn dashboard_counts(data: &serde_json::Value) -> BTreeMap<String, u64> {
+    data["routes"]
+        .as_array()
+        .expect("routes is an array")
+        .iter()
+        .map(|route| {
+            (
+                route["route"].as_str().expect("route name").to_owned(),
+                route["total"].as_u64().expect("route total"),
+            )
+        })
+        .collect()
+}
+
+/// The `all` row's count in the load summary table.
+fn summary_count(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("all "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no `all` row in {stdout}"))
+}
+
+/// `the API recorded N requests; the load generator completed M` → (N, M).
+fn recorded_and_completed(stdout: &str) -> (u64, u64) {
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("redwatch demo: the API recorded "))
+        .unwrap_or_else(|| panic!("no count line in {stdout}"));
+    let (recorded, rest) = line
+        .split_once(" requests; the load generator completed ")
+        .unwrap();
+    (recorded.parse().unwrap(), rest.trim().parse().unwrap())
+}
+
+/// Children of `pid` named `name`, from /proc.
+fn children_named(pid: u32, name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                return false;
+            };
+            // `pid (comm) state ppid ...`; comm may contain spaces, so split at the last ')'.
+            let Some((head, tail)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let comm = head.split_once('(').map_or("", |(_, comm)| comm);
+            let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+            comm == name && ppid == Some(pid)
+        })
+        .collect()
+}
+
+/// Whether process `pid` still exists and is not a zombie.
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, tail)| tail.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_and_the_load() {
+    let mut demo = Demo::start(
+        &["--duration", "3s", "--rate", "50", "--prometheus", "none"],
+        &[],
+    );
+    assert!(
+        demo.stdout()
+            .contains("  Prometheus:   not running: off (--prometheus none)"),
+        "{}",
+        demo.stdout()
+    );
+
+    let page = get(demo.api, "/dashboard", &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let content_type = page.headers[hyper::header::CONTENT_TYPE].to_str().unwrap();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(page.body.contains("<svg") && page.body.contains("dashboard/data"));
+    assert!(
+        !page.body.contains("://"),
+        "the page must be self-contained (no external URLs)"
+    );
+
+    // Counts grow, and /dashboard/data reads the same counters as /metrics: each of its route
+    // totals lies between a /metrics read just before and one just after it.
+    let first = demo.dashboard_data().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = metrics_counts(&demo.metrics().await);
+    let data = demo.dashboard_data().await;
+    let after = metrics_counts(&demo.metrics().await);
+    assert!(
+        data["requests_total"].as_u64().unwrap() > first["requests_total"].as_u64().unwrap(),
+        "request counts do not grow: {first} then {data}"
+    );
+    let dashboard = dashboard_counts(&data);
+    for route in MIX_ROUTES {
+        let (low, high) = (before.get(route).copied().unwrap_or(0), after[route]);
+        let seen = dashboard.get(route).copied().unwrap_or(0);
+        assert!(
+            low <= seen && seen <= high,
+            "{route}: /metrics said {low} then {high}, the dashboard {seen}"
+        );
+    }
+    assert_eq!(
+        data["requests_total"].as_u64().unwrap(),
+        dashboard.values().sum::<u64>()
+    );
+    // Only the load's routes were recorded: the dashboard's own polling is not API traffic.
+    assert!(
+        dashboard
+            .keys()
+            .all(|route| MIX_ROUTES.contains(&route.as_str())),
+        "{dashboard:?}"
+    );
+    let errors = data["overall"]["errors_per_s"].as_f64().unwrap();
+    let rate = data["overall"]["requests_per_s"].as_f64().unwrap();
+    assert!(rate > 0.0 && errors > 0.0 && errors < rate, "{data}");
+    for field in ["cpu_percent", "resident_bytes"] {
+        assert!(data[field].as_f64().is_some(), "{field} missing in {data}");
+    }
+
+    let status = demo.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}; stderr: {}", demo.stderr());
+    let stdout = demo.stdout();
+    let (recorded, completed) = recorded_and_completed(&stdout);
+    // 50 req/s on one schedule for 3 s: requests due at 0, 20 ms, ..., 2.98 s.
+    assert_eq!(summary_count(&stdout), 150, "{stdout}");
+    assert_eq!(completed, 150);
+    assert_eq!(
+        recorded, 150,
+        "the API's /metrics count differs from the load's"
+    );
+    assert!(after.values().sum::<u64>() <= recorded);
+    assert!(stdout.ends_with("redwatch demo: stopped\n"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
+    let Some(prometheus_binary) = require_tool("prometheus", "prometheus") else {
+        return;
+    };
+    let binary = prometheus_binary.to_str().expect("UTF-8 path");
+    let mut demo = Demo::start(
+        &[
+            "--rate",
+            "20",
+            "--prometheus",
+            binary,
+            "--prometheus-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let (prometheus, dir) = demo
+        .prometheus
+        .clone()
+        .unwrap_or_else(|| panic!("Prometheus did not start: {}", demo.stdout()));
+    assert!(dir.join("prometheus.yml").is_file(), "{}", dir.display());
+    let running = children_named(demo.child.id(), "prometheus");
+    assert_eq!(running.len(), 1, "one Prometheus child: {running:?}");
+
+    // Both targets up, and the API's series stored, within a bounded time (scrape interval 5 s).
+    let api_instance = demo.api.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = get(prometheus, "/api/v1/query?query=up", &[]).await;
+        let stored = get(
+            prometheus,
+            "/api/v1/query?query=sum(http_server_request_duration_seconds_count)",
+            &[],
+        )
+        .await;
+        let up: serde_json::Value = serde_json::from_str(&up.body).expect("query JSON");
+        let stored: serde_json::Value = serde_json::from_str(&stored.body).expect("query JSON");
+        let results = up["data"]["result"].as_array().cloned().unwrap_or_default();
+        let is_up = |job: &str| {
+            results.iter().any(|r| {
+                r["metric"]["job"] == job
+                    && (job != "redwatch" || r["metric"]["instance"] == api_instance.as_str())
+                    && r["value"][1] == "1"
+            })
+        };
+        let requests: f64 = stored["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if is_up("redwatch") && is_up("redwatch-load") && requests > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "targets not up within 30 s: up: {up}; requests: {stored}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    demo.signal(libc::SIGTERM);
+    let status = demo.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}; stderr: {}", demo.stderr());
+    let stdout = demo.stdout();
+    assert!(
+        stdout.contains("(interrupted: partial summary)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("redwatch demo: Prometheus stopped"),
+        "{stdout}"
+    );
+    for pid in running {
+        assert!(!is_running(pid), "Prometheus {pid} still running");
+    }
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_prometheus_on_path_it_runs_and_sigint_stops_it() {
+    let empty = tempfile::tempdir().expect("temporary directory");
+    let path = empty.path().to_str().expect("UTF-8 path");
+    let mut demo = Demo::start(&["--rate", "40"], &[("PATH", path)]);
+    assert!(
+        demo.stdout().contains(
+            "  Prometheus:   not running: no `prometheus` on PATH (install it, or give --prometheus PATH)"
+        ),
+        "{}",
+        demo.stdout()
+    );
+    assert!(demo.stdout().contains("until Ctrl-C or SIGTERM"));
+    // Runs until told to stop: traffic keeps arriving well past the default bound of `load`.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let early = demo.dashboard_data().await["requests_total"]
+        .as_u64()
+        .unwrap();
+    assert!(early > 0);
+    demo.signal(libc::SIGINT);
+    let status = demo.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}; stderr: {}", demo.stderr());
+    let stdout = demo.stdout();
+    let (recorded, completed) = recorded_and_completed(&stdout);
+    assert_eq!(completed, summary_count(&stdout));
+    assert!(completed >= early, "{stdout}");
+    // Requests the load gave up on after the interrupt still reach the API's count.
+    assert!(recorded >= completed, "{stdout}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let not_executable = tempfile::NamedTempFile::new().expect("temporary file");
+    let not_executable = not_executable
+        .path()
+        .to_str()
+        .expect("UTF-8 path")
+        .to_owned();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--prometheus", "/nonexistent/prometheus"],
+            "--prometheus /nonexistent/prometheus",
+        ),
+        (&["--prometheus", &not_executable], "not an executable file"),
+        (&["--prometheus", "/bin/true"], "not a Prometheus server"),
+        (&["--rate", "0"], "--rate"),
+        (&["--rate", "fast"], "--rate"),
+        (
+            &["--listen", &taken_addr, "--prometheus", "none"],
+            "cannot listen on",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut argv = vec!["demo", "--duration", "1s"];
+        argv.extend_from_slice(args);
+        let finished = run_to_exit(&argv, &[], Duration::from_secs(30));
+        assert_eq!(finished.status.code(), Some(2), "{argv:?}: {finished:?}");
+        let stderr = finished.stderr.trim_end();
+        assert_eq!(stderr.lines().count(), 1, "{argv:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{argv:?}: {stderr}"
+        );
+        assert!(finished.stdout.is_empty(), "{argv:?}: {}", finished.stdout);
+    }
+    drop(taken);
+}
