@@ -238,8 +238,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     if let Some(prometheus) = prometheus {
-        prometheus.stop().await;
-        println!("redwatch demo: Prometheus stopped, its data removed");
+        let how = prometheus.stop().await;
+        println!("redwatch demo: Prometheus {how}, its directory removed");
     }
     let _ = api_stop_tx.send(true);
     match tokio::time::timeout(API_SHUTDOWN_GRACE, api).await {

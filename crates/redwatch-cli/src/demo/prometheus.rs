@@ -213,9 +213,9 @@ impl Prometheus {
         }
     }
 
-    /// Asks Prometheus to shut down (SIGTERM), waits for it a bounded time, then kills it;
-    /// its directory is removed.
-    pub async fn stop(mut self) {
+    /// Asks Prometheus to shut down (SIGTERM) and waits a bounded time; says how it ended.
+    /// Killed if still running then; its directory is removed either way.
+    pub async fn stop(mut self) -> String {
         #[cfg(unix)]
         if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
             // SAFETY: kill(2) with a pid of a child we have not yet reaped (it cannot be reused).
@@ -225,11 +225,13 @@ impl Prometheus {
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
+            match self.child.try_wait() {
+                Ok(Some(status)) => return format!("stopped ({status})"),
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(err) => return format!("could not be waited for ({err}); killed"),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        format!("did not stop within {} s; killed", STOP_TIMEOUT.as_secs())
         // Drop kills it if it is still running and removes the directory.
     }
 }
