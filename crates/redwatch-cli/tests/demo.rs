@@ -516,5 +516,29 @@ fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
         );
         assert!(finished.stdout.is_empty(), "{argv:?}: {}", finished.stdout);
     }
+    // The load generator's own settings come from its environment variables; checked up front.
+    let finished = run_to_exit(
+        &[
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "1s",
+            "--prometheus",
+            "none",
+        ],
+        &[("REDWATCH_MIX", "/ep_one=x")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(finished.status.code(), Some(2), "{finished:?}");
+    assert!(
+        finished
+            .stderr
+            .starts_with("error: load generator settings: invalid --mix")
+            && finished.stderr.trim_end().lines().count() == 1,
+        "{}",
+        finished.stderr
+    );
+    assert!(finished.stdout.is_empty(), "{}", finished.stdout);
     drop(taken);
 }

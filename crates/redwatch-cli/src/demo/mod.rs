@@ -140,6 +140,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .local_addr()
         .context("cannot read the load metrics address")?;
     let load_args = load_args(api_target, args.rate, args.duration)?;
+    load::check_embedded(&load_args).context("load generator settings")?;
     // Before anything is announced: a signal from then on must reach our handler.
     let signals = ShutdownSignals::install()?;
 

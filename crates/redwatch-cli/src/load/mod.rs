@@ -292,6 +292,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     result.map(|(code, _)| code)
 }
 
+/// Checks `args` as [`run_embedded`] will, so the embedding process can refuse bad settings
+/// before it starts anything.
+pub(crate) fn check_embedded(args: &LoadArgs) -> anyhow::Result<()> {
+    Settings::from_args(args, None).map(drop)
+}
+
 /// Runs the generator for `redwatch demo`: until `embedding.stop` when neither --duration nor
 /// --requests bounds it; prints the summary table like `redwatch load`.
 pub(crate) async fn run_embedded(
