@@ -518,8 +518,13 @@ async fn watch_progress(
             }
             None => indicatif::ProgressBar::new(requests.unwrap_or(0)),
         };
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {msg}")
-        {
+        // A run bounded by nothing (embedded in `redwatch demo`) has no progress to show.
+        let template = if duration.is_none() && requests.is_none() {
+            "{elapsed:>4} {msg}"
+        } else {
+            "{elapsed:>4} [{bar:30}] {msg}"
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar
