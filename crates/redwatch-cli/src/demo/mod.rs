@@ -256,7 +256,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `90s` → `1m30s`; whole seconds for durations of a second or more.
+/// `90s` → `1 min 30 s`, `3s` → `3 s`; milliseconds shown only when there are any.
 fn humanize(duration: Duration) -> String {
     let millis = duration.as_millis();
     if millis < 1000 || millis % 1000 != 0 {
