@@ -1,0 +1,190 @@
+//! An axum hello-world served bare, with redwatch, or with axum-prometheus, so that `./run` can
+//! measure what each metrics middleware costs in real HTTP throughput.
+//!
+//! Usage: `axum-overhead --variant bare|noop-layer|redwatch|axum-prometheus [--count-allocations]`
+//!
+//! The server binds 127.0.0.1:0, prints `listening on http://ADDR` and serves until killed.
+//! It runs on a multi-thread Tokio runtime with one worker thread, so that the load generator can
+//! have the other core to itself.
+//!
+//! With `--count-allocations`, every heap allocation in the process is counted, and each SIGUSR1
+//! prints `allocations N` (the running total) on stdout; the driver reads the total before and
+//! after a run of known length and divides by its request count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::{Router, extract::Path, routing::get};
+
+/// Counts allocations only while [`COUNT_ALLOCATIONS`] is set; otherwise it costs one relaxed
+/// load per allocation, the same in every variant.
+struct CountingAllocator;
+
+static COUNT_ALLOCATIONS: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+impl CountingAllocator {
+    fn count(&self) {
+        if COUNT_ALLOCATIONS.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.count();
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.count();
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        self.count();
+        // SAFETY: `ptr` and `layout` came from this allocator, i.e. from `System`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` and `layout` came from this allocator, i.e. from `System`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+#[derive(Clone, Copy, Debug)]
+enum Variant {
+    Bare,
+    /// A layer that does nothing, to separate what axum charges for any `Router::layer` (it boxes
+    /// the layered service and its future) from what a metrics middleware adds.
+    NoopLayer,
+    Redwatch,
+    AxumPrometheus,
+}
+
+struct Options {
+    variant: Variant,
+    count_allocations: bool,
+}
+
+const USAGE: &str =
+    "usage: axum-overhead --variant bare|noop-layer|redwatch|axum-prometheus [--count-allocations]";
+
+fn parse_options() -> Result<Options, String> {
+    let mut variant = None;
+    let mut count_allocations = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--variant" => {
+                let value = args.next().ok_or("--variant needs a value")?;
+                variant = Some(match value.as_str() {
+                    "bare" => Variant::Bare,
+                    "noop-layer" => Variant::NoopLayer,
+                    "redwatch" => Variant::Redwatch,
+                    "axum-prometheus" => Variant::AxumPrometheus,
+                    other => return Err(format!("unknown variant {other:?}")),
+                });
+            }
+            "--count-allocations" => count_allocations = true,
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Options {
+        variant: variant.ok_or("--variant is required")?,
+        count_allocations,
+    })
+}
+
+/// The application under test: the same two routes in every variant.
+fn hello_world() -> Router {
+    Router::new()
+        .route("/", get(|| async { "Hello, World!" }))
+        .route(
+            "/users/{id}",
+            get(|Path(id): Path<u64>| async move { if id == 0 { "nobody" } else { "a user" } }),
+        )
+}
+
+fn app(variant: Variant) -> Router {
+    match variant {
+        Variant::Bare => hello_world(),
+        Variant::NoopLayer => hello_world().layer(tower_layer::Identity::new()),
+        Variant::Redwatch => {
+            let metrics = redwatch::Metrics::new();
+            hello_world().merge(metrics.router()).layer(metrics.layer())
+        }
+        Variant::AxumPrometheus => {
+            // The setup from axum-prometheus's README.
+            let (prometheus_layer, metric_handle) = axum_prometheus::PrometheusMetricLayer::pair();
+            hello_world()
+                .route("/metrics", get(|| async move { metric_handle.render() }))
+                .layer(prometheus_layer)
+        }
+    }
+}
+
+async fn serve(options: Options) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let app = app(options.variant);
+    if options.count_allocations {
+        let mut report_signal =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+        tokio::spawn(async move {
+            while report_signal.recv().await.is_some() {
+                let total = ALLOCATIONS.load(Ordering::Relaxed);
+                let mut stdout = std::io::stdout().lock();
+                // The driver reads this line; a failed write only loses one sample.
+                let _ = writeln!(stdout, "allocations {total}");
+                let _ = stdout.flush();
+            }
+        });
+        COUNT_ALLOCATIONS.store(true, Ordering::Relaxed);
+    }
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on http://{address}")?;
+        stdout.flush()?;
+    }
+    axum::serve(listener, app).await
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the Tokio runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(serve(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
