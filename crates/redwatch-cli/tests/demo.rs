@@ -67,18 +67,7 @@ impl Demo {
                 lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
-        let stderr = Arc::clone(&demo.stderr);
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stderr_pipe);
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                stderr
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_str(&line);
-                line.clear();
-            }
-        });
+        support::collect_into(stderr_pipe, Arc::clone(&demo.stderr));
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while !demo.stdout().contains("\n  load:") {
             assert!(

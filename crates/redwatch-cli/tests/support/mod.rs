@@ -71,18 +71,7 @@ impl Server {
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             stderr: Arc::new(Mutex::new(String::new())),
         };
-        let stderr = Arc::clone(&server.stderr);
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stderr_pipe);
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                stderr
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_str(&line);
-                line.clear();
-            }
-        });
+        collect_into(stderr_pipe, Arc::clone(&server.stderr));
         let (lines_tx, lines_rx) = mpsc::channel();
         std::thread::spawn(move || {
             // Keeps draining stdout after the startup line so the child never blocks on it.
@@ -175,6 +164,21 @@ fn clean_command() -> Command {
         }
     }
     command
+}
+
+/// Appends everything `pipe` produces to `sink`, line by line, on a thread of its own (so the
+/// child never blocks on a full pipe and a failing test can show what it printed).
+pub fn collect_into(pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&line);
+            line.clear();
+        }
+    });
 }
 
 /// Reads `redwatch serve listening on http://ADDR (metrics: http://ADDR/metrics)`.
