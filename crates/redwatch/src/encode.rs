@@ -488,10 +488,10 @@ pub(crate) fn openmetrics_to_prometheus(openmetrics: &str, out: &mut Vec<u8>) {
                 _ => (name.to_owned(), "untyped"),
             };
             counter_family = (kind == "counter").then_some(name);
-            if let Some((help_name, help)) = pending_help.take() {
-                if help_name == name {
-                    let _ = writeln!(out, "# HELP {sample_name} {help}");
-                }
+            if let Some((help_name, help)) = pending_help.take()
+                && help_name == name
+            {
+                let _ = writeln!(out, "# HELP {sample_name} {help}");
             }
             let _ = writeln!(out, "# TYPE {sample_name} {kind}");
         } else if line.starts_with("# ") {

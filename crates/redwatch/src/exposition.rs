@@ -17,18 +17,18 @@ impl Metrics {
     /// This is the whole `/metrics` endpoint for any HTTP stack; [`Metrics::router`] wraps it
     /// for axum.
     pub fn respond(&self, request_headers: &HeaderMap) -> Response<Full<Bytes>> {
-        if let Some(token) = self.bearer_token() {
-            if !bearer_matches(request_headers, token) {
-                let mut response = Response::new(Full::new(Bytes::from_static(
-                    b"missing or wrong bearer token\n",
-                )));
-                *response.status_mut() = StatusCode::UNAUTHORIZED;
-                response.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"metrics\""),
-                );
-                return response;
-            }
+        if let Some(token) = self.bearer_token()
+            && !bearer_matches(request_headers, token)
+        {
+            let mut response = Response::new(Full::new(Bytes::from_static(
+                b"missing or wrong bearer token\n",
+            )));
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"metrics\""),
+            );
+            return response;
         }
         let format = negotiate_format(request_headers);
         let body = self.render(format);

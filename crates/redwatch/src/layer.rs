@@ -257,10 +257,10 @@ struct PanicGuard<'a> {
 
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            if let Some(mut tracker) = self.tracker.take() {
-                tracker.finish(500, true);
-            }
+        if self.armed
+            && let Some(mut tracker) = self.tracker.take()
+        {
+            tracker.finish(500, true);
         }
     }
 }

@@ -340,12 +340,12 @@ impl MetricsBuilder {
                 self.metrics_path
             )));
         }
-        if let Some(token) = &self.bearer_token {
-            if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(BuildError(
-                    "bearer token must be non-empty and contain no whitespace".into(),
-                ));
-            }
+        if let Some(token) = &self.bearer_token
+            && (token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(BuildError(
+                "bearer token must be non-empty and contain no whitespace".into(),
+            ));
         }
         if self.max_routes == 0 {
             return Err(BuildError("max_routes must be at least 1".into()));
