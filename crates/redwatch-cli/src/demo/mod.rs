@@ -259,7 +259,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 /// `90s` → `1 min 30 s`, `3s` → `3 s`; milliseconds shown only when there are any.
 fn humanize(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis < 1000 || millis % 1000 != 0 {
+    if millis < 1000 || !millis.is_multiple_of(1000) {
         return format!("{:.3} s", duration.as_secs_f64());
     }
     let seconds = duration.as_secs();

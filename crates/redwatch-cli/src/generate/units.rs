@@ -49,7 +49,7 @@ impl fmt::Display for PromDuration {
         let mut rest = self.millis;
         // Weeks only when exact: `30d` reads better than `4w2d`.
         let week = UNITS[0].1;
-        let units = if rest % week == 0 {
+        let units = if rest.is_multiple_of(week) {
             &UNITS[..]
         } else {
             &UNITS[1..]
