@@ -457,6 +457,37 @@ fn rate_profile_step_and_methods_in_the_mix() {
 }
 
 #[test]
+fn ramp_and_sine_profiles_send_what_their_integral_says() {
+    let server = DemoServer::start();
+    let url = server.url();
+    let requests = |profile: &str, duration: &str| {
+        let run = run_load(
+            &[
+                "--target",
+                &url,
+                "--rate-profile",
+                profile,
+                "--duration",
+                duration,
+                "--json",
+                "-",
+            ],
+            LIMIT,
+        );
+        assert!(run.status.success(), "{profile}: {}", run.stderr);
+        run.json()["requests"].as_u64().expect("requests")
+    };
+    // The first second of a ramp from 50 to 150 req/s over 2 s: ∫ (50 + 50t) dt = 75, where a
+    // constant average rate would give 100.
+    let ramp = requests("ramp:50..150:2s", "1s");
+    assert!(ramp.abs_diff(75) <= 1, "ramp sent {ramp}");
+    // A sine between 50 and 150 req/s with a 2 s period starts at the middle and rises: over the
+    // first 0.5 s, 100·0.5 + (50/π)(1 − cos(π/2)) ≈ 65.9.
+    let sine = requests("sine:50..150:2s", "500ms");
+    assert!(sine.abs_diff(66) <= 1, "sine sent {sine}");
+}
+
+#[test]
 fn fail_on_error_rate_sets_the_exit_code() {
     let server = DemoServer::start();
     let url = server.url();
