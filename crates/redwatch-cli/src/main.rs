@@ -50,12 +50,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             // One line naming the problem; clap's usage and tips would bury it.
-            let rendered = err.render().to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("error: invalid arguments");
-            eprintln!("{first}");
+            eprintln!("error: {}", clap_error_line(&err));
             return ExitCode::from(2);
         }
     };
@@ -89,6 +84,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The one line of a clap error that names the problem, without clap's `error: ` prefix.
+pub(crate) fn clap_error_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    first.trim_start_matches("error: ").to_owned()
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {

@@ -104,12 +104,7 @@ fn load_args(
         argv.push(format!("{}s", duration.as_secs_f64()));
     }
     let command = LoadCommand::try_parse_from(argv).map_err(|err| {
-        let rendered = err.render().to_string();
-        let first = rendered.lines().next().unwrap_or("invalid load settings");
-        anyhow::anyhow!(
-            "load generator settings: {}",
-            first.trim_start_matches("error: ")
-        )
+        anyhow::anyhow!("load generator settings: {}", crate::clap_error_line(&err))
     })?;
     Ok(command.args)
 }

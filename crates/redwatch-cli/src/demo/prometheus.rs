@@ -315,14 +315,7 @@ fn write_config(dir: &Path, api: SocketAddr, load_metrics: SocketAddr) -> anyhow
         "--alertmanager",
         "",
     ])
-    .map_err(|err| {
-        let rendered = err.render().to_string();
-        let first = rendered.lines().next().unwrap_or("invalid settings");
-        anyhow::anyhow!(
-            "Prometheus configuration: {}",
-            first.trim_start_matches("error: ")
-        )
-    })?;
+    .map_err(|err| anyhow::anyhow!("Prometheus configuration: {}", crate::clap_error_line(&err)))?;
     let settings = Settings::from_args(&command.flags).context("Prometheus configuration")?;
     let mut config = None;
     for file in generate_preset(Preset::Otel, &settings)? {
