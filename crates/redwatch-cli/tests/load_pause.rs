@@ -1,11 +1,18 @@
-//! Coordinated omission: the server is frozen (SIGSTOP) for 2 s of a 20 s run at 200 req/s. An
+//! Coordinated omission: the server is frozen (SIGSTOP) for 3 s of a 20 s run at 200 req/s. An
 //! open-loop generator must keep to its schedule and charge the stall to the requests it delayed.
+//!
+//! The bounds are half the stall, not tight figures: this runs on shared 2-core VMs where a
+//! sleeping thread is sometimes woken hundreds of milliseconds late (seen: p99 oversleep 109 ms,
+//! max 291 ms, for a 5 ms sleep). A generator that waited on the frozen server would put about
+//! 600 sends 0–3 s late, so its p99 lateness would be near 2.9 s, far past the bound.
 
 mod load_common;
 
 use std::time::Duration;
 
 use load_common::{DEFAULT_WEIGHTS, DemoServer, finish, signal, spawn_load};
+
+const STALL: Duration = Duration::from_secs(3);
 
 #[test]
 fn a_paused_server_shows_in_p99_and_the_schedule_holds() {
@@ -27,16 +34,17 @@ fn a_paused_server_shows_in_p99_and_the_schedule_holds() {
     ]);
     std::thread::sleep(Duration::from_secs(6));
     signal(server.pid(), "STOP");
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(STALL);
     signal(server.pid(), "CONT");
     let run = finish(load, Duration::from_secs(45));
     assert!(run.status.success(), "load failed: {}", run.stderr);
     let summary = run.json();
 
     let p99 = summary["latency_ms"]["p99"].as_f64().expect("p99");
+    let half_stall_ms = STALL.as_secs_f64() * 1000.0 / 2.0;
     assert!(
-        p99 >= 1000.0,
-        "p99 {p99} ms hides the 2 s stall:\n{}",
+        p99 >= half_stall_ms,
+        "p99 {p99} ms hides the {STALL:?} stall:\n{}",
         run.stderr
     );
     let requests = summary["requests"].as_u64().expect("requests");
@@ -51,7 +59,7 @@ fn a_paused_server_shows_in_p99_and_the_schedule_holds() {
         .as_f64()
         .expect("lateness");
     assert!(
-        lateness_p99 < 100.0,
+        lateness_p99 < half_stall_ms,
         "sends fell behind the schedule: p99 lateness {lateness_p99} ms"
     );
     let server_counts = server.request_counts();
