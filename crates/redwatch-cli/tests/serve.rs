@@ -91,7 +91,8 @@ async fn latency_scale_zero_turns_the_sleeps_off() {
             assert!(elapsed < Duration::from_secs(1), "{path} took {elapsed:?}");
         }
     }
-    // The server's own measurement: every request finished within the 0.1 s bucket.
+    // The server's own measurement agrees: every request finished within the 1 s bucket (as
+    // loose as the client's bound: this shared VM sometimes stalls a process for ~300 ms).
     let metrics = server.metrics().await;
     for (path, _) in SLEEPY {
         let labels = |le| {
@@ -102,11 +103,8 @@ async fn latency_scale_zero_turns_the_sleeps_off() {
                 ("le", le),
             ]
         };
-        let fast = metrics.value(
-            "http_server_request_duration_seconds_bucket",
-            &labels("0.1"),
-        );
-        assert_eq!(fast, Some(SAMPLES as f64), "{path} requests under 0.1 s");
+        let fast = metrics.value("http_server_request_duration_seconds_bucket", &labels("1"));
+        assert_eq!(fast, Some(SAMPLES as f64), "{path} requests under 1 s");
     }
 }
 
