@@ -433,6 +433,25 @@ async fn environment_variables_mirror_the_flags() {
     assert_eq!(info.labels["environment"], "env-test");
 }
 
+/// Waits (bounded, about 5 s) until the server's own gauge shows a GET request in flight.
+async fn get_requests_in_flight(server: &Server) -> bool {
+    for _ in 0..250 {
+        let active = server
+            .metrics()
+            .await
+            .value(
+                "http_server_active_requests",
+                &[("http_request_method", "GET")],
+            )
+            .unwrap_or_default();
+        if active >= 1.0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_requests_in_flight_finish() {
     // At scale 5 /ep_four sleeps U[0, 4] s; with 6 requests, all of them finish within
@@ -450,22 +469,10 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
             (response, Instant::now())
         });
     }
-    // Wait (bounded) until the server has the requests in flight.
-    let mut active = 0.0;
-    for _ in 0..250 {
-        let metrics = server.metrics().await;
-        active = metrics
-            .value(
-                "http_server_active_requests",
-                &[("http_request_method", "GET")],
-            )
-            .unwrap_or_default();
-        if active >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(active >= 1.0, "no request in flight");
+    assert!(
+        get_requests_in_flight(&server).await,
+        "no request in flight"
+    );
 
     server.signal("TERM");
     let signalled = Instant::now();
@@ -525,22 +532,10 @@ async fn shutdown_grace_bounds_the_wait_for_slow_requests() {
     let mut server = Server::start(&["--latency-scale", "100", "--shutdown-grace", "500ms"]);
     let addr = server.addr;
     let slow = tokio::spawn(async move { try_get(addr, "/ep_four", &[]).await });
-    let mut active = 0.0;
-    for _ in 0..250 {
-        active = server
-            .metrics()
-            .await
-            .value(
-                "http_server_active_requests",
-                &[("http_request_method", "GET")],
-            )
-            .unwrap_or_default();
-        if active >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(active >= 1.0, "the slow request never started");
+    assert!(
+        get_requests_in_flight(&server).await,
+        "the slow request never started"
+    );
     server.signal("TERM");
     let signalled = Instant::now();
     let status = server
