@@ -99,7 +99,7 @@ fn committed_rule_unit_tests_pass() {
         .collect();
     for handle in handles {
         let output = handle.join().expect("promtool thread");
-        assert_eq!(output.matches("SUCCESS").count(), 2, "{output}");
+        assert_eq!(output.matches("SUCCESS").count(), 3, "{output}");
     }
 }
 
@@ -126,17 +126,14 @@ fn compressed_and_custom_settings_pass_their_own_rule_tests() {
         let dir = temp.path().join(preset);
         check_preset_dir(&promtool, amtool.as_deref(), &dir);
         let output = unit_tests(&promtool, &dir);
-        assert_eq!(output.matches("SUCCESS").count(), 2, "{output}");
+        assert_eq!(output.matches("SUCCESS").count(), 3, "{output}");
     }
 }
 
-#[test]
-fn rule_unit_tests_catch_a_broken_guard() {
-    // The generated tests must be able to fail: drop the minimum-traffic guard from the rules and
-    // the guard cases must report the alerts that now fire.
-    let Some(promtool) = tool("promtool") else {
-        return;
-    };
+/// Generates the compressed otel set, applies `mutate` to its rule file and runs its unit tests,
+/// which must fail; returns promtool's output.
+fn unit_tests_of_mutated_rules(mutate: impl Fn(&str) -> String) -> Option<String> {
+    let promtool = tool("promtool")?;
     let temp = tempfile::tempdir().expect("temp dir");
     generate_ok(
         temp.path(),
@@ -144,19 +141,48 @@ fn rule_unit_tests_catch_a_broken_guard() {
     );
     let rules_path = temp.path().join("otel/prometheus/rules/redwatch.rules.yml");
     let rules = read(&rules_path);
-    let broken = rules.replace("} > 0.1\n", "} > 0\n");
-    assert_ne!(rules, broken, "guard pattern not found");
+    let broken = mutate(&rules);
+    assert_ne!(rules, broken, "the mutation changed nothing");
     std::fs::write(&rules_path, broken).expect("write");
     let output = Command::new(&promtool)
         .current_dir(temp.path().join("otel/prometheus/tests"))
-        .args(["test", "rules", "slo.test.yml", "alerts.test.yml"])
+        .args([
+            "test",
+            "rules",
+            "slo.test.yml",
+            "alerts.test.yml",
+            "days.test.yml",
+        ])
         .output()
         .expect("run promtool");
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success(),
-        "broken guard went unnoticed:\n{text}"
+        "broken rules went unnoticed:\n{text}"
     );
-    assert!(text.contains("minimum-traffic guard"), "{text}");
+    Some(text)
+}
+
+#[test]
+fn rule_unit_tests_catch_a_broken_guard() {
+    // The generated tests must be able to fail: drop the minimum-events guard from the rules and
+    // the guard cases must report the alerts that now fire.
+    let Some(text) = unit_tests_of_mutated_rules(|rules| rules.replace(" >= 10\n", " >= 0\n"))
+    else {
+        return;
+    };
+    assert!(text.contains("than --min-events"), "{text}");
+}
+
+#[test]
+fn rule_unit_tests_catch_a_missing_history_requirement() {
+    // Without the week-and-a-day history requirement, a young service's first big change is
+    // compared with a day of history and fires; the young-service case must notice.
+    let Some(text) = unit_tests_of_mutated_rules(|rules| {
+        rules.replace("_samples_per_day offset 5m >=", "_samples_per_day >=")
+    }) else {
+        return;
+    };
+    assert!(text.contains("young service"), "{text}");
 }

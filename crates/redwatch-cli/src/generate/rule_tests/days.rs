@@ -193,6 +193,7 @@ pub(super) fn tests(ctx: &Ctx) -> Vec<TestGroup> {
         healthy_weeks_with_a_restart(&calendar),
         idle_nights_then_slower_and_failing(&calendar),
         half_the_traffic_lost_at_the_peak(&calendar),
+        young_service(&calendar),
         low_traffic_failing_everything(&calendar),
         too_few_events(&calendar),
     ]
@@ -342,6 +343,36 @@ fn half_the_traffic_lost_at_the_peak(c: &Calendar) -> TestGroup {
     group
         .promql_expr_test
         .push(c.ctx.nothing_fired(c.at(0, 2), trough_end));
+    group
+}
+
+/// A young service: three days of steady traffic, then the rate triples and the latency doubles.
+/// Without a week and a day of history there is no prediction, so no anomaly alert.
+fn young_service(c: &Calendar) -> TestGroup {
+    let days = 4;
+    let rate = c.busy();
+    let jump = c.segments_per_day / 2;
+    let phases = c.phases(days, |day, segment| {
+        if day == days - 1 && segment >= jump {
+            Phase::steady(1, 3.0 * rate, 0.0, 0.0, 0.1)
+        } else {
+            Phase::steady(1, rate, 0.0, 0.0, 0.05)
+        }
+    });
+    let mut group = c.ctx.group(
+        "a young service with three days of history gets no anomaly alert for a tripled rate",
+        c.input(&phases),
+    );
+    let end = c.at(days, 0);
+    group.promql_expr_test.push(c.ctx.nothing_fired(end, end));
+    for alert in [
+        alerts::REQUEST_RATE_ANOMALY,
+        alerts::LATENCY_AVERAGE_ANOMALY,
+    ] {
+        group
+            .alert_rule_test
+            .push(Ctx::alert_test(end, alert, Vec::new()));
+    }
     group
 }
 
