@@ -5,6 +5,7 @@ mod duration;
 mod generate;
 mod load;
 mod serve;
+mod signals;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -234,7 +234,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Before the startup line: a signal sent as soon as the line appears must reach our
     // handler, not the default action that kills the process without a graceful shutdown.
-    let signals = ShutdownSignals::install()?;
+    let signals = crate::signals::ShutdownSignals::install()?;
 
     let app = app(&metrics, args.latency_scale, metrics_listener.is_none());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -278,53 +278,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(_) => {
             tracing::warn!(grace = ?args.shutdown_grace, "requests still in flight after the grace period; exiting");
             Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// The SIGINT and SIGTERM handlers, installed up front so that no signal is missed.
-pub(crate) struct ShutdownSignals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignals {
-    pub(crate) fn install() -> anyhow::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-                terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self {})
-        }
-    }
-
-    /// Waits for SIGINT or SIGTERM and returns its name.
-    pub(crate) async fn recv(self) -> anyhow::Result<&'static str> {
-        #[cfg(unix)]
-        {
-            let Self {
-                mut interrupt,
-                mut terminate,
-            } = self;
-            tokio::select! {
-                _ = interrupt.recv() => Ok("SIGINT"),
-                _ = terminate.recv() => Ok("SIGTERM"),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            tokio::signal::ctrl_c()
-                .await
-                .context("cannot handle Ctrl-C")?;
-            Ok("Ctrl-C")
         }
     }
 }

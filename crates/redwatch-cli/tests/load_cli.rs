@@ -532,11 +532,15 @@ fn fail_on_error_rate_sets_the_exit_code() {
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
 }
 
-#[test]
-fn ctrl_c_prints_the_partial_summary() {
+/// SIGINT (Ctrl-C) and SIGTERM (`docker stop`, Kubernetes, `timeout`) both end the run with the
+/// partial summary and the --json file, and counts that match what the server saw.
+fn interrupted_run_writes_the_partial_summary(signal_name: &str) {
     let server = DemoServer::start();
     let url = server.url();
-    let dir = std::env::temp_dir().join(format!("redwatch-load-int-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "redwatch-load-int-{signal_name}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let json_path = dir.join("summary.json");
     let json_arg = json_path.to_string_lossy().into_owned();
@@ -547,11 +551,13 @@ fn ctrl_c_prints_the_partial_summary() {
         "100",
         "--duration",
         "60s",
+        "--mix",
+        "/health=1",
         "--json",
         &json_arg,
     ]);
     std::thread::sleep(Duration::from_millis(1500));
-    signal(load.0.id(), "INT");
+    signal(load.0.id(), signal_name);
     let run = finish(load, Duration::from_secs(10));
     assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     assert!(run.stdout.contains("interrupted"), "{}", run.stdout);
@@ -566,6 +572,48 @@ fn ctrl_c_prints_the_partial_summary() {
         "{requests} requests in ~1.5 s at 100/s"
     );
     assert_eq!(summary["dropped"].as_u64(), Some(0));
+    // /health answers at once, so nothing is in flight at the signal: the server counted exactly
+    // the requests the summary reports.
+    let served = server.request_counts().get("/health").copied().unwrap_or(0);
+    assert_eq!(
+        served, requests,
+        "server counts {served}, summary {requests}"
+    );
+}
+
+#[test]
+fn ctrl_c_prints_the_partial_summary() {
+    interrupted_run_writes_the_partial_summary("INT");
+}
+
+#[test]
+fn sigterm_prints_the_partial_summary() {
+    interrupted_run_writes_the_partial_summary("TERM");
+}
+
+#[test]
+fn a_signal_right_at_the_start_is_handled() {
+    // The handlers are installed before the run announces itself: a signal sent the moment the
+    // first line appears still ends the run with a summary, not the default action (death).
+    let server = DemoServer::start();
+    let url = server.url();
+    for signal_name in ["INT", "TERM"] {
+        let mut load = spawn_load(&["--target", &url, "--rate", "100", "--duration", "60s"]);
+        let stderr = load.0.stderr.take().expect("stderr");
+        let mut first = String::new();
+        BufReader::new(stderr)
+            .read_line(&mut first)
+            .expect("read the first line");
+        signal(load.0.id(), signal_name);
+        let run = finish(load, Duration::from_secs(10));
+        assert_eq!(
+            run.status.code(),
+            Some(130),
+            "SIG{signal_name} after {first:?}: {:?}",
+            run.status
+        );
+        assert!(run.stdout.contains("interrupted"), "{}", run.stdout);
+    }
 }
 
 #[test]

@@ -20,7 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::load::{self, Embedding, LoadArgs};
-use crate::serve::{self, ShutdownSignals, parse_addr};
+use crate::serve::{self, parse_addr};
+use crate::signals::ShutdownSignals;
 use prometheus::{Prometheus, PrometheusChoice};
 
 /// Flags of `redwatch demo`.

@@ -258,7 +258,8 @@ fn detach_from_terminal_signals(command: &mut Command) {
     {
         use std::os::unix::process::CommandExt;
         let parent = std::process::id();
-        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec. The
+        // SAFETY: only async-signal-safe calls (prctl, getppid) and no allocation between fork
+        // and exec (`last_os_error` and `from_raw_os_error` only wrap an errno). The
         // death signal is tied to the thread that forks: the demo starts Prometheus from the
         // main thread, which lives as long as the process.
         unsafe {
@@ -266,9 +267,10 @@ fn detach_from_terminal_signals(command: &mut Command) {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // The demo died before prctl took effect: nobody would stop us.
+                // The demo died before prctl took effect: nobody would stop us. (An error built
+                // from an errno does not allocate, which is not allowed here.)
                 if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                    return Err(std::io::Error::other("the demo exited"));
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });

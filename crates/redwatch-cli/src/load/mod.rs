@@ -118,7 +118,8 @@ time; both are reported, with how late sends left. Failed requests (no response)
 kind: timeout, connect, reset, other. Closed-loop workers back off after a failure (10 ms,
 doubling to 1 s) so a dead target is not hammered; open loop keeps to its schedule and counts each
 failed request. Exit status: 0 success, 1 --fail-on-error-rate exceeded,
-2 bad input, 130 interrupted (the partial summary is still printed).";
+2 bad input, 130 interrupted by SIGINT (Ctrl-C) or SIGTERM (the partial summary and --json are
+still written).";
 
 /// How the run generates load.
 enum Mode {
@@ -276,12 +277,14 @@ pub(crate) struct EmbeddedOutcome {
 /// Runs `redwatch load`.
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     // Always stop by itself: default to 10 s unless a request count bounds the run.
+    // Installed before anything else, so a signal in the first moments of a run is not lost.
+    let signals = crate::signals::ShutdownSignals::install()?;
     let settings = Settings::from_args(&args, Some(Duration::from_secs(10)))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let interrupt_watch = {
         let stop_tx = stop_tx.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if signals.recv().await.is_ok() {
                 let _ = stop_tx.send(true);
             }
         })
