@@ -9,15 +9,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use rand::RngExt;
 use redwatch::{Metrics, Naming};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 /// Flags of `redwatch serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,9 +93,77 @@ const MEMORY_SLOTS: usize = 2;
 const MEMORY_BYTES: usize = 50 * 1024 * 1024;
 const CPU_BURN: Duration = Duration::from_millis(100);
 
+/// Requests in flight on the API routes, and whether the server is draining after a signal.
+///
+/// While draining, the listener keeps accepting: /metrics is served as usual, so a scrape during
+/// the grace period collects the final counts, and API requests get a 503 with
+/// `Connection: close`. The server stops once no API request is in flight.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Drain {
+    inner: Arc<DrainState>,
+}
+
+#[derive(Debug, Default)]
+struct DrainState {
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts one API request in flight until dropped (completed or cancelled).
+struct InFlight(Arc<DrainState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    fn start(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    /// Resolves once no API request is in flight.
+    async fn idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.inner.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+async fn refuse_while_draining(
+    State(drain): State<Drain>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if drain.inner.draining.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONNECTION, "close")],
+            "shutting down\n",
+        )
+            .into_response();
+    }
+    drain.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+    let _in_flight = InFlight(Arc::clone(&drain.inner));
+    next.run(request).await
+}
+
 /// Builds the demo API's router, instrumented by `metrics`; /metrics is included when
-/// `with_metrics_route` is true.
-pub(crate) fn app(metrics: &Metrics, latency_scale: f64, with_metrics_route: bool) -> Router {
+/// `with_metrics_route` is true. API requests are counted by `drain`, and refused once it drains.
+pub(crate) fn app(
+    metrics: &Metrics,
+    latency_scale: f64,
+    with_metrics_route: bool,
+    drain: &Drain,
+) -> Router {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let demo = Demo {
         latency_scale,
@@ -122,7 +193,11 @@ pub(crate) fn app(metrics: &Metrics, latency_scale: f64, with_metrics_route: boo
         .route("/memory", get(memory))
         .route("/users/{id}", get(user))
         .route("/health", get(|| async { "ok" }))
-        .with_state(demo);
+        .with_state(demo)
+        .layer(middleware::from_fn_with_state(
+            drain.clone(),
+            refuse_while_draining,
+        ));
     if with_metrics_route {
         router = router.merge(metrics.router());
     }
@@ -234,9 +309,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Before the startup line: a signal sent as soon as the line appears must reach our
     // handler, not the default action that kills the process without a graceful shutdown.
-    let signals = crate::signals::ShutdownSignals::install()?;
+    let mut signals = crate::signals::ShutdownSignals::install()?;
 
-    let app = app(&metrics, args.latency_scale, metrics_listener.is_none());
+    let drain = Drain::default();
+    let app = app(
+        &metrics,
+        args.latency_scale,
+        metrics_listener.is_none(),
+        &drain,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut stop_rx = stop_rx.clone();
@@ -259,25 +340,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(%api_addr, %metrics_addr, naming = %args.naming, latency_scale = args.latency_scale, "serving the demo API");
 
     let signal = signals.recv().await?;
-    tracing::info!(signal, grace = ?args.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
-    let _ = stop_tx.send(true);
-    let finished = async {
-        let api_result = api.await;
-        if let Some(server) = metrics_server {
-            let _ = server.await;
-        }
-        api_result
-    };
-    match tokio::time::timeout(args.shutdown_grace, finished).await {
-        Ok(Ok(Ok(()))) => {
-            tracing::info!("stopped");
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(Ok(Err(error))) => Err(error).context("server failed"),
-        Ok(Err(join_error)) => Err(join_error).context("server task failed"),
-        Err(_) => {
+    tracing::info!(signal, grace = ?args.shutdown_grace, "shutting down: finishing requests in flight, refusing new ones with 503, still serving /metrics");
+    let deadline = tokio::time::Instant::now() + args.shutdown_grace;
+    let shutdown = async {
+        drain.start();
+        if tokio::time::timeout_at(deadline, drain.idle())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?args.shutdown_grace, "requests still in flight after the grace period; exiting");
-            Ok(ExitCode::SUCCESS)
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Stop accepting and close idle connections; a scrape under way may finish.
+        let _ = stop_tx.send(true);
+        let finished = async {
+            let api_result = api.await;
+            if let Some(server) = metrics_server {
+                let _ = server.await;
+            }
+            api_result
+        };
+        match tokio::time::timeout_at(deadline, finished).await {
+            Ok(Ok(Ok(()))) => {
+                tracing::info!("stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(Ok(Err(error))) => Err(error).context("server failed"),
+            Ok(Err(join_error)) => Err(join_error).context("server task failed"),
+            Err(_) => {
+                tracing::warn!(grace = ?args.shutdown_grace, "connections still open after the grace period; exiting");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    };
+    tokio::select! {
+        result = shutdown => result,
+        second = signals.recv() => {
+            let second = second?;
+            tracing::warn!(signal = second, "second signal: exiting at once");
+            Ok(ExitCode::from(130))
         }
     }
 }

@@ -27,13 +27,13 @@ impl ShutdownSignals {
         }
     }
 
-    /// Waits for SIGINT or SIGTERM and returns its name.
-    pub async fn recv(self) -> anyhow::Result<&'static str> {
+    /// Waits for the next SIGINT or SIGTERM and returns its name.
+    pub async fn recv(&mut self) -> anyhow::Result<&'static str> {
         #[cfg(unix)]
         {
             let Self {
-                mut interrupt,
-                mut terminate,
+                interrupt,
+                terminate,
             } = self;
             tokio::select! {
                 _ = interrupt.recv() => Ok("SIGINT"),

@@ -477,19 +477,31 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
     server.signal("TERM");
     let signalled = Instant::now();
 
-    // New connections are refused while the accepted requests keep running.
-    let mut refused_with_pending = None;
+    // While the accepted requests keep running, new API requests are refused with a 503 and a
+    // scrape still succeeds, so the last counts reach Prometheus.
+    let mut refused = false;
     for _ in 0..250 {
-        if try_get(addr, "/health", &[]).await.is_err() {
-            refused_with_pending = Some(IN_FLIGHT - finished.load(Ordering::SeqCst));
+        if get(addr, "/health", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pending = refused_with_pending.expect("new connections still accepted after SIGTERM");
+    assert!(refused, "new requests still served after SIGTERM");
+    let pending = IN_FLIGHT - finished.load(Ordering::SeqCst);
+    assert!(pending >= 1, "every request had finished before the check");
+    let scrape = get(addr, "/metrics", &[]).await;
+    assert_eq!(
+        scrape.status,
+        StatusCode::OK,
+        "a scrape during the grace period"
+    );
     assert!(
-        pending >= 1,
-        "every request had finished before the listener closed"
+        scrape
+            .body
+            .contains("http_route=\"/health\",http_response_status_code=\"503\""),
+        "the refused request is counted: {}",
+        scrape.body
     );
 
     let mut completed_after_signal = 0;
@@ -524,6 +536,41 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
     let stderr = server.stderr();
     assert!(stderr.contains("shutting down"), "{stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    // At scale 100 /ep_four sleeps U[0, 80] s; the grace period is a minute.
+    let mut server = Server::start(&["--latency-scale", "100", "--shutdown-grace", "60s"]);
+    let addr = server.addr;
+    let slow = tokio::spawn(async move { try_get(addr, "/ep_four", &[]).await });
+    assert!(
+        get_requests_in_flight(&server).await,
+        "the slow request never started"
+    );
+    server.signal("INT");
+    // The first signal is being handled: new requests are refused.
+    let mut refused = false;
+    for _ in 0..100 {
+        if get(addr, "/health", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "not draining after the first signal");
+    server.signal("INT");
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("exits at once after the second signal");
+    assert_eq!(status.code(), Some(130), "stderr:\n{}", server.stderr());
+    assert!(
+        server.stderr().contains("second signal"),
+        "{}",
+        server.stderr()
+    );
+    slow.abort();
 }
 
 #[tokio::test]

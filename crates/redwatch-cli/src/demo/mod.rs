@@ -138,7 +138,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let load_args = load_args(api_target, args.rate, args.duration)?;
     load::check_embedded(&load_args).context("load generator settings")?;
     // Before anything is announced: a signal from then on must reach our handler.
-    let signals = ShutdownSignals::install()?;
+    let mut signals = ShutdownSignals::install()?;
 
     // Prometheus first: if it cannot start, nothing else has started yet. Started from this
     // task (the main thread under `block_on`), which its parent-death signal is tied to.
@@ -158,7 +158,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dashboard = dashboard::Dashboard::start(metrics.clone());
     // The dashboard is merged after the metrics layer, so its polling is not recorded as API
     // traffic: the panels show what the load generator did, nothing else.
-    let app = serve::app(&metrics, 1.0, true).merge(dashboard.router());
+    let app = serve::app(&metrics, 1.0, true, &serve::Drain::default()).merge(dashboard.router());
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let api = tokio::spawn(
         axum::serve(api_listener, app)

@@ -278,7 +278,7 @@ pub(crate) struct EmbeddedOutcome {
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     // Always stop by itself: default to 10 s unless a request count bounds the run.
     // Installed before anything else, so a signal in the first moments of a run is not lost.
-    let signals = crate::signals::ShutdownSignals::install()?;
+    let mut signals = crate::signals::ShutdownSignals::install()?;
     let settings = Settings::from_args(&args, Some(Duration::from_secs(10)))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let interrupt_watch = {
