@@ -531,3 +531,84 @@ fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
     assert!(finished.stdout.is_empty(), "{}", finished.stdout);
     drop(taken);
 }
+
+/// One environment, with every variable that more than one subcommand reads, runs every
+/// subcommand: a variable means the same to each of them.
+#[test]
+fn one_environment_runs_every_subcommand() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let out = temp.path().join("generated");
+    // A fixed port for serve's metrics: the load generator, running at the same time, must not
+    // read the same variable and try to bind it too.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let env: Vec<(&str, String)> = vec![
+        ("REDWATCH_LISTEN", "127.0.0.1:0".to_owned()),
+        ("REDWATCH_NAMING", "flask".to_owned()),
+        (
+            "REDWATCH_METRICS_LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        ),
+        ("REDWATCH_LOAD_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
+        ("REDWATCH_RATE", "50".to_owned()),
+        ("REDWATCH_DURATION", "1s".to_owned()),
+        ("REDWATCH_LATENCY_SCALE", "0".to_owned()),
+        ("REDWATCH_MIX", "/health=1".to_owned()),
+        ("REDWATCH_PROMETHEUS", "none".to_owned()),
+        ("REDWATCH_JOB", "shop".to_owned()),
+        ("REDWATCH_OUT", out.to_string_lossy().into_owned()),
+        ("REDWATCH_LOG_LEVEL", "warn".to_owned()),
+    ];
+    let command = |subcommand: &str| {
+        let mut command = Command::new(BIN);
+        command.env_remove("RUST_LOG");
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("REDWATCH_") {
+                command.env_remove(name);
+            }
+        }
+        command.envs(env.iter().map(|(name, value)| (name, value)));
+        command.arg(subcommand).stdin(Stdio::null());
+        command
+    };
+
+    let generate = command("generate").output().expect("run generate");
+    assert!(
+        generate.status.success(),
+        "generate: {}",
+        String::from_utf8_lossy(&generate.stderr)
+    );
+    assert!(
+        out.join("flask/prometheus/rules/redwatch.rules.yml")
+            .is_file()
+    );
+    assert!(!out.join("otel").exists(), "REDWATCH_NAMING=flask ignored");
+
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let serve = support::Server::start_with_env(&["serve"], &env_refs);
+    assert_ne!(
+        serve.addr, serve.metrics_addr,
+        "REDWATCH_METRICS_LISTEN ignored"
+    );
+    let api = serve.addr;
+
+    let load = command("load")
+        .args(["--target", &format!("http://{api}")])
+        .output()
+        .expect("run load");
+    assert!(
+        load.status.success(),
+        "load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+
+    let demo = command("demo").output().expect("run demo");
+    assert!(
+        demo.status.success(),
+        "demo: {}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    drop(serve);
+}

@@ -23,17 +23,6 @@ use anyhow::{Context, bail};
 pub use naming::Preset;
 use units::PromDuration;
 
-/// Which presets to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum NamingChoice {
-    /// Both presets, each in its own directory.
-    All,
-    /// OpenTelemetry names only.
-    Otel,
-    /// prometheus_flask_exporter names only.
-    Flask,
-}
-
 /// Flags of `redwatch generate` (boxed: there are many, and the subcommand enum stays small).
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
@@ -44,9 +33,10 @@ pub struct GenerateArgs {
 /// The flags themselves.
 #[derive(Debug, clap::Args)]
 pub struct GenerateFlags {
-    /// Naming preset of the API's metrics; `all` writes one directory per preset
-    #[arg(long, env = "REDWATCH_NAMING", value_enum, default_value = "all")]
-    pub naming: NamingChoice,
+    /// Naming preset of the API's metrics (as `redwatch serve --naming`), or both presets, each
+    /// in its own directory, when not set [default: both]
+    #[arg(long, env = "REDWATCH_NAMING", value_enum)]
+    pub naming: Option<Preset>,
 
     /// Prometheus job name of the API
     #[arg(long, env = "REDWATCH_JOB", default_value = "redwatch")]
@@ -816,10 +806,9 @@ pub fn generate_preset(preset: Preset, settings: &Settings) -> anyhow::Result<Ve
 pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let args = *args.flags;
     let settings = Settings::from_args(&args)?;
-    let presets: &[Preset] = match args.naming {
-        NamingChoice::All => &Preset::ALL,
-        NamingChoice::Otel => &[Preset::Otel],
-        NamingChoice::Flask => &[Preset::Flask],
+    let presets: &[Preset] = match &args.naming {
+        None => &Preset::ALL,
+        Some(preset) => std::slice::from_ref(preset),
     };
     // Render everything before writing anything, so a failure leaves no half-written set.
     let mut all = Vec::new();

@@ -83,8 +83,10 @@ pub struct LoadArgs {
     #[arg(long, env = "REDWATCH_JSON", value_name = "PATH")]
     pub json: Option<String>,
 
-    /// Serve the generator's own Prometheus metrics at http://ADDR/metrics. [default: off]
-    #[arg(long, env = "REDWATCH_METRICS_LISTEN", value_name = "ADDR")]
+    /// Serve the generator's own Prometheus metrics at http://ADDR/metrics. Its variable is
+    /// REDWATCH_LOAD_METRICS_LISTEN, so one environment can also set serve's --metrics-listen.
+    /// [default: off]
+    #[arg(long, env = "REDWATCH_LOAD_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
 
     /// Keep serving --metrics-listen this long after the run (Ctrl-C ends it early).
