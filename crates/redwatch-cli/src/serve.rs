@@ -42,11 +42,11 @@ pub struct ServeArgs {
     pub latency_scale: f64,
 
     /// Application version reported by the info metric.
-    #[arg(long, env = "REDWATCH_APP_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    #[arg(long, env = "REDWATCH_APP_VERSION", default_value = env!("CARGO_PKG_VERSION"), value_parser = parse_label_value)]
     pub app_version: String,
 
     /// Deployment environment reported by the info metric.
-    #[arg(long, env = "REDWATCH_ENVIRONMENT", default_value = "development")]
+    #[arg(long, env = "REDWATCH_ENVIRONMENT", default_value = "development", value_parser = parse_label_value)]
     pub environment: String,
 
     /// Serve /metrics on this separate address instead of the API's (e.g. a port only
@@ -55,7 +55,7 @@ pub struct ServeArgs {
     pub metrics_listen: Option<SocketAddr>,
 
     /// Require `Authorization: Bearer TOKEN` on /metrics. Default: no authentication.
-    #[arg(long, env = "REDWATCH_METRICS_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "REDWATCH_METRICS_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub metrics_token: Option<String>,
 
     /// How long in-flight requests may run after SIGINT/SIGTERM before the server exits.
@@ -70,6 +70,23 @@ pub fn parse_addr(value: &str) -> Result<SocketAddr, String> {
             "expected IP:PORT such as 127.0.0.1:5000, [::1]:5000 or 0.0.0.0:5000, got {value:?}"
         )
     })
+}
+
+/// A label value of the info metric: an empty one would drop the label.
+fn parse_label_value(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+/// A bearer token as the Authorization header carries it.
+fn parse_token(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.contains(char::is_whitespace) {
+        // The value is a secret: do not echo it.
+        return Err("the token must be non-empty and contain no whitespace".to_owned());
+    }
+    Ok(value.to_owned())
 }
 
 fn parse_scale(value: &str) -> Result<f64, String> {

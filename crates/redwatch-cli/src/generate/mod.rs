@@ -612,13 +612,16 @@ impl Settings {
             }
             extra_targets.push((job.to_owned(), target.to_owned()));
         }
-        for target in api_targets
+        for (flag, target) in api_targets
             .iter()
-            .chain(&load_targets)
-            .chain(extra_targets.iter().map(|(_, t)| t))
+            .map(|t| ("api-targets", t))
+            .chain(load_targets.iter().map(|t| ("load-targets", t)))
+            .chain(extra_targets.iter().map(|(_, t)| ("extra-targets", t)))
         {
             if target.contains("://") || target.contains('/') {
-                bail!("scrape target {target:?} must be host:port, without scheme or path");
+                bail!(
+                    "--{flag}: scrape target {target:?} must be host:port, without scheme or path"
+                );
             }
         }
         let mut jobs = vec![args.job.as_str()];
@@ -806,6 +809,9 @@ pub fn generate_preset(preset: Preset, settings: &Settings) -> anyhow::Result<Ve
 pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let args = *args.flags;
     let settings = Settings::from_args(&args)?;
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {} is not a directory", args.out.display());
+    }
     let presets: &[Preset] = match &args.naming {
         None => &Preset::ALL,
         Some(preset) => std::slice::from_ref(preset),

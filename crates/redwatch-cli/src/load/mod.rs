@@ -179,6 +179,19 @@ impl Settings {
     /// `default_duration` bounds a run given neither --duration nor --requests (`None`: until
     /// stopped).
     fn from_args(args: &LoadArgs, default_duration: Option<Duration>) -> anyhow::Result<Self> {
+        // Refuse an unwritable --json before the run, not after it.
+        if let Some(path) = args.json.as_deref().filter(|path| *path != "-") {
+            let dir = std::path::Path::new(path)
+                .parent()
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if !dir.is_dir() {
+                bail!(
+                    "invalid --json {path:?}: the directory {} does not exist",
+                    dir.display()
+                );
+            }
+        }
         let target = Target::parse(&args.target)?;
         let mix = Mix::parse(&args.mix)?;
         let duration = args
