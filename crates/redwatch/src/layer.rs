@@ -97,6 +97,14 @@ impl MetricsLayer {
     }
 }
 
+impl<C: std::fmt::Debug> std::fmt::Debug for MetricsLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsLayer")
+            .field("classifier", &self.classifier)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C> MetricsLayer<C> {
     /// Uses `classifier` instead of axum's matched path to find a request's route, for plain
     /// hyper or tonic services.
@@ -132,6 +140,15 @@ pub struct MetricsService<S, C = MatchedPathRoute> {
     core: Arc<Core>,
     classifier: C,
     last_route: Arc<RouteCache>,
+}
+
+impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for MetricsService<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsService")
+            .field("inner", &self.inner)
+            .field("classifier", &self.classifier)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S, C>
@@ -207,6 +224,15 @@ pin_project! {
     }
 }
 
+impl<F: std::fmt::Debug> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("inner", &self.inner)
+            .field("recording", &self.tracker.is_some())
+            .finish()
+    }
+}
+
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -271,6 +297,15 @@ pin_project! {
         #[pin]
         inner: B,
         tracker: Option<Tracker>,
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .field("recording", &self.tracker.is_some())
+            .finish()
     }
 }
 
