@@ -497,9 +497,7 @@ pub(crate) fn openmetrics_to_prometheus(openmetrics: &str, out: &mut Vec<u8>) {
         } else if line.starts_with("# ") {
             // `# UNIT` and `# EOF` have no 0.0.4 equivalent.
         } else {
-            let sample = line
-                .split_once(" # ")
-                .map_or(line, |(sample, _exemplar)| sample);
+            let sample = &line[..exemplar_start(line)];
             let is_created = counter_family.is_some_and(|family| {
                 sample
                     .strip_prefix(family)
@@ -513,9 +511,54 @@ pub(crate) fn openmetrics_to_prometheus(openmetrics: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// Where the exemplar (` # {...} value`) of an OpenMetrics sample line starts, or the line's
+/// length when it has none. Label values may contain ` # ` themselves, so the separator is
+/// only looked for after the label set's closing brace, found with quotes and escapes honoured.
+fn exemplar_start(line: &str) -> usize {
+    let bytes = line.as_bytes();
+    let mut index = 0;
+    // The metric name ends at `{` or at the space before the value.
+    while index < bytes.len() && bytes[index] != b'{' && bytes[index] != b' ' {
+        index += 1;
+    }
+    if bytes.get(index) == Some(&b'{') {
+        let mut in_quotes = false;
+        index += 1;
+        while index < bytes.len() {
+            match bytes[index] {
+                // Inside quotes a backslash escapes the next byte (`\\`, `\"`, `\n`).
+                b'\\' if in_quotes => index += 1,
+                b'"' => in_quotes = !in_quotes,
+                b'}' if !in_quotes => break,
+                _ => {}
+            }
+            index += 1;
+        }
+    }
+    // All delimiters are ASCII, so `index` is on a character boundary (or past the end).
+    let rest = line.get(index..).unwrap_or("");
+    rest.find(" # ").map_or(line.len(), |found| index + found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exemplars_are_found_only_after_the_label_set() {
+        let cases = [
+            ("a 1", "a 1"),
+            ("a 1 # {t=\"x\"} 2", "a 1"),
+            ("a{l=\"x # y\"} 1", "a{l=\"x # y\"} 1"),
+            ("a{l=\"x # y\"} 1 # {t=\"z\"} 2", "a{l=\"x # y\"} 1"),
+            ("a{l=\"\\\"} # \"} 1", "a{l=\"\\\"} # \"} 1"),
+            ("a{l=\"\\\\\"} 1 # {} 2", "a{l=\"\\\\\"} 1"),
+            ("a{l=\"unterminated # ", "a{l=\"unterminated # "),
+        ];
+        for (line, sample) in cases {
+            assert_eq!(&line[..exemplar_start(line)], sample, "{line:?}");
+        }
+    }
 
     #[test]
     fn floats_follow_each_format() {

@@ -331,3 +331,37 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
             .find(|path| path.is_file())
     })
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TextLabels {
+    text: String,
+}
+
+#[test]
+fn label_values_that_look_like_exemplars_survive_the_text_format() {
+    let metrics = Metrics::new();
+    let family = Family::<TextLabels, Counter>::default();
+    metrics.register("notes", "Notes seen.", family.clone());
+    let values = [
+        "a # b",
+        "} # {x=\"1\"} 2",
+        "quote \" # and \\ # backslash",
+        "line\nbreak # here",
+    ];
+    for value in values {
+        family
+            .get_or_create(&TextLabels {
+                text: value.to_owned(),
+            })
+            .inc();
+    }
+    let text = text(&metrics, Format::Prometheus);
+    let samples = parse(&text);
+    for value in values {
+        assert_eq!(
+            total(&samples, "notes_total", &[("text", value)]),
+            1.0,
+            "{value:?} in\n{text}"
+        );
+    }
+}
