@@ -158,7 +158,8 @@ impl<'a> Encoder<'a> {
         self.out.push(b'\n');
         self.sample_start(name, "_sum", labels, false);
         if sum_scale == 1.0 {
-            self.out.extend_from_slice(digits.format(sum).as_bytes());
+            self.out
+                .extend_from_slice(itoa::Buffer::new().format(sum).as_bytes());
         } else {
             write_float(self.out, sum as f64 / sum_scale, self.format);
         }

@@ -447,6 +447,57 @@ impl std::error::Error for BuildError {}
 mod tests {
     use super::*;
 
+    /// The `_sum` sample of the first series of `family` in `text`.
+    fn first_sum(text: &str, family: &str) -> f64 {
+        let prefix = format!("{family}_sum{{");
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        let (_, value) = line.rsplit_once(' ').unwrap();
+        value.parse().unwrap()
+    }
+
+    #[test]
+    fn histogram_sums_pass_2_pow_64_without_wrapping() {
+        let metrics = Metrics::builder().body_sizes(true).build().unwrap();
+        let core = &metrics.inner.core;
+        let entry = core.route("/stream");
+        let config = &core.shared.config;
+        let size_bounds = config.size_bounds_bytes.as_deref().unwrap();
+        // 2^62 ns is 146 years: a few such observations stand for weeks of many long streams.
+        let step = 1u64 << 62;
+        let mut last = [0.0f64; 4];
+        for i in 1..=12u32 {
+            entry.with_series(0, 200, |series| {
+                series.duration.observe(&config.duration_bounds_nanos, step);
+                let response = series.response_size.as_ref().unwrap();
+                response.observe(size_bounds, step);
+            });
+            let exact = f64::from(i) * step as f64;
+            let mut sums = Vec::new();
+            for format in [Format::Prometheus, Format::OpenMetrics] {
+                let text = String::from_utf8(metrics.render(format)).unwrap();
+                sums.push((
+                    first_sum(&text, "http_server_request_duration_seconds"),
+                    exact / 1e9,
+                ));
+                sums.push((
+                    first_sum(&text, "http_server_response_body_size_bytes"),
+                    exact,
+                ));
+            }
+            for (index, (sum, expected)) in sums.into_iter().enumerate() {
+                assert!(
+                    (sum - expected).abs() <= expected * 1e-12,
+                    "after {i} observations of 2^62: sum {sum}, expected {expected}"
+                );
+                assert!(sum > last[index], "the sum never decreases");
+                last[index] = sum;
+            }
+        }
+    }
+
     #[test]
     fn default_configuration_builds() {
         assert!(Metrics::builder().build().is_ok());
