@@ -171,9 +171,12 @@ where
             None => self.core.unmatched(),
             Some(route) => match self.last_route.get() {
                 Some((cached, entry)) if **cached == *route => Arc::clone(entry),
-                _ => {
+                cached => {
                     let entry = self.core.route(route);
-                    let _ = self.last_route.set((route.into(), Arc::clone(&entry)));
+                    // Fill the cache once; building its key on every miss would allocate.
+                    if cached.is_none() {
+                        let _ = self.last_route.set((route.into(), Arc::clone(&entry)));
+                    }
                     entry
                 }
             },
