@@ -237,7 +237,6 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
     let names = config.names();
     let mut encoder = Encoder::new(out, format, &config.namespace, &config.const_labels);
     let mut cumulative = Vec::with_capacity(config.duration_bounds_nanos.len() + 1);
-    let series = shared.series();
 
     encoder.header(
         names.duration,
@@ -245,7 +244,9 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
         "Duration of HTTP server requests, from arrival until the response body is sent.",
     );
     let durations = &le.duration[format_index(format)];
-    for s in series.iter() {
+    for s in shared.series() {
+        #[cfg(test)]
+        test_hook::series_encoded();
         encoder.histogram(
             names.duration,
             &s.labels,
@@ -273,7 +274,7 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
         ];
         for (name, help, histogram_of) in families {
             encoder.header(name, Kind::Histogram, help);
-            for s in series.iter() {
+            for s in shared.series() {
                 if let Some(histogram) = histogram_of(s) {
                     encoder.histogram(name, &s.labels, sizes, histogram, 1.0, &mut cumulative);
                 }
@@ -284,7 +285,7 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
     if let Some(requests_total) = names.requests_total {
         // Derived from the duration histograms, so the request path pays nothing for it.
         let mut totals: BTreeMap<(u8, u16), u64> = BTreeMap::new();
-        for s in series.iter() {
+        for s in shared.series() {
             s.duration.snapshot(&mut cumulative);
             let count = cumulative.last().copied().unwrap_or(0);
             *totals.entry((s.method, s.status)).or_insert(0) += count;
@@ -299,7 +300,6 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             encoder.int_sample(requests_total, &labels, count);
         }
     }
-    drop(series);
 
     if let Some(exceptions_total) = names.exceptions_total {
         encoder.header(
@@ -307,7 +307,9 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             Kind::Counter,
             "Total number of HTTP requests whose handler panicked.",
         );
-        for (&(method, status), &count) in shared.exceptions().iter() {
+        // A copy, so that a panicking handler never waits for this encode.
+        let exceptions = shared.exceptions().clone();
+        for ((method, status), count) in exceptions {
             let labels = method_status_labels(config, method, status);
             encoder.int_sample(exceptions_total, &labels, count);
         }
@@ -539,6 +541,33 @@ fn exemplar_start(line: &str) -> usize {
     // All delimiters are ASCII, so `index` is on a character boundary (or past the end).
     let rest = line.get(index..).unwrap_or("");
     rest.find(" # ").map_or(line.len(), |found| index + found)
+}
+
+/// Lets unit tests act in the middle of an encode, on the encoding thread.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    /// Runs `hook` before each duration series this thread encodes, until `clear`.
+    pub(crate) fn set(hook: impl FnMut() + 'static) {
+        HOOK.with(|cell| *cell.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(crate) fn clear() {
+        HOOK.with(|cell| *cell.borrow_mut() = None);
+    }
+
+    pub(super) fn series_encoded() {
+        HOOK.with(|cell| {
+            if let Some(hook) = cell.borrow_mut().as_mut() {
+                hook();
+            }
+        });
+    }
 }
 
 #[cfg(test)]

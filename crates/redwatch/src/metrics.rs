@@ -499,6 +499,42 @@ mod tests {
     }
 
     #[test]
+    fn a_new_series_does_not_wait_for_an_encode_in_progress() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let metrics = Metrics::new();
+        let core = Arc::clone(&metrics.inner.core);
+        for route in 0..1_000 {
+            core.route(&format!("/old/{route}"))
+                .with_series(0, 200, |_| {});
+        }
+        // Halfway through the encode, a request records the first series of a new route
+        // on another thread; it must finish while the encoder is still held there.
+        let mut encoded = 0;
+        let (done, finished) = mpsc::channel();
+        let hook_core = Arc::clone(&core);
+        crate::encode::test_hook::set(move || {
+            encoded += 1;
+            if encoded != 500 {
+                return;
+            }
+            let (core, done) = (Arc::clone(&hook_core), done.clone());
+            std::thread::spawn(move || {
+                core.route("/new").with_series(0, 200, |_| {});
+                let _ = done.send(());
+            });
+            // Generous: a request that is not blocked finishes in microseconds, and one that
+            // is blocked waits for this hook to return, so the outcome is not a matter of timing.
+            let waited = finished.recv_timeout(Duration::from_secs(10));
+            assert!(waited.is_ok(), "creating a series waited for the encoder");
+        });
+        let text = String::from_utf8(metrics.render(Format::Prometheus));
+        crate::encode::test_hook::clear();
+        assert!(text.unwrap().contains("http_route=\"/old/999\""));
+    }
+
+    #[test]
     fn default_configuration_builds() {
         assert!(Metrics::builder().build().is_ok());
     }

@@ -145,15 +145,18 @@ pub(crate) struct Shared {
     /// in a VM), the OS monotonic clock otherwise.
     pub(crate) clock: quanta::Clock,
     pub(crate) active: [ActiveGauge; METHODS.len()],
-    /// Every series ever created, in creation order, for the encoder.
-    series: Mutex<Vec<Arc<Series>>>,
+    /// Every series ever created, in creation order, for the encoder. Append-only and
+    /// lock-free, so that creating a series never waits for an encode in progress.
+    series: boxcar::Vec<Arc<Series>>,
     /// Panicking handlers by (method, status); touched only when a handler panics.
     exceptions: Mutex<BTreeMap<(u8, u16), u64>>,
 }
 
 impl Shared {
-    pub(crate) fn series(&self) -> MutexGuard<'_, Vec<Arc<Series>>> {
-        self.series.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The series created so far, in creation order; one created during the iteration may
+    /// or may not be included.
+    pub(crate) fn series(&self) -> impl Iterator<Item = &Series> {
+        self.series.iter().map(|(_, series)| &**series)
     }
 
     pub(crate) fn exceptions(&self) -> MutexGuard<'_, BTreeMap<(u8, u16), u64>> {
@@ -230,7 +233,7 @@ impl RouteEntry {
                 Some(_) => {}
                 None => {
                     let created = Arc::new(self.new_series(method, status));
-                    self.shared.series().push(Arc::clone(&created));
+                    self.shared.series.push(Arc::clone(&created));
                     // Slots are only set under `create`, so this one is still empty.
                     let stored = slot.get_or_init(|| created);
                     return record(stored);
@@ -241,7 +244,7 @@ impl RouteEntry {
             Some(series) => series,
             None => {
                 let created = Arc::new(self.new_series(method, status));
-                self.shared.series().push(Arc::clone(&created));
+                self.shared.series.push(Arc::clone(&created));
                 overflow.get_or_insert(key, created)
             }
         };
@@ -312,7 +315,7 @@ impl Core {
             config,
             clock: quanta::Clock::new(),
             active: Default::default(),
-            series: Mutex::new(Vec::new()),
+            series: boxcar::Vec::new(),
             exceptions: Mutex::new(BTreeMap::new()),
         });
         let unmatched = Arc::new(RouteEntry::new(
