@@ -128,8 +128,8 @@ impl<'a> Encoder<'a> {
         self.out.push(b'\n');
     }
 
-    /// Writes the `_bucket`, `_count` and `_sum` lines of one histogram series.
-    /// `labels` is the series' full label set including constant labels.
+    /// Writes the `_bucket`, `_count` and `_sum` lines of one histogram series and returns
+    /// the count written. `labels` is the series' full label set including constant labels.
     fn histogram(
         &mut self,
         name: &str,
@@ -138,7 +138,7 @@ impl<'a> Encoder<'a> {
         histogram: &AtomicHistogram,
         sum_scale: f64,
         cumulative: &mut Vec<u64>,
-    ) {
+    ) -> u64 {
         let sum = histogram.snapshot(cumulative);
         let mut digits = itoa::Buffer::new();
         for (le, count) in le_values.iter().zip(cumulative.iter()) {
@@ -164,6 +164,7 @@ impl<'a> Encoder<'a> {
             write_float(self.out, sum as f64 / sum_scale, self.format);
         }
         self.out.push(b'\n');
+        count
     }
 }
 
@@ -244,10 +245,13 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
         "Duration of HTTP server requests, from arrival until the response body is sent.",
     );
     let durations = &le.duration[format_index(format)];
+    // `flask_http_request_total` by (method, status), summed from the very counts written
+    // here, so that it agrees with `_count` in every scrape; the request path pays nothing.
+    let mut totals: BTreeMap<(u8, u16), u64> = BTreeMap::new();
     for s in shared.series() {
         #[cfg(test)]
         test_hook::series_encoded();
-        encoder.histogram(
+        let count = encoder.histogram(
             names.duration,
             &s.labels,
             durations,
@@ -255,6 +259,9 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             1e9,
             &mut cumulative,
         );
+        if names.requests_total.is_some() {
+            *totals.entry((s.method, s.status)).or_insert(0) += count;
+        }
     }
 
     if config.size_bounds_bytes.is_some() {
@@ -276,20 +283,14 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             encoder.header(name, Kind::Histogram, help);
             for s in shared.series() {
                 if let Some(histogram) = histogram_of(s) {
-                    encoder.histogram(name, &s.labels, sizes, histogram, 1.0, &mut cumulative);
+                    let _ =
+                        encoder.histogram(name, &s.labels, sizes, histogram, 1.0, &mut cumulative);
                 }
             }
         }
     }
 
     if let Some(requests_total) = names.requests_total {
-        // Derived from the duration histograms, so the request path pays nothing for it.
-        let mut totals: BTreeMap<(u8, u16), u64> = BTreeMap::new();
-        for s in shared.series() {
-            s.duration.snapshot(&mut cumulative);
-            let count = cumulative.last().copied().unwrap_or(0);
-            *totals.entry((s.method, s.status)).or_insert(0) += count;
-        }
         encoder.header(
             requests_total,
             Kind::Counter,
