@@ -131,7 +131,8 @@ impl Metrics {
         f(&mut registry)
     }
 
-    /// Encodes every metric in `format`.
+    /// Encodes every metric in `format`. This blocks (it reads `/proc` and renders every
+    /// series); see [`Metrics::respond`] for calling it from async code.
     pub fn render(&self, format: Format) -> Vec<u8> {
         let inner = &self.inner;
         let mut out = Vec::with_capacity(inner.last_size.load(Ordering::Relaxed) + 1024);
