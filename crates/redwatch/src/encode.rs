@@ -495,7 +495,7 @@ pub(crate) fn openmetrics_to_prometheus(openmetrics: &str, out: &mut Vec<u8>) {
             if let Some((help_name, help)) = pending_help.take()
                 && help_name == name
             {
-                let _ = writeln!(out, "# HELP {sample_name} {help}");
+                let _ = writeln!(out, "# HELP {sample_name} {}", prometheus_help(help));
             }
             let _ = writeln!(out, "# TYPE {sample_name} {kind}");
         } else if line.starts_with("# ") {
@@ -513,6 +513,31 @@ pub(crate) fn openmetrics_to_prometheus(openmetrics: &str, out: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// An OpenMetrics-escaped HELP text in the 0.0.4 format, which escapes only `\\` and `\n`:
+/// `\"` becomes `"`.
+fn prometheus_help(help: &str) -> std::borrow::Cow<'_, str> {
+    if !help.contains("\\\"") {
+        return help.into();
+    }
+    let mut text = String::with_capacity(help.len());
+    let mut chars = help.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('"')) => {
+                text.push('"');
+                chars.next();
+            }
+            ('\\', Some(escaped)) => {
+                text.push('\\');
+                text.push(escaped);
+                chars.next();
+            }
+            (c, _) => text.push(c),
+        }
+    }
+    text.into()
 }
 
 /// Where the exemplar (` # {...} value`) of an OpenMetrics sample line starts, or the line's
@@ -574,6 +599,15 @@ pub(crate) mod test_hook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_loses_only_the_quote_escapes() {
+        assert_eq!(prometheus_help("plain"), "plain");
+        assert_eq!(
+            prometheus_help(r#"a \"b\" c\\ d\n e\\"f"#),
+            r#"a "b" c\\ d\n e\\"f"#
+        );
+    }
 
     #[test]
     fn exemplars_are_found_only_after_the_label_set() {

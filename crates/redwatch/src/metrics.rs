@@ -96,7 +96,8 @@ impl Metrics {
     }
 
     /// Registers a `prometheus-client` metric (counter, gauge, histogram, family, ...) so that
-    /// it appears on the same exposition.
+    /// it appears on the same exposition. `help` may contain any text: it is escaped here
+    /// (`prometheus-client` writes it as given, so a line break would end the line).
     ///
     /// ```
     /// use prometheus_client::metrics::counter::Counter;
@@ -114,11 +115,13 @@ impl Metrics {
         help: impl Into<String>,
         metric: impl prometheus_client::registry::Metric,
     ) {
+        let help = escape_label_value(&help.into());
         self.with_registry(|registry| registry.register(name, help, metric));
     }
 
     /// Gives access to the underlying `prometheus-client` registry, for sub-registries,
-    /// units and collectors.
+    /// units and collectors. Help texts given to it directly are written as they are, so they
+    /// must be escaped for OpenMetrics (`\\`, `\n`, `\"`); [`Metrics::register`] does that.
     pub fn with_registry<T>(
         &self,
         f: impl FnOnce(&mut prometheus_client::registry::Registry) -> T,
