@@ -128,8 +128,8 @@ impl<'a> Encoder<'a> {
         self.out.push(b'\n');
     }
 
-    /// Writes the `_bucket`, `_count` and `_sum` lines of one histogram series.
-    /// `labels` is the series' full label set including constant labels.
+    /// Writes the `_bucket`, `_count` and `_sum` lines of one histogram series and returns
+    /// the count written. `labels` is the series' full label set including constant labels.
     fn histogram(
         &mut self,
         name: &str,
@@ -138,7 +138,7 @@ impl<'a> Encoder<'a> {
         histogram: &AtomicHistogram,
         sum_scale: f64,
         cumulative: &mut Vec<u64>,
-    ) {
+    ) -> u64 {
         let sum = histogram.snapshot(cumulative);
         let mut digits = itoa::Buffer::new();
         for (le, count) in le_values.iter().zip(cumulative.iter()) {
@@ -158,11 +158,13 @@ impl<'a> Encoder<'a> {
         self.out.push(b'\n');
         self.sample_start(name, "_sum", labels, false);
         if sum_scale == 1.0 {
-            self.out.extend_from_slice(digits.format(sum).as_bytes());
+            self.out
+                .extend_from_slice(itoa::Buffer::new().format(sum).as_bytes());
         } else {
             write_float(self.out, sum as f64 / sum_scale, self.format);
         }
         self.out.push(b'\n');
+        count
     }
 }
 
@@ -236,7 +238,6 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
     let names = config.names();
     let mut encoder = Encoder::new(out, format, &config.namespace, &config.const_labels);
     let mut cumulative = Vec::with_capacity(config.duration_bounds_nanos.len() + 1);
-    let series = shared.series();
 
     encoder.header(
         names.duration,
@@ -244,8 +245,13 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
         "Duration of HTTP server requests, from arrival until the response body is sent.",
     );
     let durations = &le.duration[format_index(format)];
-    for s in series.iter() {
-        encoder.histogram(
+    // `flask_http_request_total` by (method, status), summed from the very counts written
+    // here, so that it agrees with `_count` in every scrape; the request path pays nothing.
+    let mut totals: BTreeMap<(u8, u16), u64> = BTreeMap::new();
+    for s in shared.series() {
+        #[cfg(test)]
+        test_hook::series_encoded();
+        let count = encoder.histogram(
             names.duration,
             &s.labels,
             durations,
@@ -253,6 +259,9 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             1e9,
             &mut cumulative,
         );
+        if names.requests_total.is_some() {
+            *totals.entry((s.method, s.status)).or_insert(0) += count;
+        }
     }
 
     if config.size_bounds_bytes.is_some() {
@@ -272,22 +281,16 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
         ];
         for (name, help, histogram_of) in families {
             encoder.header(name, Kind::Histogram, help);
-            for s in series.iter() {
+            for s in shared.series() {
                 if let Some(histogram) = histogram_of(s) {
-                    encoder.histogram(name, &s.labels, sizes, histogram, 1.0, &mut cumulative);
+                    let _ =
+                        encoder.histogram(name, &s.labels, sizes, histogram, 1.0, &mut cumulative);
                 }
             }
         }
     }
 
     if let Some(requests_total) = names.requests_total {
-        // Derived from the duration histograms, so the request path pays nothing for it.
-        let mut totals: BTreeMap<(u8, u16), u64> = BTreeMap::new();
-        for s in series.iter() {
-            s.duration.snapshot(&mut cumulative);
-            let count = cumulative.last().copied().unwrap_or(0);
-            *totals.entry((s.method, s.status)).or_insert(0) += count;
-        }
         encoder.header(
             requests_total,
             Kind::Counter,
@@ -298,7 +301,6 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             encoder.int_sample(requests_total, &labels, count);
         }
     }
-    drop(series);
 
     if let Some(exceptions_total) = names.exceptions_total {
         encoder.header(
@@ -306,7 +308,9 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             Kind::Counter,
             "Total number of HTTP requests whose handler panicked.",
         );
-        for (&(method, status), &count) in shared.exceptions().iter() {
+        // A copy, so that a panicking handler never waits for this encode.
+        let exceptions = shared.exceptions().clone();
+        for ((method, status), count) in exceptions {
             let labels = method_status_labels(config, method, status);
             encoder.int_sample(exceptions_total, &labels, count);
         }
@@ -491,15 +495,13 @@ pub(crate) fn openmetrics_to_prometheus(openmetrics: &str, out: &mut Vec<u8>) {
             if let Some((help_name, help)) = pending_help.take()
                 && help_name == name
             {
-                let _ = writeln!(out, "# HELP {sample_name} {help}");
+                let _ = writeln!(out, "# HELP {sample_name} {}", prometheus_help(help));
             }
             let _ = writeln!(out, "# TYPE {sample_name} {kind}");
         } else if line.starts_with("# ") {
             // `# UNIT` and `# EOF` have no 0.0.4 equivalent.
         } else {
-            let sample = line
-                .split_once(" # ")
-                .map_or(line, |(sample, _exemplar)| sample);
+            let sample = &line[..exemplar_start(line)];
             let is_created = counter_family.is_some_and(|family| {
                 sample
                     .strip_prefix(family)
@@ -513,9 +515,115 @@ pub(crate) fn openmetrics_to_prometheus(openmetrics: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// An OpenMetrics-escaped HELP text in the 0.0.4 format, which escapes only `\\` and `\n`:
+/// `\"` becomes `"`.
+fn prometheus_help(help: &str) -> std::borrow::Cow<'_, str> {
+    if !help.contains("\\\"") {
+        return help.into();
+    }
+    let mut text = String::with_capacity(help.len());
+    let mut chars = help.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('"')) => {
+                text.push('"');
+                chars.next();
+            }
+            ('\\', Some(escaped)) => {
+                text.push('\\');
+                text.push(escaped);
+                chars.next();
+            }
+            (c, _) => text.push(c),
+        }
+    }
+    text.into()
+}
+
+/// Where the exemplar (` # {...} value`) of an OpenMetrics sample line starts, or the line's
+/// length when it has none. Label values may contain ` # ` themselves, so the separator is
+/// only looked for after the label set's closing brace, found with quotes and escapes honoured.
+fn exemplar_start(line: &str) -> usize {
+    let bytes = line.as_bytes();
+    let mut index = 0;
+    // The metric name ends at `{` or at the space before the value.
+    while index < bytes.len() && bytes[index] != b'{' && bytes[index] != b' ' {
+        index += 1;
+    }
+    if bytes.get(index) == Some(&b'{') {
+        let mut in_quotes = false;
+        index += 1;
+        while index < bytes.len() {
+            match bytes[index] {
+                // Inside quotes a backslash escapes the next byte (`\\`, `\"`, `\n`).
+                b'\\' if in_quotes => index += 1,
+                b'"' => in_quotes = !in_quotes,
+                b'}' if !in_quotes => break,
+                _ => {}
+            }
+            index += 1;
+        }
+    }
+    // All delimiters are ASCII, so `index` is on a character boundary (or past the end).
+    let rest = line.get(index..).unwrap_or("");
+    rest.find(" # ").map_or(line.len(), |found| index + found)
+}
+
+/// Lets unit tests act in the middle of an encode, on the encoding thread.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    /// Runs `hook` before each duration series this thread encodes, until `clear`.
+    pub(crate) fn set(hook: impl FnMut() + 'static) {
+        HOOK.with(|cell| *cell.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(crate) fn clear() {
+        HOOK.with(|cell| *cell.borrow_mut() = None);
+    }
+
+    pub(super) fn series_encoded() {
+        HOOK.with(|cell| {
+            if let Some(hook) = cell.borrow_mut().as_mut() {
+                hook();
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_loses_only_the_quote_escapes() {
+        assert_eq!(prometheus_help("plain"), "plain");
+        assert_eq!(
+            prometheus_help(r#"a \"b\" c\\ d\n e\\"f"#),
+            r#"a "b" c\\ d\n e\\"f"#
+        );
+    }
+
+    #[test]
+    fn exemplars_are_found_only_after_the_label_set() {
+        let cases = [
+            ("a 1", "a 1"),
+            ("a 1 # {t=\"x\"} 2", "a 1"),
+            ("a{l=\"x # y\"} 1", "a{l=\"x # y\"} 1"),
+            ("a{l=\"x # y\"} 1 # {t=\"z\"} 2", "a{l=\"x # y\"} 1"),
+            ("a{l=\"\\\"} # \"} 1", "a{l=\"\\\"} # \"} 1"),
+            ("a{l=\"\\\\\"} 1 # {} 2", "a{l=\"\\\\\"} 1"),
+            ("a{l=\"unterminated # ", "a{l=\"unterminated # "),
+        ];
+        for (line, sample) in cases {
+            assert_eq!(&line[..exemplar_start(line)], sample, "{line:?}");
+        }
+    }
 
     #[test]
     fn floats_follow_each_format() {

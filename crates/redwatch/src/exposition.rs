@@ -15,7 +15,9 @@ impl Metrics {
     /// compresses with gzip when `Accept-Encoding` allows it.
     ///
     /// This is the whole `/metrics` endpoint for any HTTP stack; [`Metrics::router`] wraps it
-    /// for axum.
+    /// for axum. It blocks (rendering, gzip, `/proc` reads), for milliseconds with many
+    /// series: from async code call it through `tokio::task::spawn_blocking` or the like, as
+    /// [`Metrics::router`] does.
     pub fn respond(&self, request_headers: &HeaderMap) -> Response<Full<Bytes>> {
         if let Some(token) = self.bearer_token()
             && !bearer_matches(request_headers, token)
@@ -118,7 +120,8 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
 #[cfg(feature = "axum")]
 impl Metrics {
     /// An axum router serving the exposition on [`Metrics::metrics_path`], to `merge` into an
-    /// application or to serve on its own listener.
+    /// application or to serve on its own listener. Each scrape is rendered on Tokio's
+    /// blocking pool, so it never stalls the workers that serve requests.
     pub fn router<S>(&self) -> axum::Router<S>
     where
         S: Clone + Send + Sync + 'static,
@@ -128,7 +131,19 @@ impl Metrics {
             self.metrics_path(),
             axum::routing::get(move |headers: HeaderMap| {
                 let metrics = metrics.clone();
-                async move { metrics.respond(&headers) }
+                async move {
+                    // Rendering many series, gzip and the /proc reads take milliseconds of
+                    // CPU and file I/O: run them where they cannot stall other requests.
+                    tokio::task::spawn_blocking(move || metrics.respond(&headers))
+                        .await
+                        .unwrap_or_else(|_panicked| {
+                            let mut response = Response::new(Full::new(Bytes::from_static(
+                                b"rendering the exposition failed\n",
+                            )));
+                            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                            response
+                        })
+                }
             }),
         )
     }

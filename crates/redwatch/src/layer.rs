@@ -97,6 +97,14 @@ impl MetricsLayer {
     }
 }
 
+impl<C: std::fmt::Debug> std::fmt::Debug for MetricsLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsLayer")
+            .field("classifier", &self.classifier)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C> MetricsLayer<C> {
     /// Uses `classifier` instead of axum's matched path to find a request's route, for plain
     /// hyper or tonic services.
@@ -134,6 +142,15 @@ pub struct MetricsService<S, C = MatchedPathRoute> {
     last_route: Arc<RouteCache>,
 }
 
+impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for MetricsService<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsService")
+            .field("inner", &self.inner)
+            .field("classifier", &self.classifier)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S, C>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -154,9 +171,12 @@ where
             None => self.core.unmatched(),
             Some(route) => match self.last_route.get() {
                 Some((cached, entry)) if **cached == *route => Arc::clone(entry),
-                _ => {
+                cached => {
                     let entry = self.core.route(route);
-                    let _ = self.last_route.set((route.into(), Arc::clone(&entry)));
+                    // Fill the cache once; building its key on every miss would allocate.
+                    if cached.is_none() {
+                        let _ = self.last_route.set((route.into(), Arc::clone(&entry)));
+                    }
                     entry
                 }
             },
@@ -204,6 +224,15 @@ pin_project! {
         #[pin]
         inner: F,
         tracker: Option<Tracker>,
+    }
+}
+
+impl<F: std::fmt::Debug> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("inner", &self.inner)
+            .field("recording", &self.tracker.is_some())
+            .finish()
     }
 }
 
@@ -271,6 +300,15 @@ pin_project! {
         #[pin]
         inner: B,
         tracker: Option<Tracker>,
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .field("recording", &self.tracker.is_some())
+            .finish()
     }
 }
 

@@ -35,7 +35,8 @@
 //! - Storage and encoding are separate: [`Metrics::render`] writes Prometheus text 0.0.4 or
 //!   OpenMetrics 1.0; [`Metrics::respond`] adds content negotiation, gzip and bearer tokens.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod encode;
 mod exposition;

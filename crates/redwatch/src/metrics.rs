@@ -96,7 +96,8 @@ impl Metrics {
     }
 
     /// Registers a `prometheus-client` metric (counter, gauge, histogram, family, ...) so that
-    /// it appears on the same exposition.
+    /// it appears on the same exposition. `help` may contain any text: it is escaped here
+    /// (`prometheus-client` writes it as given, so a line break would end the line).
     ///
     /// ```
     /// use prometheus_client::metrics::counter::Counter;
@@ -114,11 +115,13 @@ impl Metrics {
         help: impl Into<String>,
         metric: impl prometheus_client::registry::Metric,
     ) {
+        let help = escape_label_value(&help.into());
         self.with_registry(|registry| registry.register(name, help, metric));
     }
 
     /// Gives access to the underlying `prometheus-client` registry, for sub-registries,
-    /// units and collectors.
+    /// units and collectors. Help texts given to it directly are written as they are, so they
+    /// must be escaped for OpenMetrics (`\\`, `\n`, `\"`); [`Metrics::register`] does that.
     pub fn with_registry<T>(
         &self,
         f: impl FnOnce(&mut prometheus_client::registry::Registry) -> T,
@@ -131,7 +134,8 @@ impl Metrics {
         f(&mut registry)
     }
 
-    /// Encodes every metric in `format`.
+    /// Encodes every metric in `format`. This blocks (it reads `/proc` and renders every
+    /// series); see [`Metrics::respond`] for calling it from async code.
     pub fn render(&self, format: Format) -> Vec<u8> {
         let inner = &self.inner;
         let mut out = Vec::with_capacity(inner.last_size.load(Ordering::Relaxed) + 1024);
@@ -446,6 +450,93 @@ impl std::error::Error for BuildError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `_sum` sample of the first series of `family` in `text`.
+    fn first_sum(text: &str, family: &str) -> f64 {
+        let prefix = format!("{family}_sum{{");
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        let (_, value) = line.rsplit_once(' ').unwrap();
+        value.parse().unwrap()
+    }
+
+    #[test]
+    fn histogram_sums_pass_2_pow_64_without_wrapping() {
+        let metrics = Metrics::builder().body_sizes(true).build().unwrap();
+        let core = &metrics.inner.core;
+        let entry = core.route("/stream");
+        let config = &core.shared.config;
+        let size_bounds = config.size_bounds_bytes.as_deref().unwrap();
+        // 2^62 ns is 146 years: a few such observations stand for weeks of many long streams.
+        let step = 1u64 << 62;
+        let mut last = [0.0f64; 4];
+        for i in 1..=12u32 {
+            entry.with_series(0, 200, |series| {
+                series.duration.observe(&config.duration_bounds_nanos, step);
+                let response = series.response_size.as_ref().unwrap();
+                response.observe(size_bounds, step);
+            });
+            let exact = f64::from(i) * step as f64;
+            let mut sums = Vec::new();
+            for format in [Format::Prometheus, Format::OpenMetrics] {
+                let text = String::from_utf8(metrics.render(format)).unwrap();
+                sums.push((
+                    first_sum(&text, "http_server_request_duration_seconds"),
+                    exact / 1e9,
+                ));
+                sums.push((
+                    first_sum(&text, "http_server_response_body_size_bytes"),
+                    exact,
+                ));
+            }
+            for (index, (sum, expected)) in sums.into_iter().enumerate() {
+                assert!(
+                    (sum - expected).abs() <= expected * 1e-12,
+                    "after {i} observations of 2^62: sum {sum}, expected {expected}"
+                );
+                assert!(sum > last[index], "the sum never decreases");
+                last[index] = sum;
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_series_does_not_wait_for_an_encode_in_progress() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let metrics = Metrics::new();
+        let core = Arc::clone(&metrics.inner.core);
+        for route in 0..1_000 {
+            core.route(&format!("/old/{route}"))
+                .with_series(0, 200, |_| {});
+        }
+        // Halfway through the encode, a request records the first series of a new route
+        // on another thread; it must finish while the encoder is still held there.
+        let mut encoded = 0;
+        let (done, finished) = mpsc::channel();
+        let hook_core = Arc::clone(&core);
+        crate::encode::test_hook::set(move || {
+            encoded += 1;
+            if encoded != 500 {
+                return;
+            }
+            let (core, done) = (Arc::clone(&hook_core), done.clone());
+            std::thread::spawn(move || {
+                core.route("/new").with_series(0, 200, |_| {});
+                let _ = done.send(());
+            });
+            // Generous: a request that is not blocked finishes in microseconds, and one that
+            // is blocked waits for this hook to return, so the outcome is not a matter of timing.
+            let waited = finished.recv_timeout(Duration::from_secs(10));
+            assert!(waited.is_ok(), "creating a series waited for the encoder");
+        });
+        let text = String::from_utf8(metrics.render(Format::Prometheus));
+        crate::encode::test_hook::clear();
+        assert!(text.unwrap().contains("http_route=\"/old/999\""));
+    }
 
     #[test]
     fn default_configuration_builds() {

@@ -22,14 +22,14 @@ pub(crate) struct AtomicHistogram {
     /// Non-cumulative counts; the last slot is the `+Inf` overflow bucket.
     counts: Box<[AtomicU64]>,
     /// Sum of observations in the family's base unit (nanoseconds or bytes).
-    sum: AtomicU64,
+    sum: WideSum,
 }
 
 impl AtomicHistogram {
     fn new(bucket_count: usize) -> Self {
         Self {
             counts: (0..=bucket_count).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0),
+            sum: WideSum::default(),
         }
     }
 
@@ -43,14 +43,14 @@ impl AtomicHistogram {
             .position(|&bound| value <= bound)
             .unwrap_or(bounds.len());
         self.counts[index].fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(value, Ordering::Relaxed);
+        self.sum.add(value);
     }
 
     /// Copies the cumulative bucket counts into `cumulative` and returns the sum.
-    pub(crate) fn snapshot(&self, cumulative: &mut Vec<u64>) -> u64 {
+    pub(crate) fn snapshot(&self, cumulative: &mut Vec<u64>) -> u128 {
         // Read the sum first: a concurrent observation then shows up in the buckets rather
         // than in the sum alone, so the average never exceeds the truth.
-        let sum = self.sum.load(Ordering::Relaxed);
+        let sum = self.sum.load();
         cumulative.clear();
         let mut running = 0u64;
         for count in self.counts.iter() {
@@ -58,6 +58,46 @@ impl AtomicHistogram {
             cumulative.push(running);
         }
         sum
+    }
+}
+
+/// The largest value [`WideSum::add`] adds at once: 2^62 ns is 146 years, 2^62 bytes 4 EiB.
+/// Larger values (only a lying `Content-Length` can produce one) are counted as this.
+const MAX_SUMMAND: u64 = 1 << 62;
+
+/// A sum that does not wrap for 2^127 units: a `u64` of nanoseconds wraps after 584 years of
+/// summed durations, weeks for a service with thousands of long-lived streams, and Prometheus
+/// would read the wrap as a counter reset.
+///
+/// Adding is one relaxed `fetch_add`, as for a plain `u64`, plus a branch that is taken once
+/// per 2^63 units: `low` wraps freely and `crossings` counts the times it crossed a multiple
+/// of 2^63, i.e. flips of its top bit. A reader that sees `low`'s top bit disagree with the
+/// parity of `crossings` has caught a writer between its two adds and counts that crossing.
+/// This needs at most one crossing in flight, which holds as each add is at most 2^62.
+#[derive(Default)]
+struct WideSum {
+    low: AtomicU64,
+    crossings: AtomicU64,
+}
+
+impl WideSum {
+    #[inline]
+    fn add(&self, value: u64) {
+        let value = value.min(MAX_SUMMAND);
+        let old = self.low.fetch_add(value, Ordering::Relaxed);
+        if (old ^ old.wrapping_add(value)) >> 63 != 0 {
+            // Release: a reader that sees this crossing also sees the add that made it.
+            self.crossings.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    fn load(&self) -> u128 {
+        let mut crossings = self.crossings.load(Ordering::Acquire);
+        let low = self.low.load(Ordering::Relaxed);
+        if crossings & 1 != low >> 63 {
+            crossings += 1;
+        }
+        u128::from(crossings) << 63 | u128::from(low & (u64::MAX >> 1))
     }
 }
 
@@ -105,15 +145,18 @@ pub(crate) struct Shared {
     /// in a VM), the OS monotonic clock otherwise.
     pub(crate) clock: quanta::Clock,
     pub(crate) active: [ActiveGauge; METHODS.len()],
-    /// Every series ever created, in creation order, for the encoder.
-    series: Mutex<Vec<Arc<Series>>>,
+    /// Every series ever created, in creation order, for the encoder. Append-only and
+    /// lock-free, so that creating a series never waits for an encode in progress.
+    series: boxcar::Vec<Arc<Series>>,
     /// Panicking handlers by (method, status); touched only when a handler panics.
     exceptions: Mutex<BTreeMap<(u8, u16), u64>>,
 }
 
 impl Shared {
-    pub(crate) fn series(&self) -> MutexGuard<'_, Vec<Arc<Series>>> {
-        self.series.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The series created so far, in creation order; one created during the iteration may
+    /// or may not be included.
+    pub(crate) fn series(&self) -> impl Iterator<Item = &Series> {
+        self.series.iter().map(|(_, series)| &**series)
     }
 
     pub(crate) fn exceptions(&self) -> MutexGuard<'_, BTreeMap<(u8, u16), u64>> {
@@ -190,7 +233,7 @@ impl RouteEntry {
                 Some(_) => {}
                 None => {
                     let created = Arc::new(self.new_series(method, status));
-                    self.shared.series().push(Arc::clone(&created));
+                    self.shared.series.push(Arc::clone(&created));
                     // Slots are only set under `create`, so this one is still empty.
                     let stored = slot.get_or_init(|| created);
                     return record(stored);
@@ -201,7 +244,7 @@ impl RouteEntry {
             Some(series) => series,
             None => {
                 let created = Arc::new(self.new_series(method, status));
-                self.shared.series().push(Arc::clone(&created));
+                self.shared.series.push(Arc::clone(&created));
                 overflow.get_or_insert(key, created)
             }
         };
@@ -272,7 +315,7 @@ impl Core {
             config,
             clock: quanta::Clock::new(),
             active: Default::default(),
-            series: Mutex::new(Vec::new()),
+            series: boxcar::Vec::new(),
             exceptions: Mutex::new(BTreeMap::new()),
         });
         let unmatched = Arc::new(RouteEntry::new(
@@ -357,6 +400,37 @@ mod tests {
         let sum = histogram.snapshot(&mut cumulative);
         assert_eq!(cumulative, vec![2, 4, 6]);
         assert_eq!(sum, 1062);
+    }
+
+    #[test]
+    fn wide_sum_counts_past_u64_and_a_crossing_in_flight() {
+        let sum = WideSum::default();
+        let mut expected = 0u128;
+        for value in [
+            1,
+            MAX_SUMMAND,
+            MAX_SUMMAND - 1,
+            7,
+            MAX_SUMMAND,
+            MAX_SUMMAND,
+            3,
+        ] {
+            sum.add(value);
+            expected += u128::from(value);
+            assert_eq!(sum.load(), expected);
+        }
+        for _ in 0..20 {
+            sum.add(u64::MAX);
+            expected += u128::from(MAX_SUMMAND);
+            assert_eq!(sum.load(), expected, "oversized values count as 2^62");
+        }
+        // A writer that has added to `low` but not yet counted its crossing.
+        let caught = WideSum::default();
+        caught.low.store((1 << 63) + 5, Ordering::Relaxed);
+        assert_eq!(caught.load(), (1 << 63) + 5);
+        caught.low.store(5, Ordering::Relaxed);
+        caught.crossings.store(1, Ordering::Relaxed);
+        assert_eq!(caught.load(), (1 << 64) + 5);
     }
 
     #[test]

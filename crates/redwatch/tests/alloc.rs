@@ -5,30 +5,34 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
+use axum::routing::get;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Empty;
-use redwatch::{ClassifyRoute, Metrics, Naming};
+use redwatch::{ClassifyRoute, Metrics, Naming, UriPathRoute};
 use tower::{Layer, Service};
 
 struct CountingAllocator;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    /// Only allocations made by the measuring thread count; the test harness's don't.
+    /// Only allocations made by the measuring thread count; the test harness's and other
+    /// tests' (which run on threads of their own) don't.
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_allocation() {
+    if COUNTING.with(Cell::get) {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+    }
 }
 
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_allocation();
         unsafe { System.alloc(layout) }
     }
 
@@ -37,9 +41,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_allocation();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -57,71 +59,97 @@ impl ClassifyRoute for ItemRoute {
 }
 
 /// Calls the service with `request` and drives the response body to its end, the way a
-/// server does, without any runtime (the no-op service is always ready).
-fn serve_one<S, B>(service: &mut S, request: Request<()>)
+/// server does, without any runtime (the services here are always ready and answer at once).
+fn serve_one<S, Req, B>(service: &mut S, request: Req)
 where
-    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+    S: Service<Req, Response = Response<B>, Error = Infallible>,
     B: Body + Unpin,
 {
     let mut cx = Context::from_waker(Waker::noop());
     assert!(service.poll_ready(&mut cx).is_ready());
     let mut future = pin!(service.call(request));
     let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {
-        panic!("the no-op service answers at once");
+        panic!("the service answers at once");
     };
     let mut body = response.into_body();
     while let Poll::Ready(Some(_)) = std::pin::Pin::new(&mut body).poll_frame(&mut cx) {}
 }
 
-fn allocations_per_request(metrics: &Metrics) -> usize {
-    let bare = tower::service_fn(|_request: Request<()>| {
-        std::future::ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())))
-    });
-    let mut service = metrics.layer().classify_with(ItemRoute).layer(bare);
-    const WARM_UP: usize = 1_000;
-    const MEASURED: usize = 10_000;
-    let methods = [http::Method::GET, http::Method::POST];
-    let mut requests: Vec<Request<()>> = (0..WARM_UP + MEASURED)
-        .map(|i| {
-            Request::builder()
-                .method(methods[i % 2].clone())
-                .uri("/items/42")
-                .header("content-length", "0")
-                .body(())
-                .unwrap()
-        })
-        .collect();
-    let measured = requests.split_off(WARM_UP);
-    for request in requests {
-        serve_one(&mut service, request);
+/// Allocations made while `service` answers `measured`, after it has answered `warm_up`.
+/// Requests are built beforehand and deallocations are not counted, so only what serving
+/// allocates is.
+fn allocations_serving<S, Req, B>(service: &mut S, warm_up: Vec<Req>, measured: Vec<Req>) -> usize
+where
+    S: Service<Req, Response = Response<B>, Error = Infallible>,
+    B: Body + Unpin,
+{
+    for request in warm_up {
+        serve_one(service, request);
     }
-    ALLOCATIONS.store(0, Ordering::Relaxed);
+    ALLOCATIONS.with(|count| count.set(0));
     COUNTING.with(|counting| counting.set(true));
-    let mut measured = measured.into_iter();
-    for request in measured.by_ref() {
-        serve_one(&mut service, request);
+    for request in measured {
+        serve_one(service, request);
     }
     COUNTING.with(|counting| counting.set(false));
-    // Request values are freed outside the measured loop's count: dealloc is not counted.
-    ALLOCATIONS.load(Ordering::Relaxed)
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// `count` requests cycling through `paths` and the methods GET and POST.
+fn requests<B>(paths: &[String], count: usize, body: impl Fn() -> B) -> Vec<Request<B>> {
+    let methods = [http::Method::GET, http::Method::POST];
+    (0..count)
+        .map(|i| {
+            Request::builder()
+                .method(methods[i / paths.len() % 2].clone())
+                .uri(&paths[i % paths.len()])
+                .header("content-length", "0")
+                .body(body())
+                .unwrap()
+        })
+        .collect()
+}
+
+fn bare_service()
+-> impl Service<Request<()>, Response = Response<Empty<Bytes>>, Error = Infallible> + Clone {
+    tower::service_fn(|_request: Request<()>| {
+        std::future::ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())))
+    })
+}
+
+fn allocations_per_request(metrics: &Metrics) -> usize {
+    let mut service = metrics
+        .layer()
+        .classify_with(ItemRoute)
+        .layer(bare_service());
+    let paths = ["/items/42".to_owned()];
+    allocations_serving(
+        &mut service,
+        requests(&paths, 1_000, || ()),
+        requests(&paths, 10_000, || ()),
+    )
+}
+
+fn configurations() -> [(&'static str, Metrics); 2] {
+    [
+        ("otel preset", Metrics::new()),
+        (
+            "flask preset with body sizes",
+            Metrics::builder()
+                .naming(Naming::Flask)
+                .body_sizes(true)
+                .const_label("service", "shop")
+                .build()
+                .unwrap(),
+        ),
+    ]
 }
 
 #[test]
 fn no_heap_allocation_per_request_after_warm_up() {
-    let metrics = Metrics::new();
-    assert_eq!(allocations_per_request(&metrics), 0, "otel preset");
-
-    let flask_with_sizes = Metrics::builder()
-        .naming(Naming::Flask)
-        .body_sizes(true)
-        .const_label("service", "shop")
-        .build()
-        .unwrap();
-    assert_eq!(
-        allocations_per_request(&flask_with_sizes),
-        0,
-        "flask preset with body sizes"
-    );
+    for (name, metrics) in configurations() {
+        assert_eq!(allocations_per_request(&metrics), 0, "{name}");
+    }
 
     // The counter does see allocations: creating the series for a new route allocates.
     let fresh = Metrics::new();
@@ -132,7 +160,80 @@ fn no_heap_allocation_per_request_after_warm_up() {
     COUNTING.with(|counting| counting.set(false));
     assert!(!text.is_empty());
     assert!(
-        ALLOCATIONS.load(Ordering::Relaxed) > 0,
+        ALLOCATIONS.with(Cell::get) > 0,
         "the counting allocator counts"
     );
+}
+
+/// gRPC-style paths: every request whose route is not the one a service saw first misses the
+/// service's route cache and looks the route up in the registry.
+#[test]
+fn uri_path_routes_allocate_nothing_on_cache_misses() {
+    let paths: Vec<String> = (0..64)
+        .map(|i| format!("/shop.v1.Catalog/Method{i}"))
+        .collect();
+    for (name, metrics) in configurations() {
+        let mut service = metrics
+            .layer()
+            .classify_with(UriPathRoute)
+            .layer(bare_service());
+        let warm_up = requests(&paths, paths.len() * 2, || ());
+        let measured = requests(&paths, paths.len() * 100, || ());
+        assert_eq!(
+            allocations_serving(&mut service, warm_up, measured),
+            0,
+            "{name}"
+        );
+    }
+}
+
+/// With axum's `MatchedPath`, redwatch adds no allocation to what axum itself does per
+/// request, with many routes, whether each route has its own layered service
+/// (`Router::layer`) or one layered service serves every route (cache misses).
+#[test]
+fn matched_path_routes_add_no_allocation_to_axums() {
+    use axum::Router;
+    use axum::body::Body as AxumBody;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    use tower::util::MapResponseLayer;
+
+    let paths: Vec<String> = (0..32).map(|i| format!("/r{i}/42")).collect();
+    // A handler with state, like redwatch's service: axum boxes a clone of the service per
+    // request, which allocates for any service that is not zero-sized.
+    let state = std::sync::Arc::new(());
+    let handler = tower::service_fn(move |_request: Request<AxumBody>| {
+        let _state = &state;
+        std::future::ready(Ok::<_, Infallible>(Response::new(AxumBody::from("ok"))))
+    });
+    let measure = |router: Router| {
+        let mut router = router.with_state::<()>(());
+        let warm_up = requests(&paths, paths.len() * 2, AxumBody::empty);
+        let measured = requests(&paths, paths.len() * 50, AxumBody::empty);
+        allocations_serving(&mut router, warm_up, measured)
+    };
+    let per_route =
+        |router: Router, i: usize| router.route(&format!("/r{i}/{{id}}"), get(|| async { "ok" }));
+
+    // The baselines wrap the response body in another body type, as redwatch does, so that
+    // axum boxes it once more in both cases (an allocation any body-wrapping layer causes).
+    let rewrap = |response: Response<AxumBody>| response.map(|body| body.map_err(|error| error));
+    for (name, metrics) in configurations() {
+        // Each route wrapped separately: every service sees one route.
+        let plain = (0..paths.len()).fold(Router::new(), per_route);
+        let baseline = measure(plain.clone().layer(MapResponseLayer::new(rewrap)));
+        let layered = measure(plain.layer(metrics.layer()));
+        assert_eq!(layered, baseline, "{name}, Router::layer");
+
+        // One layered service behind every route: its route cache misses all but one route.
+        let shared = metrics.layer().layer(handler.clone());
+        let rewrapped = handler.clone().map_response(rewrap);
+        let baseline = measure((0..paths.len()).fold(Router::new(), |router, i| {
+            router.route_service(&format!("/r{i}/{{id}}"), rewrapped.clone())
+        }));
+        let layered = measure((0..paths.len()).fold(Router::new(), |router, i| {
+            router.route_service(&format!("/r{i}/{{id}}"), shared.clone())
+        }));
+        assert_eq!(layered, baseline, "{name}, one service for every route");
+    }
 }

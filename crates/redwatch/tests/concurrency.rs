@@ -152,3 +152,62 @@ async fn a_million_requests_to_unknown_paths_with_random_methods_add_no_series()
     );
     assert!(other > 0.0, "custom methods are recorded as _OTHER");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flask_request_total_agrees_with_the_histogram_in_every_scrape() {
+    let metrics = Metrics::builder()
+        .naming(redwatch::Naming::Flask)
+        .build()
+        .unwrap();
+    let app = app(&metrics);
+    let running = Arc::new(AtomicBool::new(true));
+    let scraper = {
+        let (metrics, running) = (metrics.clone(), Arc::clone(&running));
+        std::thread::spawn(move || {
+            let mut scrapes = 0u32;
+            while running.load(Ordering::Relaxed) || scrapes < 10 {
+                let samples = scrape(&metrics);
+                let counted = total(&samples, "flask_http_request_duration_seconds_count", &[]);
+                let totals = total(&samples, "flask_http_request_total", &[]);
+                assert_eq!(totals, counted, "scrape {scrapes}: request_total != _count");
+                // And per (method, status), as dashboards read it.
+                for status in ["200", "202", "500"] {
+                    let labels = [("method", "GET"), ("status", status)];
+                    assert_eq!(
+                        total(&samples, "flask_http_request_total", &labels),
+                        total(
+                            &samples,
+                            "flask_http_request_duration_seconds_count",
+                            &labels
+                        ),
+                        "scrape {scrapes}, status {status}"
+                    );
+                }
+                scrapes += 1;
+            }
+            scrapes
+        })
+    };
+    let tasks: Vec<_> = (0..16)
+        .map(|task| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for i in 0..5_000usize {
+                    let uri = match (task + i) % 3 {
+                        0 => "/a".to_owned(),
+                        1 => format!("/b/{i}"),
+                        _ => "/c".to_owned(),
+                    };
+                    let request = Request::get(uri).body(Body::empty()).unwrap();
+                    app.clone().oneshot(request).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    running.store(false, Ordering::Relaxed);
+    let scrapes = scraper.join().unwrap();
+    assert!(scrapes >= 10, "{scrapes} scrapes");
+}

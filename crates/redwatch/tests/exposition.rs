@@ -331,3 +331,73 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
             .find(|path| path.is_file())
     })
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TextLabels {
+    text: String,
+}
+
+#[test]
+fn label_values_that_look_like_exemplars_survive_the_text_format() {
+    let metrics = Metrics::new();
+    let family = Family::<TextLabels, Counter>::default();
+    metrics.register("notes", "Notes seen.", family.clone());
+    let values = [
+        "a # b",
+        "} # {x=\"1\"} 2",
+        "quote \" # and \\ # backslash",
+        "line\nbreak # here",
+    ];
+    for value in values {
+        family
+            .get_or_create(&TextLabels {
+                text: value.to_owned(),
+            })
+            .inc();
+    }
+    let text = text(&metrics, Format::Prometheus);
+    let samples = parse(&text);
+    for value in values {
+        assert_eq!(
+            total(&samples, "notes_total", &[("text", value)]),
+            1.0,
+            "{value:?} in\n{text}"
+        );
+    }
+}
+
+/// A user collector that notes which thread encodes it.
+#[derive(Debug, Clone, Default)]
+struct ThreadSpy(std::sync::Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>);
+
+impl prometheus_client::collector::Collector for ThreadSpy {
+    fn encode(
+        &self,
+        _encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.lock().unwrap().push(std::thread::current().id());
+        Ok(())
+    }
+}
+
+/// Rendering, gzip and the `/proc` reads block; the axum endpoint runs them on Tokio's
+/// blocking pool, not on the worker that serves requests. In a current-thread runtime the
+/// only worker is the test's own thread.
+#[tokio::test(flavor = "current_thread")]
+async fn the_axum_endpoint_renders_off_the_async_workers() {
+    let metrics = Metrics::new();
+    let spy = ThreadSpy::default();
+    metrics.with_registry(|registry| registry.register_collector(Box::new(spy.clone())));
+    let app: Router = metrics.router();
+    for headers in [vec![], vec![(header::ACCEPT_ENCODING, "gzip")]] {
+        let response = get_metrics(app.clone(), &headers).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let threads = spy.0.lock().unwrap().clone();
+    assert_eq!(threads.len(), 2);
+    let worker = std::thread::current().id();
+    assert!(
+        threads.iter().all(|thread| *thread != worker),
+        "rendered on the async worker"
+    );
+}

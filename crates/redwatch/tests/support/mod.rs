@@ -133,3 +133,23 @@ pub fn check_histograms(samples: &[Sample]) -> usize {
 pub fn tool_required() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
+
+/// The path of an external tool, or `None` with a notice when it is missing; under CI a
+/// missing tool fails the test instead.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !tool_required(),
+            "{name} is required in CI but is not on PATH"
+        );
+        eprintln!(
+            "NOTICE: {name} not found on PATH; skipping this check (it is required when CI is set)"
+        );
+    }
+    found
+}
