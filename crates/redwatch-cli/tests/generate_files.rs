@@ -483,7 +483,7 @@ fn rules_fit_real_clusters_and_alertmanager_routes_them() {
         assert!(
             inhibits.iter().any(|rule| {
                 rule["source_matchers"][0] == "alertname=\"ApiAllTargetsDown\""
-                    && rule["target_matchers"][0] == "alertname=\"ApiTargetDown\""
+                    && rule["target_matchers"][0] == "alertname=~\"ApiTargetDown|ApiMetricsAbsent\""
                     && rule["equal"]
                         .as_sequence()
                         .is_some_and(|equal| equal.iter().any(|label| label == "job"))
@@ -571,7 +571,31 @@ fn rule_groups_split_by_evaluation_interval() {
         ]
     );
     // Only the fast group reads raw series, and only over windows up to 6h; the slow groups
-    // read recorded series.
+    // read recorded series. Every recorded series read names its job, so the rules of several
+    // jobs in one Prometheus do not write over each other's series.
+    for group in groups {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let expr = rule["expr"].as_str().unwrap_or_default();
+            for (at, _) in expr.match_indices("job") {
+                let rest = &expr[at..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                let preceded = expr[..at]
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '"');
+                if preceded || name.matches(':').count() != 2 {
+                    continue;
+                }
+                assert!(
+                    rest[name.len()..].starts_with("{job=\"redwatch\"}"),
+                    "{name} read without its job in: {expr}"
+                );
+            }
+        }
+    }
     for group in groups {
         let name = group["name"].as_str().unwrap_or_default();
         for rule in group["rules"].as_sequence().expect("rules") {

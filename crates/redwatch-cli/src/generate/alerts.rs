@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::anomaly::{Role, Signal};
 use super::naming::Preset;
-use super::rules::{Group, Rule, names};
+use super::rules::{Group, Rule, names, of_job};
 use super::units::{PromDuration, num};
 use super::{BurnWindow, Settings, dashboard};
 
@@ -99,11 +99,6 @@ fn dashboard_url(preset: Preset, settings: &Settings) -> Option<String> {
             dashboard::uid(preset)
         )
     })
-}
-
-/// `series{job="..."}`.
-fn of_job(series: &str, settings: &Settings) -> String {
-    format!("{series}{{job=\"{}\"}}", settings.job)
 }
 
 /// At least `--min-events` events in `window`, given their rate series.

@@ -20,7 +20,7 @@
 
 use super::Settings;
 use super::naming::BUCKETS;
-use super::rules::{Rule, names};
+use super::rules::{Rule, names, of_job};
 use super::units::{PromDuration, num};
 
 /// What an anomaly alert watches.
@@ -106,30 +106,32 @@ const HISTORY_COVERAGE: f64 = 0.75;
 pub fn recording_rules(settings: &Settings) -> Vec<Rule> {
     let anomaly = &settings.anomaly;
     let day = anomaly.day;
+    let smoothing = anomaly.smoothing;
+    let job = |series: &str| of_job(series, settings);
     let history = history_series(settings);
     let mut rules = vec![Rule::record(
         history.clone(),
         format!(
             "count_over_time({}[{day}])",
-            Signal::RequestRate.series(settings)
+            job(&Signal::RequestRate.series(settings))
         ),
     )];
     // `reference(season)` is the window of length `smoothing` centred one season ago.
-    let half = PromDuration::from_millis(anomaly.smoothing.millis() / 2);
+    let half = PromDuration::from_millis(smoothing.millis() / 2);
     let offset = |season: PromDuration| PromDuration::from_millis(season.millis() - half.millis());
     // A week and a day of history: the day before the weekly reference was recorded (almost)
     // as fully as the last day.
+    let history = job(&history);
     let history_ok = format!(
         "{history} offset {} >= {} * {history}",
         anomaly.week,
         num(HISTORY_COVERAGE)
     );
     for signal in Signal::ALL {
-        let series = signal.series(settings);
+        let series = job(&signal.series(settings));
         let noise = signal.derived(settings, Role::Noise);
         let prediction = signal.derived(settings, Role::Prediction);
         let width = signal.derived(settings, Role::BandWidth);
-        let smoothing = anomaly.smoothing;
         let change = |season: PromDuration| {
             let role = if season == anomaly.week {
                 Role::WeekChange
@@ -144,7 +146,7 @@ pub fn recording_rules(settings: &Settings) -> Vec<Rule> {
             format!(
                 "(avg_over_time({series}[{smoothing}] offset {}) + quantile_over_time(0.5, {}[{day}]))",
                 offset(season),
-                change(season)
+                job(&change(season))
             )
         };
         let spread = |season: PromDuration| {
@@ -160,9 +162,11 @@ pub fn recording_rules(settings: &Settings) -> Vec<Rule> {
                 format!("{series} - {series} offset {season}"),
             ));
         }
+        let (noise_of_job, prediction_of_job, width_of_job) =
+            (job(&noise), job(&prediction), job(&width));
         rules.extend([
             Rule::record(
-                prediction.clone(),
+                prediction,
                 format!(
                     "clamp_min(\n  (\n    {}\n    or\n    {}\n  )\n  and\n  {history_ok},\n  0\n)",
                     reference(anomaly.week),
@@ -170,24 +174,24 @@ pub fn recording_rules(settings: &Settings) -> Vec<Rule> {
                 ),
             ),
             Rule::record(
-                noise.clone(),
+                noise,
                 format!("{}\nor\n{}", spread(anomaly.week), spread(day)),
             ),
             Rule::record(
-                width.clone(),
+                width,
                 format!(
-                    "clamp_min(\n  {sigmas} * {noise} > {min_change} * {prediction}\n  or\n  {min_change} * {prediction},\n  {floor}\n)",
+                    "clamp_min(\n  {sigmas} * {noise_of_job} > {min_change} * {prediction_of_job}\n  or\n  {min_change} * {prediction_of_job},\n  {floor}\n)",
                     sigmas = num(anomaly.sigmas),
                     floor = num(signal.absolute_floor(settings)),
                 ),
             ),
             Rule::record(
                 signal.derived(settings, Role::UpperBand),
-                format!("{prediction} + {width}"),
+                format!("{prediction_of_job} + {width_of_job}"),
             ),
             Rule::record(
                 signal.derived(settings, Role::LowerBand),
-                format!("clamp_min({prediction} - {width}, 0)"),
+                format!("clamp_min({prediction_of_job} - {width_of_job}, 0)"),
             ),
         ]);
     }

@@ -58,7 +58,7 @@ pub fn prometheus(settings: &Settings) -> anyhow::Result<String> {
 /// Critical alerts go to a `pager` receiver, warning and info alerts to `tickets`; both are the
 /// example webhook, to be replaced by a real pager and chat or ticket integration. A critical alert
 /// silences the warning of the same alert and job, and `ApiAllTargetsDown` silences the
-/// `ApiTargetDown` of each instance of its job.
+/// `ApiTargetDown` of each instance of its job and its `ApiMetricsAbsent` (no target, no series).
 pub fn alertmanager(settings: &Settings) -> anyhow::Result<String> {
     let mut group_by = settings.job_labels();
     group_by.push("severity".to_owned());
@@ -90,7 +90,11 @@ pub fn alertmanager(settings: &Settings) -> anyhow::Result<String> {
             },
             {
                 "source_matchers": [format!("alertname=\"{}\"", alerts::ALL_TARGETS_DOWN)],
-                "target_matchers": [format!("alertname=\"{}\"", alerts::TARGET_DOWN)],
+                "target_matchers": [format!(
+                    "alertname=~\"{}|{}\"",
+                    alerts::TARGET_DOWN,
+                    alerts::METRICS_ABSENT
+                )],
                 "equal": settings.job_labels(),
             },
         ],

@@ -132,23 +132,48 @@ pub mod names {
     pub const BUDGET_REMAINING: &str = "job:redwatch_slo_error_budget_remaining:ratio";
 }
 
-/// The five job-level SLI series of one window, computed by `rate` and `ratio`.
+/// `series{job="JOB"}`: every reference to a recorded series names its job, so the rules of
+/// several jobs can share one Prometheus without writing over each other's series.
+pub fn of_job(series: &str, settings: &Settings) -> String {
+    format!("{series}{{job=\"{}\"}}", settings.job)
+}
+
+/// What a job-level rate counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    Requests,
+    Errors,
+    Slow,
+}
+
+impl Count {
+    fn series(self, window: PromDuration) -> String {
+        match self {
+            Count::Requests => names::requests(window),
+            Count::Errors => names::errors(window),
+            Count::Slow => names::slow(window),
+        }
+    }
+}
+
+/// The five job-level SLI series of one window; `rate` computes each count per second.
 fn window_rules(
     window: PromDuration,
-    rate: impl Fn(&str, PromDuration) -> String,
-    ratio: impl Fn(&str, &str) -> String,
+    settings: &Settings,
+    rate: impl Fn(Count) -> String,
 ) -> Vec<Rule> {
+    let requests = of_job(&names::requests(window), settings);
     vec![
-        Rule::record(names::requests(window), rate("requests", window)),
-        Rule::record(names::errors(window), rate("errors", window)),
+        Rule::record(names::requests(window), rate(Count::Requests)),
+        Rule::record(names::errors(window), rate(Count::Errors)),
         Rule::record(
             names::error_ratio(window),
-            ratio(&names::errors(window), &names::requests(window)),
+            ratio(&of_job(&names::errors(window), settings), &requests),
         ),
-        Rule::record(names::slow(window), rate("slow", window)),
+        Rule::record(names::slow(window), rate(Count::Slow)),
         Rule::record(
             names::slow_ratio(window),
-            ratio(&names::slow(window), &names::requests(window)),
+            ratio(&of_job(&names::slow(window), settings), &requests),
         ),
     ]
 }
@@ -169,26 +194,25 @@ pub fn fast_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
     let threshold = settings.threshold_le();
     let mut rules = Vec::new();
     for window in settings.fast_windows() {
-        let rate = |what: &str, window: PromDuration| match what {
-            "requests" => sli.requests(&by_job, window),
+        let requests = of_job(&names::requests(window), settings);
+        let rate = |count: Count| match count {
+            Count::Requests => sli.requests(&by_job, window),
             // `or 0 * requests` keeps the error rate at 0 instead of absent while nothing failed.
-            "errors" => format!(
-                "{}\nor\n0 * {}",
-                sli.errors(&by_job, window),
-                names::requests(window)
-            ),
-            _ => format!(
-                "{}\n-\n{}",
-                names::requests(window),
+            Count::Errors => format!("{}\nor\n0 * {requests}", sli.errors(&by_job, window)),
+            Count::Slow => format!(
+                "{requests}\n-\n{}",
                 sli.fast_requests(&by_job, window, threshold)
             ),
         };
-        rules.extend(window_rules(window, rate, ratio));
+        rules.extend(window_rules(window, settings, rate));
     }
     let base = settings.rate_window;
     rules.push(Rule::record(
         names::mean_latency(base),
-        ratio(&sli.seconds(&by_job, base), &names::requests(base)),
+        ratio(
+            &sli.seconds(&by_job, base),
+            &of_job(&names::requests(base), settings),
+        ),
     ));
     rules.push(Rule::record(
         names::p99_latency(base),
@@ -199,15 +223,15 @@ pub fn fast_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
         names::route_requests(base),
         sli.requests(&by_route, base),
     ));
+    let route_requests = of_job(&names::route_requests(base), settings);
     rules.push(Rule::record(
         names::route_error_ratio(base),
         ratio(
             &format!(
-                "({}\nor\n0 * {})",
-                sli.errors(&by_route, base),
-                names::route_requests(base)
+                "({}\nor\n0 * {route_requests})",
+                sli.errors(&by_route, base)
             ),
-            &names::route_requests(base),
+            &route_requests,
         ),
     ));
     rules.push(Rule::record(
@@ -224,15 +248,13 @@ pub fn slo_rules(settings: &Settings) -> Vec<Rule> {
     let mut rules = Vec::new();
     for window in settings.slow_windows() {
         let step = settings.slow_window_step(window);
-        let rate = |what: &str, window: PromDuration| {
-            let series = match what {
-                "requests" => names::requests(step),
-                "errors" => names::errors(step),
-                _ => names::slow(step),
-            };
-            format!("avg_over_time({series}[{window}:{step}])")
+        let rate = |count: Count| {
+            format!(
+                "avg_over_time({}[{window}:{step}])",
+                of_job(&count.series(step), settings)
+            )
         };
-        rules.extend(window_rules(window, rate, ratio));
+        rules.extend(window_rules(window, settings, rate));
     }
     let period = settings.slo_period;
     for (slo, objective, ratio) in [
@@ -262,7 +284,11 @@ pub fn slo_rules(settings: &Settings) -> Vec<Rule> {
             labels: BTreeMap::from([("slo".to_owned(), slo.to_owned())]),
             ..Rule::record(
                 names::BUDGET_REMAINING.to_owned(),
-                format!("1 - {ratio} / {}", num(1.0 - objective)),
+                format!(
+                    "1 - {} / {}",
+                    of_job(&ratio, settings),
+                    num(1.0 - objective)
+                ),
             )
         });
     }
