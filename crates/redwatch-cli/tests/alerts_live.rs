@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use generate_common::{generate_ok, tool, yaml};
 use live_stack::{
     Delivery, Proc, Sample, Serve, StopOnDrop, Webhook, WebhookLog, daemon, free_port, get_json,
-    load, loopback, pause, query, tail, url_encode, wait_ready, wait_traffic,
+    http_post, load, loopback, pause, query, tail, url_encode, wait_ready, wait_traffic,
 };
 
 /// The generator's settings for a live run, windows compressed to seconds. The one place to
@@ -435,6 +435,54 @@ fn alertmanager_config(dir: &Path) -> serde_yaml_ng::Value {
     config
 }
 
+/// Polls until Prometheus has scraped every job (an `up` series each).
+fn wait_scraped(prometheus: SocketAddr, jobs: &[&str], limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut missing = Vec::new();
+    while Instant::now() < deadline {
+        match query(prometheus, "count by (job) (up)") {
+            Ok(samples) => {
+                missing = jobs
+                    .iter()
+                    .filter(|job| !samples.iter().any(|s| s.label("job") == **job))
+                    .map(|job| job.to_string())
+                    .collect();
+                if missing.is_empty() {
+                    return Ok(());
+                }
+            }
+            Err(err) => missing = vec![err],
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!(
+        "Prometheus did not scrape {missing:?} within {limit:?}"
+    ))
+}
+
+/// Polls until Prometheus has loaded `expected` alerting rules.
+fn wait_rules(prometheus: SocketAddr, expected: usize, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut loaded = 0;
+    while Instant::now() < deadline {
+        if let Ok(rules) = get_json(prometheus, "/api/v1/rules?type=alert") {
+            loaded = rules["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|group| group["rules"].as_array().map_or(0, Vec::len))
+                .sum();
+            if loaded == expected {
+                return Ok(());
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!(
+        "Prometheus loaded {loaded} alerting rules, the generated files have {expected}"
+    ))
+}
+
 fn write_yaml(path: &Path, value: &serde_yaml_ng::Value) {
     let text = serde_yaml_ng::to_string(value).expect("serialise YAML");
     std::fs::write(path, text).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
@@ -456,7 +504,7 @@ fn steady(sh: &Shared, case: &mut Case, until: Instant) -> Result<(), String> {
                 secs(case.start.elapsed()),
                 case.job,
                 list(&firing)
-            ));
+            ) + &explain_firing(sh, case, &firing));
         }
         sh.pause()?;
     }
@@ -549,6 +597,22 @@ fn explain_missing(sh: &Shared, case: &Case, expect: &Expect) -> String {
                 .is_none_or(|s| s == rule.severity)
     }) {
         text.push_str(&measure_expression(sh, job, &rule.expr));
+    }
+    text
+}
+
+/// The rules behind alerts that fired unexpectedly, measured now.
+fn explain_firing(sh: &Shared, case: &Case, alerts: &[Sample]) -> String {
+    let mut text = String::new();
+    for rule in case.rules.iter().filter(|rule| {
+        alerts.iter().any(|s| {
+            s.label("alertstate") == "firing"
+                && s.label("alertname") == rule.name
+                && s.label("severity") == rule.severity
+        })
+    }) {
+        text.push_str(&format!("\n- {} (severity {})", rule.name, rule.severity));
+        text.push_str(&measure_expression(sh, case.job, &rule.expr));
     }
     text
 }
@@ -1016,7 +1080,7 @@ fn quiet_case(sh: &Shared, case: &mut Case, others_done: impl Fn() -> bool) -> R
                 "{job}: an alert fired under healthy steady load, {} into the run\n  query:    ALERTS{{job=\"{job}\"}}\n  expected: no firing series, ever\n  measured: {}",
                 secs(case.start.elapsed()),
                 list(&alerts)
-            ));
+            ) + &explain_firing(sh, case, &alerts));
         }
         for sample in &alerts {
             let name = sample.label("alertname").to_owned();
@@ -1154,8 +1218,16 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
         );
     }
 
+    // Prometheus first scrapes without rules: a fresh Prometheus discovers its static targets
+    // only after a few seconds, and meanwhile `absent(up{job=...})` holds; with `for` compressed
+    // to seconds, ApiMetricsAbsent would fire for every job at startup. The rules are loaded by
+    // a configuration reload once every job has been scraped, as when rules are deployed to a
+    // running Prometheus.
+    let prometheus_config = union_prometheus_config(&dirs);
+    let mut scrape_only = prometheus_config.clone();
+    scrape_only["rule_files"] = serde_yaml_ng::Value::Sequence(Vec::new());
     let prometheus_yml = temp.path().join("prometheus.yml");
-    write_yaml(&prometheus_yml, &union_prometheus_config(&dirs));
+    write_yaml(&prometheus_yml, &scrape_only);
     let alertmanager_yml = temp.path().join("alertmanager.yml");
     write_yaml(&alertmanager_yml, &alertmanager_config(&dirs[0]));
     let prometheus_log = temp.path().join("prometheus.log");
@@ -1181,7 +1253,8 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
                 "--storage.tsdb.path={}",
                 temp.path().join("prom-data").display()
             ))
-            .arg(format!("--web.listen-address={prometheus}")),
+            .arg(format!("--web.listen-address={prometheus}"))
+            .arg("--web.enable-lifecycle"),
         &prometheus_log,
     )
     .expect("start prometheus");
@@ -1197,21 +1270,20 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
             panic!("{name}: {err}{}", logs());
         }
     }
+    let jobs: Vec<&str> = CASES.iter().map(|def| def.job).collect();
+    if let Err(err) = wait_scraped(prometheus, &jobs, Duration::from_secs(60)) {
+        panic!("{err}{}", logs());
+    }
+    write_yaml(&prometheus_yml, &prometheus_config);
+    match http_post(prometheus, "/-/reload") {
+        Ok((200, _)) => {}
+        other => panic!("reloading Prometheus with the rules: {other:?}{}", logs()),
+    }
     // Every rule file loaded, as generated.
-    let loaded = get_json(prometheus, "/api/v1/rules?type=alert").expect("rules API");
-    let loaded: usize = loaded["data"]["groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|group| group["rules"].as_array().map_or(0, Vec::len))
-        .sum();
     let generated: usize = cases.iter().map(|c| c.rules.len()).sum();
-    assert_eq!(
-        loaded,
-        generated,
-        "alerting rules loaded by Prometheus{}",
-        logs()
-    );
+    if let Err(err) = wait_rules(prometheus, generated, Duration::from_secs(30)) {
+        panic!("{err}{}", logs());
+    }
 
     let shared = Shared {
         prometheus,

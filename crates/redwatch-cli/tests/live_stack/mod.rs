@@ -456,13 +456,25 @@ fn receive(mut stream: TcpStream, log: &WebhookLog) -> Result<(), String> {
 
 /// GET `path` (HTTP/1.0, so the server closes the connection); status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http_request(addr, "GET", path)
+}
+
+/// POST to `path` without a body; status code and body.
+pub fn http_post(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http_request(addr, "POST", path)
+}
+
+fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|err| format!("connect {addr}: {err}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|err| err.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
-        .map_err(|err| format!("send to {addr}: {err}"))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .map_err(|err| format!("send to {addr}: {err}"))?;
     let mut response = Vec::new();
     stream
         .read_to_end(&mut response)
