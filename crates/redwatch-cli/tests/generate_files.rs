@@ -123,10 +123,32 @@ fn bad_flags_fail_with_one_line_and_write_nothing() {
             &["--scrape-interval", "2m"],
             "shorter than 4 x --scrape-interval",
         ),
-        (&["--anomaly-window", "1h"], "--anomaly-window"),
+        (&["--anomaly-day", "2h"], "--anomaly-day"),
+        (&["--anomaly-week", "1d"], "--anomaly-week"),
+        (&["--anomaly-smoothing", "20s"], "--anomaly-smoothing"),
+        (&["--anomaly-min-change", "0"], "--anomaly-min-change"),
+        (
+            &["--long-evaluation-interval", "10s"],
+            "--long-evaluation-interval",
+        ),
+        (&["--long-evaluation-interval", "10m"], "at most 5m"),
+        (
+            &["--ticket-windows", "3:1d/7m,1:3d/6h"],
+            "not a multiple of --rate-window",
+        ),
+        (&["--aggregation-labels", "job"], "--aggregation-labels"),
+        (
+            &["--aggregation-labels", "bad-label"],
+            "--aggregation-labels",
+        ),
+        (&["--rule-labels", "release"], "--rule-labels"),
+        (&["--rule-labels", "release=no spaces"], "--rule-labels"),
+        (&["--grafana-url", "grafana:3000"], "--grafana-url"),
+        (&["--runbook-url", "has space"], "--runbook-url"),
+        (&["--group-interval", "0s"], "--group-interval"),
         (&["--job", "bad\"job"], "--job"),
         (&["--api-targets", "http://api:5000"], "host:port"),
-        (&["--min-traffic", "0"], "--min-traffic"),
+        (&["--min-events", "0"], "--min-events"),
         (&["--load-job", "redwatch"], "used twice"),
         (&["--alertmanager", "http://am:9093"], "--alertmanager"),
     ];
@@ -394,13 +416,15 @@ fn every_alert_has_annotations_severity_and_a_runbook_section() {
                     "{name}: severity {severity:?}"
                 );
                 if name.contains("Anomaly") {
-                    assert_eq!(severity, "warning", "anomaly alerts never page");
+                    assert_eq!(severity, "info", "anomaly alerts never page");
                 }
                 let url = rule["annotations"]["runbook_url"]
                     .as_str()
                     .unwrap_or_default();
+                // The default runbook URL is a path from the repository root: it must resolve.
                 let anchor = url.rsplit_once('#').map(|(base, anchor)| {
-                    assert!(base.ends_with("docs/runbooks.md"), "{url}");
+                    assert_eq!(base, "docs/runbooks.md", "{url}");
+                    assert!(repo_root().join(base).is_file(), "{url} does not resolve");
                     anchor
                 });
                 assert_eq!(anchor, Some(name.to_lowercase().as_str()), "{url}");
@@ -410,7 +434,157 @@ fn every_alert_has_annotations_severity_and_a_runbook_section() {
                 );
             }
         }
-        assert_eq!(alerts.len(), 9, "{preset}: {alerts:?}");
+        assert_eq!(alerts.len(), 10, "{preset}: {alerts:?}");
+    }
+}
+
+/// Every `by (...)` clause of the rules keeps the aggregation labels and `job`.
+fn assert_aggregations_keep(rules: &str, labels: &[&str]) {
+    let mut clauses = 0;
+    for (_, rest) in rules
+        .match_indices(" by (")
+        .map(|(at, _)| rules.split_at(at + 5))
+    {
+        let clause = rest.split(')').next().unwrap_or_default();
+        for label in labels {
+            assert!(
+                clause.split(',').any(|item| item.trim() == *label),
+                "`by ({clause})` drops {label}"
+            );
+        }
+        clauses += 1;
+    }
+    assert!(clauses > 10, "only {clauses} aggregations");
+}
+
+#[test]
+fn rules_fit_real_clusters_and_alertmanager_routes_them() {
+    // The committed files keep cluster and namespace by default.
+    for preset in ["otel", "flask"] {
+        let dir = committed_dir().join(preset);
+        assert_aggregations_keep(
+            &read(&dir.join("prometheus/rules/redwatch.rules.yml")),
+            &["cluster", "namespace", "job"],
+        );
+        let rule = yaml(&dir.join("k8s/prometheusrule.yaml"));
+        assert_eq!(
+            rule["metadata"]["labels"]["release"], "kube-prometheus-stack",
+            "kube-prometheus-stack's default ruleSelector matches on release"
+        );
+        let am = yaml(&dir.join("alertmanager/alertmanager.yml"));
+        let group_by: Vec<&str> = am["route"]["group_by"]
+            .as_sequence()
+            .expect("group_by")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(group_by, ["cluster", "namespace", "job", "severity"]);
+        let inhibits = am["inhibit_rules"].as_sequence().expect("inhibit_rules");
+        assert!(
+            inhibits.iter().any(|rule| {
+                rule["source_matchers"][0] == "alertname=\"ApiAllTargetsDown\""
+                    && rule["target_matchers"][0] == "alertname=\"ApiTargetDown\""
+                    && rule["equal"]
+                        .as_sequence()
+                        .is_some_and(|equal| equal.iter().any(|label| label == "job"))
+            }),
+            "{preset}: ApiAllTargetsDown does not inhibit ApiTargetDown: {inhibits:?}"
+        );
+    }
+
+    // Other labels, other rule labels, a Grafana URL: all follow the flags.
+    let temp = tempfile::tempdir().expect("temp dir");
+    generate_ok(
+        temp.path(),
+        &[
+            "--naming",
+            "otel",
+            "--aggregation-labels",
+            "tenant",
+            "--rule-labels",
+            "release=monitoring,team=payments",
+            "--grafana-url",
+            "https://grafana.example.com/",
+            "--runbook-url",
+            "https://git.example.com/redwatch/blob/main/docs/runbooks.md",
+        ],
+    );
+    let dir = temp.path().join("otel");
+    let rules_text = read(&dir.join("prometheus/rules/redwatch.rules.yml"));
+    assert_aggregations_keep(&rules_text, &["tenant", "job"]);
+    assert!(!rules_text.contains("cluster"), "cluster is still kept");
+    let rule = yaml(&dir.join("k8s/prometheusrule.yaml"));
+    assert_eq!(rule["metadata"]["labels"]["release"], "monitoring");
+    assert_eq!(rule["metadata"]["labels"]["team"], "payments");
+    let rules = yaml(&dir.join("prometheus/rules/redwatch.rules.yml"));
+    let mut alerts = 0;
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            if let Some(name) = rule["alert"].as_str() {
+                alerts += 1;
+                assert_eq!(
+                    rule["annotations"]["dashboard_url"],
+                    "https://grafana.example.com/d/redwatch-api-overview-otel?var-job={{ $labels.job }}",
+                    "{name}"
+                );
+                assert_eq!(
+                    rule["annotations"]["runbook_url"].as_str(),
+                    Some(
+                        format!(
+                            "https://git.example.com/redwatch/blob/main/docs/runbooks.md#{}",
+                            name.to_lowercase()
+                        )
+                        .as_str()
+                    )
+                );
+            }
+        }
+    }
+    assert!(alerts >= 10, "{alerts} alerts");
+    let am = yaml(&dir.join("alertmanager/alertmanager.yml"));
+    assert_eq!(am["route"]["group_by"][0], "tenant");
+}
+
+#[test]
+fn rule_groups_split_by_evaluation_interval() {
+    let rules = yaml(
+        &committed_dir()
+            .join("otel")
+            .join("prometheus/rules/redwatch.rules.yml"),
+    );
+    let groups = rules["groups"].as_sequence().expect("groups");
+    let intervals: Vec<(&str, &str)> = groups
+        .iter()
+        .map(|group| {
+            (
+                group["name"].as_str().unwrap_or_default(),
+                group["interval"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        intervals,
+        [
+            ("redwatch-redwatch-fast", "15s"),
+            ("redwatch-redwatch-slo", "1m"),
+            ("redwatch-redwatch-anomaly", "1m"),
+        ]
+    );
+    // Only the fast group reads raw series, and only over windows up to 6h; the slow groups
+    // read recorded series.
+    for group in groups {
+        let name = group["name"].as_str().unwrap_or_default();
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let expr = rule["expr"].as_str().unwrap_or_default();
+            let raw = expr.contains("http_server_request_duration_seconds_");
+            if name.ends_with("-fast") {
+                for window in ["[1d]", "[3d]", "[1w]", "[30d]", "[2h]"] {
+                    assert!(!expr.contains(window), "{name}: {expr}");
+                }
+            } else {
+                assert!(!raw, "{name} reads raw series: {expr}");
+            }
+        }
     }
 }
 

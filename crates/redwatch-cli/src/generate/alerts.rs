@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use super::anomaly::{Role, Signal};
 use super::naming::Preset;
-use super::rules::{Rule, names};
+use super::rules::{Group, Rule, names};
 use super::units::{PromDuration, num};
-use super::{BurnWindow, Settings};
+use super::{BurnWindow, Settings, dashboard};
 
 pub const ERROR_BUDGET_BURN: &str = "ApiErrorBudgetBurn";
 pub const LATENCY_BUDGET_BURN: &str = "ApiLatencyBudgetBurn";
@@ -14,26 +15,39 @@ pub const ERROR_RATIO_BREACH: &str = "ApiErrorRatioBreach";
 pub const LATENCY_AVERAGE_BREACH: &str = "ApiLatencyAverageBreach";
 pub const REQUEST_RATE_ANOMALY: &str = "ApiRequestRateAnomaly";
 pub const LATENCY_AVERAGE_ANOMALY: &str = "ApiLatencyAverageAnomaly";
+pub const ERROR_RATIO_ANOMALY: &str = "ApiErrorRatioAnomaly";
 pub const TARGET_DOWN: &str = "ApiTargetDown";
 pub const ALL_TARGETS_DOWN: &str = "ApiAllTargetsDown";
 pub const METRICS_ABSENT: &str = "ApiMetricsAbsent";
 
-/// Relative half-width added to every anomaly band, so a perfectly steady history (standard
-/// deviation 0) does not turn every small wobble into an anomaly.
-pub const ANOMALY_RELATIVE_MARGIN: f64 = 0.1;
+/// Severity of the anomaly alerts: they tell that something looks unusual, not that users are
+/// hurt, so they notify but never page (docs/runbooks.md says why).
+pub const ANOMALY_SEVERITY: &str = "info";
 
-/// One alerting rule before serialisation. Annotations may use `{{ $labels.job }}` and
-/// `{{ $labels.instance }}` only, so rule tests can state the expected text exactly.
+/// Templates of the measured value in annotations. Rule tests render them as Prometheus does.
+pub mod value {
+    pub const PERCENT: &str = "{{ $value | humanizePercentage }}";
+    pub const SECONDS: &str = "{{ $value | humanizeDuration }}";
+    pub const NUMBER: &str = "{{ $value | humanize }}";
+}
+
+/// One alerting rule before serialisation. Annotations may use `{{ $labels.job }}`,
+/// `{{ $labels.instance }}` and the templates of [`value`] only, so rule tests can state the
+/// expected text exactly.
 #[derive(Debug, Clone)]
 pub struct AlertSpec {
     pub name: &'static str,
     pub severity: &'static str,
     /// The `slo` label of burn-rate alerts.
     pub slo: Option<&'static str>,
+    /// The rule group it is evaluated in.
+    pub group: Group,
     pub expr: String,
     pub for_: Option<PromDuration>,
     pub summary: String,
     pub description: String,
+    /// Set by [`all`] when a Grafana URL is configured.
+    pub dashboard_url: Option<String>,
 }
 
 impl AlertSpec {
@@ -48,11 +62,15 @@ impl AlertSpec {
 
     /// Annotations as written into the rule (with templates).
     pub fn annotations(&self, settings: &Settings) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut annotations = BTreeMap::from([
             ("summary".to_owned(), self.summary.clone()),
             ("description".to_owned(), self.description.clone()),
             ("runbook_url".to_owned(), runbook_url(settings, self.name)),
-        ])
+        ]);
+        if let Some(url) = &self.dashboard_url {
+            annotations.insert("dashboard_url".to_owned(), url.clone());
+        }
+        annotations
     }
 
     /// The rule as it goes into the rule file.
@@ -73,23 +91,49 @@ pub fn runbook_url(settings: &Settings, alert: &str) -> String {
     format!("{}#{}", settings.runbook_url, alert.to_lowercase())
 }
 
+/// The generated dashboard in Grafana, showing the alert's job, when a Grafana URL is set.
+fn dashboard_url(preset: Preset, settings: &Settings) -> Option<String> {
+    settings.grafana_url.as_ref().map(|grafana| {
+        format!(
+            "{grafana}/d/{}?var-job={{{{ $labels.job }}}}",
+            dashboard::uid(preset)
+        )
+    })
+}
+
+/// `series{job="..."}`.
+fn of_job(series: &str, settings: &Settings) -> String {
+    format!("{series}{{job=\"{}\"}}", settings.job)
+}
+
+/// At least `--min-events` events in `window`, given their rate series.
+fn enough_events(rate: &str, window: PromDuration, settings: &Settings) -> String {
+    format!(
+        "{} * {} >= {}",
+        of_job(rate, settings),
+        num(window.secs_f64()),
+        settings.min_events
+    )
+}
+
+/// One branch per tier window: the budget burns `factor` times too fast over both windows, and
+/// the long window holds at least `--min-events` bad events. The value is the long window's ratio.
 fn burn_expr(
     ratio: fn(PromDuration) -> String,
+    bad: fn(PromDuration) -> String,
     windows: &[BurnWindow],
     budget: f64,
     settings: &Settings,
 ) -> String {
-    let job = &settings.job;
     let branches: Vec<String> = windows
         .iter()
         .map(|window| {
             let threshold = format!("({} * {})", num(window.factor), num(budget));
             format!(
-                "(\n  {long}{{job=\"{job}\"}} > {threshold}\nand\n  {short}{{job=\"{job}\"}} > {threshold}\nand\n  {traffic}{{job=\"{job}\"}} > {min}\n)",
-                long = ratio(window.long),
-                short = ratio(window.short),
-                traffic = names::requests(window.long),
-                min = num(settings.min_traffic),
+                "(\n  {} > {threshold}\nand\n  {} > {threshold}\nand\n  {}\n)",
+                of_job(&ratio(window.long), settings),
+                of_job(&ratio(window.short), settings),
+                enough_events(&bad(window.long), window.long, settings),
             )
         })
         .collect();
@@ -109,185 +153,273 @@ fn burn_alerts(settings: &Settings) -> Vec<AlertSpec> {
     let availability = num(settings.availability * 100.0);
     let latency = num(settings.latency_objective * 100.0);
     let threshold = settings.latency_threshold;
-    for (severity, windows, urgency) in [
+    let period = settings.slo_period;
+    let min = settings.min_events;
+    for (severity, group, windows, urgency) in [
         (
             "critical",
+            Group::Fast,
             &settings.page,
             "the error budget of the whole period is gone within days",
         ),
         (
             "warning",
+            Group::Slo,
             &settings.ticket,
             "the error budget is used up by the end of the period or sooner",
         ),
     ] {
+        let tiers = window_text(windows);
         specs.push(AlertSpec {
             name: ERROR_BUDGET_BURN,
             severity,
             slo: Some("availability"),
-            expr: burn_expr(names::error_ratio, windows, settings.error_budget(), settings),
+            group,
+            expr: burn_expr(
+                names::error_ratio,
+                names::errors,
+                windows,
+                settings.error_budget(),
+                settings,
+            ),
             for_: None,
-            summary: format!("{{{{ $labels.job }}}} is burning its {availability}% availability error budget too fast"),
+            summary: format!(
+                "{{{{ $labels.job }}}} is burning its {availability}% availability error budget too fast: {} of requests fail",
+                value::PERCENT
+            ),
+            dashboard_url: None,
             description: format!(
-                "The share of 5xx responses of {{{{ $labels.job }}}} exceeds the sustainable rate ({}): at this pace {urgency} (SLO {availability}% over {}).",
-                window_text(windows),
-                settings.slo_period
+                "{} of the requests of {{{{ $labels.job }}}} were answered with a 5xx status over the long window of a tier ({tiers}; at least {min} failures), against {} allowed by the SLO of {availability}% over {period}: at this pace {urgency}.",
+                value::PERCENT,
+                num(settings.error_budget() * 100.0) + "%",
             ),
         });
         specs.push(AlertSpec {
             name: LATENCY_BUDGET_BURN,
             severity,
             slo: Some("latency"),
-            expr: burn_expr(names::slow_ratio, windows, settings.latency_budget(), settings),
+            group,
+            expr: burn_expr(
+                names::slow_ratio,
+                names::slow,
+                windows,
+                settings.latency_budget(),
+                settings,
+            ),
             for_: None,
-            summary: format!("{{{{ $labels.job }}}} is burning its latency error budget too fast ({latency}% under {threshold})"),
+            summary: format!(
+                "{{{{ $labels.job }}}} is burning its latency error budget too fast: {} of requests take longer than {threshold}",
+                value::PERCENT
+            ),
+            dashboard_url: None,
             description: format!(
-                "Too many requests of {{{{ $labels.job }}}} take longer than {threshold} ({}): at this pace {urgency} (SLO {latency}% under {threshold} over {}).",
-                window_text(windows),
-                settings.slo_period
+                "{} of the requests of {{{{ $labels.job }}}} took longer than {threshold} over the long window of a tier ({tiers}; at least {min} slow requests), against {} allowed by the SLO of {latency}% under {threshold} over {period}: at this pace {urgency}.",
+                value::PERCENT,
+                num(settings.latency_budget() * 100.0) + "%",
             ),
         });
     }
     specs
 }
 
-fn band_alert(
-    name: &'static str,
-    series: &str,
-    guard: String,
-    what: &str,
-    settings: &Settings,
-) -> AlertSpec {
-    let job = &settings.job;
-    let history = settings.anomaly_window;
-    let avg = format!("{}{{job=\"{job}\"}}", names::band_avg(series, history));
-    let stddev = format!("{}{{job=\"{job}\"}}", names::band_stddev(series, history));
-    let sigmas = num(settings.anomaly_sigmas);
-    let up = num(1.0 + ANOMALY_RELATIVE_MARGIN);
-    let down = num(1.0 - ANOMALY_RELATIVE_MARGIN);
-    AlertSpec {
-        name,
-        severity: "warning",
-        slo: None,
-        expr: format!(
-            "(\n  {series}{{job=\"{job}\"}} > {avg} * {up} + {sigmas} * {stddev}\nor\n  {series}{{job=\"{job}\"}} < {avg} * {down} - {sigmas} * {stddev}\n)\nand\n{guard}"
-        ),
-        for_: Some(settings.anomaly_for),
-        summary: format!("The {what} of {{{{ $labels.job }}}} is outside its usual band"),
-        description: format!(
-            "The {what} of {{{{ $labels.job }}}} over {} has left the band learned from the last {history} (its mean ± {}% ± {sigmas} standard deviations) for {}. Informational: check that it is expected (release, campaign, outage upstream).",
-            settings.rate_window,
-            num(ANOMALY_RELATIVE_MARGIN * 100.0),
-            settings.anomaly_for
-        ),
-    }
-}
-
-/// Every alert, in rule-file order: burn rates, static thresholds and anomalies, targets.
-pub fn all(preset: Preset, settings: &Settings) -> Vec<AlertSpec> {
-    let job = &settings.job;
+fn breach_alerts(settings: &Settings) -> Vec<AlertSpec> {
     let base = settings.rate_window;
-    let min = num(settings.min_traffic);
-    let traffic_guard = format!("{}{{job=\"{job}\"}} > {min}", names::requests(base));
-    let static_alerts = vec![
+    let for_ = settings.alert_for;
+    let min = settings.min_events;
+    let percent = num(settings.error_ratio_threshold * 100.0);
+    let average = settings.average_latency_threshold;
+    vec![
         AlertSpec {
             name: ERROR_RATIO_BREACH,
             severity: "warning",
             slo: None,
+            group: Group::Fast,
             expr: format!(
-                "{}{{job=\"{job}\"}} > {}\nand\n{traffic_guard}",
-                names::error_ratio(base),
-                num(settings.error_ratio_threshold)
+                "{} > {}\nand\n{}",
+                of_job(&names::error_ratio(base), settings),
+                num(settings.error_ratio_threshold),
+                enough_events(&names::errors(base), base, settings)
             ),
-            for_: Some(settings.alert_for),
+            for_: Some(for_),
             summary: format!(
-                "More than {}% of the requests of {{{{ $labels.job }}}} fail",
-                num(settings.error_ratio_threshold * 100.0)
+                "{} of the requests of {{{{ $labels.job }}}} fail (threshold {percent}%)",
+                value::PERCENT
             ),
+            dashboard_url: None,
             description: format!(
-                "Over the last {base}, more than {}% of the requests of {{{{ $labels.job }}}} were answered with a 5xx status, for at least {}.",
-                num(settings.error_ratio_threshold * 100.0),
-                settings.alert_for
+                "Over the last {base}, {} of the requests of {{{{ $labels.job }}}} were answered with a 5xx status (at least {min} of them), above {percent}% for at least {for_}.",
+                value::PERCENT
             ),
         },
         AlertSpec {
             name: LATENCY_AVERAGE_BREACH,
             severity: "warning",
             slo: None,
+            group: Group::Fast,
             expr: format!(
-                "{}{{job=\"{job}\"}} > {}\nand\n{traffic_guard}",
-                names::mean_latency(base),
-                num(settings.average_latency_threshold.secs_f64())
+                "{} > {}\nand\n{}",
+                of_job(&names::mean_latency(base), settings),
+                num(average.secs_f64()),
+                enough_events(&names::requests(base), base, settings)
             ),
-            for_: Some(settings.alert_for),
+            for_: Some(for_),
             summary: format!(
-                "The average response time of {{{{ $labels.job }}}} is above {}",
-                settings.average_latency_threshold
+                "The average response time of {{{{ $labels.job }}}} is {} (threshold {average})",
+                value::SECONDS
             ),
+            dashboard_url: None,
             description: format!(
-                "Over the last {base}, the mean response time of {{{{ $labels.job }}}} has been above {} for at least {}.",
-                settings.average_latency_threshold, settings.alert_for
+                "Over the last {base}, the mean response time of {{{{ $labels.job }}}} was {} (over at least {min} requests), above {average} for at least {for_}.",
+                value::SECONDS
             ),
         },
-        band_alert(
+    ]
+}
+
+fn anomaly_alerts(settings: &Settings) -> Vec<AlertSpec> {
+    let base = settings.rate_window;
+    let anomaly = &settings.anomaly;
+    let above = |signal: Signal| {
+        format!(
+            "{} > {}",
+            of_job(&signal.series(settings), settings),
+            of_job(&signal.derived(settings, Role::UpperBand), settings)
+        )
+    };
+    let below = |signal: Signal| {
+        format!(
+            "{} < {}",
+            of_job(&signal.series(settings), settings),
+            of_job(&signal.derived(settings, Role::LowerBand), settings)
+        )
+    };
+    let band = format!(
+        "the band predicted from the same time one {} (or, with less history, one {}) earlier, corrected for the trend of the daily median: ± the larger of {} standard deviations of that time, {}% of the prediction",
+        anomaly.week,
+        anomaly.day,
+        num(anomaly.sigmas),
+        num(anomaly.min_change * 100.0)
+    );
+    let spec = |name, signal: Signal, expr: String, what: &str, value: &str, floor: String| {
+        AlertSpec {
+            name,
+            severity: ANOMALY_SEVERITY,
+            slo: None,
+            group: Group::Anomaly,
+            expr,
+            for_: Some(anomaly.for_),
+            summary: format!("The {what} of {{{{ $labels.job }}}} is unusual: {value}"),
+            dashboard_url: None,
+            description: format!(
+                "The {what} of {{{{ $labels.job }}}} over {base} ({value}) has been outside {band} and {floor}, for {}. Compare with the recorded series {} and its bands; check for a release, a campaign or an upstream outage.",
+                anomaly.for_,
+                signal.derived(settings, Role::Prediction)
+            ),
+        }
+    };
+    vec![
+        spec(
             REQUEST_RATE_ANOMALY,
-            &names::requests(base),
+            Signal::RequestRate,
             format!(
-                "{}{{job=\"{job}\"}} > {min}",
-                names::band_avg(&names::requests(base), settings.anomaly_window)
+                "(\n  {}\nor\n  {}\n)",
+                above(Signal::RequestRate),
+                below(Signal::RequestRate)
             ),
             "request rate",
-            settings,
+            &format!("{} requests/s", value::NUMBER),
+            format!(
+                "{} requests/s",
+                num(Signal::RequestRate.absolute_floor(settings))
+            ),
         ),
-        band_alert(
+        spec(
             LATENCY_AVERAGE_ANOMALY,
-            &names::mean_latency(base),
-            traffic_guard.clone(),
+            Signal::AverageLatency,
+            format!(
+                "{}\nand\n{}",
+                above(Signal::AverageLatency),
+                enough_events(&names::requests(base), base, settings)
+            ),
             "average response time",
-            settings,
+            value::SECONDS,
+            format!("{}s", num(Signal::AverageLatency.absolute_floor(settings))),
         ),
-    ];
+        spec(
+            ERROR_RATIO_ANOMALY,
+            Signal::ErrorRatio,
+            format!(
+                "{}\nand\n{}",
+                above(Signal::ErrorRatio),
+                enough_events(&names::errors(base), base, settings)
+            ),
+            "error ratio",
+            value::PERCENT,
+            format!(
+                "{}%",
+                num(Signal::ErrorRatio.absolute_floor(settings) * 100.0)
+            ),
+        ),
+    ]
+}
+
+fn target_alerts(preset: Preset, settings: &Settings) -> Vec<AlertSpec> {
+    let job = &settings.job;
+    let for_ = settings.alert_for;
     let count = preset.names().count();
-    let target_alerts = vec![
+    vec![
         AlertSpec {
             name: TARGET_DOWN,
             severity: "warning",
             slo: None,
+            group: Group::Fast,
             expr: format!("up{{job=\"{job}\"}} == 0"),
-            for_: Some(settings.alert_for),
+            for_: Some(for_),
             summary: "{{ $labels.instance }} of {{ $labels.job }} cannot be scraped".to_owned(),
+            dashboard_url: None,
             description: format!(
-                "Prometheus has failed to scrape {{{{ $labels.instance }}}} (job {{{{ $labels.job }}}}) for {}: the instance is down, unreachable, or its /metrics fails.",
-                settings.alert_for
+                "Prometheus has failed to scrape {{{{ $labels.instance }}}} (job {{{{ $labels.job }}}}) for {for_}: the instance is down, unreachable, or its /metrics fails."
             ),
         },
         AlertSpec {
             name: ALL_TARGETS_DOWN,
             severity: "critical",
             slo: None,
-            expr: format!("max by (job) (up{{job=\"{job}\"}}) == 0"),
-            for_: Some(settings.alert_for),
+            group: Group::Fast,
+            expr: format!("max by ({}) (up{{job=\"{job}\"}}) == 0", settings.by_job()),
+            for_: Some(for_),
             summary: "Every instance of {{ $labels.job }} is down".to_owned(),
+            dashboard_url: None,
             description: format!(
-                "No instance of {{{{ $labels.job }}}} has been scrapable for {}: the API is most likely unavailable to its users.",
-                settings.alert_for
+                "No instance of {{{{ $labels.job }}}} has been scrapable for {for_}: the API is most likely unavailable to its users."
             ),
         },
         AlertSpec {
             name: METRICS_ABSENT,
             severity: "warning",
             slo: None,
+            group: Group::Fast,
             expr: format!("absent(up{{job=\"{job}\"}})\nor\nabsent({count}{{job=\"{job}\"}})"),
-            for_: Some(settings.alert_for),
+            for_: Some(for_),
             summary: "The request metrics of {{ $labels.job }} are missing".to_owned(),
+            dashboard_url: None,
             description: format!(
-                "For {}, Prometheus has had no target for job {{{{ $labels.job }}}} or no {count} series from it: scrape discovery, the naming preset or the instrumentation is wrong, and every other alert of this job is blind.",
-                settings.alert_for
+                "For {for_}, Prometheus has had no target for job {{{{ $labels.job }}}} or no {count} series from it: scrape discovery, the naming preset or the instrumentation is wrong, and every other alert of this job is blind."
             ),
         },
-    ];
+    ]
+}
+
+/// Every alert, in rule-file order within each group: burn rates, static thresholds, targets,
+/// anomalies.
+pub fn all(preset: Preset, settings: &Settings) -> Vec<AlertSpec> {
     let mut all = burn_alerts(settings);
-    all.extend(static_alerts);
-    all.extend(target_alerts);
+    all.extend(breach_alerts(settings));
+    all.extend(target_alerts(preset, settings));
+    all.extend(anomaly_alerts(settings));
+    let url = dashboard_url(preset, settings);
+    for spec in &mut all {
+        spec.dashboard_url.clone_from(&url);
+    }
     all
 }

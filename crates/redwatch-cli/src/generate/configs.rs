@@ -2,8 +2,8 @@
 
 use serde_json::{Value, json};
 
-use super::Settings;
 use super::units::PromDuration;
+use super::{Settings, alerts};
 
 /// Where the provisioned dashboards live inside the Grafana container.
 pub const GRAFANA_DASHBOARD_DIR: &str = "/var/lib/grafana/dashboards/redwatch";
@@ -54,32 +54,46 @@ pub fn prometheus(settings: &Settings) -> anyhow::Result<String> {
     yaml(settings, &config)
 }
 
-/// `alertmanager.yml`: everything goes to a silent default receiver; critical and warning alerts
-/// also go to a webhook, as an example of a real integration. Critical inhibits warning of the same
-/// alert and job.
+/// `alertmanager.yml`: alerts are grouped per job (and cluster and namespace) and severity.
+/// Critical alerts go to a `pager` receiver, warning and info alerts to `tickets`; both are the
+/// example webhook, to be replaced by a real pager and chat or ticket integration. A critical alert
+/// silences the warning of the same alert and job, and `ApiAllTargetsDown` silences the
+/// `ApiTargetDown` of each instance of its job.
 pub fn alertmanager(settings: &Settings) -> anyhow::Result<String> {
+    let mut group_by = settings.job_labels();
+    group_by.push("severity".to_owned());
+    let mut same_alert = vec!["alertname".to_owned()];
+    same_alert.extend(settings.job_labels());
+    let webhook = json!([{ "url": settings.webhook_url, "send_resolved": true }]);
     let config = json!({
         "route": {
             "receiver": "default",
-            "group_by": ["alertname", "job", "slo"],
-            "group_wait": "30s",
-            "group_interval": "5m",
-            "repeat_interval": "4h",
-            "routes": [{
-                "receiver": "webhook",
-                "matchers": ["severity=~\"critical|warning\""],
-                "continue": false,
-            }],
+            "group_by": group_by,
+            "group_wait": settings.group_wait.to_string(),
+            "group_interval": settings.group_interval.to_string(),
+            "repeat_interval": settings.repeat_interval.to_string(),
+            "routes": [
+                { "receiver": "pager", "matchers": ["severity=\"critical\""] },
+                { "receiver": "tickets", "matchers": ["severity=~\"warning|info\""] },
+            ],
         },
         "receivers": [
             { "name": "default" },
-            { "name": "webhook", "webhook_configs": [{ "url": settings.webhook_url, "send_resolved": true }] },
+            { "name": "pager", "webhook_configs": webhook },
+            { "name": "tickets", "webhook_configs": webhook },
         ],
-        "inhibit_rules": [{
-            "source_matchers": ["severity=\"critical\""],
-            "target_matchers": ["severity=\"warning\""],
-            "equal": ["alertname", "job"],
-        }],
+        "inhibit_rules": [
+            {
+                "source_matchers": ["severity=\"critical\""],
+                "target_matchers": ["severity=\"warning\""],
+                "equal": same_alert,
+            },
+            {
+                "source_matchers": [format!("alertname=\"{}\"", alerts::ALL_TARGETS_DOWN)],
+                "target_matchers": [format!("alertname=\"{}\"", alerts::TARGET_DOWN)],
+                "equal": settings.job_labels(),
+            },
+        ],
     });
     yaml(settings, &config)
 }

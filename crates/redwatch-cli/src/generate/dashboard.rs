@@ -9,6 +9,11 @@ use super::units::num;
 /// File name of the dashboard under `grafana/dashboards/`.
 pub const FILE_NAME: &str = "api-overview.json";
 /// Dashboard schema of Grafana 11.0 (read unchanged by Grafana 11.x and 12.x).
+/// The dashboard's uid, which Grafana URLs (`/d/UID`) use.
+pub fn uid(preset: Preset) -> String {
+    format!("redwatch-api-overview-{}", preset.name())
+}
+
 pub const SCHEMA_VERSION: u64 = 39;
 
 /// Panels are laid out left to right on Grafana's 24-column grid.
@@ -531,7 +536,7 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
     job_variable["current"] =
         json!({ "selected": true, "text": settings.job, "value": settings.job });
     json!({
-        "uid": format!("redwatch-api-overview-{}", preset.name()),
+        "uid": uid(preset),
         "title": format!("API overview ({})", preset.name()),
         "description": format!("HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation and the load generator's view.", preset.name()),
         "tags": ["redwatch", "http", "slo"],

@@ -24,10 +24,16 @@ pub fn files(
         "app.kubernetes.io/part-of": "redwatch",
         "app.kubernetes.io/component": "monitoring",
     });
+    // The Prometheus Operator loads rules whose labels match its `ruleSelector`
+    // (kube-prometheus-stack: `release: <Helm release>`), set by --rule-labels.
+    let mut rule_labels = labels.clone();
+    for (key, value) in &settings.rule_labels {
+        rule_labels[key] = json!(value);
+    }
     let prometheus_rule = json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": { "name": format!("{}-rules", settings.job), "labels": labels },
+        "metadata": { "name": format!("{}-rules", settings.job), "labels": rule_labels },
         "spec": serde_json::to_value(rules)?,
     });
     let mut dashboard_labels = labels.clone();

@@ -4,6 +4,7 @@
 //! ([`Settings`]).
 
 mod alerts;
+mod anomaly;
 mod configs;
 mod dashboard;
 mod k8s;
@@ -100,26 +101,44 @@ pub struct GenerateFlags {
     #[arg(long, env = "REDWATCH_SCRAPE_INTERVAL", default_value = "15s")]
     pub scrape_interval: PromDuration,
 
-    /// Prometheus rule evaluation interval
+    /// Evaluation interval of the fast rule group: short windows, paging alerts, targets
     #[arg(long, env = "REDWATCH_EVALUATION_INTERVAL", default_value = "15s")]
     pub evaluation_interval: PromDuration,
+
+    /// Evaluation interval of the slow rule groups: windows of the ticket tier and the SLO period
+    /// (derived from recorded rate-window series), anomaly baselines and their alerts
+    #[arg(long, env = "REDWATCH_LONG_EVALUATION_INTERVAL", default_value = "1m")]
+    pub long_evaluation_interval: PromDuration,
 
     /// How long a static-threshold, target or absence condition must hold before alerting
     ///
     #[arg(long, env = "REDWATCH_ALERT_FOR", default_value = "5m")]
     pub alert_for: PromDuration,
 
-    /// History the anomaly bands are learned from
-    #[arg(long, env = "REDWATCH_ANOMALY_WINDOW", default_value = "1w")]
-    pub anomaly_window: PromDuration,
+    /// Daily season of the anomaly baselines: the prediction starts from the value this long ago
+    #[arg(long, env = "REDWATCH_ANOMALY_DAY", default_value = "1d")]
+    pub anomaly_day: PromDuration,
+
+    /// Weekly season of the anomaly baselines: preferred over the daily one once there is this
+    /// much history (plus a day)
+    #[arg(long, env = "REDWATCH_ANOMALY_WEEK", default_value = "1w")]
+    pub anomaly_week: PromDuration,
+
+    /// Window around the same time a season ago that the prediction and its noise are taken from
+    #[arg(long, env = "REDWATCH_ANOMALY_SMOOTHING", default_value = "1h")]
+    pub anomaly_smoothing: PromDuration,
 
     /// How long a value must stay outside its band before the anomaly alert fires
     #[arg(long, env = "REDWATCH_ANOMALY_FOR", default_value = "15m")]
     pub anomaly_for: PromDuration,
 
-    /// Width of the anomaly band in standard deviations of the history
+    /// Half-width of the anomaly band in standard deviations of the reference window
     #[arg(long, env = "REDWATCH_ANOMALY_SIGMAS", default_value = "3")]
     pub anomaly_sigmas: f64,
+
+    /// Smallest half-width of the anomaly band, in percent of the prediction
+    #[arg(long, env = "REDWATCH_ANOMALY_MIN_CHANGE", default_value = "20")]
+    pub anomaly_min_change: f64,
 
     /// Static error-ratio threshold in percent of requests
     #[arg(long, env = "REDWATCH_ERROR_RATIO_THRESHOLD", default_value = "5")]
@@ -133,10 +152,20 @@ pub struct GenerateFlags {
     )]
     pub average_latency_threshold: PromDuration,
 
-    /// Minimum-traffic guard: ratio and anomaly alerts stay silent below this many requests per
-    /// second
-    #[arg(long, env = "REDWATCH_MIN_TRAFFIC", default_value = "0.1")]
-    pub min_traffic: f64,
+    /// Minimum number of events: burn-rate alerts need this many failed (or slow) requests in
+    /// their long window, breach and anomaly alerts this many in the rate window
+    #[arg(long, env = "REDWATCH_MIN_EVENTS", default_value = "10")]
+    pub min_events: u32,
+
+    /// Labels kept by every aggregation besides `job`, comma-separated (absent ones cost
+    /// nothing), so one rule set serves many clusters and namespaces in Thanos or Mimir
+    #[arg(
+        long,
+        env = "REDWATCH_AGGREGATION_LABELS",
+        default_value = "cluster,namespace",
+        value_delimiter = ','
+    )]
+    pub aggregation_labels: Vec<String>,
 
     /// Scrape targets (host:port) of the API, comma-separated
     #[arg(
@@ -191,14 +220,39 @@ pub struct GenerateFlags {
     )]
     pub prometheus_url: String,
 
-    /// Base URL of docs/runbooks.md; alert runbook_url annotations append `#alertname`
-    ///
-    #[arg(long, env = "REDWATCH_RUNBOOK_URL", default_value = DEFAULT_RUNBOOK_URL)]
+    /// Where docs/runbooks.md is read: alert `runbook_url` annotations append `#alertname`. The
+    /// default is the path from the repository root, which resolves for a reader of the
+    /// committed files; point it at your copy (e.g. a Git web URL) for Alertmanager links
+    #[arg(long, env = "REDWATCH_RUNBOOK_URL", default_value = "docs/runbooks.md")]
     pub runbook_url: String,
-}
 
-const DEFAULT_RUNBOOK_URL: &str =
-    concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbooks.md");
+    /// Grafana base URL (e.g. https://grafana.example.com); when set, alerts carry a
+    /// `dashboard_url` annotation that opens the generated dashboard on the alert's job
+    #[arg(long, env = "REDWATCH_GRAFANA_URL", default_value = "")]
+    pub grafana_url: String,
+
+    /// Labels of the Kubernetes PrometheusRule as KEY=VALUE, comma-separated. kube-prometheus-stack
+    /// selects rules by its Helm release name: set `release=<your release>`
+    #[arg(
+        long,
+        env = "REDWATCH_RULE_LABELS",
+        default_value = "release=kube-prometheus-stack",
+        value_delimiter = ','
+    )]
+    pub rule_labels: Vec<String>,
+
+    /// Alertmanager: how long to wait for more alerts of a new group before notifying
+    #[arg(long, env = "REDWATCH_GROUP_WAIT", default_value = "30s")]
+    pub group_wait: PromDuration,
+
+    /// Alertmanager: how long to wait before notifying about changes of a notified group
+    #[arg(long, env = "REDWATCH_GROUP_INTERVAL", default_value = "5m")]
+    pub group_interval: PromDuration,
+
+    /// Alertmanager: how long to wait before repeating a notification that did not change
+    #[arg(long, env = "REDWATCH_REPEAT_INTERVAL", default_value = "4h")]
+    pub repeat_interval: PromDuration,
+}
 
 /// How a burn-rate alert tier is evaluated: the budget must burn `factor` times faster than
 /// sustainable over both the long and the short window.
@@ -208,6 +262,24 @@ pub struct BurnWindow {
     pub long: PromDuration,
     pub short: PromDuration,
 }
+
+/// How the anomaly baselines are learned (see docs/alerts.md).
+#[derive(Debug, Clone)]
+pub struct AnomalySettings {
+    /// The daily season.
+    pub day: PromDuration,
+    /// The weekly season.
+    pub week: PromDuration,
+    /// The window around the same time a season ago.
+    pub smoothing: PromDuration,
+    pub for_: PromDuration,
+    pub sigmas: f64,
+    /// Smallest half-width of the band as a share of the prediction.
+    pub min_change: f64,
+}
+
+/// Most steps a slow window's subquery takes.
+pub const MAX_TILES: u64 = 1000;
 
 /// Validated settings shared by every generated file.
 #[derive(Debug, Clone)]
@@ -225,14 +297,15 @@ pub struct Settings {
     pub rate_window: PromDuration,
     pub scrape_interval: PromDuration,
     pub evaluation_interval: PromDuration,
+    pub long_evaluation_interval: PromDuration,
     pub alert_for: PromDuration,
-    pub anomaly_window: PromDuration,
-    pub anomaly_for: PromDuration,
-    pub anomaly_sigmas: f64,
+    pub anomaly: AnomalySettings,
     /// Static error-ratio threshold as a ratio.
     pub error_ratio_threshold: f64,
     pub average_latency_threshold: PromDuration,
-    pub min_traffic: f64,
+    pub min_events: u32,
+    /// Labels every aggregation keeps besides `job`.
+    pub aggregation_labels: Vec<String>,
     pub api_targets: Vec<String>,
     pub load_targets: Vec<String>,
     /// (job, target) pairs.
@@ -241,21 +314,70 @@ pub struct Settings {
     pub webhook_url: String,
     pub prometheus_url: String,
     pub runbook_url: String,
+    pub grafana_url: Option<String>,
+    /// (key, value) labels of the PrometheusRule resource.
+    pub rule_labels: Vec<(String, String)>,
+    pub group_wait: PromDuration,
+    pub group_interval: PromDuration,
+    pub repeat_interval: PromDuration,
 }
 
 impl Settings {
-    /// Every window a ratio is recorded over: burn-rate windows and the rate window, ascending.
-    pub fn slo_windows(&self) -> Vec<PromDuration> {
+    /// Windows computed from the raw counters in the fast group: the rate window and both windows
+    /// of every paging tier, ascending.
+    pub fn fast_windows(&self) -> Vec<PromDuration> {
         let mut windows: Vec<PromDuration> = self
             .page
             .iter()
-            .chain(&self.ticket)
             .flat_map(|window| [window.long, window.short])
             .chain([self.rate_window])
             .collect();
         windows.sort();
         windows.dedup();
         windows
+    }
+
+    /// Windows derived in the slow group from the recorded rate-window series: those of the
+    /// ticket tiers that the fast group does not record, and the SLO period, ascending.
+    pub fn slow_windows(&self) -> Vec<PromDuration> {
+        let fast = self.fast_windows();
+        let mut windows: Vec<PromDuration> = self
+            .ticket
+            .iter()
+            .flat_map(|window| [window.long, window.short])
+            .chain([self.slo_period])
+            .filter(|window| !fast.contains(window))
+            .collect();
+        windows.sort();
+        windows.dedup();
+        windows
+    }
+
+    /// The fast window a slow window is derived from: the shortest that tiles it in at most
+    /// [`MAX_TILES`] steps, so a 1-day window averages 288 five-minute rates and a 30-day window
+    /// 720 hourly ones. Each result is at most one step old.
+    pub fn slow_window_step(&self, window: PromDuration) -> PromDuration {
+        self.fast_windows()
+            .into_iter()
+            .find(|step| {
+                window.millis().is_multiple_of(step.millis())
+                    && window.millis() / step.millis() <= MAX_TILES
+            })
+            .unwrap_or(self.rate_window)
+    }
+
+    /// The `by (...)` list of job-level aggregations, e.g. `cluster, namespace, job`.
+    pub fn by_job(&self) -> String {
+        let mut labels = self.aggregation_labels.clone();
+        labels.push("job".to_owned());
+        labels.join(", ")
+    }
+
+    /// The labels alerts of one job are told apart by, for Alertmanager's `equal` and `group_by`.
+    pub fn job_labels(&self) -> Vec<String> {
+        let mut labels = self.aggregation_labels.clone();
+        labels.push("job".to_owned());
+        labels
     }
 
     /// Error budget of the availability SLO, e.g. 0.001.
@@ -331,8 +453,8 @@ fn parse_windows(flag: &str, spec: &str) -> anyhow::Result<Vec<BurnWindow>> {
     Ok(windows)
 }
 
-fn non_empty(list: Vec<String>) -> Vec<String> {
-    list.into_iter()
+fn non_empty(list: &[String]) -> Vec<String> {
+    list.iter()
         .map(|item| item.trim().to_owned())
         .filter(|item| !item.is_empty())
         .collect()
@@ -343,6 +465,34 @@ fn is_label_value_safe(text: &str) -> bool {
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'))
+}
+
+fn is_label_name(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Kubernetes label keys (optionally prefixed) and values, as the API server accepts them.
+fn is_kubernetes_label(key: &str, value: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or_default();
+    let part = |text: &str, max: usize| {
+        text.len() <= max
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && text
+                .chars()
+                .next()
+                .is_none_or(|c| c.is_ascii_alphanumeric())
+            && text
+                .chars()
+                .last()
+                .is_none_or(|c| c.is_ascii_alphanumeric())
+    };
+    !name.is_empty() && part(name, 63) && part(value, 63)
 }
 
 impl Settings {
@@ -392,13 +542,31 @@ impl Settings {
         for (flag, duration) in [
             ("scrape-interval", args.scrape_interval),
             ("evaluation-interval", args.evaluation_interval),
+            ("long-evaluation-interval", args.long_evaluation_interval),
             ("rate-window", args.rate_window),
             ("slo-period", args.slo_period),
-            ("anomaly-window", args.anomaly_window),
+            ("anomaly-day", args.anomaly_day),
+            ("anomaly-smoothing", args.anomaly_smoothing),
+            ("group-interval", args.group_interval),
+            ("repeat-interval", args.repeat_interval),
         ] {
             if duration.millis() == 0 {
                 bail!("--{flag} must be longer than 0s");
             }
+        }
+        if args.long_evaluation_interval < args.evaluation_interval {
+            bail!(
+                "--long-evaluation-interval {} must not be shorter than --evaluation-interval {}",
+                args.long_evaluation_interval,
+                args.evaluation_interval
+            );
+        }
+        // Slow rules read series of the fast group; they must still be within the lookback.
+        if args.long_evaluation_interval > PromDuration::from_millis(5 * 60_000) {
+            bail!(
+                "--long-evaluation-interval {} must be at most 5m (Prometheus's lookback)",
+                args.long_evaluation_interval
+            );
         }
         // rate() needs two samples inside its window; four make it robust to one missed scrape.
         let shortest = page
@@ -422,37 +590,30 @@ impl Settings {
                 args.slo_period
             );
         }
-        // An anomaly that lasts a noticeable part of the history widens its own band until it
-        // hides itself; 20x keeps its share of the history under 5 %.
-        let anomaly_span = args.anomaly_for.plus(args.rate_window);
-        if args.anomaly_window < anomaly_span.times(20) {
-            bail!(
-                "--anomaly-window {} must be at least 20 x (--anomaly-for + --rate-window) = {}",
-                args.anomaly_window,
-                anomaly_span.times(20)
-            );
-        }
-        if !(args.anomaly_sigmas.is_finite() && args.anomaly_sigmas > 0.0) {
-            bail!("--anomaly-sigmas {} must be positive", args.anomaly_sigmas);
-        }
+        let anomaly = Self::anomaly_settings(args)?;
         let error_ratio_threshold =
             percent_to_ratio("error-ratio-threshold", args.error_ratio_threshold)?;
         if args.average_latency_threshold.millis() == 0 {
             bail!("--average-latency-threshold must be longer than 0s");
         }
-        if !(args.min_traffic.is_finite() && args.min_traffic > 0.0) {
-            bail!(
-                "--min-traffic {} must be a positive number of requests per second",
-                args.min_traffic
-            );
+        if args.min_events == 0 {
+            bail!("--min-events must be at least 1");
         }
-        let api_targets = non_empty(args.api_targets.clone());
+        let aggregation_labels = non_empty(&args.aggregation_labels);
+        for label in &aggregation_labels {
+            if !is_label_name(label) || matches!(label.as_str(), "job" | "le" | "instance") {
+                bail!(
+                    "--aggregation-labels: {label:?} is not a label name that can be kept (not job, le or instance)"
+                );
+            }
+        }
+        let api_targets = non_empty(&args.api_targets);
         if api_targets.is_empty() {
             bail!("--api-targets needs at least one host:port");
         }
-        let load_targets = non_empty(args.load_targets.clone());
+        let load_targets = non_empty(&args.load_targets);
         let mut extra_targets = Vec::new();
-        for item in non_empty(args.extra_targets.clone()) {
+        for item in non_empty(&args.extra_targets) {
             let (job, target) = item
                 .split_once('=')
                 .with_context(|| format!("--extra-targets: {item:?} is not JOB=host:port"))?;
@@ -487,11 +648,32 @@ impl Settings {
         for (flag, url) in [
             ("webhook-url", &args.webhook_url),
             ("prometheus-url", &args.prometheus_url),
-            ("runbook-url", &args.runbook_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("--{flag} {url:?} must be an http:// or https:// URL");
             }
+        }
+        let runbook_url = args.runbook_url.trim().to_owned();
+        if runbook_url.is_empty() || runbook_url.contains(char::is_whitespace) {
+            bail!("--runbook-url {runbook_url:?} must be a URL or path without spaces");
+        }
+        let grafana_url = Some(args.grafana_url.trim().trim_end_matches('/').to_owned())
+            .filter(|url| !url.is_empty());
+        if let Some(url) = grafana_url
+            .as_deref()
+            .filter(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+        {
+            bail!("--grafana-url {url:?} must be an http:// or https:// URL");
+        }
+        let mut rule_labels = Vec::new();
+        for item in non_empty(&args.rule_labels) {
+            let (key, value) = item
+                .split_once('=')
+                .filter(|(key, value)| is_kubernetes_label(key, value))
+                .with_context(|| {
+                    format!("--rule-labels: {item:?} is not a Kubernetes label KEY=VALUE")
+                })?;
+            rule_labels.push((key.to_owned(), value.to_owned()));
         }
         Ok(Self {
             job: args.job.clone(),
@@ -505,21 +687,79 @@ impl Settings {
             rate_window: args.rate_window,
             scrape_interval: args.scrape_interval,
             evaluation_interval: args.evaluation_interval,
+            long_evaluation_interval: args.long_evaluation_interval,
             alert_for: args.alert_for,
-            anomaly_window: args.anomaly_window,
-            anomaly_for: args.anomaly_for,
-            anomaly_sigmas: args.anomaly_sigmas,
+            anomaly,
             error_ratio_threshold,
             average_latency_threshold: args.average_latency_threshold,
-            min_traffic: args.min_traffic,
+            min_events: args.min_events,
+            aggregation_labels,
             api_targets,
             load_targets,
             extra_targets,
             alertmanager,
             webhook_url: args.webhook_url.clone(),
             prometheus_url: args.prometheus_url.clone(),
-            runbook_url: args.runbook_url.clone(),
+            runbook_url,
+            grafana_url,
+            rule_labels,
+            group_wait: args.group_wait,
+            group_interval: args.group_interval,
+            repeat_interval: args.repeat_interval,
         })
+        .and_then(Self::check_slow_windows)
+    }
+
+    fn anomaly_settings(args: &GenerateFlags) -> anyhow::Result<AnomalySettings> {
+        let (day, week, smoothing) = (args.anomaly_day, args.anomaly_week, args.anomaly_smoothing);
+        // The reference window holds several recorded samples and fits a season many times, so
+        // "the same time a day ago" stays a time of day.
+        if smoothing < args.evaluation_interval.times(2) {
+            bail!(
+                "--anomaly-smoothing {smoothing} must be at least 2 x --evaluation-interval {}",
+                args.evaluation_interval
+            );
+        }
+        if day < smoothing.times(12) {
+            bail!(
+                "--anomaly-day {day} must be at least 12 x --anomaly-smoothing {smoothing} = {}",
+                smoothing.times(12)
+            );
+        }
+        if week < day.times(2) {
+            bail!("--anomaly-week {week} must be at least 2 x --anomaly-day {day}");
+        }
+        if args.anomaly_for.plus(args.rate_window).times(2) > day {
+            bail!(
+                "--anomaly-day {day} must be at least 2 x (--anomaly-for + --rate-window), or an anomaly would move the daily median it is measured against"
+            );
+        }
+        if !(args.anomaly_sigmas.is_finite() && args.anomaly_sigmas > 0.0) {
+            bail!("--anomaly-sigmas {} must be positive", args.anomaly_sigmas);
+        }
+        let min_change = percent_to_ratio("anomaly-min-change", args.anomaly_min_change)?;
+        Ok(AnomalySettings {
+            day,
+            week,
+            smoothing,
+            for_: args.anomaly_for,
+            sigmas: args.anomaly_sigmas,
+            min_change,
+        })
+    }
+
+    /// Slow windows are averages of rate-window samples taken one rate window apart, so they
+    /// must be whole multiples of it.
+    fn check_slow_windows(self) -> anyhow::Result<Self> {
+        for window in self.slow_windows() {
+            if !window.millis().is_multiple_of(self.rate_window.millis()) {
+                bail!(
+                    "window {window} (--ticket-windows or --slo-period) is not a multiple of --rate-window {}",
+                    self.rate_window
+                );
+            }
+        }
+        Ok(self)
     }
 }
 

@@ -1,5 +1,17 @@
 //! Prometheus recording rules (`level:metric:operation`) and the rule file that also carries the
 //! alerts of [`super::alerts`].
+//!
+//! The rules are split by how often they need to run:
+//! - the **fast** group, at `--evaluation-interval`, computes the rate window and the windows of
+//!   the paging tiers from the raw counters, and holds the alerts that must react within minutes;
+//! - the **slo** group, at `--long-evaluation-interval`, derives every longer window (the ticket
+//!   tiers, the SLO period) from the recorded rate-window series, so a 30-day ratio reads a few
+//!   thousand recorded samples per job instead of every raw series of every route;
+//! - the **anomaly** group, at the same slow interval, learns the baselines of
+//!   [`super::anomaly`] and holds the anomaly alerts.
+//!
+//! A group reads the series of another group as recorded at that group's last evaluation, which is
+//! at most one slow interval old, well within Prometheus's five-minute lookback.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +20,7 @@ use serde::Serialize;
 use super::naming::Preset;
 use super::promql::Sli;
 use super::units::{PromDuration, num};
-use super::{Settings, alerts};
+use super::{Settings, alerts, anomaly};
 
 /// A Prometheus rule file.
 #[derive(Debug, Clone, Serialize)]
@@ -20,6 +32,7 @@ pub struct RuleFile {
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleGroup {
     pub name: String,
+    pub interval: String,
     pub rules: Vec<Rule>,
 }
 
@@ -40,11 +53,39 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn record(name: String, expr: String) -> Self {
+    pub fn record(name: String, expr: String) -> Self {
         Self {
             record: Some(name),
             expr,
             ..Self::default()
+        }
+    }
+}
+
+/// The rule groups, in file order. Alerts say which group they belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Fast,
+    Slo,
+    Anomaly,
+}
+
+impl Group {
+    pub const ALL: [Group; 3] = [Group::Fast, Group::Slo, Group::Anomaly];
+
+    pub fn name(self, settings: &Settings) -> String {
+        let suffix = match self {
+            Group::Fast => "fast",
+            Group::Slo => "slo",
+            Group::Anomaly => "anomaly",
+        };
+        format!("redwatch-{}-{suffix}", settings.job)
+    }
+
+    pub fn interval(self, settings: &Settings) -> PromDuration {
+        match self {
+            Group::Fast => settings.evaluation_interval,
+            Group::Slo | Group::Anomaly => settings.long_evaluation_interval,
         }
     }
 }
@@ -83,84 +124,117 @@ pub mod names {
     pub fn route_p99_latency(window: PromDuration) -> String {
         format!("job_route:redwatch_http_request_duration_seconds:p99_rate{window}")
     }
-    /// The learned mean of a recorded series over the anomaly window.
-    pub fn band_avg(series: &str, window: PromDuration) -> String {
-        let (level, metric, operation) = split(series);
-        format!("{level}:{metric}_{operation}:avg_over_time{window}")
-    }
-    /// The learned standard deviation of a recorded series over the anomaly window.
-    pub fn band_stddev(series: &str, window: PromDuration) -> String {
-        let (level, metric, operation) = split(series);
-        format!("{level}:{metric}_{operation}:stddev_over_time{window}")
+    /// A series derived from a recorded `signal` by an anomaly step (`level`, `prediction`, ...).
+    pub fn derived(signal: &str, role: &str) -> String {
+        format!("{signal}_{role}")
     }
     pub const OBJECTIVE: &str = "job:redwatch_slo_objective:ratio";
     pub const BUDGET_REMAINING: &str = "job:redwatch_slo_error_budget_remaining:ratio";
-
-    fn split(series: &str) -> (&str, &str, &str) {
-        let mut parts = series.splitn(3, ':');
-        let level = parts.next().unwrap_or_default();
-        let metric = parts.next().unwrap_or_default();
-        let operation = parts.next().unwrap_or_default();
-        (level, metric, operation)
-    }
 }
 
-/// The SLI and aggregation recording rules for one preset.
-pub fn recording_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
+/// The five job-level SLI series of one window, computed by `rate` and `ratio`.
+fn window_rules(
+    window: PromDuration,
+    rate: impl Fn(&str, PromDuration) -> String,
+    ratio: impl Fn(&str, &str) -> String,
+) -> Vec<Rule> {
+    vec![
+        Rule::record(names::requests(window), rate("requests", window)),
+        Rule::record(names::errors(window), rate("errors", window)),
+        Rule::record(
+            names::error_ratio(window),
+            ratio(&names::errors(window), &names::requests(window)),
+        ),
+        Rule::record(names::slow(window), rate("slow", window)),
+        Rule::record(
+            names::slow_ratio(window),
+            ratio(&names::slow(window), &names::requests(window)),
+        ),
+    ]
+}
+
+/// `part / whole`, absent (not NaN) while `whole` is 0: a window without traffic has no ratio,
+/// so averages over time skip it instead of turning NaN.
+pub fn ratio(part: &str, whole: &str) -> String {
+    format!("{part}\n/\n({whole} > 0)")
+}
+
+/// The fast group's recording rules: SLIs from the raw counters.
+pub fn fast_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
     let sli = Sli {
         names: preset.names(),
         job: &settings.job,
     };
-    let route = preset.names().route;
+    let by_job = settings.by_job();
     let threshold = settings.threshold_le();
     let mut rules = Vec::new();
-    for window in settings.slo_windows() {
-        rules.push(Rule::record(
-            names::requests(window),
-            sli.requests("job", window),
-        ));
-        // `or 0 * requests` keeps the error rate at 0 instead of absent while nothing failed.
-        rules.push(Rule::record(
-            names::errors(window),
-            format!(
+    for window in settings.fast_windows() {
+        let rate = |what: &str, window: PromDuration| match what {
+            "requests" => sli.requests(&by_job, window),
+            // `or 0 * requests` keeps the error rate at 0 instead of absent while nothing failed.
+            "errors" => format!(
                 "{}\nor\n0 * {}",
-                sli.errors("job", window),
+                sli.errors(&by_job, window),
                 names::requests(window)
             ),
-        ));
-        rules.push(Rule::record(
-            names::error_ratio(window),
-            format!("{}\n/\n{}", names::errors(window), names::requests(window)),
-        ));
-        rules.push(Rule::record(
-            names::slow(window),
-            format!(
+            _ => format!(
                 "{}\n-\n{}",
                 names::requests(window),
-                sli.fast_requests("job", window, threshold)
+                sli.fast_requests(&by_job, window, threshold)
             ),
-        ));
-        rules.push(Rule::record(
-            names::slow_ratio(window),
-            format!("{}\n/\n{}", names::slow(window), names::requests(window)),
-        ));
+        };
+        rules.extend(window_rules(window, rate, ratio));
     }
-    // Over the SLO period, weight every rate window by its traffic: sums of rates, not an average
-    // of ratios, so quiet nights do not count as much as busy days.
     let base = settings.rate_window;
-    let period = settings.slo_period;
-    for (ratio, numerator) in [
-        (names::error_ratio(period), names::errors(base)),
-        (names::slow_ratio(period), names::slow(base)),
-    ] {
-        rules.push(Rule::record(
-            ratio,
-            format!(
-                "sum_over_time({numerator}[{period}])\n/\nsum_over_time({}[{period}])",
-                names::requests(base)
+    rules.push(Rule::record(
+        names::mean_latency(base),
+        ratio(&sli.seconds(&by_job, base), &names::requests(base)),
+    ));
+    rules.push(Rule::record(
+        names::p99_latency(base),
+        format!("histogram_quantile(0.99, {})", sli.buckets(&by_job, base)),
+    ));
+    let by_route = format!("{by_job}, {}", preset.names().route);
+    rules.push(Rule::record(
+        names::route_requests(base),
+        sli.requests(&by_route, base),
+    ));
+    rules.push(Rule::record(
+        names::route_error_ratio(base),
+        ratio(
+            &format!(
+                "({}\nor\n0 * {})",
+                sli.errors(&by_route, base),
+                names::route_requests(base)
             ),
-        ));
+            &names::route_requests(base),
+        ),
+    ));
+    rules.push(Rule::record(
+        names::route_p99_latency(base),
+        format!("histogram_quantile(0.99, {})", sli.buckets(&by_route, base)),
+    ));
+    rules
+}
+
+/// The slow group's recording rules: each long window is the mean of a recorded fast-window
+/// series sampled once per that window (a subquery whose steps tile the long window exactly),
+/// then the objectives and the error budget left over the SLO period.
+pub fn slo_rules(settings: &Settings) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for window in settings.slow_windows() {
+        let step = settings.slow_window_step(window);
+        let rate = |what: &str, window: PromDuration| {
+            let series = match what {
+                "requests" => names::requests(step),
+                "errors" => names::errors(step),
+                _ => names::slow(step),
+            };
+            format!("avg_over_time({series}[{window}:{step}])")
+        };
+        rules.extend(window_rules(window, rate, ratio));
     }
+    let period = settings.slo_period;
     for (slo, objective, ratio) in [
         (
             "availability",
@@ -192,63 +266,34 @@ pub fn recording_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
             )
         });
     }
-    rules.push(Rule::record(
-        names::mean_latency(base),
-        format!("{}\n/\n{}", sli.seconds("job", base), names::requests(base)),
-    ));
-    rules.push(Rule::record(
-        names::p99_latency(base),
-        format!("histogram_quantile(0.99, {})", sli.buckets("job", base)),
-    ));
-    let by_route = format!("job, {route}");
-    rules.push(Rule::record(
-        names::route_requests(base),
-        sli.requests(&by_route, base),
-    ));
-    rules.push(Rule::record(
-        names::route_error_ratio(base),
-        format!(
-            "({}\nor\n0 * {})\n/\n{}",
-            sli.errors(&by_route, base),
-            names::route_requests(base),
-            names::route_requests(base)
-        ),
-    ));
-    rules.push(Rule::record(
-        names::route_p99_latency(base),
-        format!("histogram_quantile(0.99, {})", sli.buckets(&by_route, base)),
-    ));
-    let history = settings.anomaly_window;
-    for series in [names::requests(base), names::mean_latency(base)] {
-        rules.push(Rule::record(
-            names::band_avg(&series, history),
-            format!("avg_over_time({series}[{history}])"),
-        ));
-        rules.push(Rule::record(
-            names::band_stddev(&series, history),
-            format!("stddev_over_time({series}[{history}])"),
-        ));
-    }
     rules
 }
 
-/// The complete rule file: one group, recording rules first and then the alerts. One group,
-/// because Prometheus evaluates the rules of a group in order but groups independently: an alert
-/// in another group could read a recording from the previous evaluation, or none at all when the
-/// evaluation interval exceeds the lookback window.
+/// The complete rule file: per group, its recording rules first and then its alerts.
 pub fn rule_file(preset: Preset, settings: &Settings) -> RuleFile {
-    let mut rules = recording_rules(preset, settings);
-    rules.extend(
-        alerts::all(preset, settings)
-            .iter()
-            .map(|spec| spec.to_rule(settings)),
-    );
-    RuleFile {
-        groups: vec![RuleGroup {
-            name: format!("redwatch-{}", settings.job),
-            rules,
-        }],
-    }
+    let specs = alerts::all(preset, settings);
+    let groups = Group::ALL
+        .iter()
+        .map(|&group| {
+            let mut rules = match group {
+                Group::Fast => fast_rules(preset, settings),
+                Group::Slo => slo_rules(settings),
+                Group::Anomaly => anomaly::recording_rules(settings),
+            };
+            rules.extend(
+                specs
+                    .iter()
+                    .filter(|spec| spec.group == group)
+                    .map(|spec| spec.to_rule(settings)),
+            );
+            RuleGroup {
+                name: group.name(settings),
+                interval: group.interval(settings).to_string(),
+                rules,
+            }
+        })
+        .collect();
+    RuleFile { groups }
 }
 
 /// Serialises a rule file with the generated-file header.

@@ -35,6 +35,10 @@ impl PromDuration {
     pub fn times(self, factor: u64) -> Self {
         Self::from_millis(self.millis.saturating_mul(factor))
     }
+    /// `self - other`, at least 0.
+    pub fn minus(self, other: Self) -> Self {
+        Self::from_millis(self.millis.saturating_sub(other.millis))
+    }
     /// `self + other`.
     pub fn plus(self, other: Self) -> Self {
         Self::from_millis(self.millis.saturating_add(other.millis))
