@@ -170,16 +170,24 @@ const HEALTHY_MIX: &str = "/ep_one=4,/ep_two=3,/ep_three=2,/ep_four=1";
 /// Healthy latency: the slowest endpoint sleeps at most 0.2·4·0.1 = 80 ms, far from the 250 ms
 /// of the latency SLO even when this VM oversleeps.
 const BASE_SCALE: f64 = 0.1;
-/// Healthy latency of the quiet case, which keeps running while the other cases' faults load
-/// the machine: a mean of 40 ms makes the 20 % anomaly band 8 ms wide (at 0.1 the 5 ms floor
-/// was touched once), while the slowest endpoint (160 ms) stays clear of 250 ms.
-const QUIET_SCALE: f64 = 0.2;
+/// Healthy latency of the quiet case, which runs the longest, while the other cases' faults (and
+/// whatever else shares this machine) load the CPU: a mean of 50 ms makes the 20 % anomaly band
+/// about 10 ms wide (at 0.1 its 5 ms floor was crossed for a moment), while the slowest endpoint
+/// (at most 200 ms) stays clear of the 250 ms of the latency SLO.
+const QUIET_SCALE: f64 = 0.25;
 /// The latency fault: mean sleep of the healthy mix 0.2·4 = 0.8 s, most requests over 250 ms.
 const SLOW_SCALE: f64 = 4.0;
-/// Steady load per instance, requests per second.
-const RATE: f64 = 10.0;
-/// The error fault: `/error` requests per second per instance on top of the healthy load.
-const ERROR_RATE: f64 = 3.0;
+/// Steady load per instance, requests per second. The mean of the healthy mix's uniform sleeps
+/// has a relative standard deviation of 0.82/√n over n requests: 50 requests per second per job
+/// (250 in a 5 s rate window) keep the noise of signal minus prediction (two such windows, since
+/// the compressed reference window is as short as the rate window) at a third of the 20 % band.
+const RATE: f64 = 25.0;
+/// Steady load per instance of the quiet case, which is exposed to the anomaly rules for longest:
+/// 100 requests per second per job put the 20 % band at about 4 standard deviations.
+const QUIET_RATE: f64 = 50.0;
+/// The error fault: `/error` requests per second per instance on top of the healthy load (about
+/// a quarter of all requests fail).
+const ERROR_RATE: f64 = 8.0;
 /// The rate fault: extra requests per second per instance (the rate doubles, five times the
 /// 20 % band).
 const EXTRA_RATE: f64 = RATE;
@@ -207,8 +215,9 @@ const RESOLVE_LIMIT: Duration = Duration::from_secs(120);
 /// How long `live-targets` watches for a (wrongly) delivered ApiTargetDown while
 /// ApiAllTargetsDown fires: several Alertmanager group intervals.
 const INHIBIT_WATCH: Duration = Duration::from_secs(10);
-/// Upper bound of every load run and of the whole case phase.
-const RUN_LIMIT: Duration = Duration::from_secs(330);
+/// Upper bound of every load run and of the whole case phase (longer than the slowest failing
+/// path of a case: warm-up, fault cap and resolve limit).
+const RUN_LIMIT: Duration = Duration::from_secs(400);
 /// The quiet case runs at least this long (anomaly baselines learned, faults of the others done).
 const QUIET_MIN: Duration = Duration::from_secs(230);
 /// Anomaly signals as recorded by the generated rules, for the quiet case's informational margin
@@ -388,10 +397,10 @@ impl Case {
         expected
     }
 
-    fn start_loads(&mut self) -> Result<(), String> {
+    fn start_loads(&mut self, rate: f64) -> Result<(), String> {
         for serve in &self.serves {
             self.loads
-                .push(load(serve.addr(), RATE, RUN_LIMIT, HEALTHY_MIX)?);
+                .push(load(serve.addr(), rate, RUN_LIMIT, HEALTHY_MIX)?);
         }
         Ok(())
     }
@@ -525,6 +534,36 @@ fn wait_scraped(prometheus: SocketAddr, jobs: &[&str], limit: Duration) -> Resul
     }
     Err(format!(
         "Prometheus did not scrape {missing:?} within {limit:?}"
+    ))
+}
+
+/// Polls until Prometheus lists `alertmanager` among its active Alertmanagers.
+fn wait_alertmanager(
+    prometheus: SocketAddr,
+    alertmanager: SocketAddr,
+    limit: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match get_json(prometheus, "/api/v1/alertmanagers") {
+            Ok(body) => {
+                let active = &body["data"]["activeAlertmanagers"];
+                if active.as_array().into_iter().flatten().any(|am| {
+                    am["url"]
+                        .as_str()
+                        .is_some_and(|url| url.contains(&alertmanager.to_string()))
+                }) {
+                    return Ok(());
+                }
+                last = active.to_string();
+            }
+            Err(err) => last = err,
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!(
+        "Prometheus did not list Alertmanager {alertmanager} within {limit:?}: {last}"
     ))
 }
 
@@ -1315,7 +1354,12 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
         };
         // The API is busy before monitoring starts, as in real life: Prometheus' first scrape
         // already finds request metrics.
-        case.start_loads().expect("start redwatch load");
+        let rate = if def.kind == Kind::Quiet {
+            QUIET_RATE
+        } else {
+            RATE
+        };
+        case.start_loads(rate).expect("start redwatch load");
         cases.push(case);
     }
     for case in &cases {
@@ -1424,6 +1468,16 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
     if let Err(err) = wait_rules(prometheus, generated, Duration::from_secs(30)) {
         panic!("{err}{}", logs());
     }
+    // A reload also drops Prometheus' list of Alertmanagers until its discovery catches up (up
+    // to several seconds); alerts sent meanwhile are lost.
+    let reloaded = Instant::now();
+    if let Err(err) = wait_alertmanager(prometheus, alertmanager, Duration::from_secs(30)) {
+        panic!("{err}{}", logs());
+    }
+    eprintln!(
+        "Prometheus sends to Alertmanager again {} after the reload",
+        secs(reloaded.elapsed())
+    );
 
     let shared = Shared {
         prometheus,
