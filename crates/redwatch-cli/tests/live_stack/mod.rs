@@ -599,3 +599,36 @@ pub fn wait_traffic(addr: SocketAddr, limit: Duration) -> Result<(), String> {
         "{addr}: no request served within {limit:?}: {last}"
     ))
 }
+
+/// Labels of an alert and its state in Alertmanager (`active`, `suppressed`, `unprocessed`).
+pub type HeldAlert = (BTreeMap<String, String>, String);
+
+/// The alerts Alertmanager holds for `job` (active, silenced and inhibited).
+pub fn alertmanager_alerts(alertmanager: SocketAddr, job: &str) -> Result<Vec<HeldAlert>, String> {
+    let filter = url_encode(&format!("job=\"{job}\""));
+    let alerts = get_json(
+        alertmanager,
+        &format!("/api/v2/alerts?filter={filter}&silenced=true&inhibited=true&active=true"),
+    )?;
+    Ok(alerts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|alert| {
+            let labels = alert["labels"]
+                .as_object()
+                .map(|labels| {
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let state = alert["status"]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (labels, state)
+        })
+        .collect())
+}
