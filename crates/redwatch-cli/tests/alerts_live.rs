@@ -709,8 +709,11 @@ fn explain_missing(sh: &Shared, case: &Case, expect: &Expect) -> String {
 }
 
 /// The rules behind alerts that fired unexpectedly, measured now.
-fn explain_firing(sh: &Shared, case: &Case, alerts: &[Sample]) -> String {
-    let mut text = String::new();
+fn explain_firing(sh: &Shared, case: &mut Case, alerts: &[Sample]) -> String {
+    let mut text = String::from("\n  instances:");
+    for serve in &mut case.serves {
+        text.push_str(&format!(" {} {};", serve.addr(), serve.status()));
+    }
     for rule in case.rules.iter().filter(|rule| {
         alerts.iter().any(|s| {
             s.label("alertstate") == "firing"

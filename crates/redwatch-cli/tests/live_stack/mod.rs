@@ -122,6 +122,14 @@ impl Serve {
         self.proc.is_some()
     }
 
+    /// `running`, `stopped by the test` or how the process ended.
+    pub fn status(&mut self) -> String {
+        match self.proc.as_mut() {
+            None => "stopped by the test".to_owned(),
+            Some(proc) => proc.exited().unwrap_or_else(|| "running".to_owned()),
+        }
+    }
+
     /// Kills the instance (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         self.proc = None;
