@@ -454,7 +454,7 @@ fn assert_aggregations_keep(rules: &str, labels: &[&str]) {
         }
         clauses += 1;
     }
-    assert!(clauses > 10, "only {clauses} aggregations");
+    assert!(clauses >= 8, "only {clauses} aggregations");
 }
 
 #[test]
@@ -570,8 +570,8 @@ fn rule_groups_split_by_evaluation_interval() {
             ("redwatch-redwatch-anomaly", "1m"),
         ]
     );
-    // Only the fast group reads raw series, and only over windows up to 6h; the slow groups
-    // read recorded series. Every recorded series read names its job, so the rules of several
+    // Only the fast group reads raw series, and only over the rate window; everything longer
+    // reads recorded series. Every recorded series read names its job, so the rules of several
     // jobs in one Prometheus do not write over each other's series.
     for group in groups {
         for rule in group["rules"].as_sequence().expect("rules") {
@@ -602,9 +602,12 @@ fn rule_groups_split_by_evaluation_interval() {
             let expr = rule["expr"].as_str().unwrap_or_default();
             let raw = expr.contains("http_server_request_duration_seconds_");
             if name.ends_with("-fast") {
-                for window in ["[1d]", "[3d]", "[1w]", "[30d]", "[2h]"] {
-                    assert!(!expr.contains(window), "{name}: {expr}");
-                }
+                assert!(
+                    !raw || !(expr.contains("[30m]")
+                        || expr.contains("[1h]")
+                        || expr.contains("[6h]")),
+                    "{name} reads raw series over more than the rate window: {expr}"
+                );
             } else {
                 assert!(!raw, "{name} reads raw series: {expr}");
             }

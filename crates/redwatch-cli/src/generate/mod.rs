@@ -313,8 +313,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Windows computed from the raw counters in the fast group: the rate window and both windows
-    /// of every paging tier, ascending.
+    /// Windows recorded by the fast group: the rate window (from the raw counters) and both
+    /// windows of every paging tier (averages of the rate-window series), ascending.
     pub fn fast_windows(&self) -> Vec<PromDuration> {
         let mut windows: Vec<PromDuration> = self
             .page

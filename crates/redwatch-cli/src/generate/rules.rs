@@ -2,8 +2,10 @@
 //! alerts of [`super::alerts`].
 //!
 //! The rules are split by how often they need to run:
-//! - the **fast** group, at `--evaluation-interval`, computes the rate window and the windows of
-//!   the paging tiers from the raw counters, and holds the alerts that must react within minutes;
+//! - the **fast** group, at `--evaluation-interval`, computes the rate window from the raw
+//!   counters and the windows of the paging tiers as averages of that recorded series over the
+//!   window (fresh at every evaluation, one series per job to read), and holds the alerts that
+//!   must react within minutes;
 //! - the **slo** group, at `--long-evaluation-interval`, derives every longer window (the ticket
 //!   tiers, the SLO period) from the recorded rate-window series, so a 30-day ratio reads a few
 //!   thousand recorded samples per job instead of every raw series of every route;
@@ -193,20 +195,31 @@ pub fn fast_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
     let by_job = settings.by_job();
     let threshold = settings.threshold_le();
     let mut rules = Vec::new();
+    let base = settings.rate_window;
     for window in settings.fast_windows() {
         let requests = of_job(&names::requests(window), settings);
-        let rate = |count: Count| match count {
-            Count::Requests => sli.requests(&by_job, window),
-            // `or 0 * requests` keeps the error rate at 0 instead of absent while nothing failed.
-            Count::Errors => format!("{}\nor\n0 * {requests}", sli.errors(&by_job, window)),
-            Count::Slow => format!(
-                "{requests}\n-\n{}",
-                sli.fast_requests(&by_job, window, threshold)
-            ),
+        let rate = |count: Count| {
+            if window != base {
+                // Longer windows average the recorded rate-window series: one series per job
+                // instead of every raw series of every route.
+                return format!(
+                    "avg_over_time({}[{window}])",
+                    of_job(&count.series(base), settings)
+                );
+            }
+            match count {
+                Count::Requests => sli.requests(&by_job, window),
+                // `or 0 * requests` keeps the error rate at 0 instead of absent while nothing
+                // failed.
+                Count::Errors => format!("{}\nor\n0 * {requests}", sli.errors(&by_job, window)),
+                Count::Slow => format!(
+                    "{requests}\n-\n{}",
+                    sli.fast_requests(&by_job, window, threshold)
+                ),
+            }
         };
         rules.extend(window_rules(window, settings, rate));
     }
-    let base = settings.rate_window;
     rules.push(Rule::record(
         names::mean_latency(base),
         ratio(
