@@ -180,7 +180,10 @@ fn rule_unit_tests_catch_a_missing_history_requirement() {
     // Without the week-and-a-day history requirement, a young service's first big change is
     // compared with a day of history and fires; the young-service case must notice.
     let Some(text) = unit_tests_of_mutated_rules(|rules| {
-        rules.replace("_samples_per_day offset 5m >=", "_samples_per_day >=")
+        rules.replace(
+            "_samples_per_day{job=\"redwatch\"} offset 5m >=",
+            "_samples_per_day{job=\"redwatch\"} >=",
+        )
     }) else {
         return;
     };
