@@ -528,3 +528,114 @@ async fn body_sizes_are_recorded_when_enabled() {
     let text = String::from_utf8(without.render(redwatch::Format::Prometheus)).unwrap();
     assert!(!text.contains("body_size"), "body sizes are opt-in");
 }
+
+/// 10,000 requests, a third completed, a third aborted before or while the handler runs, a third
+/// whose body is dropped midway. Afterwards nothing is in flight, every completed request is
+/// counted exactly once, and an aborted one at most once (as 499).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_aborted_requests_leave_exact_counts() {
+    const REQUESTS: usize = 10_000;
+    let metrics = Metrics::new();
+    // `/hold` says it has started, then never answers: its requests are aborted inside it.
+    let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let app = Router::new()
+        .route("/fast", get(|| async { "fast" }))
+        .route(
+            "/hold",
+            get(move || {
+                let entered_tx = entered_tx.clone();
+                async move {
+                    let _ = entered_tx.send(());
+                    std::future::pending::<&str>().await
+                }
+            }),
+        )
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks = tokio_stream::StreamExt::throttle(
+                    tokio_stream::iter(["a", "b", "c"].map(Ok::<_, Infallible>)),
+                    Duration::from_millis(5),
+                );
+                Body::from_stream(chunks)
+            }),
+        )
+        .layer(metrics.layer());
+    let mut completed = 0u64;
+    let mut aborted = 0u64;
+    let mut streams_cut = 0u64;
+    let mut held = 0u64;
+    let mut tasks = Vec::with_capacity(REQUESTS);
+    for i in 0..REQUESTS {
+        let app = app.clone();
+        match i % 3 {
+            0 => tasks.push((
+                0,
+                tokio::spawn(async move {
+                    let response = app.oneshot(get_request("/fast")).await.unwrap();
+                    response.into_body().collect().await.unwrap();
+                }),
+            )),
+            1 => {
+                // Aborted at once (usually before the layer sees it) or inside the handler.
+                let task = tokio::spawn(async move {
+                    let _ = app.oneshot(get_request("/hold")).await;
+                });
+                if i % 2 == 0 {
+                    entered.recv().await.expect("the handler started");
+                    held += 1;
+                }
+                task.abort();
+                tasks.push((1, task));
+            }
+            _ => tasks.push((
+                2,
+                tokio::spawn(async move {
+                    let response = app.oneshot(get_request("/stream")).await.unwrap();
+                    let mut body = response.into_body();
+                    let _ = body.frame().await;
+                    drop(body);
+                }),
+            )),
+        }
+    }
+    for (kind, task) in tasks {
+        let finished = task.await.is_ok();
+        match (kind, finished) {
+            (0, true) => completed += 1,
+            (0, false) => panic!("a plain request failed"),
+            (1, true) => completed += 1,
+            (1, false) => aborted += 1,
+            (_, _) => streams_cut += 1,
+        }
+    }
+    let samples = scrape(&metrics);
+    assert_eq!(
+        total(&samples, ACTIVE, &[]),
+        0.0,
+        "requests still in flight"
+    );
+    let count = format!("{DURATION}_count");
+    let ok = total(&samples, &count, &[("http_response_status_code", "200")]);
+    let abandoned = total(&samples, &count, &[("http_response_status_code", "499")]);
+    // Completed requests and cut streams (their status was sent) are 200s, each exactly once.
+    assert_eq!(
+        ok,
+        (completed + streams_cut) as f64,
+        "completed {completed}, cut streams {streams_cut}, aborted {aborted}"
+    );
+    // Requests aborted inside the handler are 499s; those aborted before it may be, once.
+    assert!(
+        (held as f64..=aborted as f64).contains(&abandoned),
+        "{abandoned} abandoned recorded for {held} aborted in the handler, {aborted} in all"
+    );
+    assert_eq!(
+        total(&samples, &count, &[]),
+        ok + abandoned,
+        "other statuses"
+    );
+    assert!(
+        held > 1000,
+        "only {held} requests were aborted in the handler"
+    );
+}
