@@ -612,3 +612,100 @@ fn one_environment_runs_every_subcommand() {
     );
     drop(serve);
 }
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+        })
+        .filter(|pid| is_running(*pid))
+        .collect()
+}
+
+/// SIGINT at any moment of the start, including while Prometheus is starting: the demo exits
+/// within seconds and leaves no Prometheus and no temporary directory behind.
+#[test]
+fn ctrl_c_while_starting_leaves_nothing_behind() {
+    let Some(_) = require_tool("prometheus", "prometheus") else {
+        return;
+    };
+    for delay_ms in [0u64, 50, 200, 500, 1000, 2000] {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let tmpdir = temp.path().to_string_lossy().into_owned();
+        let mut command = Command::new(BIN);
+        command.env_remove("RUST_LOG");
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("REDWATCH_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
+            .env("TMPDIR", &tmpdir)
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--prometheus-listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the demo");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the demo") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Prometheus's config lives in the demo's temporary directory, so its command line
+        // names it; give a killed child a moment to go.
+        let mut left = processes_mentioning(&tmpdir);
+        for _ in 0..50 {
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            left = processes_mentioning(&tmpdir);
+        }
+        for pid in &left {
+            if let Ok(pid) = libc::pid_t::try_from(*pid) {
+                // SAFETY: kill(2) of a leftover this test started; cleanup before failing.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let remaining: Vec<_> = std::fs::read_dir(temp.path())
+            .expect("read TMPDIR")
+            .filter_map(|entry| entry.ok().map(|e| e.file_name()))
+            .collect();
+        assert!(
+            status.is_some(),
+            "SIGINT after {delay_ms} ms: the demo did not exit within 20 s"
+        );
+        assert!(
+            left.is_empty(),
+            "SIGINT after {delay_ms} ms: processes left behind: {left:?}"
+        );
+        assert!(
+            remaining.is_empty(),
+            "SIGINT after {delay_ms} ms: left in TMPDIR: {remaining:?}"
+        );
+    }
+}
