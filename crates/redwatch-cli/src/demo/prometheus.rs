@@ -258,24 +258,31 @@ fn detach_from_terminal_signals(command: &mut Command) {
     {
         use std::os::unix::process::CommandExt;
         let parent = std::process::id();
-        // SAFETY: only async-signal-safe calls (prctl, getppid) and no allocation between fork
-        // and exec (`last_os_error` and `from_raw_os_error` only wrap an errno). The
-        // death signal is tied to the thread that forks: the demo starts Prometheus from the
-        // main thread, which lives as long as the process.
+        // SAFETY: `die_with_parent` makes only async-signal-safe calls (prctl, getppid) and
+        // does not allocate (a unit test checks), as required between fork and exec in a
+        // multithreaded process. The death signal is tied to the thread that forks: the demo
+        // starts Prometheus from the main thread, which lives as long as the process.
         unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The demo died before prctl took effect: nobody would stop us. (An error built
-                // from an errno does not allocate, which is not allowed here.)
-                if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
+            command.pre_exec(move || die_with_parent(parent));
         }
     }
+}
+
+/// Asks the kernel to SIGTERM this process when its parent dies; fails if `parent` is already
+/// gone. Runs between fork and exec: no allocation (an error built from an errno does not
+/// allocate).
+#[cfg(target_os = "linux")]
+fn die_with_parent(parent: u32) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The demo died before prctl took effect: nobody would stop us.
+    // SAFETY: getppid(2) has no arguments and cannot fail.
+    if u32::try_from(unsafe { libc::getppid() }).ok() != Some(parent) {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
 }
 
 /// `listen`, or a free port on the same IP when `listen`'s port is taken.
@@ -356,6 +363,54 @@ fn last_log_line(log_path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the allocations of the current thread, so `die_with_parent` can be shown not to
+    /// allocate.
+    #[cfg(target_os = "linux")]
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        pub struct Counting;
+
+        thread_local! {
+            pub static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+        }
+
+        // SAFETY: forwards to the system allocator; only counts.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+                // SAFETY: the caller's contract is passed on unchanged.
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: the caller's contract is passed on unchanged.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn die_with_parent_does_not_allocate() {
+        // Run on a thread of its own: the death signal would follow that thread, which is
+        // harmless for the test process. Parent 1 is not ours, so the error path runs too.
+        std::thread::spawn(|| {
+            let before = counting::ALLOCATIONS.with(|count| count.get());
+            let result = die_with_parent(1);
+            let after = counting::ALLOCATIONS.with(|count| count.get());
+            // SAFETY: prctl with plain integers: this test process asks for no death signal again.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+            assert!(result.is_err(), "parent 1 accepted");
+            assert_eq!(after - before, 0, "allocated between fork and exec");
+        })
+        .join()
+        .expect("test thread");
+    }
 
     #[test]
     fn flag_values() {
