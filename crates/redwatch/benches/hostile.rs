@@ -3,7 +3,8 @@
 //! long ones), random headers. Prints the time per request, the series created and the distinct
 //! label values, which must stay within the bound the routes, methods and statuses allow.
 //!
-//! Run: `cargo bench -p redwatch --bench hostile` (`REQUESTS=N` to change the count).
+//! Run: `cargo bench -p redwatch --bench hostile` (`REQUESTS=N` to change the count). Under
+//! `cargo test` (no `--bench` argument) it sends 10,000 requests, as a quick check.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -58,10 +59,11 @@ fn random_path(rng: &mut Rng) -> String {
 }
 
 fn main() {
+    let benching = std::env::args().any(|arg| arg == "--bench");
     let requests: u64 = std::env::var("REQUESTS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(if benching { 1_000_000 } else { 10_000 });
     let metrics = Metrics::new();
     let app = Router::new()
         .route("/", get(|| async { "home" }))
@@ -122,4 +124,15 @@ fn main() {
     println!("methods: {:?}", values("http_request_method"));
     println!("routes: {:?}", values("http_route"));
     println!("statuses: {:?}", values("http_response_status_code"));
+    let methods: BTreeSet<String> = METHODS[..9]
+        .iter()
+        .map(|m| (*m).to_owned())
+        .chain(["_OTHER".to_owned()])
+        .collect();
+    let routes: BTreeSet<String> = ["/", "/users/{id}", "/files/{*rest}", "unmatched"]
+        .map(str::to_owned)
+        .into();
+    assert!(values("http_request_method").is_subset(&methods));
+    assert!(values("http_route").is_subset(&routes));
+    assert!(series.len() <= methods.len() * routes.len() * 3);
 }
