@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use crate::naming::METHODS;
+use crate::naming::{METHODS, process_names};
 use crate::process;
 use crate::registry::{AtomicHistogram, Config, Series, Shared};
 
@@ -393,34 +393,34 @@ fn encode_info(encoder: &mut Encoder<'_>, config: &Config) {
 /// Process and runtime gauges, collected at scrape time.
 pub(crate) fn encode_process(encoder: &mut Encoder<'_>, snapshot: &process::Snapshot) {
     encoder.header(
-        "process_cpu_seconds_total",
+        process_names::CPU_SECONDS,
         Kind::Counter,
         "Total user and system CPU time spent in seconds.",
     );
-    encoder.float_sample("process_cpu_seconds_total", "", snapshot.cpu_seconds);
+    encoder.float_sample(process_names::CPU_SECONDS, "", snapshot.cpu_seconds);
     let gauges: [(&str, &str, Option<u64>); 5] = [
         (
-            "process_resident_memory_bytes",
+            process_names::RESIDENT_MEMORY,
             "Resident memory size in bytes.",
             Some(snapshot.resident_memory_bytes),
         ),
         (
-            "process_virtual_memory_bytes",
+            process_names::VIRTUAL_MEMORY,
             "Virtual memory size in bytes.",
             Some(snapshot.virtual_memory_bytes),
         ),
         (
-            "process_open_fds",
+            process_names::OPEN_FDS,
             "Number of open file descriptors.",
             Some(snapshot.open_fds),
         ),
         (
-            "process_max_fds",
+            process_names::MAX_FDS,
             "Maximum number of open file descriptors.",
             snapshot.max_fds,
         ),
         (
-            "process_threads",
+            process_names::THREADS,
             "Number of OS threads in the process.",
             Some(snapshot.threads),
         ),
@@ -432,15 +432,11 @@ pub(crate) fn encode_process(encoder: &mut Encoder<'_>, snapshot: &process::Snap
         }
     }
     encoder.header(
-        "process_start_time_seconds",
+        process_names::START_TIME,
         Kind::Gauge,
         "Start time of the process since unix epoch in seconds.",
     );
-    encoder.float_sample(
-        "process_start_time_seconds",
-        "",
-        snapshot.start_time_seconds,
-    );
+    encoder.float_sample(process_names::START_TIME, "", snapshot.start_time_seconds);
 }
 
 /// Tokio runtime gauges from the stable metrics API, when scraped inside a runtime.
@@ -451,17 +447,17 @@ pub(crate) fn encode_runtime(encoder: &mut Encoder<'_>) {
     let metrics = handle.metrics();
     let gauges = [
         (
-            "tokio_runtime_workers",
+            process_names::TOKIO_WORKERS,
             "Number of worker threads of the Tokio runtime.",
             metrics.num_workers(),
         ),
         (
-            "tokio_runtime_alive_tasks",
+            process_names::TOKIO_ALIVE_TASKS,
             "Number of alive tasks in the Tokio runtime.",
             metrics.num_alive_tasks(),
         ),
         (
-            "tokio_runtime_global_queue_depth",
+            process_names::TOKIO_GLOBAL_QUEUE,
             "Number of tasks in the Tokio runtime's global queue.",
             metrics.global_queue_depth(),
         ),

@@ -55,7 +55,7 @@ pub use layer::{
 pub use metrics::{BuildError, Metrics, MetricsBuilder};
 pub use naming::{
     ABANDONED_STATUS, DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, MetricNames, Naming,
-    OVERFLOW_ROUTE, UNMATCHED_ROUTE, UnknownNaming,
+    OVERFLOW_ROUTE, UNMATCHED_ROUTE, UnknownNaming, process_names,
 };
 
 /// Re-exported so that users register metrics with the same version redwatch encodes.

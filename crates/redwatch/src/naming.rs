@@ -138,6 +138,31 @@ impl FromStr for Naming {
     }
 }
 
+/// Names of the process and Tokio runtime metrics that `/metrics` shows under every naming,
+/// for code that reads them (dashboards, rules, tests).
+pub mod process_names {
+    /// Counter: user and system CPU time, in seconds.
+    pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
+    /// Gauge: resident memory, in bytes.
+    pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+    /// Gauge: virtual memory, in bytes.
+    pub const VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+    /// Gauge: open file descriptors.
+    pub const OPEN_FDS: &str = "process_open_fds";
+    /// Gauge: the file descriptor limit.
+    pub const MAX_FDS: &str = "process_max_fds";
+    /// Gauge: OS threads.
+    pub const THREADS: &str = "process_threads";
+    /// Gauge: start time, in seconds since the Unix epoch.
+    pub const START_TIME: &str = "process_start_time_seconds";
+    /// Gauge: worker threads of the Tokio runtime.
+    pub const TOKIO_WORKERS: &str = "tokio_runtime_workers";
+    /// Gauge: alive tasks of the Tokio runtime.
+    pub const TOKIO_ALIVE_TASKS: &str = "tokio_runtime_alive_tasks";
+    /// Gauge: tasks in the Tokio runtime's global queue.
+    pub const TOKIO_GLOBAL_QUEUE: &str = "tokio_runtime_global_queue_depth";
+}
+
 /// The OpenTelemetry default duration buckets, in seconds.
 pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,

@@ -85,15 +85,7 @@ impl MetricNames {
 
 /// Process metrics exposed under both presets.
 pub mod process {
-    pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
-    pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
-    pub const OPEN_FDS: &str = "process_open_fds";
-    pub const MAX_FDS: &str = "process_max_fds";
-    pub const START_TIME: &str = "process_start_time_seconds";
-    pub const THREADS: &str = "process_threads";
-    pub const TOKIO_WORKERS: &str = "tokio_runtime_workers";
-    pub const TOKIO_ALIVE_TASKS: &str = "tokio_runtime_alive_tasks";
-    pub const TOKIO_GLOBAL_QUEUE: &str = "tokio_runtime_global_queue_depth";
+    pub use redwatch::process_names::*;
 }
 
 /// Client-side metrics of `redwatch load --metrics-listen`.
