@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// How long in-flight requests may run after SIGINT/SIGTERM before the server exits.
     #[arg(long, env = "REDWATCH_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::duration::duration_flag)]
     pub shutdown_grace: Duration,
+
+    /// Adds this many constant series (`redwatch_demo_extra_series{series="N"}`) to /metrics,
+    /// to see what scraping a large exposition costs the API (see bench/soak). At most 1000000.
+    #[arg(long, env = "REDWATCH_EXTRA_SERIES", default_value = "0", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub extra_series: u32,
 }
 
 /// Parses `IP:PORT`, with a message that says what is expected.
@@ -296,6 +301,23 @@ async fn user(Path(id): Path<String>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "id": id }))
 }
 
+/// Registers `count` constant gauge series, one per value of the label `series`.
+fn register_extra_series(metrics: &Metrics, count: u32) {
+    use prometheus_client::metrics::{family::Family, gauge::Gauge};
+    if count == 0 {
+        return;
+    }
+    let family = Family::<[(&'static str, String); 1], Gauge>::default();
+    for i in 0..count {
+        family.get_or_create(&[("series", i.to_string())]).set(1);
+    }
+    metrics.register(
+        "redwatch_demo_extra_series",
+        "Constant series added by --extra-series to make the exposition large.",
+        family,
+    );
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut builder = Metrics::builder()
         .naming(args.naming)
@@ -306,6 +328,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         builder = builder.bearer_token(token);
     }
     let metrics = builder.build().context("invalid metrics configuration")?;
+    register_extra_series(&metrics, args.extra_series);
 
     let listener = TcpListener::bind(args.listen)
         .await

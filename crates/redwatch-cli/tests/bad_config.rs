@@ -21,6 +21,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("serve", "--metrics-listen", "nowhere"),
     ("serve", "--metrics-token", "two words"),
     ("serve", "--shutdown-grace", "forever"),
+    ("serve", "--extra-series", "2000000"),
     ("load", "--log-level", "info,[="),
     ("load", "--target", "ftp://example"),
     ("load", "--rate", "0"),
