@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod collect;
 mod encode;
 mod exposition;
 mod layer;
@@ -45,7 +46,9 @@ mod metrics;
 mod naming;
 mod process;
 mod registry;
+mod snapshot;
 
+pub use collect::{AppInfo, Collected, ProcessStats, RuntimeStats};
 pub use encode::Format;
 pub use exposition::negotiate_format;
 pub use layer::{
@@ -56,6 +59,10 @@ pub use metrics::{BuildError, Metrics, MetricsBuilder};
 pub use naming::{
     ABANDONED_STATUS, DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, MetricNames, Naming,
     OVERFLOW_ROUTE, UNMATCHED_ROUTE, UnknownNaming, process_names,
+};
+
+pub use snapshot::{
+    ActiveRequests, Bucket, ExceptionCount, HistogramSnapshot, SeriesSnapshot, Snapshot,
 };
 
 /// Re-exported so that users register metrics with the same version redwatch encodes.

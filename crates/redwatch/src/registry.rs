@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use regex::RegexSet;
 
+use crate::encode::escape_label_value;
 use crate::naming::{METHODS, MetricNames, Naming, OVERFLOW_ROUTE, UNMATCHED_ROUTE};
 
 type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
@@ -105,6 +106,8 @@ impl WideSum {
 pub(crate) struct Series {
     pub(crate) method: u8,
     pub(crate) status: u16,
+    /// The route value as recorded (unescaped), for snapshots.
+    pub(crate) route: Arc<str>,
     /// The rendered label pairs, e.g. `http_request_method="GET",http_route="/",...`.
     pub(crate) labels: Box<str>,
     pub(crate) duration: AtomicHistogram,
@@ -175,6 +178,8 @@ pub(crate) struct RouteEntry {
     pub(crate) shared: Arc<Shared>,
     /// Requests to this route are passed through unrecorded.
     pub(crate) excluded: bool,
+    /// The route value as recorded, shared by the route's series.
+    route: Arc<str>,
     /// The route as a label value, escaped for the exposition formats.
     escaped_route: Box<str>,
     /// The first series of this route, found by a scan of a few atomic loads: a route sees
@@ -194,6 +199,7 @@ impl RouteEntry {
         Self {
             shared,
             excluded,
+            route: route.into(),
             escaped_route: escape_label_value(route).into(),
             slots: Default::default(),
             overflow: FastMap::default(),
@@ -273,6 +279,7 @@ impl RouteEntry {
         Series {
             method,
             status,
+            route: Arc::clone(&self.route),
             labels: labels.into(),
             duration: AtomicHistogram::new(config.duration_bounds_nanos.len()),
             request_size: size_histogram(),
@@ -371,20 +378,6 @@ pub(crate) fn record_exception(shared: &Shared, method: u8, status: u16) {
     *shared.exceptions().entry((method, status)).or_insert(0) += 1;
 }
 
-/// Escapes a label value for the text and OpenMetrics formats.
-pub(crate) fn escape_label_value(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,11 +424,5 @@ mod tests {
         caught.low.store(5, Ordering::Relaxed);
         caught.crossings.store(1, Ordering::Relaxed);
         assert_eq!(caught.load(), (1 << 64) + 5);
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape_label_value("x\ny"), "x\\ny");
     }
 }
