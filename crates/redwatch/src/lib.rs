@@ -36,9 +36,13 @@
 //!   OpenMetrics 1.0; [`Metrics::respond`] adds content negotiation, gzip and bearer tokens.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod collect;
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod dashboard;
 mod encode;
 mod exposition;
 mod layer;

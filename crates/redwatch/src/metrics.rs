@@ -104,6 +104,12 @@ impl Metrics {
         &self.inner.core
     }
 
+    /// The duration bucket bounds, in seconds.
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub(crate) fn duration_bounds(&self) -> &[f64] {
+        &self.inner.core.shared.config.duration_bounds_seconds
+    }
+
     pub(crate) fn bearer_token(&self) -> Option<&str> {
         self.inner.bearer_token.as_deref()
     }

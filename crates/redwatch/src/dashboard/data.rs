@@ -1,0 +1,459 @@
+//! What the data endpoint serves: every panel's numbers, computed from the history with
+//! [`super::promql`] as Prometheus would compute the generated Grafana dashboard's queries.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::history::{History, Sample};
+use super::promql::{bucket_quantile, in_range, rate};
+
+/// Points per chart line.
+const POINTS: i64 = 60;
+/// How far back an instant value (a gauge) is looked for, as Prometheus's lookback delta.
+const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
+/// What the page asks the data endpoint for (`?range=300&route=/users/{id}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct DataQuery {
+    /// The time range shown, in seconds (default 300; at most the history's length).
+    pub range: Option<u64>,
+    /// Only this route's series (the drill-down); all routes when `None`.
+    pub route: Option<String>,
+}
+
+impl DataQuery {
+    /// A query for `range_seconds` of all routes, or of `route` only.
+    pub fn new(range_seconds: u64, route: Option<String>) -> Self {
+        Self {
+            range: Some(range_seconds),
+            route,
+        }
+    }
+}
+
+/// Every number the page shows, as the data endpoint serves it (JSON).
+///
+/// Rates are `rate(...[rate_window_s])` and quantiles `histogram_quantile(...)` over the
+/// rates of the buckets, evaluated at each of `times_ms`; `null` where Prometheus would have
+/// no value (fewer than two samples in the window, no requests for a ratio).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct DashboardData {
+    /// The range shown, in seconds.
+    pub range_s: u64,
+    /// The window of every rate, in seconds.
+    pub rate_window_s: f64,
+    /// The latency threshold of the "% under" panels, in seconds.
+    pub latency_threshold_s: f64,
+    /// The availability objective, e.g. `0.999`.
+    pub objective: f64,
+    /// Where the page reads alerts from (`/api/v1/alerts`), when configured.
+    pub prometheus_url: Option<String>,
+    /// The drill-down route, when one was asked for.
+    pub route: Option<String>,
+    /// Evaluation times of every line, in milliseconds since the Unix epoch.
+    pub times_ms: Vec<i64>,
+    /// Requests per second, one line per route.
+    pub requests_per_s: Vec<Line>,
+    /// Server errors (5xx) per second, one line per route.
+    pub errors_per_s: Vec<Line>,
+    /// Responses per second, one line per status code.
+    pub responses_per_s_by_status: Vec<Line>,
+    /// Average latency in seconds, one line per route.
+    pub average_latency_s: Vec<Line>,
+    /// Share of requests at or under the latency threshold (0..1), one line per route.
+    pub under_threshold_ratio: Vec<Line>,
+    /// Median latency in seconds, one line per route.
+    pub p50_s: Vec<Line>,
+    /// 90th percentile latency in seconds, one line per route.
+    pub p90_s: Vec<Line>,
+    /// 99th percentile latency in seconds, one line per route.
+    pub p99_s: Vec<Line>,
+    /// Requests per latency bucket and time.
+    pub heatmap: Heatmap,
+    /// Requests in flight.
+    pub active_requests: Vec<Option<f64>>,
+    /// CPU used, in cores (`rate(process_cpu_seconds_total)`).
+    pub cpu_cores: Vec<Option<f64>>,
+    /// Resident memory, in bytes.
+    pub resident_memory_bytes: Vec<Option<f64>>,
+    /// Error-budget burn rate: the 5xx ratio over the rate window divided by `1 - objective`.
+    pub burn_rate: Vec<Option<f64>>,
+    /// Availability (share of non-5xx responses) over the whole range.
+    pub availability: Option<f64>,
+    /// The error-budget burn rate over the whole range.
+    pub range_burn_rate: Option<f64>,
+    /// One row per route (all routes, also in a drill-down).
+    pub routes: Vec<RouteRow>,
+    /// Series not kept in the history because there were more than `max_series`.
+    pub series_not_kept: usize,
+}
+
+/// One named line of a chart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Line {
+    /// The route or status code it stands for.
+    pub name: String,
+    /// One value per evaluation time.
+    pub values: Vec<Option<f64>>,
+}
+
+/// The latency distribution over time: `sum by (le) (increase(..._bucket[window]))`,
+/// de-accumulated so that each row counts the requests of one bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Heatmap {
+    /// Upper bound of each row in seconds, ascending; `null` for `+Inf`.
+    pub upper_bounds_s: Vec<Option<f64>>,
+    /// `rows[bucket][time]`: requests in that bucket over the window ending at that time.
+    pub rows: Vec<Vec<Option<f64>>>,
+}
+
+/// The table's row of one route, at the latest sample.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct RouteRow {
+    /// The route label value.
+    pub route: String,
+    /// Requests recorded since the start.
+    pub count: u64,
+    /// Requests per second over the rate window.
+    pub requests_per_s: Option<f64>,
+    /// Share of 5xx responses over the rate window (0..1).
+    pub error_ratio: Option<f64>,
+    /// Median latency over the rate window, in seconds.
+    pub p50_s: Option<f64>,
+    /// 99th percentile latency over the rate window, in seconds.
+    pub p99_s: Option<f64>,
+    /// Share of requests at or under the threshold over the rate window (0..1).
+    pub under_threshold_ratio: Option<f64>,
+}
+
+/// The settings the numbers depend on.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) rate_window_ms: i64,
+    pub(crate) latency_threshold_s: f64,
+    /// Index of the threshold among the bucket bounds.
+    pub(crate) threshold_bucket: usize,
+    pub(crate) objective: f64,
+    pub(crate) prometheus_url: Option<String>,
+    pub(crate) resolution_ms: i64,
+}
+
+/// `sum(rate(...))` of a group of series at one time: `None` parts had no series with a rate.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    count: Option<f64>,
+    errors: f64,
+    sum: Option<f64>,
+    buckets: Vec<f64>,
+}
+
+impl Group {
+    fn add(&mut self, rates: &SeriesRates, server_error: bool) {
+        self.count = Some(self.count.unwrap_or(0.0) + rates.count());
+        if server_error {
+            self.errors += rates.count();
+        }
+        self.sum = Some(self.sum.unwrap_or(0.0) + rates.sum);
+        if self.buckets.is_empty() {
+            self.buckets = rates.buckets.clone();
+        } else {
+            for (total, rate) in self.buckets.iter_mut().zip(&rates.buckets) {
+                *total += rate;
+            }
+        }
+    }
+
+    fn ratio(part: f64, whole: Option<f64>) -> Option<f64> {
+        whole.filter(|whole| *whole > 0.0).map(|whole| part / whole)
+    }
+
+    fn error_ratio(&self) -> Option<f64> {
+        Self::ratio(self.errors, self.count)
+    }
+
+    fn average(&self) -> Option<f64> {
+        self.sum.and_then(|sum| Self::ratio(sum, self.count))
+    }
+
+    fn under(&self, threshold_bucket: usize) -> Option<f64> {
+        Self::ratio(*self.buckets.get(threshold_bucket)?, self.count)
+    }
+
+    fn quantile(&self, q: f64, bounds: &[f64]) -> Option<f64> {
+        if self.count.is_none() {
+            return None;
+        }
+        let pairs: Vec<(f64, f64)> = bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.buckets.iter().copied())
+            .collect();
+        bucket_quantile(q, &pairs).filter(|value| value.is_finite())
+    }
+}
+
+/// The rates of one series at one time: every cumulative bucket (the last is the count) and
+/// the sum.
+#[derive(Debug, Clone)]
+struct SeriesRates {
+    buckets: Vec<f64>,
+    sum: f64,
+}
+
+impl SeriesRates {
+    fn count(&self) -> f64 {
+        self.buckets.last().copied().unwrap_or(0.0)
+    }
+}
+
+/// Evaluates `rate(series[window])` of every bucket and the sum of series `index` over the
+/// samples in `(start, end]`; `None` when fewer than two samples have the series.
+fn series_rates(
+    window: &[Sample],
+    index: usize,
+    per_series: usize,
+    start_ms: i64,
+    end_ms: i64,
+    points: &mut Vec<(i64, f64)>,
+) -> Option<SeriesRates> {
+    let present: Vec<&Sample> = window
+        .iter()
+        .filter(|sample| sample.sums.len() > index)
+        .collect();
+    if present.len() < 2 {
+        return None;
+    }
+    let mut rate_of = |value: &dyn Fn(&Sample) -> f64| {
+        points.clear();
+        points.extend(present.iter().map(|sample| (sample.at_ms, value(sample))));
+        rate(points, start_ms, end_ms, true)
+    };
+    let mut buckets = Vec::with_capacity(per_series);
+    for bucket in 0..per_series {
+        let at = index * per_series + bucket;
+        buckets.push(rate_of(&|sample| sample.buckets[at] as f64)?);
+    }
+    let sum = rate_of(&|sample| sample.sums[index])?;
+    Some(SeriesRates { buckets, sum })
+}
+
+/// Groups of the series in scope at one time: per route, per status, and all together.
+#[derive(Default)]
+struct Groups {
+    routes: BTreeMap<String, Group>,
+    statuses: BTreeMap<u16, Group>,
+    total: Group,
+}
+
+fn evaluate(
+    history: &History,
+    samples: &[Sample],
+    scope: &[usize],
+    start_ms: i64,
+    end_ms: i64,
+) -> Groups {
+    let window = in_range(samples, |sample| sample.at_ms, start_ms, end_ms);
+    let per_series = history.buckets_per_series();
+    let mut points = Vec::new();
+    let mut groups = Groups::default();
+    for &index in scope {
+        let Some(rates) = series_rates(window, index, per_series, start_ms, end_ms, &mut points)
+        else {
+            continue;
+        };
+        let key = &history.series[index];
+        let server_error = (500..600).contains(&key.status);
+        groups
+            .routes
+            .entry(key.route.clone())
+            .or_default()
+            .add(&rates, server_error);
+        groups
+            .statuses
+            .entry(key.status)
+            .or_default()
+            .add(&rates, server_error);
+        groups.total.add(&rates, server_error);
+    }
+    groups
+}
+
+/// Lines keyed by name, filled point by point.
+#[derive(Default)]
+struct Lines(BTreeMap<String, Vec<Option<f64>>>);
+
+impl Lines {
+    fn set(&mut self, name: &str, point: usize, points: usize, value: Option<f64>) {
+        let values = self
+            .0
+            .entry(name.to_owned())
+            .or_insert_with(|| vec![None; points]);
+        values[point] = value.filter(|value| value.is_finite());
+    }
+
+    fn into_lines(self) -> Vec<Line> {
+        self.0
+            .into_iter()
+            .map(|(name, values)| Line { name, values })
+            .collect()
+    }
+}
+
+/// The last sample at or before `at_ms` within the lookback.
+fn instant(samples: &[Sample], at_ms: i64) -> Option<&Sample> {
+    in_range(samples, |sample| sample.at_ms, at_ms - LOOKBACK_MS, at_ms).last()
+}
+
+/// Computes everything the page shows for `query` from `history`.
+pub(crate) fn compute(
+    history: &mut History,
+    settings: &Settings,
+    query: &DataQuery,
+) -> DashboardData {
+    let longest_s = (history.capacity() as i64 * settings.resolution_ms / 1000).max(1) as u64;
+    let range_s = query.range.unwrap_or(300).clamp(1, longest_s);
+    let range_ms = range_s as i64 * 1000;
+    history.samples.make_contiguous();
+    let history = &*history;
+    let samples: &[Sample] = history.samples.as_slices().0;
+    let end_ms = samples
+        .last()
+        .map_or_else(super::history::now_ms, |s| s.at_ms);
+    let step_ms = (range_ms / POINTS).max(settings.resolution_ms).max(1);
+    let points = usize::try_from(range_ms / step_ms).unwrap_or(1).max(1);
+    let times_ms: Vec<i64> = (0..points)
+        .map(|k| end_ms - (points - 1 - k) as i64 * step_ms)
+        .collect();
+    let scope: Vec<usize> = (0..history.series.len())
+        .filter(|&i| {
+            query
+                .route
+                .as_ref()
+                .is_none_or(|route| history.series[i].route == *route)
+        })
+        .collect();
+    let window = settings.rate_window_ms;
+    let window_s = window as f64 / 1000.0;
+    let bounds = &history.bounds;
+    let per_series = history.buckets_per_series();
+
+    let mut requests = Lines::default();
+    let mut errors = Lines::default();
+    let mut statuses = Lines::default();
+    let mut averages = Lines::default();
+    let mut under = Lines::default();
+    let mut quantiles = [Lines::default(), Lines::default(), Lines::default()];
+    let mut heatmap_rows = vec![vec![None; points]; per_series];
+    let mut burn_rate = vec![None; points];
+    let mut active_requests = vec![None; points];
+    let mut cpu_cores = vec![None; points];
+    let mut resident_memory_bytes = vec![None; points];
+    let budget = 1.0 - settings.objective;
+    let mut points_buffer = Vec::new();
+
+    for (k, &t) in times_ms.iter().enumerate() {
+        let groups = evaluate(history, samples, &scope, t - window, t);
+        for (route, group) in &groups.routes {
+            requests.set(route, k, points, group.count);
+            errors.set(route, k, points, group.count.map(|_| group.errors));
+            averages.set(route, k, points, group.average());
+            under.set(route, k, points, group.under(settings.threshold_bucket));
+            for (lines, q) in quantiles.iter_mut().zip([0.5, 0.9, 0.99]) {
+                lines.set(route, k, points, group.quantile(q, bounds));
+            }
+        }
+        for (status, group) in &groups.statuses {
+            statuses.set(&status.to_string(), k, points, group.count);
+        }
+        let total = &groups.total;
+        if total.count.is_some() {
+            let mut below = 0.0;
+            for (row, &cumulative) in heatmap_rows.iter_mut().zip(&total.buckets) {
+                row[k] = Some((cumulative - below) * window_s);
+                below = cumulative;
+            }
+            burn_rate[k] = total.error_ratio().map(|ratio| ratio / budget);
+        }
+        let latest = instant(samples, t);
+        active_requests[k] = latest.map(|sample| sample.active as f64);
+        resident_memory_bytes[k] =
+            latest.and_then(|sample| sample.resident_bytes.map(|bytes| bytes as f64));
+        let in_window = in_range(samples, |sample| sample.at_ms, t - window, t);
+        points_buffer.clear();
+        points_buffer.extend(
+            in_window
+                .iter()
+                .filter_map(|sample| Some((sample.at_ms, sample.cpu_seconds?))),
+        );
+        cpu_cores[k] = rate(&points_buffer, t - window, t, true);
+    }
+
+    let whole = evaluate(history, samples, &scope, end_ms - range_ms, end_ms).total;
+    let availability = whole.error_ratio().map(|ratio| 1.0 - ratio);
+    let range_burn_rate = whole.error_ratio().map(|ratio| ratio / budget);
+
+    let all: Vec<usize> = (0..history.series.len()).collect();
+    let now = evaluate(history, samples, &all, end_ms - window, end_ms);
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    if let Some(last) = samples.last() {
+        for (index, key) in history.series.iter().enumerate() {
+            let at = (index + 1) * per_series - 1;
+            let count = last.buckets.get(at).copied().unwrap_or(0);
+            *counts.entry(key.route.as_str()).or_insert(0) += count;
+        }
+    }
+    let empty = Group::default();
+    let routes = counts
+        .into_iter()
+        .map(|(route, count)| {
+            let group = now.routes.get(route).unwrap_or(&empty);
+            RouteRow {
+                route: route.to_owned(),
+                count,
+                requests_per_s: group.count,
+                error_ratio: group.error_ratio(),
+                p50_s: group.quantile(0.5, bounds),
+                p99_s: group.quantile(0.99, bounds),
+                under_threshold_ratio: group.under(settings.threshold_bucket),
+            }
+        })
+        .collect();
+    let [p50, p90, p99] = quantiles;
+
+    DashboardData {
+        range_s,
+        rate_window_s: window_s,
+        latency_threshold_s: settings.latency_threshold_s,
+        objective: settings.objective,
+        prometheus_url: settings.prometheus_url.clone(),
+        route: query.route.clone(),
+        times_ms,
+        requests_per_s: requests.into_lines(),
+        errors_per_s: errors.into_lines(),
+        responses_per_s_by_status: statuses.into_lines(),
+        average_latency_s: averages.into_lines(),
+        under_threshold_ratio: under.into_lines(),
+        p50_s: p50.into_lines(),
+        p90_s: p90.into_lines(),
+        p99_s: p99.into_lines(),
+        heatmap: Heatmap {
+            upper_bounds_s: bounds.iter().map(|&b| Some(b)).chain([None]).collect(),
+            rows: heatmap_rows,
+        },
+        active_requests,
+        cpu_cores,
+        resident_memory_bytes,
+        burn_rate,
+        availability,
+        range_burn_rate,
+        routes,
+        series_not_kept: history.dropped_series,
+    }
+}
