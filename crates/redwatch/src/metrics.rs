@@ -104,6 +104,12 @@ impl Metrics {
         &self.inner.core
     }
 
+    /// Stops recording requests to `route` (a template), unless it was already recorded.
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub(crate) fn exclude_route_later(&self, route: &str) {
+        self.inner.core.exclude_later(route);
+    }
+
     /// The duration bucket bounds, in seconds.
     #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
     pub(crate) fn duration_bounds(&self) -> &[f64] {

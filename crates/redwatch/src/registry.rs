@@ -296,8 +296,11 @@ pub(crate) struct Exclusions {
 }
 
 impl Exclusions {
-    fn excludes(&self, route: &str) -> bool {
-        self.exact.iter().any(|excluded| excluded == route)
+    fn excludes(&self, route: &str, later: &[String]) -> bool {
+        self.exact
+            .iter()
+            .chain(later)
+            .any(|excluded| excluded == route)
             || self
                 .patterns
                 .as_ref()
@@ -312,6 +315,8 @@ pub(crate) struct Core {
     route_count: AtomicUsize,
     max_routes: usize,
     exclusions: Exclusions,
+    /// Routes excluded after the build (the dashboard's own), for routes not seen yet.
+    excluded_later: Mutex<Vec<String>>,
     unmatched: Arc<RouteEntry>,
     overflow: Arc<RouteEntry>,
 }
@@ -328,7 +333,7 @@ impl Core {
         let unmatched = Arc::new(RouteEntry::new(
             Arc::clone(&shared),
             UNMATCHED_ROUTE,
-            exclusions.excludes(UNMATCHED_ROUTE),
+            exclusions.excludes(UNMATCHED_ROUTE, &[]),
         ));
         let overflow = Arc::new(RouteEntry::new(Arc::clone(&shared), OVERFLOW_ROUTE, false));
         Self {
@@ -337,6 +342,7 @@ impl Core {
             route_count: AtomicUsize::new(0),
             max_routes,
             exclusions,
+            excluded_later: Mutex::new(Vec::new()),
             unmatched,
             overflow,
         }
@@ -346,6 +352,15 @@ impl Core {
     #[inline]
     pub(crate) fn unmatched(&self) -> Arc<RouteEntry> {
         Arc::clone(&self.unmatched)
+    }
+
+    /// Stops recording `route` from its first request on (a route already recorded stays).
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub(crate) fn exclude_later(&self, route: &str) {
+        self.excluded_later
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(route.to_owned());
     }
 
     /// The entry for a matched route template.
@@ -360,11 +375,14 @@ impl Core {
         if self.route_count.load(Ordering::Relaxed) >= self.max_routes {
             return Arc::clone(&self.overflow);
         }
-        let entry = Arc::new(RouteEntry::new(
-            Arc::clone(&self.shared),
-            route,
-            self.exclusions.excludes(route),
-        ));
+        let excluded = {
+            let later = self
+                .excluded_later
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.exclusions.excludes(route, &later)
+        };
+        let entry = Arc::new(RouteEntry::new(Arc::clone(&self.shared), route, excluded));
         let stored = routes.get_or_insert(route.into(), Arc::clone(&entry));
         if Arc::ptr_eq(stored, &entry) {
             self.route_count.fetch_add(1, Ordering::Relaxed);

@@ -1,1 +1,417 @@
+//! The `dashboard` feature end to end: its routes over HTTP (token, JSON, its own requests
+//! left out), and the page in headless Chromium on a live app with traffic — no script
+//! errors, charts with points, the table listing the routes, and a route drill-down.
+//!
+//! Chromium is Debian's `chromium` (`scripts/test` installs it). Without it the browser test
+//! prints a notice and passes, unless `CI` is set: then it fails.
 #![cfg(feature = "dashboard")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::routing::get;
+use http::{Request, header};
+use http_body_util::BodyExt;
+use redwatch::Metrics;
+use redwatch::dashboard::{Dashboard, DataQuery};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+
+fn app(metrics: &Metrics, dashboard: &Dashboard) -> Router {
+    Router::new()
+        .route("/", get(|| async { "home" }))
+        .route(
+            "/users/{id}",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                "user"
+            }),
+        )
+        .route("/fail", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .merge(metrics.router())
+        .merge(dashboard.router())
+        .layer(metrics.layer())
+}
+
+/// A dashboard that samples fast, so a few seconds of traffic fill its charts.
+fn fast_dashboard(metrics: &Metrics) -> Dashboard {
+    Dashboard::builder(metrics)
+        .resolution(Duration::from_millis(100))
+        .rate_window(Duration::from_secs(1))
+        .history(Duration::from_secs(60))
+        .build()
+        .expect("valid dashboard settings")
+}
+
+async fn get_status(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, Vec<u8>) {
+    let mut request = Request::get(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_its_data_share_the_metrics_token() {
+    let metrics = Metrics::builder().bearer_token("s3cret").build().unwrap();
+    let dashboard = Dashboard::builder(&metrics)
+        .path("/ops/live")
+        .prometheus_url("http://127.0.0.1:9090/")
+        .build()
+        .unwrap();
+    let app = app(&metrics, &dashboard);
+    for uri in ["/ops/live", "/ops/live/data", "/metrics"] {
+        assert_eq!(
+            get_status(&app, uri, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+        assert_eq!(
+            get_status(&app, uri, Some("wrong")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+    }
+    let (status, page) = get_status(&app, "/ops/live", Some("s3cret")).await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        page.contains("\"/ops/live/data\""),
+        "the page reads its own data path"
+    );
+
+    let (status, body) = get_status(&app, "/ops/live/data?range=60", Some("s3cret")).await;
+    assert_eq!(status, StatusCode::OK);
+    let json = String::from_utf8(body).unwrap();
+    assert!(json.contains("\"range_s\":60"), "{json}");
+    assert!(
+        json.contains("\"prometheus_url\":\"http://127.0.0.1:9090\""),
+        "{json}"
+    );
+    let (status, _) = get_status(&app, "/ops/live/data?range=x", Some("s3cret")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The page's own requests are not recorded, as /metrics is not; the app's are.
+    get_status(&app, "/", None).await;
+    let snapshot = metrics.snapshot();
+    let routes: Vec<&str> = snapshot.series.iter().map(|s| s.route.as_str()).collect();
+    assert_eq!(routes, vec!["/"]);
+}
+
+#[test]
+fn settings_are_checked() {
+    let metrics = Metrics::new();
+    let refuse = |builder: redwatch::dashboard::DashboardBuilder| builder.build().unwrap_err();
+    assert!(
+        refuse(Dashboard::builder(&metrics).path("dash"))
+            .to_string()
+            .contains("path")
+    );
+    let off_bucket = Dashboard::builder(&metrics).latency_threshold(Duration::from_millis(300));
+    assert!(refuse(off_bucket).to_string().contains("bucket"));
+    assert!(
+        refuse(Dashboard::builder(&metrics).objective(1.0))
+            .to_string()
+            .contains("objective")
+    );
+    let no_window = Dashboard::builder(&metrics).rate_window(Duration::from_millis(1500));
+    assert!(refuse(no_window).to_string().contains("window"));
+    assert!(
+        refuse(Dashboard::builder(&metrics).prometheus_url("localhost:9090"))
+            .to_string()
+            .contains("http")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_function_serves_what_the_endpoint_serves() {
+    let metrics = Metrics::new();
+    let dashboard = fast_dashboard(&metrics);
+    let app = app(&metrics, &dashboard);
+    for _ in 0..5 {
+        get_status(&app, "/fail", None).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    // The history only grows between the two reads, so wait for a sample boundary first.
+    let samples = dashboard.samples();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dashboard.samples() == samples {
+        assert!(Instant::now() < deadline, "the sampler stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let data = dashboard.data(&DataQuery::new(60, Some("/fail".into())));
+    let (_, body) = get_status(&app, "/dashboard/data?range=60&route=%2Ffail", None).await;
+    let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let direct = serde_json::to_value(&data).unwrap();
+    // The lines move with each sample; the settings, the scope and the table do not.
+    for field in ["range_s", "rate_window_s", "route", "objective", "routes"] {
+        assert_eq!(served[field], direct[field], "{field}");
+    }
+    assert_eq!(data.route.as_deref(), Some("/fail"));
+    assert_eq!(data.routes.len(), 1);
+    assert_eq!(
+        (data.routes[0].route.as_str(), data.routes[0].count),
+        ("/fail", 5)
+    );
+}
+
+/// Stops the server when dropped, also when the test panics.
+struct Server {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+async fn serve(app: Router) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Server {
+        address,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// One HTTP/1.1 GET over a fresh connection; the status line's code.
+async fn request(address: SocketAddr, path: &str) -> u16 {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response);
+        text.split(' ').nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// Kills the browser when dropped, also when the test panics.
+struct Browser(Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The DOM of `url` after a few seconds of (virtual) time in headless Chromium.
+fn dump_dom(chromium: &Path, url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out_path = profile.path().join("dom.html");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--window-size=1400,1600",
+            "--virtual-time-budget=4000",
+            "--dump-dom",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("profile").display()
+        ))
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    let mut browser = Browser(child);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match browser.0.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "chromium exited with {status}");
+                break;
+            }
+            None => {
+                assert!(Instant::now() < deadline, "chromium took over 90 s");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    std::fs::read_to_string(out_path).unwrap()
+}
+
+/// The number in attribute `attribute` of the element with id `id`.
+fn attribute_of(dom: &str, id: &str, attribute: &str) -> Option<u64> {
+    let pattern = format!(r#"<[a-z]+ [^>]*id="{id}"[^>]*\b{attribute}="(\d+)""#);
+    let regex = regex::Regex::new(&pattern).unwrap();
+    regex.captures(dom)?.get(1)?.as_str().parse().ok()
+}
+
+/// The `data-route` values of the route table's rows.
+fn table_routes(dom: &str) -> Vec<String> {
+    let Some(start) = dom.find(r#"<tbody id="routes">"#) else {
+        return Vec::new();
+    };
+    let body = &dom[start
+        ..dom[start..]
+            .find("</tbody>")
+            .map_or(dom.len(), |end| start + end)];
+    let regex = regex::Regex::new(r#"<tr data-route="([^"]*)""#).unwrap();
+    regex
+        .captures_iter(body)
+        .map(|c| c[1].replace("&amp;", "&"))
+        .collect()
+}
+
+fn legend(dom: &str, id: &str) -> String {
+    let marker = format!(r#"id="{id}">"#);
+    let start = dom.find(&marker).map_or(0, |at| at + marker.len());
+    let end = dom[start..]
+        .find("</div>")
+        .map_or(dom.len(), |end| start + end);
+    dom[start..end].to_owned()
+}
+
+fn assert_no_script_errors(dom: &str) {
+    let body = regex::Regex::new(r#"<body data-js-errors="(\d+)" data-renders="(\d+)">"#).unwrap();
+    let captures = body
+        .captures(dom)
+        .expect("the body's error and render counts");
+    assert_eq!(
+        &captures[1],
+        "0",
+        "script errors: {}",
+        legend(dom, "js-errors")
+    );
+    assert!(
+        dom.contains(r#"<pre id="js-errors"></pre>"#),
+        "script errors recorded"
+    );
+    let renders: u32 = captures[2].parse().unwrap();
+    assert!(renders >= 1, "the data was never rendered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_works_in_headless_chromium() {
+    let Some(chromium) = support::tool("chromium") else {
+        return;
+    };
+    let metrics = Metrics::new();
+    let dashboard = fast_dashboard(&metrics);
+    let server = serve(app(&metrics, &dashboard)).await;
+
+    // About 3 s of traffic to three routes, one of them failing: at most 60 rounds.
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _round in 0..60 {
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        for path in ["/", "/users/7", "/fail"] {
+            statuses.push(request(server.address, path).await);
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(
+        statuses.contains(&200) && statuses.contains(&500),
+        "{statuses:?}"
+    );
+    assert!(dashboard.samples() >= 10, "the sampler ran");
+
+    let base = format!("http://{}/dashboard", server.address);
+    let overview = tokio::task::spawn_blocking({
+        let (chromium, url) = (chromium.clone(), base.clone());
+        move || dump_dom(&chromium, &url)
+    })
+    .await
+    .unwrap();
+    assert_no_script_errors(&overview);
+    assert!(
+        attribute_of(&overview, "c-rps", "data-points").is_some_and(|n| n > 0),
+        "no request rates drawn"
+    );
+    for chart in [
+        "c-rps", "c-eps", "c-status", "c-avg", "c-p50", "c-p99", "c-heat", "c-active", "c-mem",
+    ] {
+        let points = attribute_of(&overview, chart, "data-points");
+        assert!(
+            points.is_some_and(|n| n > 0),
+            "{chart} has no data points ({points:?})"
+        );
+    }
+    let routes = table_routes(&overview);
+    for route in ["/", "/fail", "/users/{id}"] {
+        assert!(
+            routes.iter().any(|r| r == route),
+            "{route} missing from the table {routes:?}"
+        );
+    }
+    assert!(
+        !routes.iter().any(|r| r.starts_with("/dashboard")),
+        "{routes:?}"
+    );
+    assert!(
+        overview.contains("no Prometheus configured"),
+        "the alerts line says why it is empty"
+    );
+
+    // The drill-down: the fragment selects one route, whose panels alone are drawn.
+    let drill =
+        tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("{base}#route=%2Ffail")))
+            .await
+            .unwrap();
+    assert_no_script_errors(&drill);
+    assert!(
+        drill.contains(r#"<div id="scope" data-route="/fail">"#),
+        "no drill-down scope"
+    );
+    let rps_legend = legend(&drill, "l-rps");
+    assert!(
+        rps_legend.contains("/fail") && !rps_legend.contains("/users"),
+        "{rps_legend}"
+    );
+    assert!(
+        attribute_of(&drill, "c-eps", "data-points").is_some_and(|n| n > 0),
+        "the failing route's errors are drawn"
+    );
+    assert!(
+        drill.contains(r#"<tr data-route="/fail" class="selected">"#),
+        "the selected row is marked"
+    );
+    drop(server);
+}

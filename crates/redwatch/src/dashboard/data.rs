@@ -186,9 +186,8 @@ impl Group {
     }
 
     fn quantile(&self, q: f64, bounds: &[f64]) -> Option<f64> {
-        if self.count.is_none() {
-            return None;
-        }
+        // No series had a rate: nothing to interpolate.
+        self.count?;
         let pairs: Vec<(f64, f64)> = bounds
             .iter()
             .copied()
@@ -455,5 +454,168 @@ pub(crate) fn compute(
         range_burn_rate,
         routes,
         series_not_kept: history.dropped_series,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{AppInfo, Collected};
+    use crate::naming::Naming;
+    use crate::snapshot::{Bucket, HistogramSnapshot, SeriesSnapshot, Snapshot};
+
+    const BOUNDS: [f64; 3] = [0.1, 0.25, 1.0];
+
+    fn series(route: &str, status: u16, cumulative: [u64; 4], sum: f64) -> SeriesSnapshot {
+        SeriesSnapshot {
+            method: "GET",
+            route: route.to_owned(),
+            status,
+            duration: HistogramSnapshot {
+                count: cumulative[3],
+                sum,
+                buckets: BOUNDS
+                    .iter()
+                    .copied()
+                    .chain([f64::INFINITY])
+                    .zip(cumulative)
+                    .map(|(upper_bound, cumulative_count)| Bucket {
+                        upper_bound,
+                        cumulative_count,
+                    })
+                    .collect(),
+            },
+            request_size: None,
+            response_size: None,
+        }
+    }
+
+    /// Ten samples a second apart (t = 1..=10 s). Each second `/a` gets 10 responses 200
+    /// (4 up to 100 ms, 4 more up to 250 ms, 2 more up to 1 s) and one 500 (under 100 ms);
+    /// `/b` appears at t = 6 s with 2 fast responses a second.
+    fn history() -> History {
+        let mut history = History::new(100, 10, BOUNDS.to_vec());
+        for t in 1..=10u64 {
+            let mut all = vec![
+                series("/a", 200, [4 * t, 8 * t, 10 * t, 10 * t], 2.0 * t as f64),
+                series("/a", 500, [t, t, t, t], 0.05 * t as f64),
+            ];
+            if t >= 6 {
+                let n = 2 * (t - 5);
+                all.push(series("/b", 200, [n, n, n, n], 0.01 * n as f64));
+            }
+            let snapshot = Snapshot {
+                naming: Naming::Otel,
+                series: all,
+                active: Vec::new(),
+                exceptions: Vec::new(),
+                collected: Collected {
+                    info: AppInfo {
+                        service_name: String::new(),
+                        version: String::new(),
+                        environment: String::new(),
+                    },
+                    process: None,
+                    runtime: None,
+                },
+            };
+            history.push(t as i64 * 1000, &snapshot);
+        }
+        history
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            rate_window_ms: 5000,
+            latency_threshold_s: 0.25,
+            threshold_bucket: 1,
+            objective: 0.999,
+            prometheus_url: None,
+            resolution_ms: 1000,
+        }
+    }
+
+    fn close(actual: Option<f64>, expected: f64) {
+        let actual = actual.unwrap_or(f64::NAN);
+        assert!(
+            (actual - expected).abs() < 1e-9,
+            "{actual} instead of {expected}"
+        );
+    }
+
+    fn line<'a>(lines: &'a [Line], name: &str) -> &'a [Option<f64>] {
+        &lines.iter().find(|l| l.name == name).unwrap().values
+    }
+
+    #[test]
+    fn panels_sum_per_series_rates_as_prometheus_does() {
+        let mut history = history();
+        let data = compute(&mut history, &settings(), &DataQuery::new(10, None));
+        assert_eq!(
+            data.times_ms,
+            (1..=10).map(|t| t * 1000).collect::<Vec<_>>()
+        );
+        // At t = 10 s the window (5 s, 10 s] holds 5 samples; /a 200 rose 40 in 4 s and is
+        // extrapolated 1 s back to the window's start: 50 / 5 s = 10/s. Its 500s: 1/s.
+        close(line(&data.requests_per_s, "/a")[9], 11.0);
+        close(line(&data.errors_per_s, "/a")[9], 1.0);
+        // /b starts at t = 6 s with 2: extrapolated 1 s back (where it would reach zero).
+        close(line(&data.requests_per_s, "/b")[9], 2.0);
+        close(line(&data.responses_per_s_by_status, "200")[9], 12.0);
+        close(line(&data.responses_per_s_by_status, "500")[9], 1.0);
+        // Summed bucket rates of /a: 5, 9, 11, 11. p50: rank 5.5 in (0.1, 0.25] holding 4.
+        close(line(&data.p50_s, "/a")[9], 0.1 + 0.15 * 0.5 / 4.0);
+        close(line(&data.under_threshold_ratio, "/a")[9], 9.0 / 11.0);
+        close(line(&data.average_latency_s, "/a")[9], 2.05 / 11.0);
+        // Only one sample in the first window: no value, as in Prometheus.
+        assert_eq!(line(&data.requests_per_s, "/a")[0], None);
+        // The heatmap de-accumulates increase() = rate * 5 s: (7, 11, 13, 13) * 5.
+        let at_end: Vec<Option<f64>> = data.heatmap.rows.iter().map(|row| row[9]).collect();
+        assert_eq!(at_end, vec![Some(35.0), Some(20.0), Some(10.0), Some(0.0)]);
+        // Over the whole range (0, 10 s]: /a 10/s + 1/s; /b starts 6 s into it, so it is
+        // extrapolated only half a sample gap back: 8 * 4.5/4 / 10 s = 0.9/s.
+        let availability = 1.0 - 1.0 / 11.9;
+        close(data.availability, availability);
+        close(data.range_burn_rate, (1.0 / 11.9) / (1.0 - 0.999));
+        close(data.burn_rate[9], (1.0 / 13.0) / (1.0 - 0.999));
+        let rows: Vec<(&str, u64)> = data
+            .routes
+            .iter()
+            .map(|row| (row.route.as_str(), row.count))
+            .collect();
+        assert_eq!(rows, vec![("/a", 110), ("/b", 10)]);
+        close(data.routes[0].error_ratio, 1.0 / 11.0);
+    }
+
+    #[test]
+    fn a_drill_down_shows_one_route_and_still_lists_all() {
+        let mut history = history();
+        let data = compute(
+            &mut history,
+            &settings(),
+            &DataQuery::new(10, Some("/b".into())),
+        );
+        let names: Vec<&str> = data
+            .requests_per_s
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["/b"]);
+        close(line(&data.requests_per_s, "/b")[9], 2.0);
+        assert!(
+            data.errors_per_s
+                .iter()
+                .all(|l| l.values.iter().flatten().all(|v| *v == 0.0))
+        );
+        assert_eq!(data.routes.len(), 2);
+        // Before /b existed there is nothing to show.
+        assert_eq!(line(&data.requests_per_s, "/b")[4], None);
+    }
+
+    #[test]
+    fn ranges_are_clamped_to_the_history() {
+        let mut history = history();
+        let data = compute(&mut history, &settings(), &DataQuery::new(86_400, None));
+        assert_eq!(data.range_s, 100);
     }
 }

@@ -84,6 +84,7 @@ impl Dashboard {
             objective: 0.999,
             prometheus_url: None,
             max_series: 500,
+            record_own_requests: false,
         }
     }
 
@@ -139,6 +140,7 @@ pub struct DashboardBuilder {
     objective: f64,
     prometheus_url: Option<String>,
     max_series: usize,
+    record_own_requests: bool,
 }
 
 impl DashboardBuilder {
@@ -193,6 +195,13 @@ impl DashboardBuilder {
         self
     }
 
+    /// Also records the requests for the page and its data (off by default: like `/metrics`,
+    /// they are left out, so the page's polling does not show up in its own numbers).
+    pub fn record_own_requests(mut self, record: bool) -> Self {
+        self.record_own_requests = record;
+        self
+    }
+
     /// Checks the settings and starts the sampling thread.
     pub fn build(self) -> Result<Dashboard, DashboardError> {
         let fail = |reason: String| Err(DashboardError(reason));
@@ -237,6 +246,11 @@ impl DashboardBuilder {
                 "latency threshold {threshold} s is not a duration bucket bound ({bounds:?})"
             ));
         };
+        if !self.record_own_requests {
+            self.metrics.exclude_route_later(&self.path);
+            self.metrics
+                .exclude_route_later(&format!("{}/data", self.path));
+        }
         let capacity = (self.history.as_nanos() / self.resolution.as_nanos()).max(2);
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         let history = Arc::new(Mutex::new(History::new(capacity, self.max_series, bounds)));
