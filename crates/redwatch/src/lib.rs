@@ -33,7 +33,31 @@
 //! - Histogram counts are derived from one bucket snapshot at scrape time, so `_count` always
 //!   equals the `+Inf` bucket and buckets are monotonic, even while requests are recorded.
 //! - Storage and encoding are separate: [`Metrics::render`] writes Prometheus text 0.0.4 or
-//!   OpenMetrics 1.0; [`Metrics::respond`] adds content negotiation, gzip and bearer tokens.
+//!   OpenMetrics 1.0; [`Metrics::respond`] adds content negotiation, gzip and bearer tokens;
+//!   [`Metrics::snapshot`] gives the same numbers typed, without text.
+//!
+//! # A live dashboard
+//!
+//! With the `dashboard` feature, `redwatch::dashboard::Dashboard` adds a live page (requests, errors,
+//! latency quantiles, a heatmap, CPU, memory, availability, a route table with drill-down)
+//! and its JSON data to the app, computed as Prometheus would from an in-process history:
+//!
+#![cfg_attr(feature = "dashboard", doc = "```")]
+#![cfg_attr(not(feature = "dashboard"), doc = "```ignore")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Router, routing::get};
+//!
+//! let metrics = redwatch::Metrics::new();
+//! let dashboard = redwatch::dashboard::Dashboard::builder(&metrics).build()?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .merge(metrics.router())
+//!     .merge(dashboard.router()) // GET /dashboard
+//!     .layer(metrics.layer());
+//! # Ok(()) }
+//! ```
+//!
+//! `cargo run -p redwatch --features dashboard --example dashboard` shows it with traffic.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
