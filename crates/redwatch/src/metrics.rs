@@ -606,7 +606,7 @@ mod tests {
         let size_bounds = config.size_bounds_bytes.as_deref().unwrap();
         // 2^62 ns is 146 years: a few such observations stand for weeks of many long streams.
         let step = 1u64 << 62;
-        let mut last = [0.0f64; 4];
+        let mut last = [0.0f64; 6];
         for i in 1..=12u32 {
             entry.with_series(0, 200, |series| {
                 series.duration.observe(&config.duration_bounds_nanos, step);
@@ -626,6 +626,12 @@ mod tests {
                     exact,
                 ));
             }
+            // The typed snapshot reads the same sums.
+            let snapshot = metrics.snapshot();
+            let series = &snapshot.series[0];
+            let response = series.response_size.as_ref().unwrap();
+            sums.push((series.duration.sum, exact / 1e9));
+            sums.push((response.sum, exact));
             for (index, (sum, expected)) in sums.into_iter().enumerate() {
                 assert!(
                     (sum - expected).abs() <= expected * 1e-12,

@@ -3,7 +3,6 @@
 //! within the bound the routes, methods and statuses allow, for the axum router and for a
 //! classifier that uses the raw path (`UriPathRoute`, capped by `max_routes`).
 
-
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::OnceLock;

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! e.g. 900 samples (15 minutes at 1 s) of 40 series with the 14 default buckets:
-//! 900 × (96 + 40 × 16 × 8) ≈ 4.7 MB. `S` is capped by the dashboard's `max_series`
+//! 900 × (96 + 40 × 16 × 8) ≈ 4.7 MB, plus the series' names (method, route, status) once. `S` is capped by the dashboard's `max_series`
 //! (default 500; series beyond it are counted but not kept), so the bound holds for any
 //! traffic: 900 × (96 + 500 × 128) ≈ 58 MB at most with the defaults.
 
@@ -78,7 +78,8 @@ impl History {
             capacity: capacity.max(2),
             max_series,
             bounds,
-            samples: VecDeque::new(),
+            // Allocated once: the ring never grows past it.
+            samples: VecDeque::with_capacity(capacity.max(2)),
             series: Vec::new(),
             index: HashMap::new(),
             dropped_series: 0,
@@ -275,6 +276,17 @@ mod tests {
                 metrics.snapshot().series.len() - kept
             );
         }
+    }
+
+    #[test]
+    fn the_per_sample_overhead_covers_the_sample_itself() {
+        // The ring stores samples inline; their two boxes are counted per series.
+        assert!(std::mem::size_of::<Sample>() <= SAMPLE_OVERHEAD);
+        let history = History::new(900, 10, vec![1.0]);
+        assert!(
+            history.samples.capacity() >= 900,
+            "allocated once, up front"
+        );
     }
 
     #[test]
