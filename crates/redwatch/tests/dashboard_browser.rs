@@ -298,11 +298,17 @@ fn table_routes(dom: &str) -> Vec<String> {
         .collect()
 }
 
+/// The markup inside the element with id `id`, up to the first closing `</div>`, `</ul>` or
+/// `</pre>` (legends, lists and the error record hold no such element).
 fn legend(dom: &str, id: &str) -> String {
     let marker = format!(r#"id="{id}">"#);
-    let start = dom.find(&marker).map_or(0, |at| at + marker.len());
-    let end = dom[start..]
-        .find("</div>")
+    let Some(start) = dom.find(&marker).map(|at| at + marker.len()) else {
+        return String::new();
+    };
+    let end = ["</div>", "</ul>", "</pre>"]
+        .iter()
+        .filter_map(|close| dom[start..].find(close))
+        .min()
         .map_or(dom.len(), |end| start + end);
     dom[start..end].to_owned()
 }
@@ -326,14 +332,45 @@ fn assert_no_script_errors(dom: &str) {
     assert!(renders >= 1, "the data was never rendered");
 }
 
+/// A stand-in for Prometheus's alerts API, answering cross-origin reads as Prometheus does by
+/// default: one firing and one pending alert, and one inactive that must not show.
+fn fake_prometheus() -> Router {
+    const ALERTS: &str = r#"{"status":"success","data":{"alerts":[
+        {"labels":{"alertname":"ApiHighErrorRate","severity":"page"},"state":"firing","activeAt":"2026-01-01T00:00:00Z"},
+        {"labels":{"alertname":"ApiLatencyHigh","severity":"ticket"},"state":"pending","activeAt":"2026-01-01T00:01:00Z"},
+        {"labels":{"alertname":"ApiQuiet"},"state":"inactive","activeAt":"2026-01-01T00:02:00Z"}]}}"#;
+    Router::new().route(
+        "/api/v1/alerts",
+        get(|| async {
+            (
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                ],
+                ALERTS,
+            )
+        }),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_works_in_headless_chromium() {
     let Some(chromium) = support::tool("chromium") else {
         return;
     };
+    let prometheus = serve(fake_prometheus()).await;
     let metrics = Metrics::new();
     let dashboard = fast_dashboard(&metrics);
-    let server = serve(app(&metrics, &dashboard)).await;
+    // A second page on the same metrics, reading alerts from the stand-in Prometheus.
+    let with_alerts = Dashboard::builder(&metrics)
+        .path("/with-alerts")
+        .resolution(Duration::from_millis(100))
+        .rate_window(Duration::from_secs(1))
+        .history(Duration::from_secs(60))
+        .prometheus_url(format!("http://{}", prometheus.address))
+        .build()
+        .unwrap();
+    let server = serve(app(&metrics, &dashboard).merge(with_alerts.router())).await;
 
     // About 3 s of traffic to three routes, one of them failing: at most 60 rounds.
     let started = Instant::now();
@@ -390,11 +427,14 @@ async fn the_page_works_in_headless_chromium() {
         "the alerts line says why it is empty"
     );
 
-    // The drill-down: the fragment selects one route, whose panels alone are drawn.
-    let drill =
-        tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("{base}#route=%2Ffail")))
-            .await
-            .unwrap();
+    // The drill-down: the fragment selects one route, whose panels alone are drawn, and the
+    // range.
+    let drill = tokio::task::spawn_blocking({
+        let (chromium, url) = (chromium.clone(), format!("{base}#route=%2Ffail&range=60"));
+        move || dump_dom(&chromium, &url)
+    })
+    .await
+    .unwrap();
     assert_no_script_errors(&drill);
     assert!(
         drill.contains(r#"<div id="scope" data-route="/fail">"#),
@@ -413,5 +453,29 @@ async fn the_page_works_in_headless_chromium() {
         drill.contains(r#"<tr data-route="/fail" class="selected">"#),
         "the selected row is marked"
     );
+    assert!(
+        drill.contains(r#"<button data-range="60" class="on">"#),
+        "the 1 minute range is on"
+    );
+
+    // Alerts read from Prometheus: the firing and the pending one, not the inactive one.
+    let alerts = tokio::task::spawn_blocking({
+        let url = format!("http://{}/with-alerts", server.address);
+        move || dump_dom(&chromium, &url)
+    })
+    .await
+    .unwrap();
+    assert_no_script_errors(&alerts);
+    let list = legend(&alerts, "alert-list");
+    assert!(
+        list.contains(r#"<li class="firing">firing: <strong>ApiHighErrorRate</strong> (page)"#),
+        "{list}"
+    );
+    assert!(
+        list.contains(r#"<li class="pending">pending: <strong>ApiLatencyHigh</strong>"#),
+        "{list}"
+    );
+    assert!(!list.contains("ApiQuiet"), "{list}");
     drop(server);
+    drop(prometheus);
 }
