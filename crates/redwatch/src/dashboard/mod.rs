@@ -291,3 +291,43 @@ impl fmt::Display for DashboardError {
 }
 
 impl std::error::Error for DashboardError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sampling_thread_ends_with_the_last_dashboard_and_router() {
+        let metrics = Metrics::new();
+        let dashboard = Dashboard::builder(&metrics)
+            .resolution(Duration::from_millis(20))
+            .rate_window(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let router: axum::Router = dashboard.router();
+        let history = Arc::downgrade(&dashboard.inner.history);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while dashboard.samples() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no samples taken");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(dashboard);
+        // The router still serves the page, so the history lives on.
+        assert!(history.upgrade().is_some());
+        drop(router);
+        // The thread held the last other reference: gone, so the thread has ended.
+        assert!(
+            history.upgrade().is_none(),
+            "the sampling thread outlived the dashboard"
+        );
+    }
+
+    #[test]
+    fn the_memory_bound_follows_the_settings() {
+        let metrics = Metrics::new();
+        let dashboard = Dashboard::builder(&metrics).max_series(40).build().unwrap();
+        // 900 samples of 40 series with 14 bounds: 900 × (96 + 40 × 16 × 8) bytes.
+        assert_eq!(dashboard.memory_bound_bytes(), 900 * (96 + 40 * 16 * 8));
+        assert!(dashboard.memory_used_bytes() <= dashboard.memory_bound_bytes());
+    }
+}
