@@ -57,7 +57,7 @@ pub struct DashboardData {
     pub times_ms: Vec<i64>,
     /// Requests per second, one line per route.
     pub requests_per_s: Vec<Line>,
-    /// Server errors (5xx) per second, one line per route.
+    /// Server errors (5xx) per second, one line per route that had any.
     pub errors_per_s: Vec<Line>,
     /// Responses per second, one line per status code.
     pub responses_per_s_by_status: Vec<Line>,
@@ -148,7 +148,8 @@ pub(crate) struct Settings {
 #[derive(Debug, Clone, Default)]
 struct Group {
     count: Option<f64>,
-    errors: f64,
+    /// `None` when the group has no 5xx series with a rate, as Prometheus then has no value.
+    errors: Option<f64>,
     sum: Option<f64>,
     buckets: Vec<f64>,
 }
@@ -157,7 +158,7 @@ impl Group {
     fn add(&mut self, rates: &SeriesRates, server_error: bool) {
         self.count = Some(self.count.unwrap_or(0.0) + rates.count());
         if server_error {
-            self.errors += rates.count();
+            self.errors = Some(self.errors.unwrap_or(0.0) + rates.count());
         }
         self.sum = Some(self.sum.unwrap_or(0.0) + rates.sum);
         if self.buckets.is_empty() {
@@ -173,8 +174,9 @@ impl Group {
         whole.filter(|whole| *whole > 0.0).map(|whole| part / whole)
     }
 
+    /// The 5xx share, with no 5xx series counting as none (PromQL's `or vector(0)`).
     fn error_ratio(&self) -> Option<f64> {
-        Self::ratio(self.errors, self.count)
+        Self::ratio(self.errors.unwrap_or(0.0), self.count)
     }
 
     fn average(&self) -> Option<f64> {
@@ -361,7 +363,9 @@ pub(crate) fn compute(
         let groups = evaluate(history, samples, &scope, t - window, t);
         for (route, group) in &groups.routes {
             requests.set(route, k, points, group.count);
-            errors.set(route, k, points, group.count.map(|_| group.errors));
+            if group.errors.is_some() {
+                errors.set(route, k, points, group.errors);
+            }
             averages.set(route, k, points, group.average());
             under.set(route, k, points, group.under(settings.threshold_bucket));
             for (lines, q) in quantiles.iter_mut().zip([0.5, 0.9, 0.99]) {
@@ -602,11 +606,7 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["/b"]);
         close(line(&data.requests_per_s, "/b")[9], 2.0);
-        assert!(
-            data.errors_per_s
-                .iter()
-                .all(|l| l.values.iter().flatten().all(|v| *v == 0.0))
-        );
+        assert!(data.errors_per_s.is_empty(), "/b never failed: no 5xx line");
         assert_eq!(data.routes.len(), 2);
         // Before /b existed there is nothing to show.
         assert_eq!(line(&data.requests_per_s, "/b")[4], None);
