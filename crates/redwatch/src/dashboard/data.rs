@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::history::{History, Sample};
-use super::promql::{bucket_quantile, in_range, rate};
+use super::promql::{histogram_quantile, in_range, rate};
 
 /// Points per chart line.
 const POINTS: i64 = 60;
@@ -196,7 +196,7 @@ impl Group {
             .chain(std::iter::once(f64::INFINITY))
             .zip(self.buckets.iter().copied())
             .collect();
-        bucket_quantile(q, &pairs).filter(|value| value.is_finite())
+        histogram_quantile(q, &pairs).filter(|value| value.is_finite())
     }
 }
 
@@ -234,7 +234,7 @@ fn series_rates(
     let mut rate_of = |value: &dyn Fn(&Sample) -> f64| {
         points.clear();
         points.extend(present.iter().map(|sample| (sample.at_ms, value(sample))));
-        rate(points, start_ms, end_ms, true)
+        rate(points, end_ms, end_ms - start_ms)
     };
     let mut buckets = Vec::with_capacity(per_series);
     for bucket in 0..per_series {
@@ -395,7 +395,7 @@ pub(crate) fn compute(
                 .iter()
                 .filter_map(|sample| Some((sample.at_ms, sample.cpu_seconds?))),
         );
-        cpu_cores[k] = rate(&points_buffer, t - window, t, true);
+        cpu_cores[k] = rate(&points_buffer, t, window);
     }
 
     let whole = evaluate(history, samples, &scope, end_ms - range_ms, end_ms).total;

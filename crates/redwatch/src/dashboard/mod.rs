@@ -25,12 +25,12 @@
 //! are computed as Prometheus's `rate()` and `histogram_quantile()` compute them.
 //!
 //! Modules, one concern each: `history` (the ring buffer and its sampling thread, with the
-//! memory bound), `promql` (rate and quantile), `data` (the numbers of every panel),
+//! memory bound), [`promql`] (rate and quantile, public for code that compares), `data` (the numbers of every panel),
 //! `service` (the axum routes and the page).
 
 mod data;
 mod history;
-mod promql;
+pub mod promql;
 mod service;
 
 use std::fmt;

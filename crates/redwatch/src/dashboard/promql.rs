@@ -1,16 +1,32 @@
-//! The two PromQL functions the dashboard needs, computed as Prometheus computes them, so the
+//! The PromQL functions the dashboard needs, computed as Prometheus computes them, so the
 //! page shows the numbers the generated Grafana dashboard shows:
 //!
-//! - [`rate`]: `rate(counter[range])`, Prometheus's extrapolated rate over the samples in the
-//!   left-open range `(end - range, end]`, with counter resets, extrapolation to the range's
-//!   edges limited to half a sampling interval when the series starts or ends inside it, and
-//!   no extrapolation below zero.
-//! - [`bucket_quantile`]: `histogram_quantile(q, ...)` over classic cumulative buckets: linear
-//!   interpolation inside the bucket, the first bucket starting at 0, a quantile in the `+Inf`
-//!   bucket answered with the highest finite bound, and non-monotonic counts flattened.
+//! - [`rate`] and [`increase`]: `rate(counter[range])`, Prometheus's extrapolated rate over
+//!   the samples in the left-open range `(at - range, at]`, with counter resets,
+//!   extrapolation to the range's edges limited to half a sampling interval when the series
+//!   starts or ends inside it, and no extrapolation below zero.
+//! - [`histogram_quantile`]: `histogram_quantile(q, ...)` over classic cumulative buckets:
+//!   linear interpolation inside the bucket, the first bucket starting at 0, a quantile in the
+//!   `+Inf` bucket answered with the highest finite bound, and non-monotonic counts flattened.
 //!
-//! Written from the behaviour documented for Prometheus 3 (and its `promql/functions.go` and
-//! `promql/quantile.go`); the unit tests below are worked by hand.
+//! Written from the behaviour of Prometheus 3 (`promql/functions.go`, `promql/quantile.go`).
+//! Prometheus 2 differs in two corners: its ranges include a sample exactly at the start,
+//! and it limits the backward extrapolation of a series that starts inside the range after
+//! (not before) clamping it at the counter's zero point, which changes the result only when
+//! that zero point lies between 0.5 and 1.1 sample intervals before the first sample.
+//!
+//! ```
+//! use redwatch::dashboard::promql::{histogram_quantile, rate};
+//!
+//! // A counter sampled every 15 s: rate(x[1m]) at t = 67 s.
+//! let samples = [(15_000, 100.0), (30_000, 130.0), (45_000, 10.0), (60_000, 40.0)];
+//! let per_second = rate(&samples, 67_000, 60_000).unwrap();
+//! assert!((per_second - 1.5555555555555556).abs() < 1e-12);
+//!
+//! // (upper bound, cumulative count) pairs, `+Inf` included.
+//! let buckets = [(0.1, 10.0), (0.5, 30.0), (1.0, 40.0), (f64::INFINITY, 40.0)];
+//! assert!((histogram_quantile(0.5, &buckets).unwrap() - 0.3).abs() < 1e-12);
+//! ```
 
 /// The samples of a sorted sample list inside the left-open range `(end - range, end]`, as
 /// a range selector selects them in Prometheus 3.
@@ -25,10 +41,26 @@ pub(crate) fn in_range<T>(
     &samples[from..to.max(from)]
 }
 
-/// `rate()` (per second, `per_second = true`) or `increase()` of a counter whose samples
-/// `(time in ms, value)`, sorted by time, all lie in `(start_ms, end_ms]`. `None` with fewer
-/// than two samples, as Prometheus returns no value then.
-pub(crate) fn rate(
+/// `rate(counter[range])` evaluated at `at_ms`: the per-second increase of a counter whose
+/// samples `(time in ms, value)` are sorted by time, over those in
+/// `(at_ms - range_ms, at_ms]`. `None` with fewer than two samples there, as Prometheus
+/// returns no value then.
+pub fn rate(samples: &[(i64, f64)], at_ms: i64, range_ms: i64) -> Option<f64> {
+    let start_ms = at_ms.saturating_sub(range_ms);
+    let points = in_range(samples, |sample| sample.0, start_ms, at_ms);
+    extrapolated(points, start_ms, at_ms, true)
+}
+
+/// `increase(counter[range])` evaluated at `at_ms`: [`rate`] times the range.
+pub fn increase(samples: &[(i64, f64)], at_ms: i64, range_ms: i64) -> Option<f64> {
+    let start_ms = at_ms.saturating_sub(range_ms);
+    let points = in_range(samples, |sample| sample.0, start_ms, at_ms);
+    extrapolated(points, start_ms, at_ms, false)
+}
+
+/// The extrapolated increase (per second when `per_second`) of `points`, which all lie in
+/// `(start_ms, end_ms]`.
+fn extrapolated(
     points: &[(i64, f64)],
     start_ms: i64,
     end_ms: i64,
@@ -73,7 +105,7 @@ pub(crate) fn rate(
 /// in any order and possibly with repeated bounds (their counts are added, as when series
 /// are summed by `le`). `None` where Prometheus returns NaN: no `+Inf` bucket, fewer than
 /// two buckets, or no observations. `q` outside `[0, 1]` gives `-Inf` / `+Inf`.
-pub(crate) fn bucket_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     if q.is_nan() {
         return None;
     }
@@ -164,8 +196,8 @@ mod tests {
             (50, 50.0),
             (60, 60.0),
         ]);
-        assert!(close(rate(&points, 0, 60_000, true), 1.0));
-        assert!(close(rate(&points, 0, 60_000, false), 60.0));
+        assert!(close(rate(&points, 60_000, 60_000), 1.0));
+        assert!(close(increase(&points, 60_000, 60_000), 60.0));
     }
 
     #[test]
@@ -174,7 +206,7 @@ mod tests {
         // start gap 15 s is extrapolated (zero point 45*100/70 s back is further), the end
         // gap is 0: 70 * 60/45 / 60 = 1.5556 per second.
         let points = at(&[(15, 100.0), (30, 130.0), (45, 10.0), (60, 40.0)]);
-        assert!(close(rate(&points, 0, 60_000, true), 70.0 / 45.0));
+        assert!(close(rate(&points, 60_000, 60_000), 70.0 / 45.0));
     }
 
     #[test]
@@ -182,17 +214,20 @@ mod tests {
         // Starts at t=40 s inside (0, 60]: the 40 s gap exceeds 1.1 * 10 s, so at most 5 s
         // back, and the zero point 20*3/20 = 3 s back is nearer: (20 + 3)/20 * 20 = 23.
         let late = at(&[(40, 3.0), (50, 13.0), (60, 23.0)]);
-        assert!(close(rate(&late, 0, 60_000, true), 23.0 / 60.0));
+        assert!(close(rate(&late, 60_000, 60_000), 23.0 / 60.0));
         // Ends at t=30 s: 5 s forward instead of 30; starts from 0 so no backward part:
         // (20 + 0 + 5)/20 * 20 = 25.
         let early = at(&[(10, 0.0), (20, 10.0), (30, 20.0)]);
-        assert!(close(rate(&early, 0, 60_000, true), 25.0 / 60.0));
+        assert!(close(rate(&early, 60_000, 60_000), 25.0 / 60.0));
     }
 
     #[test]
     fn rate_needs_two_samples() {
-        assert_eq!(rate(&at(&[(30, 5.0)]), 0, 60_000, true), None);
-        assert_eq!(rate(&[], 0, 60_000, true), None);
+        assert_eq!(rate(&at(&[(30, 5.0)]), 60_000, 60_000), None);
+        assert_eq!(rate(&[], 60_000, 60_000), None);
+        // A sample exactly at the range start is outside it.
+        let edge = at(&[(0, 0.0), (30, 5.0)]);
+        assert_eq!(rate(&edge, 60_000, 60_000), None);
     }
 
     #[test]
@@ -207,17 +242,17 @@ mod tests {
     fn quantiles_interpolate_inside_buckets_from_zero() {
         let buckets = [(0.1, 10.0), (0.5, 30.0), (1.0, 40.0), (f64::INFINITY, 40.0)];
         // Rank 20 falls in (0.1, 0.5] holding 20: 0.1 + 0.4 * 10/20.
-        assert!(close(bucket_quantile(0.5, &buckets), 0.3));
+        assert!(close(histogram_quantile(0.5, &buckets), 0.3));
         // Rank 39.6 in (0.5, 1]: 0.5 + 0.5 * 9.6/10.
-        assert!(close(bucket_quantile(0.99, &buckets), 0.98));
+        assert!(close(histogram_quantile(0.99, &buckets), 0.98));
         // Rank 4 in the first bucket, which starts at 0: 0.1 * 4/10.
-        assert!(close(bucket_quantile(0.1, &buckets), 0.04));
+        assert!(close(histogram_quantile(0.1, &buckets), 0.04));
     }
 
     #[test]
     fn a_quantile_in_the_inf_bucket_is_the_highest_finite_bound() {
         let buckets = [(0.1, 10.0), (0.5, 10.0), (f64::INFINITY, 20.0)];
-        assert!(close(bucket_quantile(0.9, &buckets), 0.5));
+        assert!(close(histogram_quantile(0.9, &buckets), 0.5));
     }
 
     #[test]
@@ -225,7 +260,7 @@ mod tests {
         // 10, 4, 12 becomes 10, 10, 12: rank 10.8 in (0.5, 1] holding 2: 0.5 + 0.5 * 0.8/2.
         // Unflattened it would be 0.5 + 0.5 * 6.8/8 = 0.925.
         let buckets = [(0.1, 10.0), (0.5, 4.0), (1.0, 12.0), (f64::INFINITY, 12.0)];
-        assert!(close(bucket_quantile(0.9, &buckets), 0.7));
+        assert!(close(histogram_quantile(0.9, &buckets), 0.7));
         // Two series summed by le arrive as repeated bounds in any order.
         let split = [
             (f64::INFINITY, 20.0),
@@ -237,23 +272,23 @@ mod tests {
             (1.0, 20.0),
             (f64::INFINITY, 20.0),
         ];
-        assert!(close(bucket_quantile(0.5, &split), 0.3));
+        assert!(close(histogram_quantile(0.5, &split), 0.3));
     }
 
     #[test]
     fn quantiles_without_data_are_nan_like_prometheus() {
         assert_eq!(
-            bucket_quantile(0.5, &[(0.1, 0.0), (f64::INFINITY, 0.0)]),
+            histogram_quantile(0.5, &[(0.1, 0.0), (f64::INFINITY, 0.0)]),
             None
         );
-        assert_eq!(bucket_quantile(0.5, &[(0.1, 3.0), (1.0, 4.0)]), None);
-        assert_eq!(bucket_quantile(0.5, &[(f64::INFINITY, 4.0)]), None);
+        assert_eq!(histogram_quantile(0.5, &[(0.1, 3.0), (1.0, 4.0)]), None);
+        assert_eq!(histogram_quantile(0.5, &[(f64::INFINITY, 4.0)]), None);
         assert_eq!(
-            bucket_quantile(1.5, &[(0.1, 1.0), (f64::INFINITY, 1.0)]),
+            histogram_quantile(1.5, &[(0.1, 1.0), (f64::INFINITY, 1.0)]),
             Some(f64::INFINITY)
         );
         assert_eq!(
-            bucket_quantile(-0.5, &[(0.1, 1.0), (f64::INFINITY, 1.0)]),
+            histogram_quantile(-0.5, &[(0.1, 1.0), (f64::INFINITY, 1.0)]),
             Some(f64::NEG_INFINITY)
         );
     }

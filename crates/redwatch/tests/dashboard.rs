@@ -1,9 +1,11 @@
 //! The `dashboard` feature end to end: its routes over HTTP (token, JSON, its own requests
-//! left out), and the page in headless Chromium on a live app with traffic — no script
-//! errors, charts with points, the table listing the routes, and a route drill-down.
+//! left out); its rate and quantile against Prometheus's own (`promtool`); and the page in
+//! headless Chromium on a live app with traffic — no script errors, charts with points, the
+//! table listing the routes, a route drill-down and alerts read from Prometheus.
 //!
-//! Chromium is Debian's `chromium` (`scripts/test` installs it). Without it the browser test
-//! prints a notice and passes, unless `CI` is set: then it fails.
+//! Chromium is Debian's `chromium` and promtool Debian's `prometheus` (`scripts/test`
+//! installs both). Without them those tests print a notice and pass, unless `CI` is set:
+//! then they fail.
 #![cfg(feature = "dashboard")]
 
 mod support;
@@ -478,4 +480,181 @@ async fn the_page_works_in_headless_chromium() {
     assert!(!list.contains("ApiQuiet"), "{list}");
     drop(server);
     drop(prometheus);
+}
+
+/// One input series of the promtool test: its selector and its values every 15 s from 0 s
+/// (`None` = no sample).
+struct InputSeries {
+    selector: &'static str,
+    values: [Option<f64>; 5],
+}
+
+impl InputSeries {
+    /// The samples `(ms, value)`.
+    fn samples(&self) -> Vec<(i64, f64)> {
+        (0i64..)
+            .zip(self.values)
+            .filter_map(|(i, value)| Some((i * 15_000, value?)))
+            .collect()
+    }
+}
+
+/// Evaluation time of every expression: the range `(7 s, 67 s]` holds the samples at 15, 30,
+/// 45 and 60 s, and none at its start, where Prometheus 2 and 3 differ.
+const EVAL_MS: i64 = 67_000;
+
+#[test]
+fn rate_and_histogram_quantile_agree_with_prometheus() {
+    let Some(promtool) = support::tool("promtool") else {
+        return;
+    };
+    use redwatch::dashboard::promql::{histogram_quantile, rate};
+    let counters = [
+        (
+            "c_steady",
+            [Some(0.0), Some(5.0), Some(20.0), Some(35.0), Some(50.0)],
+        ),
+        (
+            "c_reset",
+            [Some(90.0), Some(100.0), Some(130.0), Some(10.0), Some(40.0)],
+        ),
+        // Starts inside the range; ends inside it; never moves; starts far from zero.
+        ("c_late", [None, None, None, Some(3.0), Some(13.0)]),
+        (
+            "c_early",
+            [Some(0.0), Some(0.0), Some(10.0), Some(20.0), None],
+        ),
+        ("c_flat", [Some(7.0); 5]),
+        (
+            "c_high",
+            [
+                Some(1000.0),
+                Some(1010.0),
+                Some(1025.0),
+                Some(1030.0),
+                Some(1050.0),
+            ],
+        ),
+    ];
+    let mut series: Vec<InputSeries> = counters
+        .iter()
+        .map(|&(selector, values)| InputSeries { selector, values })
+        .collect();
+    // Two instances of a histogram (bounds 0.1, 0.25, 1), summed by le before the quantile;
+    // the second has a decreasing bucket, so that the sum decreases at 0.25 and
+    // histogram_quantile flattens it.
+    let per_step: [(&str, [f64; 4]); 2] =
+        [("a", [4.0, 8.0, 10.0, 10.0]), ("b", [6.0, 1.0, 9.0, 11.0])];
+    let bounds = ["0.1", "0.25", "1", "+Inf"];
+    let selectors: Vec<&'static str> = per_step
+        .iter()
+        .flat_map(|(instance, _)| {
+            bounds
+                .iter()
+                .map(move |le| &*format!("h_bucket{{i=\"{instance}\",le=\"{le}\"}}").leak())
+        })
+        .collect();
+    for (n, selector) in selectors.iter().enumerate() {
+        let (_, steps) = per_step[n / bounds.len()];
+        let step = steps[n % bounds.len()];
+        let values = std::array::from_fn(|i| Some(step * i as f64));
+        series.push(InputSeries { selector, values });
+    }
+
+    // Our values of the expressions, evaluated at 67 s over 1 m.
+    let rate_of = |selector: &str| {
+        let input = series.iter().find(|s| s.selector == selector).unwrap();
+        rate(&input.samples(), EVAL_MS, 60_000)
+    };
+    let mut expected: Vec<(String, f64)> = counters
+        .iter()
+        .map(|(name, _)| (format!("rate({name}[1m])"), rate_of(name).unwrap()))
+        .collect();
+    let summed: Vec<(f64, f64)> = bounds
+        .iter()
+        .enumerate()
+        .map(|(b, le)| {
+            let bound = if *le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            let total = (0..per_step.len())
+                .map(|instance| rate_of(selectors[instance * bounds.len() + b]).unwrap())
+                .sum::<f64>();
+            (bound, total)
+        })
+        .collect();
+    for q in [0.5, 0.9, 0.99] {
+        let expr = format!("histogram_quantile({q}, sum by (le) (rate(h_bucket[1m])))");
+        expected.push((expr, histogram_quantile(q, &summed).unwrap()));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("promql_test.yml");
+    let mut yaml =
+        String::from("evaluation_interval: 15s\ntests:\n  - interval: 15s\n    input_series:\n");
+    for input in &series {
+        let values: Vec<String> = input
+            .values
+            .iter()
+            .map(|value| value.map_or("_".to_owned(), |v| v.to_string()))
+            .collect();
+        yaml += &format!(
+            "      - series: '{}'\n        values: '{}'\n",
+            input.selector,
+            values.join(" ")
+        );
+    }
+    yaml += "    promql_expr_test:\n";
+    for (expr, value) in &expected {
+        yaml += &format!(
+            "      - expr: '{expr}'\n        eval_time: 67s\n        exp_samples:\n          - value: {value:?}\n"
+        );
+    }
+    std::fs::write(&file, yaml).unwrap();
+    let output = Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        return;
+    }
+    // promtool compares exactly; the last digit may differ with the order of operations.
+    // Every mismatch must be a rounding difference, and every expression must have a value.
+    let got = got_values(&report);
+    assert!(!got.is_empty(), "promtool failed without values:\n{report}");
+    for (expr, prometheus) in got {
+        let ours = expected
+            .iter()
+            .find(|(e, _)| *e == expr)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("unexpected expression {expr} in\n{report}"));
+        let prometheus =
+            prometheus.unwrap_or_else(|| panic!("Prometheus has no value for {expr}:\n{report}"));
+        assert!(
+            (ours - prometheus).abs() <= ours.abs() * 1e-12,
+            "{expr}: ours {ours}, Prometheus {prometheus}\n{report}"
+        );
+    }
+}
+
+/// The `got` value of each failed expression in promtool's report (`None` when it had none).
+fn got_values(report: &str) -> Vec<(String, Option<f64>)> {
+    let mut found = Vec::new();
+    let mut current: Option<String> = None;
+    for line in report.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("expr: \"") {
+            current = rest.split("\", time:").next().map(str::to_owned);
+        } else if let Some(rest) = line.strip_prefix("got:")
+            && let Some(expr) = current.take()
+        {
+            let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+            found.push((expr, value));
+        }
+    }
+    found
 }
