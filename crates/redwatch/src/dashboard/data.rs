@@ -312,6 +312,167 @@ fn instant(samples: &[Sample], at_ms: i64) -> Option<&Sample> {
     in_range(samples, |sample| sample.at_ms, at_ms - LOOKBACK_MS, at_ms).last()
 }
 
+/// What one request for data looks at: the samples, the series in scope and the times.
+struct View<'a> {
+    history: &'a History,
+    samples: &'a [Sample],
+    settings: &'a Settings,
+    /// Indices of the series in scope (the drill-down's route, or all).
+    scope: Vec<usize>,
+    times_ms: Vec<i64>,
+    end_ms: i64,
+    range_ms: i64,
+}
+
+/// The RED lines of the charts, one value per evaluation time.
+#[derive(Default)]
+struct RedLines {
+    requests: Lines,
+    errors: Lines,
+    statuses: Lines,
+    averages: Lines,
+    under: Lines,
+    quantiles: [Lines; 3],
+    heatmap_rows: Vec<Vec<Option<f64>>>,
+    burn_rate: Vec<Option<f64>>,
+}
+
+/// The process lines of the charts.
+struct ProcessLines {
+    active_requests: Vec<Option<f64>>,
+    cpu_cores: Vec<Option<f64>>,
+    resident_memory_bytes: Vec<Option<f64>>,
+}
+
+impl View<'_> {
+    fn window_ms(&self) -> i64 {
+        self.settings.rate_window_ms
+    }
+
+    /// Evaluates the RED queries at every time over the rate window.
+    fn red_lines(&self) -> RedLines {
+        let points = self.times_ms.len();
+        let window_s = self.window_ms() as f64 / 1000.0;
+        let bounds = &self.history.bounds;
+        let threshold = self.settings.threshold_bucket;
+        let budget = 1.0 - self.settings.objective;
+        let mut lines = RedLines {
+            heatmap_rows: vec![vec![None; points]; self.history.buckets_per_series()],
+            burn_rate: vec![None; points],
+            ..RedLines::default()
+        };
+        for (k, &t) in self.times_ms.iter().enumerate() {
+            let groups = evaluate(
+                self.history,
+                self.samples,
+                &self.scope,
+                t - self.window_ms(),
+                t,
+            );
+            for (route, group) in &groups.routes {
+                lines.requests.set(route, k, points, group.count);
+                if group.errors.is_some() {
+                    lines.errors.set(route, k, points, group.errors);
+                }
+                lines.averages.set(route, k, points, group.average());
+                lines.under.set(route, k, points, group.under(threshold));
+                for (quantile, q) in lines.quantiles.iter_mut().zip([0.5, 0.9, 0.99]) {
+                    quantile.set(route, k, points, group.quantile(q, bounds));
+                }
+            }
+            for (status, group) in &groups.statuses {
+                lines
+                    .statuses
+                    .set(&status.to_string(), k, points, group.count);
+            }
+            let total = &groups.total;
+            if total.count.is_some() {
+                // increase() per bucket, de-accumulated.
+                let mut below = 0.0;
+                for (row, &cumulative) in lines.heatmap_rows.iter_mut().zip(&total.buckets) {
+                    row[k] = Some((cumulative - below) * window_s);
+                    below = cumulative;
+                }
+                lines.burn_rate[k] = total.error_ratio().map(|ratio| ratio / budget);
+            }
+        }
+        lines
+    }
+
+    /// Requests in flight and memory as instant values, CPU as a rate, at every time.
+    fn process_lines(&self) -> ProcessLines {
+        let mut cpu_points = Vec::new();
+        let mut lines = ProcessLines {
+            active_requests: Vec::with_capacity(self.times_ms.len()),
+            cpu_cores: Vec::with_capacity(self.times_ms.len()),
+            resident_memory_bytes: Vec::with_capacity(self.times_ms.len()),
+        };
+        for &t in &self.times_ms {
+            let latest = instant(self.samples, t);
+            lines
+                .active_requests
+                .push(latest.map(|sample| sample.active as f64));
+            lines
+                .resident_memory_bytes
+                .push(latest.and_then(|sample| sample.resident_bytes.map(|bytes| bytes as f64)));
+            let in_window = in_range(self.samples, |s| s.at_ms, t - self.window_ms(), t);
+            cpu_points.clear();
+            cpu_points.extend(
+                in_window
+                    .iter()
+                    .filter_map(|sample| Some((sample.at_ms, sample.cpu_seconds?))),
+            );
+            lines.cpu_cores.push(rate(&cpu_points, t, self.window_ms()));
+        }
+        lines
+    }
+
+    /// Availability and burn rate over the whole range, at its end.
+    fn range_summary(&self) -> (Option<f64>, Option<f64>) {
+        let start = self.end_ms - self.range_ms;
+        let whole = evaluate(self.history, self.samples, &self.scope, start, self.end_ms).total;
+        let ratio = whole.error_ratio();
+        let budget = 1.0 - self.settings.objective;
+        (
+            ratio.map(|ratio| 1.0 - ratio),
+            ratio.map(|ratio| ratio / budget),
+        )
+    }
+
+    /// One row per route of every series, at the latest sample.
+    fn route_table(&self) -> Vec<RouteRow> {
+        let history = self.history;
+        let per_series = history.buckets_per_series();
+        let all: Vec<usize> = (0..history.series.len()).collect();
+        let start = self.end_ms - self.window_ms();
+        let now = evaluate(history, self.samples, &all, start, self.end_ms);
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        if let Some(last) = self.samples.last() {
+            for (index, key) in history.series.iter().enumerate() {
+                let at = (index + 1) * per_series - 1;
+                let count = last.buckets.get(at).copied().unwrap_or(0);
+                *counts.entry(key.route.as_str()).or_insert(0) += count;
+            }
+        }
+        let empty = Group::default();
+        counts
+            .into_iter()
+            .map(|(route, count)| {
+                let group = now.routes.get(route).unwrap_or(&empty);
+                RouteRow {
+                    route: route.to_owned(),
+                    count,
+                    requests_per_s: group.count,
+                    error_ratio: group.error_ratio(),
+                    p50_s: group.quantile(0.5, &history.bounds),
+                    p99_s: group.quantile(0.99, &history.bounds),
+                    under_threshold_ratio: group.under(self.settings.threshold_bucket),
+                }
+            })
+            .collect()
+    }
+}
+
 /// Computes everything the page shows for `query` from `history`.
 pub(crate) fn compute(
     history: &mut History,
@@ -329,10 +490,7 @@ pub(crate) fn compute(
         .map_or_else(super::history::now_ms, |s| s.at_ms);
     let step_ms = (range_ms / POINTS).max(settings.resolution_ms).max(1);
     let points = usize::try_from(range_ms / step_ms).unwrap_or(1).max(1);
-    let times_ms: Vec<i64> = (0..points)
-        .map(|k| end_ms - (points - 1 - k) as i64 * step_ms)
-        .collect();
-    let scope: Vec<usize> = (0..history.series.len())
+    let scope = (0..history.series.len())
         .filter(|&i| {
             query
                 .route
@@ -340,124 +498,54 @@ pub(crate) fn compute(
                 .is_none_or(|route| history.series[i].route == *route)
         })
         .collect();
-    let window = settings.rate_window_ms;
-    let window_s = window as f64 / 1000.0;
-    let bounds = &history.bounds;
-    let per_series = history.buckets_per_series();
-
-    let mut requests = Lines::default();
-    let mut errors = Lines::default();
-    let mut statuses = Lines::default();
-    let mut averages = Lines::default();
-    let mut under = Lines::default();
-    let mut quantiles = [Lines::default(), Lines::default(), Lines::default()];
-    let mut heatmap_rows = vec![vec![None; points]; per_series];
-    let mut burn_rate = vec![None; points];
-    let mut active_requests = vec![None; points];
-    let mut cpu_cores = vec![None; points];
-    let mut resident_memory_bytes = vec![None; points];
-    let budget = 1.0 - settings.objective;
-    let mut points_buffer = Vec::new();
-
-    for (k, &t) in times_ms.iter().enumerate() {
-        let groups = evaluate(history, samples, &scope, t - window, t);
-        for (route, group) in &groups.routes {
-            requests.set(route, k, points, group.count);
-            if group.errors.is_some() {
-                errors.set(route, k, points, group.errors);
-            }
-            averages.set(route, k, points, group.average());
-            under.set(route, k, points, group.under(settings.threshold_bucket));
-            for (lines, q) in quantiles.iter_mut().zip([0.5, 0.9, 0.99]) {
-                lines.set(route, k, points, group.quantile(q, bounds));
-            }
-        }
-        for (status, group) in &groups.statuses {
-            statuses.set(&status.to_string(), k, points, group.count);
-        }
-        let total = &groups.total;
-        if total.count.is_some() {
-            let mut below = 0.0;
-            for (row, &cumulative) in heatmap_rows.iter_mut().zip(&total.buckets) {
-                row[k] = Some((cumulative - below) * window_s);
-                below = cumulative;
-            }
-            burn_rate[k] = total.error_ratio().map(|ratio| ratio / budget);
-        }
-        let latest = instant(samples, t);
-        active_requests[k] = latest.map(|sample| sample.active as f64);
-        resident_memory_bytes[k] =
-            latest.and_then(|sample| sample.resident_bytes.map(|bytes| bytes as f64));
-        let in_window = in_range(samples, |sample| sample.at_ms, t - window, t);
-        points_buffer.clear();
-        points_buffer.extend(
-            in_window
-                .iter()
-                .filter_map(|sample| Some((sample.at_ms, sample.cpu_seconds?))),
-        );
-        cpu_cores[k] = rate(&points_buffer, t, window);
-    }
-
-    let whole = evaluate(history, samples, &scope, end_ms - range_ms, end_ms).total;
-    let availability = whole.error_ratio().map(|ratio| 1.0 - ratio);
-    let range_burn_rate = whole.error_ratio().map(|ratio| ratio / budget);
-
-    let all: Vec<usize> = (0..history.series.len()).collect();
-    let now = evaluate(history, samples, &all, end_ms - window, end_ms);
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    if let Some(last) = samples.last() {
-        for (index, key) in history.series.iter().enumerate() {
-            let at = (index + 1) * per_series - 1;
-            let count = last.buckets.get(at).copied().unwrap_or(0);
-            *counts.entry(key.route.as_str()).or_insert(0) += count;
-        }
-    }
-    let empty = Group::default();
-    let routes = counts
-        .into_iter()
-        .map(|(route, count)| {
-            let group = now.routes.get(route).unwrap_or(&empty);
-            RouteRow {
-                route: route.to_owned(),
-                count,
-                requests_per_s: group.count,
-                error_ratio: group.error_ratio(),
-                p50_s: group.quantile(0.5, bounds),
-                p99_s: group.quantile(0.99, bounds),
-                under_threshold_ratio: group.under(settings.threshold_bucket),
-            }
-        })
-        .collect();
-    let [p50, p90, p99] = quantiles;
-
+    let view = View {
+        history,
+        samples,
+        settings,
+        scope,
+        times_ms: (0..points)
+            .map(|k| end_ms - (points - 1 - k) as i64 * step_ms)
+            .collect(),
+        end_ms,
+        range_ms,
+    };
+    let red = view.red_lines();
+    let process = view.process_lines();
+    let (availability, range_burn_rate) = view.range_summary();
+    let [p50, p90, p99] = red.quantiles;
     DashboardData {
         range_s,
-        rate_window_s: window_s,
+        rate_window_s: settings.rate_window_ms as f64 / 1000.0,
         latency_threshold_s: settings.latency_threshold_s,
         objective: settings.objective,
         prometheus_url: settings.prometheus_url.clone(),
         route: query.route.clone(),
-        times_ms,
-        requests_per_s: requests.into_lines(),
-        errors_per_s: errors.into_lines(),
-        responses_per_s_by_status: statuses.into_lines(),
-        average_latency_s: averages.into_lines(),
-        under_threshold_ratio: under.into_lines(),
+        requests_per_s: red.requests.into_lines(),
+        errors_per_s: red.errors.into_lines(),
+        responses_per_s_by_status: red.statuses.into_lines(),
+        average_latency_s: red.averages.into_lines(),
+        under_threshold_ratio: red.under.into_lines(),
         p50_s: p50.into_lines(),
         p90_s: p90.into_lines(),
         p99_s: p99.into_lines(),
         heatmap: Heatmap {
-            upper_bounds_s: bounds.iter().map(|&b| Some(b)).chain([None]).collect(),
-            rows: heatmap_rows,
+            upper_bounds_s: history
+                .bounds
+                .iter()
+                .map(|&b| Some(b))
+                .chain([None])
+                .collect(),
+            rows: red.heatmap_rows,
         },
-        active_requests,
-        cpu_cores,
-        resident_memory_bytes,
-        burn_rate,
+        active_requests: process.active_requests,
+        cpu_cores: process.cpu_cores,
+        resident_memory_bytes: process.resident_memory_bytes,
+        burn_rate: red.burn_rate,
         availability,
         range_burn_rate,
-        routes,
+        routes: view.route_table(),
         series_not_kept: history.dropped_series,
+        times_ms: view.times_ms,
     }
 }
 
