@@ -130,6 +130,8 @@ fn settings_are_checked() {
             .to_string()
             .contains("objective")
     );
+    let endless = Dashboard::builder(&metrics).history(Duration::from_secs(30 * 3600));
+    assert!(refuse(endless).to_string().contains("at most"));
     let no_window = Dashboard::builder(&metrics).rate_window(Duration::from_millis(1500));
     assert!(refuse(no_window).to_string().contains("window"));
     assert!(

@@ -195,8 +195,10 @@ impl Sampler {
                         .push(now_ms(), &snapshot);
                     // Ticks on a fixed grid, so the spacing stays even whatever a sample costs.
                     ticks = ticks.saturating_add(1);
-                    let next = start + every * ticks;
-                    let wait = next.saturating_duration_since(Instant::now());
+                    let wait = every
+                        .checked_mul(ticks)
+                        .and_then(|offset| start.checked_add(offset))
+                        .map_or(every, |next| next.saturating_duration_since(Instant::now()));
                     match stopped.recv_timeout(wait) {
                         Err(RecvTimeoutError::Timeout) => {}
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => return,

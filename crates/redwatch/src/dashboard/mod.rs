@@ -44,6 +44,9 @@ use crate::Metrics;
 use data::Settings;
 use history::{History, Sampler};
 
+/// The most samples a history may hold (28 hours at 1 s).
+const MAX_SAMPLES: usize = 100_000;
+
 /// The live dashboard of one [`Metrics`]: a sampling thread and the history it fills.
 ///
 /// Cheap to clone; the sampling thread stops when the last clone, and the last router made
@@ -150,13 +153,14 @@ impl DashboardBuilder {
         self
     }
 
-    /// How much history is kept (default 15 minutes). The page offers ranges up to it.
+    /// How much history is kept (default 15 minutes; at most 100,000 samples). The page
+    /// offers ranges up to it.
     pub fn history(mut self, history: Duration) -> Self {
         self.history = history;
         self
     }
 
-    /// How often the registry is sampled (default 1 s).
+    /// How often the registry is sampled (default 1 s; from 10 ms to 1 hour).
     pub fn resolution(mut self, resolution: Duration) -> Self {
         self.resolution = resolution;
         self
@@ -211,8 +215,10 @@ impl DashboardBuilder {
                 self.path
             ));
         }
-        if self.resolution < Duration::from_millis(10) {
-            return fail("resolution must be at least 10 ms".into());
+        if self.resolution < Duration::from_millis(10)
+            || self.resolution > Duration::from_secs(3600)
+        {
+            return fail("resolution must be between 10 ms and 1 hour".into());
         }
         if self.history < self.resolution * 2 {
             return fail("history must hold at least two samples".into());
@@ -251,8 +257,15 @@ impl DashboardBuilder {
             self.metrics
                 .exclude_route_later(&format!("{}/data", self.path));
         }
-        let capacity = (self.history.as_nanos() / self.resolution.as_nanos()).max(2);
-        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+        let capacity = self.history.as_nanos() / self.resolution.as_nanos();
+        let Some(capacity) = usize::try_from(capacity)
+            .ok()
+            .filter(|&capacity| capacity <= MAX_SAMPLES)
+        else {
+            return fail(format!(
+                "history / resolution must be at most {MAX_SAMPLES} samples"
+            ));
+        };
         let history = Arc::new(Mutex::new(History::new(capacity, self.max_series, bounds)));
         let sampler = Sampler::start(self.metrics.clone(), Arc::clone(&history), self.resolution)
             .map_err(|error| {
