@@ -106,6 +106,12 @@ async fn the_page_and_its_data_share_the_metrics_token() {
     );
     let (status, _) = get_status(&app, "/ops/live/data?range=x", Some("s3cret")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = get_status(&app, "/ops/live/data?range=x", None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the token is checked first"
+    );
 
     // The page's own requests are not recorded, as /metrics is not; the app's are.
     get_status(&app, "/", None).await;

@@ -3,6 +3,8 @@
 
 use axum::body::Body;
 use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -18,7 +20,8 @@ const DATA_URL_PLACEHOLDER: &str = "\"__REDWATCH_DATA_URL__\"";
 impl Dashboard {
     /// An axum router serving the page on [`Dashboard::path`] and its data on
     /// `{path}/data`, to `merge` into an application. When the metrics have a bearer token,
-    /// both answer 401 without it, as `/metrics` does.
+    /// both answer 401 without it, as `/metrics` does; a browser then needs something that
+    /// adds the `Authorization` header, such as a reverse proxy.
     ///
     /// The data is computed on Tokio's blocking pool, never on the workers serving requests.
     pub fn router<S>(&self) -> axum::Router<S>
@@ -44,28 +47,37 @@ impl Dashboard {
             )
             .route(
                 &format!("{}/data", self.path()),
-                get(move |headers: HeaderMap, Query(query): Query<DataQuery>| {
-                    let dashboard = for_data.clone();
-                    async move {
-                        if let Some(refused) = dashboard.inner.metrics.refuse_unauthorized(&headers)
-                        {
-                            return refused.map(Body::new);
-                        }
-                        let computed = tokio::task::spawn_blocking(move || {
-                            serde_json::to_vec(&dashboard.data(&query))
-                        })
-                        .await;
-                        match computed {
-                            Ok(Ok(json)) => respond(Bytes::from(json), "application/json"),
-                            _ => {
-                                let mut response =
-                                    Response::new(Body::from("computing the dashboard failed\n"));
-                                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                                response
+                get(
+                    move |headers: HeaderMap, query: Result<Query<DataQuery>, QueryRejection>| {
+                        let dashboard = for_data.clone();
+                        async move {
+                            // The token first: without it, not even the query is looked at.
+                            if let Some(refused) =
+                                dashboard.inner.metrics.refuse_unauthorized(&headers)
+                            {
+                                return refused.map(Body::new);
+                            }
+                            let query = match query {
+                                Ok(Query(query)) => query,
+                                Err(rejection) => return rejection.into_response(),
+                            };
+                            let computed = tokio::task::spawn_blocking(move || {
+                                serde_json::to_vec(&dashboard.data(&query))
+                            })
+                            .await;
+                            match computed {
+                                Ok(Ok(json)) => respond(Bytes::from(json), "application/json"),
+                                _ => {
+                                    let mut response = Response::new(Body::from(
+                                        "computing the dashboard failed\n",
+                                    ));
+                                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                                    response
+                                }
                             }
                         }
-                    }
-                }),
+                    },
+                ),
             )
     }
 }
