@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use crate::collect::{self, AppInfo, ProcessStats, RuntimeStats};
 use crate::naming::{METHODS, process_names};
-use crate::process;
 use crate::registry::{AtomicHistogram, Config, Series, Shared};
 
 /// An exposition format.
@@ -332,11 +332,14 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
 
     // Info, process and runtime metrics keep their standard names: no namespace.
     let mut encoder = Encoder::new(out, format, "", &config.const_labels);
-    encode_info(&mut encoder, config);
-    if let Some(snapshot) = process::snapshot() {
-        encode_process(&mut encoder, &snapshot);
+    let collected = collect::collect(config);
+    encode_info(&mut encoder, config, &collected.info);
+    if let Some(process) = &collected.process {
+        encode_process(&mut encoder, process);
     }
-    encode_runtime(&mut encoder);
+    if let Some(runtime) = &collected.runtime {
+        encode_runtime(&mut encoder, runtime);
+    }
 }
 
 fn method_status_labels(config: &Config, method: u8, status: u16) -> String {
@@ -349,29 +352,22 @@ fn method_status_labels(config: &Config, method: u8, status: u16) -> String {
     )
 }
 
-fn encode_info(encoder: &mut Encoder<'_>, config: &Config) {
+fn encode_info(encoder: &mut Encoder<'_>, config: &Config, info: &AppInfo) {
     use crate::naming::Naming;
     let pairs = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", crate::registry::escape_label_value(v)))
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
             .collect::<Vec<_>>()
             .join(",")
     };
-    let lookup = |key: &str| {
-        config
-            .info
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or("", |(_, v)| v.as_str())
-    };
     let names = config.names();
     let mut labels = vec![
-        (names.version_label, lookup("version")),
-        (names.environment_label, lookup("environment")),
+        (names.version_label, info.version.as_str()),
+        (names.environment_label, info.environment.as_str()),
     ];
     if config.naming == Naming::Otel {
-        labels.insert(0, ("service_name", config.service_name.as_str()));
+        labels.insert(0, ("service_name", info.service_name.as_str()));
     } else {
         // prometheus_flask_exporter's own info metric, with the exporter's version.
         encoder.header(
@@ -391,7 +387,7 @@ fn encode_info(encoder: &mut Encoder<'_>, config: &Config) {
 }
 
 /// Process and runtime gauges, collected at scrape time.
-pub(crate) fn encode_process(encoder: &mut Encoder<'_>, snapshot: &process::Snapshot) {
+fn encode_process(encoder: &mut Encoder<'_>, snapshot: &ProcessStats) {
     encoder.header(
         process_names::CPU_SECONDS,
         Kind::Counter,
@@ -439,27 +435,23 @@ pub(crate) fn encode_process(encoder: &mut Encoder<'_>, snapshot: &process::Snap
     encoder.float_sample(process_names::START_TIME, "", snapshot.start_time_seconds);
 }
 
-/// Tokio runtime gauges from the stable metrics API, when scraped inside a runtime.
-pub(crate) fn encode_runtime(encoder: &mut Encoder<'_>) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let metrics = handle.metrics();
+/// Tokio runtime gauges from the stable metrics API.
+fn encode_runtime(encoder: &mut Encoder<'_>, runtime: &RuntimeStats) {
     let gauges = [
         (
             process_names::TOKIO_WORKERS,
             "Number of worker threads of the Tokio runtime.",
-            metrics.num_workers(),
+            runtime.workers,
         ),
         (
             process_names::TOKIO_ALIVE_TASKS,
             "Number of alive tasks in the Tokio runtime.",
-            metrics.num_alive_tasks(),
+            runtime.alive_tasks,
         ),
         (
             process_names::TOKIO_GLOBAL_QUEUE,
             "Number of tasks in the Tokio runtime's global queue.",
-            metrics.global_queue_depth(),
+            runtime.global_queue_depth,
         ),
     ];
     for (name, help, value) in gauges {
@@ -565,6 +557,20 @@ fn exemplar_start(line: &str) -> usize {
     rest.find(" # ").map_or(line.len(), |found| index + found)
 }
 
+/// Escapes a label value for the text and OpenMetrics formats.
+pub(crate) fn escape_label_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
 /// Lets unit tests act in the middle of an encode, on the encoding thread.
 #[cfg(test)]
 pub(crate) mod test_hook {
@@ -643,5 +649,11 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total 3\n# HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{v=\"1\"} 1\n# HELP temp_celsius T.\n# TYPE temp_celsius gauge\ntemp_celsius 20\n"
         );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label_value("x\ny"), "x\\ny");
     }
 }

@@ -33,11 +33,40 @@
 //! - Histogram counts are derived from one bucket snapshot at scrape time, so `_count` always
 //!   equals the `+Inf` bucket and buckets are monotonic, even while requests are recorded.
 //! - Storage and encoding are separate: [`Metrics::render`] writes Prometheus text 0.0.4 or
-//!   OpenMetrics 1.0; [`Metrics::respond`] adds content negotiation, gzip and bearer tokens.
+//!   OpenMetrics 1.0; [`Metrics::respond`] adds content negotiation, gzip and bearer tokens;
+//!   [`Metrics::snapshot`] gives the same numbers typed, without text.
+//!
+//! # A live dashboard
+//!
+//! With the `dashboard` feature, `redwatch::dashboard::Dashboard` adds a live page (requests, errors,
+//! latency quantiles, a heatmap, CPU, memory, availability, a route table with drill-down)
+//! and its JSON data to the app, computed as Prometheus would from an in-process history:
+//!
+#![cfg_attr(feature = "dashboard", doc = "```")]
+#![cfg_attr(not(feature = "dashboard"), doc = "```ignore")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Router, routing::get};
+//!
+//! let metrics = redwatch::Metrics::new();
+//! let dashboard = redwatch::dashboard::Dashboard::builder(&metrics).build()?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .merge(metrics.router())
+//!     .merge(dashboard.router()) // GET /dashboard
+//!     .layer(metrics.layer());
+//! # Ok(()) }
+//! ```
+//!
+//! `cargo run -p redwatch --features dashboard --example dashboard` shows it with traffic.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod collect;
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod dashboard;
 mod encode;
 mod exposition;
 mod layer;
@@ -45,7 +74,9 @@ mod metrics;
 mod naming;
 mod process;
 mod registry;
+mod snapshot;
 
+pub use collect::{AppInfo, Collected, ProcessStats, RuntimeStats};
 pub use encode::Format;
 pub use exposition::negotiate_format;
 pub use layer::{
@@ -56,6 +87,10 @@ pub use metrics::{BuildError, Metrics, MetricsBuilder};
 pub use naming::{
     ABANDONED_STATUS, DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, MetricNames, Naming,
     OVERFLOW_ROUTE, UNMATCHED_ROUTE, UnknownNaming, process_names,
+};
+
+pub use snapshot::{
+    ActiveRequests, Bucket, ExceptionCount, HistogramSnapshot, SeriesSnapshot, Snapshot,
 };
 
 /// Re-exported so that users register metrics with the same version redwatch encodes.

@@ -1,15 +1,23 @@
-//! [`Metrics`], the handle users keep, and its [`MetricsBuilder`].
+//! [`Metrics`], the handle users keep, with every method it has (recording, rendering,
+//! snapshots, serving), and its [`MetricsBuilder`].
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
 use regex::RegexSet;
 
+use crate::encode::escape_label_value;
 use crate::encode::{self, Format, LeValues};
+use crate::exposition::{accepts_gzip, bearer_matches, gzip, negotiate_format};
 use crate::layer::MetricsLayer;
 use crate::naming::{DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, Naming};
-use crate::registry::{Config, Core, Exclusions, escape_label_value};
+use crate::registry::{Config, Core, Exclusions};
+use crate::snapshot::{self, Snapshot};
 
 /// RED metrics for one service: the layer that records them, the registry that holds them
 /// and the `/metrics` exposition that serves them.
@@ -91,6 +99,23 @@ impl Metrics {
         &self.inner.metrics_path
     }
 
+    #[cfg(test)]
+    pub(crate) fn inner_core(&self) -> &Arc<Core> {
+        &self.inner.core
+    }
+
+    /// Stops recording requests to `route` (a template), unless it was already recorded.
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub(crate) fn exclude_route_later(&self, route: &str) {
+        self.inner.core.exclude_later(route);
+    }
+
+    /// The duration bucket bounds, in seconds.
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub(crate) fn duration_bounds(&self) -> &[f64] {
+        &self.inner.core.shared.config.duration_bounds_seconds
+    }
+
     pub(crate) fn bearer_token(&self) -> Option<&str> {
         self.inner.bearer_token.as_deref()
     }
@@ -155,6 +180,116 @@ impl Metrics {
         }
         inner.last_size.store(out.len(), Ordering::Relaxed);
         out
+    }
+
+    /// A typed, consistent view of every RED series (counts, sums and cumulative buckets,
+    /// read as the exposition reads them), the in-flight gauges and the process, runtime and
+    /// info values, for code that wants numbers rather than text. It reads `/proc`, like
+    /// [`Metrics::render`].
+    ///
+    /// ```
+    /// let metrics = redwatch::Metrics::new();
+    /// let snapshot = metrics.snapshot();
+    /// assert_eq!(snapshot.requests(|series| series.status >= 500), 0);
+    /// ```
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot::take(&self.inner.core.shared)
+    }
+
+    /// The `401` response for a request without the configured bearer token, or `None` when
+    /// the request may proceed (or no token is configured).
+    pub(crate) fn refuse_unauthorized(&self, headers: &HeaderMap) -> Option<Response<Full<Bytes>>> {
+        let token = self.bearer_token()?;
+        if bearer_matches(headers, token) {
+            return None;
+        }
+        let mut response = Response::new(Full::new(Bytes::from_static(
+            b"missing or wrong bearer token\n",
+        )));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"metrics\""),
+        );
+        Some(response)
+    }
+
+    /// Answers a scrape: checks the bearer token, picks the format from `Accept` and
+    /// compresses with gzip when `Accept-Encoding` allows it.
+    ///
+    /// This is the whole `/metrics` endpoint for any HTTP stack; [`Metrics::router`] wraps it
+    /// for axum. It blocks (rendering, gzip, `/proc` reads), for milliseconds with many
+    /// series: from async code call it through `tokio::task::spawn_blocking` or the like, as
+    /// [`Metrics::router`] does.
+    pub fn respond(&self, request_headers: &HeaderMap) -> Response<Full<Bytes>> {
+        if let Some(refused) = self.refuse_unauthorized(request_headers) {
+            return refused;
+        }
+        let format = negotiate_format(request_headers);
+        let body = self.render(format);
+        let mut response = Response::builder()
+            .header(CONTENT_TYPE, format.content_type())
+            .header(http::header::VARY, "Accept, Accept-Encoding");
+        let body = if accepts_gzip(request_headers) {
+            response = response.header(CONTENT_ENCODING, "gzip");
+            gzip(&body)
+        } else {
+            body
+        };
+        response
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    }
+
+    /// An axum router serving the exposition on [`Metrics::metrics_path`], to `merge` into an
+    /// application or to serve on its own listener. Each scrape is rendered on Tokio's
+    /// blocking pool, so it never stalls the workers that serve requests.
+    #[cfg(feature = "axum")]
+    pub fn router<S>(&self) -> axum::Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let metrics = self.clone();
+        axum::Router::new().route(
+            self.metrics_path(),
+            axum::routing::get(move |headers: HeaderMap| {
+                let metrics = metrics.clone();
+                async move {
+                    // Rendering many series, gzip and the /proc reads take milliseconds of
+                    // CPU and file I/O: run them where they cannot stall other requests.
+                    tokio::task::spawn_blocking(move || metrics.respond(&headers))
+                        .await
+                        .unwrap_or_else(|_panicked| {
+                            let mut response = Response::new(Full::new(Bytes::from_static(
+                                b"rendering the exposition failed\n",
+                            )));
+                            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                            response
+                        })
+                }
+            }),
+        )
+    }
+
+    /// Serves the exposition on its own listener, e.g. a port that only Prometheus can reach,
+    /// until `shutdown` completes.
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// let metrics = redwatch::Metrics::new();
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:9464").await?;
+    /// tokio::spawn(metrics.clone().serve(listener, std::future::pending()));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "axum")]
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router::<()>())
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 
@@ -471,7 +606,7 @@ mod tests {
         let size_bounds = config.size_bounds_bytes.as_deref().unwrap();
         // 2^62 ns is 146 years: a few such observations stand for weeks of many long streams.
         let step = 1u64 << 62;
-        let mut last = [0.0f64; 4];
+        let mut last = [0.0f64; 6];
         for i in 1..=12u32 {
             entry.with_series(0, 200, |series| {
                 series.duration.observe(&config.duration_bounds_nanos, step);
@@ -491,6 +626,12 @@ mod tests {
                     exact,
                 ));
             }
+            // The typed snapshot reads the same sums.
+            let snapshot = metrics.snapshot();
+            let series = &snapshot.series[0];
+            let response = series.response_size.as_ref().unwrap();
+            sums.push((series.duration.sum, exact / 1e9));
+            sums.push((response.sum, exact));
             for (index, (sum, expected)) in sums.into_iter().enumerate() {
                 assert!(
                     (sum - expected).abs() <= expected * 1e-12,

@@ -1,19 +1,10 @@
 //! Process metrics read from `/proc` at scrape time (Linux only; elsewhere they are omitted).
 
-/// One reading of the process's resource usage.
-pub(crate) struct Snapshot {
-    pub(crate) cpu_seconds: f64,
-    pub(crate) resident_memory_bytes: u64,
-    pub(crate) virtual_memory_bytes: u64,
-    pub(crate) open_fds: u64,
-    pub(crate) max_fds: Option<u64>,
-    pub(crate) start_time_seconds: f64,
-    pub(crate) threads: u64,
-}
+use crate::collect::ProcessStats;
 
 /// Reads the current process's metrics; `None` where `/proc` is unavailable.
 #[cfg(target_os = "linux")]
-pub(crate) fn snapshot() -> Option<Snapshot> {
+pub(crate) fn read() -> Option<ProcessStats> {
     use procfs::process::{LimitValue, Process};
 
     let process = Process::myself().ok()?;
@@ -27,7 +18,7 @@ pub(crate) fn snapshot() -> Option<Snapshot> {
             LimitValue::Value(value) => Some(value),
             LimitValue::Unlimited => None,
         });
-    Some(Snapshot {
+    Some(ProcessStats {
         cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
         resident_memory_bytes: stat.rss * procfs::page_size(),
         virtual_memory_bytes: stat.vsize,
@@ -40,6 +31,6 @@ pub(crate) fn snapshot() -> Option<Snapshot> {
 
 /// Reads the current process's metrics; `None` where `/proc` is unavailable.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn snapshot() -> Option<Snapshot> {
+pub(crate) fn read() -> Option<ProcessStats> {
     None
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use regex::RegexSet;
 
+use crate::encode::escape_label_value;
 use crate::naming::{METHODS, MetricNames, Naming, OVERFLOW_ROUTE, UNMATCHED_ROUTE};
 
 type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
@@ -105,6 +106,8 @@ impl WideSum {
 pub(crate) struct Series {
     pub(crate) method: u8,
     pub(crate) status: u16,
+    /// The route value as recorded (unescaped), for snapshots.
+    pub(crate) route: Arc<str>,
     /// The rendered label pairs, e.g. `http_request_method="GET",http_route="/",...`.
     pub(crate) labels: Box<str>,
     pub(crate) duration: AtomicHistogram,
@@ -175,6 +178,8 @@ pub(crate) struct RouteEntry {
     pub(crate) shared: Arc<Shared>,
     /// Requests to this route are passed through unrecorded.
     pub(crate) excluded: bool,
+    /// The route value as recorded, shared by the route's series.
+    route: Arc<str>,
     /// The route as a label value, escaped for the exposition formats.
     escaped_route: Box<str>,
     /// The first series of this route, found by a scan of a few atomic loads: a route sees
@@ -194,6 +199,7 @@ impl RouteEntry {
         Self {
             shared,
             excluded,
+            route: route.into(),
             escaped_route: escape_label_value(route).into(),
             slots: Default::default(),
             overflow: FastMap::default(),
@@ -273,6 +279,7 @@ impl RouteEntry {
         Series {
             method,
             status,
+            route: Arc::clone(&self.route),
             labels: labels.into(),
             duration: AtomicHistogram::new(config.duration_bounds_nanos.len()),
             request_size: size_histogram(),
@@ -289,8 +296,11 @@ pub(crate) struct Exclusions {
 }
 
 impl Exclusions {
-    fn excludes(&self, route: &str) -> bool {
-        self.exact.iter().any(|excluded| excluded == route)
+    fn excludes(&self, route: &str, later: &[String]) -> bool {
+        self.exact
+            .iter()
+            .chain(later)
+            .any(|excluded| excluded == route)
             || self
                 .patterns
                 .as_ref()
@@ -305,6 +315,8 @@ pub(crate) struct Core {
     route_count: AtomicUsize,
     max_routes: usize,
     exclusions: Exclusions,
+    /// Routes excluded after the build (the dashboard's own), for routes not seen yet.
+    excluded_later: Mutex<Vec<String>>,
     unmatched: Arc<RouteEntry>,
     overflow: Arc<RouteEntry>,
 }
@@ -321,7 +333,7 @@ impl Core {
         let unmatched = Arc::new(RouteEntry::new(
             Arc::clone(&shared),
             UNMATCHED_ROUTE,
-            exclusions.excludes(UNMATCHED_ROUTE),
+            exclusions.excludes(UNMATCHED_ROUTE, &[]),
         ));
         let overflow = Arc::new(RouteEntry::new(Arc::clone(&shared), OVERFLOW_ROUTE, false));
         Self {
@@ -330,6 +342,7 @@ impl Core {
             route_count: AtomicUsize::new(0),
             max_routes,
             exclusions,
+            excluded_later: Mutex::new(Vec::new()),
             unmatched,
             overflow,
         }
@@ -339,6 +352,15 @@ impl Core {
     #[inline]
     pub(crate) fn unmatched(&self) -> Arc<RouteEntry> {
         Arc::clone(&self.unmatched)
+    }
+
+    /// Stops recording `route` from its first request on (a route already recorded stays).
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub(crate) fn exclude_later(&self, route: &str) {
+        self.excluded_later
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(route.to_owned());
     }
 
     /// The entry for a matched route template.
@@ -353,11 +375,14 @@ impl Core {
         if self.route_count.load(Ordering::Relaxed) >= self.max_routes {
             return Arc::clone(&self.overflow);
         }
-        let entry = Arc::new(RouteEntry::new(
-            Arc::clone(&self.shared),
-            route,
-            self.exclusions.excludes(route),
-        ));
+        let excluded = {
+            let later = self
+                .excluded_later
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.exclusions.excludes(route, &later)
+        };
+        let entry = Arc::new(RouteEntry::new(Arc::clone(&self.shared), route, excluded));
         let stored = routes.get_or_insert(route.into(), Arc::clone(&entry));
         if Arc::ptr_eq(stored, &entry) {
             self.route_count.fetch_add(1, Ordering::Relaxed);
@@ -369,20 +394,6 @@ impl Core {
 /// Records a handler panic for the `flask` exceptions counter.
 pub(crate) fn record_exception(shared: &Shared, method: u8, status: u16) {
     *shared.exceptions().entry((method, status)).or_insert(0) += 1;
-}
-
-/// Escapes a label value for the text and OpenMetrics formats.
-pub(crate) fn escape_label_value(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 #[cfg(test)]
@@ -431,11 +442,5 @@ mod tests {
         caught.low.store(5, Ordering::Relaxed);
         caught.crossings.store(1, Ordering::Relaxed);
         assert_eq!(caught.load(), (1 << 64) + 5);
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape_label_value("x\ny"), "x\\ny");
     }
 }

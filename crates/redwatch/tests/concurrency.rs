@@ -11,7 +11,7 @@ use axum::routing::get;
 use http::{Method, Request, StatusCode};
 use rand::{RngExt, SeedableRng};
 use redwatch::Metrics;
-use support::{check_histograms, scrape, total};
+use support::{check_histograms, check_snapshot, scrape, total};
 use tower::ServiceExt;
 
 fn app(metrics: &Metrics) -> Router {
@@ -36,7 +36,9 @@ async fn counts_are_exact_and_scrapes_consistent_under_concurrency() {
         std::thread::spawn(move || {
             let mut scrapes = 0;
             while running.load(Ordering::Relaxed) && scrapes < 100_000 {
+                // The text and the typed snapshot are both consistent in every read.
                 check_histograms(&scrape(&metrics));
+                check_snapshot(&metrics.snapshot());
                 scrapes += 1;
             }
             scrapes
@@ -66,30 +68,30 @@ async fn counts_are_exact_and_scrapes_consistent_under_concurrency() {
     let scrapes = scraper.join().unwrap();
     assert!(scrapes > 0);
 
-    let samples = scrape(&metrics);
-    let name = "http_server_request_duration_seconds_count";
-    assert_eq!(total(&samples, name, &[]), (TASKS * PER_TASK) as f64);
-    let per_route = |route| total(&samples, name, &[("http_route", route)]);
-    let expected = (TASKS * PER_TASK / 3) as f64;
+    let snapshot = metrics.snapshot();
+    let all = (TASKS * PER_TASK) as u64;
+    assert_eq!(snapshot.requests(|_| true), all);
+    let per_route = |route: &str| snapshot.requests(|s| s.route == route);
+    let expected = all / 3;
     assert_eq!(
         per_route("/a") + per_route("/b/{id}") + per_route("/c"),
-        (TASKS * PER_TASK) as f64
+        all
     );
     for route in ["/a", "/b/{id}", "/c"] {
         assert!(
-            (per_route(route) - expected).abs() <= TASKS as f64,
+            per_route(route).abs_diff(expected) <= TASKS as u64,
             "{route}"
         );
     }
-    assert_eq!(check_histograms(&samples), 3);
-    assert_eq!(total(&samples, "http_server_active_requests", &[]), 0.0);
+    assert_eq!(check_snapshot(&snapshot), 3);
+    assert_eq!(snapshot.active_requests(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_requests_to_unknown_paths_with_random_methods_add_no_series() {
     let metrics = Metrics::new();
     let app = app(&metrics);
-    let series_count = |metrics: &Metrics| scrape(metrics).len();
+    let series_count = |metrics: &Metrics| metrics.snapshot().series.len();
 
     // Warm up: every standard method and one custom method against an unknown path.
     let standard = [
@@ -138,19 +140,11 @@ async fn a_million_requests_to_unknown_paths_with_random_methods_add_no_series()
     }
 
     assert_eq!(series_count(&metrics), before, "no new series");
-    let samples = scrape(&metrics);
-    let counted = total(
-        &samples,
-        "http_server_request_duration_seconds_count",
-        &[("http_route", "unmatched")],
-    );
-    assert_eq!(counted, (REQUESTS + standard.len()) as f64);
-    let other = total(
-        &samples,
-        "http_server_request_duration_seconds_count",
-        &[("http_request_method", "_OTHER")],
-    );
-    assert!(other > 0.0, "custom methods are recorded as _OTHER");
+    let snapshot = metrics.snapshot();
+    let counted = snapshot.requests(|s| s.route == "unmatched");
+    assert_eq!(counted, (REQUESTS + standard.len()) as u64);
+    let other = snapshot.requests(|s| s.method == "_OTHER");
+    assert!(other > 0, "custom methods are recorded as _OTHER");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,6 +169,14 @@ async fn process_and_runtime_metrics_are_read_at_scrape_time() {
     }
     assert_eq!(total(&samples, "tokio_runtime_workers", &[]), 2.0);
     assert_eq!(find(&samples, "tokio_runtime_alive_tasks", &[]).len(), 1);
+    // The snapshot carries the same collected values.
+    let collected = metrics.snapshot().collected;
+    assert_eq!(collected.runtime.map(|runtime| runtime.workers), Some(2));
+    assert!(
+        collected
+            .process
+            .is_some_and(|process| process.open_fds > 0)
+    );
 
     // Memory grows by what we hold, as read from /proc at the next scrape.
     let before = total(&samples, "process_resident_memory_bytes", &[]);
@@ -185,10 +193,12 @@ async fn process_and_runtime_metrics_are_read_at_scrape_time() {
     drop(held);
 
     // Outside a runtime the runtime gauges are left out rather than invented.
-    let outside = std::thread::spawn(move || text(&metrics, Format::Prometheus))
-        .join()
-        .unwrap();
+    let (outside, snapshot) =
+        std::thread::spawn(move || (text(&metrics, Format::Prometheus), metrics.snapshot()))
+            .join()
+            .unwrap();
     assert!(!outside.contains("tokio_runtime_workers"));
+    assert_eq!(snapshot.collected.runtime, None);
 }
 
 async fn get_metrics(app: Router, headers: &[(header::HeaderName, &str)]) -> http::Response<Body> {

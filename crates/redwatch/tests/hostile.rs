@@ -3,8 +3,6 @@
 //! within the bound the routes, methods and statuses allow, for the axum router and for a
 //! classifier that uses the raw path (`UriPathRoute`, capped by `max_routes`).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::OnceLock;
@@ -15,7 +13,6 @@ use axum::routing::get;
 use http::{Method, Request, Response};
 use proptest::prelude::*;
 use redwatch::{Metrics, OVERFLOW_ROUTE, UNMATCHED_ROUTE, UriPathRoute};
-use support::scrape;
 use tower::{ServiceBuilder, ServiceExt};
 
 const STANDARD_METHODS: [&str; 9] = [
@@ -105,12 +102,18 @@ fn request(
     builder.body(Body::empty()).ok()
 }
 
-/// Label values of `label` on the duration histogram.
+/// Label values of `label` on the duration histogram, from the typed snapshot.
 fn label_values(metrics: &Metrics, label: &str) -> BTreeSet<String> {
-    scrape(metrics)
+    metrics
+        .snapshot()
+        .series
         .into_iter()
-        .filter(|sample| sample.name == "http_server_request_duration_seconds_count")
-        .filter_map(|sample| sample.labels.get(label).cloned())
+        .map(|series| match label {
+            "http_route" => series.route,
+            "http_request_method" => series.method.to_owned(),
+            "http_response_status_code" => series.status.to_string(),
+            other => panic!("no label {other} on the duration histogram"),
+        })
         .collect()
 }
 

@@ -12,6 +12,15 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use redwatch::{ClassifyRoute, Metrics, Naming, UriPathRoute};
 use support::{find, scrape, total};
+
+/// Requests recorded by the series of `snapshot` that `filter` accepts.
+fn requests(metrics: &Metrics, filter: impl Fn(&redwatch::SeriesSnapshot) -> bool) -> u64 {
+    metrics.snapshot().requests(filter)
+}
+
+fn active(metrics: &Metrics) -> i64 {
+    metrics.snapshot().active_requests()
+}
 use tower::{ServiceBuilder, ServiceExt};
 
 const DURATION: &str = "http_server_request_duration_seconds";
@@ -53,40 +62,26 @@ async fn axum_router_records_method_route_template_and_status() {
         StatusCode::CREATED
     );
 
-    let samples = scrape(&metrics);
-    let count = |method, route, status| {
-        total(
-            &samples,
-            &format!("{DURATION}_count"),
-            &[
-                ("http_request_method", method),
-                ("http_route", route),
-                ("http_response_status_code", status),
-            ],
-        )
+    let snapshot = metrics.snapshot();
+    let count = |method: &str, route: &str, status: u16| {
+        snapshot.requests(|s| s.method == method && s.route == route && s.status == status)
     };
-    assert_eq!(count("GET", "/", "200"), 1.0);
+    assert_eq!(count("GET", "/", 200), 1);
     assert_eq!(
-        count("GET", "/users/{id}", "200"),
-        2.0,
+        count("GET", "/users/{id}", 200),
+        2,
         "ids collapse into the template"
     );
-    assert_eq!(count("POST", "/users/{id}", "201"), 1.0);
-    assert_eq!(count("GET", "/fail", "503"), 1.0);
+    assert_eq!(count("POST", "/users/{id}", 201), 1);
+    assert_eq!(count("GET", "/fail", 503), 1);
     assert_eq!(
-        count("GET", "unmatched", "404"),
-        1.0,
+        count("GET", "unmatched", 404),
+        1,
         "404s share one route value"
     );
-    assert!(
-        find(
-            &samples,
-            &format!("{DURATION}_count"),
-            &[("http_route", "/users/1")]
-        )
-        .is_empty()
-    );
-    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
+    assert_eq!(snapshot.series.len(), 5, "one series per label set");
+    assert_eq!(snapshot.route("/users/1").count(), 0);
+    assert_eq!(snapshot.active_requests(), 0);
 }
 
 #[derive(Clone)]
@@ -134,24 +129,12 @@ async fn plain_tower_services_use_a_classifier() {
         .await
         .unwrap();
 
-    let samples = scrape(&metrics);
-    let name = format!("{DURATION}_count");
-    assert_eq!(
-        total(
-            &samples,
-            &name,
-            &[
-                ("http_route", "/shop.Orders/Create"),
-                ("http_request_method", "POST")
-            ]
-        ),
-        1.0
-    );
-    assert_eq!(total(&samples, &name, &[("http_route", "unmatched")]), 1.0);
-    assert_eq!(
-        total(&samples, &name, &[("http_route", "/shop.Orders/List")]),
-        1.0
-    );
+    let create = requests(&metrics, |s| {
+        s.route == "/shop.Orders/Create" && s.method == "POST"
+    });
+    assert_eq!(create, 1);
+    assert_eq!(requests(&metrics, |s| s.route == "unmatched"), 1);
+    assert_eq!(requests(&metrics, |s| s.route == "/shop.Orders/List"), 1);
 }
 
 fn streaming_app(metrics: &Metrics) -> Router {
@@ -177,24 +160,20 @@ async fn streaming_bodies_are_timed_until_fully_sent() {
         .await
         .unwrap();
     // The head is out, the body is not: still in flight, nothing recorded yet.
-    let samples = scrape(&metrics);
-    assert_eq!(total(&samples, &format!("{DURATION}_count"), &[]), 0.0);
-    assert_eq!(
-        total(&samples, ACTIVE, &[("http_request_method", "GET")]),
-        1.0
-    );
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.requests(|_| true), 0);
+    let get = snapshot.active.iter().find(|gauge| gauge.method == "GET");
+    assert_eq!(get.map(|gauge| gauge.value), Some(1));
 
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"abc");
-    let samples = scrape(&metrics);
-    let labels = [
-        ("http_route", "/stream"),
-        ("http_response_status_code", "200"),
-    ];
-    assert_eq!(total(&samples, &format!("{DURATION}_count"), &labels), 1.0);
-    let seconds = total(&samples, &format!("{DURATION}_sum"), &labels);
+    let snapshot = metrics.snapshot();
+    let series: Vec<_> = snapshot.route("/stream").collect();
+    assert_eq!(series.len(), 1);
+    assert_eq!((series[0].status, series[0].duration.count), (200, 1));
+    let seconds = series[0].duration.sum;
     assert!(seconds >= 0.28, "duration covers the whole body: {seconds}");
-    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
+    assert_eq!(snapshot.active_requests(), 0);
 }
 
 #[tokio::test]
@@ -209,13 +188,12 @@ async fn a_body_dropped_midway_is_recorded_once_with_its_status() {
     assert_eq!(first.into_data().unwrap(), "a");
     drop(body);
 
-    let samples = scrape(&metrics);
-    let labels = [
-        ("http_route", "/stream"),
-        ("http_response_status_code", "200"),
-    ];
-    assert_eq!(total(&samples, &format!("{DURATION}_count"), &labels), 1.0);
-    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
+    assert_eq!(
+        requests(&metrics, |s| s.route == "/stream" && s.status == 200),
+        1
+    );
+    assert_eq!(requests(&metrics, |_| true), 1);
+    assert_eq!(active(&metrics), 0);
 }
 
 #[tokio::test]
@@ -226,15 +204,10 @@ async fn a_cancelled_request_returns_the_gauge_to_zero_and_records_499() {
     let outcome = tokio::time::timeout(Duration::from_millis(50), pending).await;
     assert!(outcome.is_err(), "the slow handler is still running");
 
-    let samples = scrape(&metrics);
-    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
-    let abandoned = [
-        ("http_route", "/slow"),
-        ("http_response_status_code", "499"),
-    ];
+    assert_eq!(active(&metrics), 0);
     assert_eq!(
-        total(&samples, &format!("{DURATION}_count"), &abandoned),
-        1.0
+        requests(&metrics, |s| s.route == "/slow" && s.status == 499),
+        1
     );
 }
 
@@ -247,16 +220,8 @@ async fn a_tower_timeout_outside_the_layer_returns_the_gauge_to_zero() {
     ));
     let response = app.oneshot(get_request("/slow")).await.unwrap();
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
-    let samples = scrape(&metrics);
-    assert_eq!(total(&samples, ACTIVE, &[]), 0.0);
-    assert_eq!(
-        total(
-            &samples,
-            &format!("{DURATION}_count"),
-            &[("http_response_status_code", "499")]
-        ),
-        1.0
-    );
+    assert_eq!(active(&metrics), 0);
+    assert_eq!(requests(&metrics, |s| s.status == 499), 1);
 }
 
 #[tokio::test]
@@ -273,20 +238,12 @@ async fn a_client_disconnect_returns_the_gauge_to_zero() {
         .write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
         .await
         .unwrap();
-    wait_until(|| total(&scrape(&metrics), ACTIVE, &[]) == 1.0).await;
+    wait_until(|| active(&metrics) == 1).await;
     drop(client);
-    wait_until(|| total(&scrape(&metrics), ACTIVE, &[]) == 0.0).await;
-    let samples = scrape(&metrics);
+    wait_until(|| active(&metrics) == 0).await;
     assert_eq!(
-        total(
-            &samples,
-            &format!("{DURATION}_count"),
-            &[
-                ("http_route", "/slow"),
-                ("http_response_status_code", "499")
-            ]
-        ),
-        1.0
+        requests(&metrics, |s| s.route == "/slow" && s.status == 499),
+        1
     );
     server.abort();
 }
@@ -323,22 +280,26 @@ async fn a_panic_caught_outside_the_layer_is_a_500_and_an_exception() {
     let response = app.oneshot(get_request("/panic")).await.unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
 
+    let snapshot = metrics.snapshot();
+    assert_eq!(
+        snapshot.requests(|s| s.route == "/panic" && s.status == 500),
+        1
+    );
+    let exceptions: Vec<_> = snapshot
+        .exceptions
+        .iter()
+        .map(|e| (e.method, e.status, e.count))
+        .collect();
+    assert_eq!(exceptions, [("GET", 500, 1)]);
+    assert_eq!(snapshot.active_requests(), 0);
+    // The flask counters are derived when encoding: read them from the text.
     let samples = scrape(&metrics);
     let labels = [("method", "GET"), ("status", "500")];
-    assert_eq!(
-        total(
-            &samples,
-            "flask_http_request_duration_seconds_count",
-            &[("path", "/panic"), ("status", "500")]
-        ),
-        1.0
-    );
     assert_eq!(
         total(&samples, "flask_http_request_exceptions_total", &labels),
         1.0
     );
     assert_eq!(total(&samples, "flask_http_request_total", &labels), 1.0);
-    assert_eq!(total(&samples, "flask_http_requests_in_progress", &[]), 0.0);
 }
 
 #[tokio::test]
@@ -363,14 +324,7 @@ async fn the_metrics_endpoint_is_not_counted_unless_asked() {
     let quiet = Metrics::new();
     let app = app(&quiet);
     app.clone().oneshot(get_request("/metrics")).await.unwrap();
-    assert!(
-        find(
-            &scrape(&quiet),
-            &format!("{DURATION}_count"),
-            &[("http_route", "/metrics")]
-        )
-        .is_empty()
-    );
+    assert_eq!(quiet.snapshot().route("/metrics").count(), 0);
 
     let counted = Metrics::builder()
         .count_metrics_endpoint(true)
@@ -380,14 +334,7 @@ async fn the_metrics_endpoint_is_not_counted_unless_asked() {
         .oneshot(get_request("/metrics"))
         .await
         .unwrap();
-    assert_eq!(
-        total(
-            &scrape(&counted),
-            &format!("{DURATION}_count"),
-            &[("http_route", "/metrics")]
-        ),
-        1.0
-    );
+    assert_eq!(requests(&counted, |s| s.route == "/metrics"), 1);
 }
 
 fn app_with(metrics: &Metrics) -> Router {
@@ -405,11 +352,10 @@ async fn routes_can_be_excluded_by_template_or_regex() {
     for uri in ["/", "/users/7", "/fail"] {
         app.clone().oneshot(get_request(uri)).await.unwrap();
     }
-    let samples = scrape(&metrics);
-    let name = format!("{DURATION}_count");
-    assert!(find(&samples, &name, &[("http_route", "/")]).is_empty());
-    assert!(find(&samples, &name, &[("http_route", "/users/{id}")]).is_empty());
-    assert_eq!(total(&samples, &name, &[("http_route", "/fail")]), 1.0);
+    let snapshot = metrics.snapshot();
+    let routes: Vec<&str> = snapshot.series.iter().map(|s| s.route.as_str()).collect();
+    assert_eq!(routes, ["/fail"], "only /fail is recorded");
+    assert_eq!(snapshot.requests(|_| true), 1);
 }
 
 #[tokio::test]
@@ -505,23 +451,21 @@ async fn body_sizes_are_recorded_when_enabled() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.len(), 10);
 
-    let samples = scrape(&metrics);
-    let route = [("http_route", "/echo")];
-    assert_eq!(
-        total(&samples, "http_server_request_body_size_bytes_sum", &route),
-        5.0
+    let snapshot = metrics.snapshot();
+    let echo: Vec<_> = snapshot.route("/echo").collect();
+    assert_eq!(echo.len(), 1);
+    let (request, response) = (
+        echo[0].request_size.as_ref(),
+        echo[0].response_size.as_ref(),
     );
-    assert_eq!(
-        total(&samples, "http_server_response_body_size_bytes_sum", &route),
-        10.0
-    );
-    assert_eq!(
-        total(
-            &samples,
-            "http_server_response_body_size_bytes_count",
-            &route
-        ),
-        1.0
+    assert_eq!(request.map(|h| (h.count, h.sum)), Some((1, 5.0)));
+    assert_eq!(response.map(|h| (h.count, h.sum)), Some((1, 10.0)));
+    assert!(
+        Metrics::new()
+            .snapshot()
+            .series
+            .iter()
+            .all(|s| s.request_size.is_none())
     );
 
     let without = Metrics::new();
@@ -609,15 +553,10 @@ async fn ten_thousand_aborted_requests_leave_exact_counts() {
             (_, _) => streams_cut += 1,
         }
     }
-    let samples = scrape(&metrics);
-    assert_eq!(
-        total(&samples, ACTIVE, &[]),
-        0.0,
-        "requests still in flight"
-    );
-    let count = format!("{DURATION}_count");
-    let ok = total(&samples, &count, &[("http_response_status_code", "200")]);
-    let abandoned = total(&samples, &count, &[("http_response_status_code", "499")]);
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.active_requests(), 0, "requests still in flight");
+    let ok = snapshot.requests(|s| s.status == 200) as f64;
+    let abandoned = snapshot.requests(|s| s.status == 499) as f64;
     // Completed requests and cut streams (their status was sent) are 200s, each exactly once.
     assert_eq!(
         ok,
@@ -630,7 +569,7 @@ async fn ten_thousand_aborted_requests_leave_exact_counts() {
         "{abandoned} abandoned recorded for {held} aborted in the handler, {aborted} in all"
     );
     assert_eq!(
-        total(&samples, &count, &[]),
+        snapshot.requests(|_| true) as f64,
         ok + abandoned,
         "other statuses"
     );

@@ -1,4 +1,6 @@
-//! Helpers shared by the integration tests: a tiny exposition parser and a raw HTTP client.
+//! Helpers shared by the integration tests: checks of snapshots, a tiny exposition parser
+//! (for what exists only as text: derived counters, info metrics, user metrics, names) and
+//! the required-tool check.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -127,6 +129,32 @@ pub fn check_histograms(samples: &[Sample]) -> usize {
         assert_eq!(count.value, inf.1, "{base}{labels:?}: _count equals +Inf");
     }
     buckets.len()
+}
+
+/// Checks every histogram of a snapshot: cumulative buckets never decrease, the last is
+/// `+Inf`, and `count` equals it. Returns the number of duration series checked.
+pub fn check_snapshot(snapshot: &redwatch::Snapshot) -> usize {
+    for series in &snapshot.series {
+        let histograms = [
+            Some(&series.duration),
+            series.request_size.as_ref(),
+            series.response_size.as_ref(),
+        ];
+        for histogram in histograms.into_iter().flatten() {
+            let buckets = &histogram.buckets;
+            assert!(
+                buckets
+                    .windows(2)
+                    .all(|pair| pair[0].cumulative_count <= pair[1].cumulative_count
+                        && pair[0].upper_bound < pair[1].upper_bound),
+                "{series:?}: buckets decrease"
+            );
+            let last = buckets.last().expect("has buckets");
+            assert_eq!(last.upper_bound, f64::INFINITY, "{series:?}");
+            assert_eq!(histogram.count, last.cumulative_count, "{series:?}");
+        }
+    }
+    snapshot.series.len()
 }
 
 /// Whether external tools are mandatory (under CI a missing tool fails the test).
