@@ -1,17 +1,15 @@
 //! Exact counts under concurrency, consistent scrapes under load, and bounded cardinality.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::support::{check_histograms, check_snapshot, scrape, total};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::{Method, Request, StatusCode};
 use rand::{RngExt, SeedableRng};
 use redwatch::Metrics;
-use support::{check_histograms, check_snapshot, scrape, total};
 use tower::ServiceExt;
 
 fn app(metrics: &Metrics) -> Router {

@@ -6,9 +6,8 @@
 //! Chromium is Debian's `chromium` and promtool Debian's `prometheus` (`scripts/test`
 //! installs both). Without them those tests print a notice and pass, unless `CI` is set:
 //! then they fail.
-#![cfg(feature = "dashboard")]
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -137,7 +137,7 @@ proptest! {
         let Some(request) = request(method.clone(), &path, &query, header.clone()) else {
             return Ok(());
         };
-        let path_request = crate::request(method, &path, &query, header);
+        let path_request = self::request(method, &path, &query, header);
         runtime().block_on(async {
             let response = router().oneshot(request).await.expect("infallible");
             let _ = http_body_util::BodyExt::collect(response.into_body()).await;

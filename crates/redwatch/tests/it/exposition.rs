@@ -1,11 +1,12 @@
 //! /metrics: formats, negotiation, gzip, bearer tokens, separate listener, user metrics,
 //! process metrics, and promtool's verdict.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::time::Duration;
 
+use crate::support::{find, parse, total};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -17,7 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use redwatch::{Format, Metrics, Naming};
-use support::{find, parse, total};
 use tower::ServiceExt;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

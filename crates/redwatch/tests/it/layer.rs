@@ -1,17 +1,15 @@
 //! The layer records duration, method, route and status, whatever happens to the request.
 
-mod support;
-
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::support::{find, scrape, total};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use redwatch::{ClassifyRoute, Metrics, Naming, UriPathRoute};
-use support::{find, scrape, total};
 
 /// Requests recorded by the series of `snapshot` that `filter` accepts.
 fn requests(metrics: &Metrics, filter: impl Fn(&redwatch::SeriesSnapshot) -> bool) -> u64 {

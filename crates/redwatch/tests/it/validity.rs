@@ -4,7 +4,7 @@
 //! `openmetrics-parser` (its `prometheus` module for 0.0.4 text, its `openmetrics` module for
 //! OpenMetrics), and promtool must accept the 0.0.4 text.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;

@@ -1,0 +1,12 @@
+//! The library's integration tests, in one binary so that the crate and its dev-dependencies are
+//! linked once. Each module is one concern; `support` holds what they share.
+
+mod alloc;
+mod concurrency;
+#[cfg(feature = "dashboard")]
+mod dashboard;
+mod exposition;
+mod hostile;
+mod layer;
+mod support;
+mod validity;
