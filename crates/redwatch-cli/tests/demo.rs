@@ -505,7 +505,7 @@ fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
         );
         assert!(finished.stdout.is_empty(), "{argv:?}: {}", finished.stdout);
     }
-    // The load generator's own settings come from its environment variables; checked up front.
+    // The load generator's mix is the demo's --mix (REDWATCH_MIX); checked up front.
     let finished = run_to_exit(
         &[
             "demo",
@@ -523,7 +523,7 @@ fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
     assert!(
         finished
             .stderr
-            .starts_with("error: load generator settings: invalid --mix")
+            .starts_with("error: invalid value '/ep_one=x' for '--mix <MIX>'")
             && finished.stderr.trim_end().lines().count() == 1,
         "{}",
         finished.stderr

@@ -14,12 +14,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use redwatch::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::load::{self, Embedding, LoadArgs};
+use crate::load::{self, Embedding, LoadSettings, Mix, Target};
 use crate::serve::{self, parse_addr};
 use crate::signals::ShutdownSignals;
 use prometheus::{Prometheus, PrometheusChoice};
@@ -31,14 +30,18 @@ pub struct DemoArgs {
     #[arg(long, env = "REDWATCH_LISTEN", default_value = "127.0.0.1:5000", value_parser = parse_addr)]
     pub listen: SocketAddr,
 
-    /// Requests per second the built-in load generator sends (open loop, the default mix
-    /// `/ep_one=4,/ep_two=3,/ep_three=2,/ep_four=1,/error=1`).
+    /// Requests per second the built-in load generator sends (open loop, with --mix).
     #[arg(long, env = "REDWATCH_RATE", default_value = "20", value_parser = parse_rate)]
     pub rate: f64,
 
     /// Stop everything after this long, e.g. 30s, 5m. [default: run until Ctrl-C or SIGTERM]
     #[arg(long, env = "REDWATCH_DURATION", value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
+
+    /// Endpoints and weights of the built-in load generator, as `redwatch load --mix`.
+    #[arg(long, env = "REDWATCH_MIX", default_value = load::DEFAULT_MIX,
+          value_parser = load::mix_flag)]
+    pub mix: Mix,
 
     /// Path of the Prometheus binary, or `none` to run without Prometheus.
     /// [default: `prometheus` from PATH if there is one, else run without it]
@@ -80,36 +83,6 @@ fn connect_addr(addr: SocketAddr) -> SocketAddr {
 /// How long the API may finish requests in flight after the load stopped.
 const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The generator's flags as `redwatch load` would parse them, so the demo's load is exactly
-/// `redwatch load --rate RATE [--duration D]` (other load settings keep their `REDWATCH_*`
-/// environment variables, e.g. `REDWATCH_MIX`).
-fn load_args(
-    target: SocketAddr,
-    rate: f64,
-    duration: Option<Duration>,
-) -> anyhow::Result<LoadArgs> {
-    #[derive(Parser)]
-    struct LoadCommand {
-        #[command(flatten)]
-        args: LoadArgs,
-    }
-    let mut argv = vec![
-        "load".to_owned(),
-        "--target".to_owned(),
-        format!("http://{target}"),
-        "--rate".to_owned(),
-        rate.to_string(),
-    ];
-    if let Some(duration) = duration {
-        argv.push("--duration".to_owned());
-        argv.push(format!("{}s", duration.as_secs_f64()));
-    }
-    let command = LoadCommand::try_parse_from(argv).map_err(|err| {
-        anyhow::anyhow!("load generator settings: {}", crate::clap_error_line(&err))
-    })?;
-    Ok(command.args)
-}
-
 /// Runs `redwatch demo`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Everything that can be wrong with the input is checked before anything starts.
@@ -135,23 +108,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let load_metrics_addr = load_metrics_listener
         .local_addr()
         .context("cannot read the load metrics address")?;
-    let load_args = load_args(api_target, args.rate, args.duration)?;
-    load::check_embedded(&load_args).context("load generator settings")?;
+    // The parts' settings, built here, so nothing starts when one of them is refused.
+    let mut load_settings = LoadSettings::open_loop(Target::http(api_target), args.rate)
+        .map_err(|err| anyhow::anyhow!("{}", crate::clap_error_line(&err)))
+        .context("load generator settings")?;
+    load_settings.mix = args.mix.clone();
+    load_settings.duration = args.duration;
+    let rule_settings = prometheus::rule_settings(api_target, load_metrics_addr)?;
     // Before anything is announced: a signal from then on must reach our handler.
     let mut signals = ShutdownSignals::install()?;
 
     // Prometheus first: if it cannot start, nothing else has started yet. Started from this
     // task (the main thread under `block_on`), which its parent-death signal is tied to.
     let prometheus = match &prometheus_binary {
-        Ok(binary) => Some(
-            Prometheus::start(
-                binary,
-                api_target,
-                load_metrics_addr,
-                args.prometheus_listen,
-            )
-            .await?,
-        ),
+        Ok(binary) => {
+            Some(Prometheus::start(binary, &rule_settings, args.prometheus_listen).await?)
+        }
         Err(_) => None,
     };
 
@@ -192,13 +164,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     println!(
         "  load:         {} req/s open loop, mix {}, {until}",
-        args.rate, load_args.mix
+        args.rate, load_settings.mix
     );
     tracing::info!(%api_addr, rate = args.rate, "demo running");
 
     let (load_stop_tx, load_stop_rx) = watch::channel(false);
     let mut load = tokio::spawn(load::run_embedded(
-        load_args,
+        load_settings,
         Embedding {
             stop: load_stop_rx,
             metrics_listener: Some(load_metrics_listener),
@@ -293,21 +265,6 @@ mod tests {
         assert_eq!(connect_addr(any6), "[::1]:5000".parse().unwrap());
         let fixed: SocketAddr = "192.0.2.1:80".parse().unwrap();
         assert_eq!(connect_addr(fixed), fixed);
-    }
-
-    #[test]
-    fn load_runs_exactly_as_redwatch_load_would() {
-        let target: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let args = load_args(target, 50.0, Some(Duration::from_millis(2500))).unwrap();
-        assert_eq!(args.target, "http://127.0.0.1:5000");
-        assert_eq!(args.rate.as_deref(), Some("50"));
-        assert_eq!(args.duration.as_deref(), Some("2.5s"));
-        assert_eq!(
-            crate::duration::parse_duration("2.5s").unwrap(),
-            Duration::from_millis(2500)
-        );
-        let unbounded = load_args(target, 20.0, None).unwrap();
-        assert_eq!(unbounded.duration, None);
     }
 
     #[test]

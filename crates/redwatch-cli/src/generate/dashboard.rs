@@ -3,15 +3,17 @@
 use serde_json::{Value, json};
 
 use super::Settings;
-use super::naming::{Preset, load, process};
+use redwatch::Naming;
+
+use super::naming::{load, process};
 use super::units::num;
 
 /// File name of the dashboard under `grafana/dashboards/`.
 pub const FILE_NAME: &str = "api-overview.json";
 /// Dashboard schema of Grafana 11.0 (read unchanged by Grafana 11.x and 12.x).
 /// The dashboard's uid, which Grafana URLs (`/d/UID`) use.
-pub fn uid(preset: Preset) -> String {
-    format!("redwatch-api-overview-{}", preset.name())
+pub fn uid(preset: Naming) -> String {
+    format!("redwatch-api-overview-{}", preset.as_str())
 }
 
 pub const SCHEMA_VERSION: u64 = 39;
@@ -185,8 +187,8 @@ fn variable_query(name: &str, label: &str, query: &str, multi: bool) -> Value {
 }
 
 /// The dashboard for one preset.
-pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
-    let names = preset.names();
+pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
+    let names = settings.names(preset);
     let (route, status) = (names.route, names.status);
     let (count, sum, bucket) = (names.count(), names.sum(), names.bucket());
     let sel = "job=~\"$job\", instance=~\"$instance\"";
@@ -537,8 +539,8 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         json!({ "selected": true, "text": settings.job, "value": settings.job });
     json!({
         "uid": uid(preset),
-        "title": format!("API overview ({})", preset.name()),
-        "description": format!("HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation and the load generator's view.", preset.name()),
+        "title": format!("API overview ({})", preset.as_str()),
+        "description": format!("HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation and the load generator's view.", preset.as_str()),
         "tags": ["redwatch", "http", "slo"],
         "editable": false,
         "graphTooltip": 1,

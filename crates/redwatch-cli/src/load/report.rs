@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::Path;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -11,6 +10,7 @@ use serde::Serialize;
 
 use super::client::ErrorKind;
 use super::record::EndpointStats;
+use super::settings::JsonOutput;
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -219,22 +219,24 @@ impl Summary {
 
     /// Writes the JSON summary to `path` (`-` = stdout); files are written to a temporary name
     /// and renamed, so a reader never sees half a file.
-    pub fn write_json(&self, path: &str) -> anyhow::Result<()> {
+    pub fn write_json(&self, output: &JsonOutput) -> anyhow::Result<()> {
         let mut text =
             serde_json::to_string_pretty(self).context("cannot encode the JSON summary")?;
         text.push('\n');
-        if path == "-" {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush())
-                .context("cannot write the JSON summary to stdout")?;
-            return Ok(());
-        }
-        let target = Path::new(path);
+        let target = match output {
+            JsonOutput::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                return stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .context("cannot write the JSON summary to stdout");
+            }
+            JsonOutput::File(path) => path.as_path(),
+        };
+        let path = target.display();
         let file_name = target
             .file_name()
-            .with_context(|| format!("invalid --json path {path:?}"))?;
+            .with_context(|| format!("invalid --json path {path}"))?;
         let mut temporary_name = std::ffi::OsString::from(".");
         temporary_name.push(file_name);
         temporary_name.push(format!(".{}.tmp", std::process::id()));
@@ -243,7 +245,7 @@ impl Summary {
             .with_context(|| format!("cannot write {}", temporary.display()))?;
         std::fs::rename(&temporary, target).with_context(|| {
             let _ = std::fs::remove_file(&temporary);
-            format!("cannot write --json {path:?}")
+            format!("cannot write --json {path}")
         })
     }
 

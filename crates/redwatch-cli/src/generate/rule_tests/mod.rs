@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use super::Settings;
 use super::alerts::{self, AlertSpec};
-use super::naming::Preset;
 use super::units::{PromDuration, num};
+use redwatch::Naming;
 
 /// File names under `prometheus/tests/`.
 pub const SLO_TEST_FILE: &str = "slo.test.yml";
@@ -133,7 +133,7 @@ fn gauge(value: f64, steps: u64) -> String {
 }
 
 struct Ctx<'a> {
-    preset: Preset,
+    preset: Naming,
     settings: &'a Settings,
     /// Input sample interval and evaluation interval of the fine-grained tests.
     fine: PromDuration,
@@ -148,7 +148,7 @@ impl Ctx<'_> {
     }
 
     fn traffic(&self, instance: &str, phases: &[Phase]) -> Vec<InputSeries> {
-        let names = self.preset.names();
+        let names = self.settings.names(self.preset);
         let step = self.fine.secs_f64();
         let threshold = num(self.settings.threshold_le());
         let job = &self.settings.job;
@@ -300,7 +300,7 @@ fn round_up(duration: PromDuration, unit: PromDuration) -> PromDuration {
 
 /// The promtool test files, as (file name, YAML).
 pub fn test_files(
-    preset: Preset,
+    preset: Naming,
     settings: &Settings,
 ) -> anyhow::Result<Vec<(&'static str, String)>> {
     let shortest = settings

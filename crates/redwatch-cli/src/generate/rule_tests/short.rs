@@ -16,7 +16,7 @@ pub(super) fn slo_tests(ctx: &Ctx) -> Vec<TestGroup> {
 fn recording_test(ctx: &Ctx) -> TestGroup {
     let s = ctx.settings;
     let job = &s.job;
-    let route = ctx.preset.names().route;
+    let route = s.names(ctx.preset).route;
     // One evaluation more than the windows need: promtool may evaluate the groups of one tick in
     // any order, so the slow group can see the fast group's samples one evaluation late.
     let eval = round_up(s.rate_window.times(2), ctx.coarse).plus(ctx.coarse);
