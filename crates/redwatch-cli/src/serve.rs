@@ -116,7 +116,7 @@ const CPU_BURN: Duration = Duration::from_millis(100);
 /// the grace period collects the final counts, and API requests get a 503 with
 /// `Connection: close`. The server stops once no API request is in flight.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Drain {
+pub struct Drain {
     inner: Arc<DrainState>,
 }
 
@@ -175,7 +175,7 @@ async fn refuse_while_draining(
 
 /// Builds the demo API's router, instrumented by `metrics`; /metrics is included when
 /// `with_metrics_route` is true. API requests are counted by `drain`, and refused once it drains.
-pub(crate) fn app(
+pub fn app(
     metrics: &Metrics,
     latency_scale: f64,
     with_metrics_route: bool,

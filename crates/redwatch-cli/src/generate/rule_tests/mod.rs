@@ -142,6 +142,20 @@ struct Ctx<'a> {
     specs: Vec<AlertSpec>,
 }
 
+/// `, name="value"` for each constant label, as the API's series carry them.
+fn const_matchers(labels: &[(String, String)]) -> String {
+    labels
+        .iter()
+        .map(|(name, value)| {
+            let escaped = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!(", {name}=\"{escaped}\"")
+        })
+        .collect()
+}
+
 impl Ctx<'_> {
     fn steps(&self, duration: PromDuration) -> u64 {
         duration.millis().div_ceil(self.fine.millis())
@@ -161,8 +175,11 @@ impl Ctx<'_> {
                 continue;
             }
             let labels = format!(
-                "job=\"{job}\", instance=\"{instance}\", {}=\"GET\", {}=\"/ep_one\", {}=\"{status}\"",
-                names.method, names.route, names.status
+                "job=\"{job}\", instance=\"{instance}\", {}=\"GET\", {}=\"/ep_one\", {}=\"{status}\"{}",
+                names.method,
+                names.route,
+                names.status,
+                const_matchers(&self.settings.app.const_labels)
             );
             let per_step = |value: &dyn Fn(&Phase) -> f64| -> String {
                 let increments: Vec<(u64, f64, bool)> = phases
