@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use generate_common::selectors;
 use redwatch::{Metrics, Naming};
-use redwatch_cli::generate::{GeneratedFile, GenerateFlags, List, generate_preset};
+use redwatch_cli::generate::{GenerateFlags, GeneratedFile, List, generate_preset};
 use redwatch_cli::serve::{Drain, app};
 use serde_json::Value;
 
@@ -39,7 +39,14 @@ async fn exposition_after_traffic(metrics: &Metrics) -> String {
     let _server = ServerTask(tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     }));
-    for path in ["/", "/ep_one", "/ep_two", "/error", "/users/7", "/no/such/path"] {
+    for path in [
+        "/",
+        "/ep_one",
+        "/ep_two",
+        "/error",
+        "/users/7",
+        "/no/such/path",
+    ] {
         for _ in 0..3 {
             support::get(addr, path, &[]).await;
         }
@@ -165,7 +172,9 @@ async fn generated_dashboards_and_rules_name_only_series_the_configured_api_expo
         flags.const_labels = vec![(CONST_LABEL.0.to_owned(), CONST_LABEL.1.to_owned())];
         flags.buckets = Some(List(BUCKETS.to_vec()));
         flags.latency_threshold = THRESHOLD.parse().expect("threshold");
-        let settings = flags.settings().expect("settings for the same configuration");
+        let settings = flags
+            .settings()
+            .expect("settings for the same configuration");
         let files = generate_preset(naming, &settings).expect("generate");
 
         let dashboard: Value =
@@ -173,7 +182,10 @@ async fn generated_dashboards_and_rules_name_only_series_the_configured_api_expo
                 .expect("dashboard JSON");
         let exprs: Vec<String> = dashboard_exprs(&dashboard)
             .into_iter()
-            .chain(rule_exprs(file(&files, "prometheus/rules/redwatch.rules.yml")))
+            .chain(rule_exprs(file(
+                &files,
+                "prometheus/rules/redwatch.rules.yml",
+            )))
             .collect();
         let mut checked = BTreeSet::new();
         let mut problems = BTreeSet::new();
