@@ -296,7 +296,8 @@ async fn user(Path(id): Path<String>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "id": id }))
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The demo API's metrics as the flags configure them.
+fn metrics(args: &ServeArgs) -> anyhow::Result<Metrics> {
     let mut builder = Metrics::builder()
         .naming(args.naming)
         .service_name("redwatch-demo")
@@ -305,7 +306,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(token) = &args.metrics_token {
         builder = builder.bearer_token(token);
     }
-    let metrics = builder.build().context("invalid metrics configuration")?;
+    builder.build().context("invalid metrics configuration")
+}
+
+/// Runs `redwatch serve` until SIGINT/SIGTERM, then drains (see [`Drain`]).
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let metrics = metrics(&args)?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -358,44 +364,62 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let signal = signals.recv().await?;
     tracing::info!(signal, grace = ?args.shutdown_grace, "shutting down: finishing requests in flight, refusing new ones with 503, still serving /metrics");
-    let deadline = tokio::time::Instant::now() + args.shutdown_grace;
-    let shutdown = async {
-        drain.start();
-        if tokio::time::timeout_at(deadline, drain.idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!(grace = ?args.shutdown_grace, "requests still in flight after the grace period; exiting");
-            return Ok(ExitCode::SUCCESS);
-        }
-        // Stop accepting and close idle connections; a scrape under way may finish.
-        let _ = stop_tx.send(true);
-        let finished = async {
-            let api_result = api.await;
-            if let Some(server) = metrics_server {
-                let _ = server.await;
-            }
-            api_result
-        };
-        match tokio::time::timeout_at(deadline, finished).await {
-            Ok(Ok(Ok(()))) => {
-                tracing::info!("stopped");
-                Ok(ExitCode::SUCCESS)
-            }
-            Ok(Ok(Err(error))) => Err(error).context("server failed"),
-            Ok(Err(join_error)) => Err(join_error).context("server task failed"),
-            Err(_) => {
-                tracing::warn!(grace = ?args.shutdown_grace, "connections still open after the grace period; exiting");
-                Ok(ExitCode::SUCCESS)
-            }
-        }
-    };
+    let shutdown = drain_and_stop(drain, stop_tx, api, metrics_server, args.shutdown_grace);
     tokio::select! {
         result = shutdown => result,
         second = signals.recv() => {
             let second = second?;
             tracing::warn!(signal = second, "second signal: exiting at once");
             Ok(ExitCode::from(130))
+        }
+    }
+}
+
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Refuses new API requests, waits for those in flight, then stops the servers; exits anyway
+/// once `grace` has passed.
+async fn drain_and_stop(
+    drain: Drain,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    api: ServerTask,
+    metrics_server: Option<ServerTask>,
+    grace: Duration,
+) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + grace;
+    drain.start();
+    if tokio::time::timeout_at(deadline, drain.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "requests still in flight after the grace period; exiting"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Stop accepting and close idle connections; a scrape under way may finish.
+    let _ = stop_tx.send(true);
+    let finished = async {
+        let api_result = api.await;
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
+        api_result
+    };
+    match tokio::time::timeout_at(deadline, finished).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(Err(error))) => Err(error).context("server failed"),
+        Ok(Err(join_error)) => Err(join_error).context("server task failed"),
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "connections still open after the grace period; exiting"
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

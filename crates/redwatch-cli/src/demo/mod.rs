@@ -83,120 +83,139 @@ fn connect_addr(addr: SocketAddr) -> SocketAddr {
 /// How long the API may finish requests in flight after the load stopped.
 const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The demo's parts, configured and bound, before any of them runs.
+struct Parts {
+    metrics: Metrics,
+    api_listener: TcpListener,
+    /// Where the API is reached (loopback for an unspecified listen address).
+    api_target: SocketAddr,
+    load_metrics_listener: TcpListener,
+    load: LoadSettings,
+    /// The generator's settings Prometheus's configuration and rules are written with.
+    rules: crate::generate::Settings,
+}
+
+impl Parts {
+    /// Builds every part's settings and binds the listeners: anything wrong with the input
+    /// fails here, before anything starts.
+    async fn prepare(args: &DemoArgs) -> anyhow::Result<Self> {
+        let metrics = Metrics::builder()
+            .service_name("redwatch-demo")
+            .app_version(env!("CARGO_PKG_VERSION"))
+            .environment("demo")
+            .build()
+            .context("invalid metrics configuration")?;
+        let api_listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let api_addr = api_listener
+            .local_addr()
+            .context("cannot read the API address")?;
+        let api_target = connect_addr(api_addr);
+        let load_metrics_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("cannot listen for the load generator's metrics")?;
+        let load_metrics_addr = load_metrics_listener
+            .local_addr()
+            .context("cannot read the load metrics address")?;
+        let mut load = LoadSettings::open_loop(Target::http(api_target), args.rate)
+            .map_err(|err| anyhow::anyhow!("{}", crate::clap_error_line(&err)))
+            .context("load generator settings")?;
+        load.mix = args.mix.clone();
+        load.duration = args.duration;
+        let rules = prometheus::rule_settings(api_target, load_metrics_addr)?;
+        Ok(Self {
+            metrics,
+            api_listener,
+            api_target,
+            load_metrics_listener,
+            load,
+            rules,
+        })
+    }
+}
+
+/// The API with its live dashboard, serving until told to stop.
+struct RunningApi {
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl RunningApi {
+    fn start(listener: TcpListener, metrics: &Metrics, dashboard: &dashboard::Dashboard) -> Self {
+        // The dashboard is merged after the metrics layer, so its polling is not recorded as API
+        // traffic: the panels show what the load generator did, nothing else.
+        let app =
+            serve::app(metrics, 1.0, true, &serve::Drain::default()).merge(dashboard.router());
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let mut stop = stop_rx;
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .into_future(),
+        );
+        Self { task, stop }
+    }
+
+    /// Stops accepting, lets requests in flight finish for up to [`API_SHUTDOWN_GRACE`].
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(API_SHUTDOWN_GRACE, self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => return Err(err).context("the API server failed"),
+            Ok(Err(join_error)) => return Err(join_error).context("the API server task failed"),
+            Err(_) => {
+                tracing::warn!(grace = ?API_SHUTDOWN_GRACE, "API requests still in flight; exiting")
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs `redwatch demo`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Everything that can be wrong with the input is checked before anything starts.
     let prometheus_choice = PrometheusChoice::from_flag(args.prometheus.as_deref());
     let prometheus_binary = prometheus_choice.locate().await?;
-
-    let metrics = Metrics::builder()
-        .service_name("redwatch-demo")
-        .app_version(env!("CARGO_PKG_VERSION"))
-        .environment("demo")
-        .build()
-        .context("invalid metrics configuration")?;
-    let api_listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let api_addr = api_listener
-        .local_addr()
-        .context("cannot read the API address")?;
-    let api_target = connect_addr(api_addr);
-    let load_metrics_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .context("cannot listen for the load generator's metrics")?;
-    let load_metrics_addr = load_metrics_listener
-        .local_addr()
-        .context("cannot read the load metrics address")?;
-    // The parts' settings, built here, so nothing starts when one of them is refused.
-    let mut load_settings = LoadSettings::open_loop(Target::http(api_target), args.rate)
-        .map_err(|err| anyhow::anyhow!("{}", crate::clap_error_line(&err)))
-        .context("load generator settings")?;
-    load_settings.mix = args.mix.clone();
-    load_settings.duration = args.duration;
-    let rule_settings = prometheus::rule_settings(api_target, load_metrics_addr)?;
+    let parts = Parts::prepare(&args).await?;
     // Before anything is announced: a signal from then on must reach our handler.
-    let mut signals = ShutdownSignals::install()?;
+    let signals = ShutdownSignals::install()?;
 
     // Prometheus first: if it cannot start, nothing else has started yet. Started from this
     // task (the main thread under `block_on`), which its parent-death signal is tied to.
     let prometheus = match &prometheus_binary {
-        Ok(binary) => {
-            Some(Prometheus::start(binary, &rule_settings, args.prometheus_listen).await?)
-        }
+        Ok(binary) => Some(Prometheus::start(binary, &parts.rules, args.prometheus_listen).await?),
         Err(_) => None,
     };
-
-    let dashboard = dashboard::Dashboard::start(metrics.clone());
-    // The dashboard is merged after the metrics layer, so its polling is not recorded as API
-    // traffic: the panels show what the load generator did, nothing else.
-    let app = serve::app(&metrics, 1.0, true, &serve::Drain::default()).merge(dashboard.router());
-    let (api_stop_tx, api_stop_rx) = watch::channel(false);
-    let api = tokio::spawn(
-        axum::serve(api_listener, app)
-            .with_graceful_shutdown(async move {
-                let mut stop = api_stop_rx;
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
-
-    println!("redwatch demo: the whole system on this machine");
-    println!("  API:          http://{api_target}/");
-    println!(
-        "  metrics:      http://{api_target}{}",
-        metrics.metrics_path()
-    );
-    println!("  dashboard:    http://{api_target}/dashboard");
-    println!("  load metrics: http://{load_metrics_addr}/metrics");
-    match (&prometheus, &prometheus_binary) {
-        (Some(prometheus), _) => println!(
-            "  Prometheus:   http://{}/ (config and data in {}, removed on exit)",
+    let dashboard = dashboard::Dashboard::start(parts.metrics.clone());
+    let api = RunningApi::start(parts.api_listener, &parts.metrics, &dashboard);
+    let load_metrics_addr = parts
+        .load_metrics_listener
+        .local_addr()
+        .context("cannot read the load metrics address")?;
+    let prometheus_line = match (&prometheus, &prometheus_binary) {
+        (Some(prometheus), _) => Some(format!(
+            "http://{}/ (config and data in {}, removed on exit)",
             prometheus.addr(),
             prometheus.dir().display()
-        ),
-        (None, Err(why)) => println!("  Prometheus:   not running: {why}"),
-        (None, Ok(_)) => {}
-    }
-    let until = match args.duration {
-        Some(duration) => format!("for {}", humanize(duration)),
-        None => "until Ctrl-C or SIGTERM".to_owned(),
-    };
-    println!(
-        "  load:         {} req/s open loop, mix {}, {until}",
-        args.rate, load_settings.mix
-    );
-    tracing::info!(%api_addr, rate = args.rate, "demo running");
-
-    let (load_stop_tx, load_stop_rx) = watch::channel(false);
-    let mut load = tokio::spawn(load::run_embedded(
-        load_settings,
-        Embedding {
-            stop: load_stop_rx,
-            metrics_listener: Some(load_metrics_listener),
-        },
-    ));
-    let signal = signals.recv();
-    tokio::pin!(signal);
-    let load_result = tokio::select! {
-        result = &mut load => result,
-        signal = &mut signal => {
-            match signal {
-                Ok(name) => eprintln!("redwatch demo: {name}: stopping the load, Prometheus and the API"),
-                Err(err) => eprintln!("redwatch demo: {err:#}; stopping"),
-            }
-            let _ = load_stop_tx.send(true);
-            (&mut load).await
-        }
-    };
-    // The load printed its summary; compare with what the API itself recorded. A failed load
-    // (e.g. a bad REDWATCH_MIX) is reported after everything is stopped.
-    let load_outcome = match load_result {
-        Ok(result) => result,
-        Err(join_error) => Err(anyhow::anyhow!(
-            "the load generator task failed: {join_error}"
         )),
+        (None, Err(why)) => Some(format!("not running: {why}")),
+        (None, Ok(_)) => None,
     };
+    announce(
+        &args,
+        &parts.metrics,
+        parts.api_target,
+        load_metrics_addr,
+        &parts.load,
+        prometheus_line,
+    );
+
+    let load_outcome = run_load(parts.load, parts.load_metrics_listener, signals).await;
+    // The load printed its summary; compare with what the API itself recorded. A failed load
+    // is reported after everything is stopped.
     let recorded = dashboard.settled_request_count().await;
     match &load_outcome {
         Ok(outcome) => println!(
@@ -205,23 +224,79 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ),
         Err(_) => println!("redwatch demo: the API recorded {recorded} requests"),
     }
-
     if let Some(prometheus) = prometheus {
         let how = prometheus.stop().await;
         println!("redwatch demo: Prometheus {how}, its directory removed");
     }
-    let _ = api_stop_tx.send(true);
-    match tokio::time::timeout(API_SHUTDOWN_GRACE, api).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => return Err(err).context("the API server failed"),
-        Ok(Err(join_error)) => return Err(join_error).context("the API server task failed"),
-        Err(_) => {
-            tracing::warn!(grace = ?API_SHUTDOWN_GRACE, "API requests still in flight; exiting")
-        }
-    }
+    api.stop().await?;
     load_outcome.context("load generator")?;
     println!("redwatch demo: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints where each part is reached and what the load does.
+fn announce(
+    args: &DemoArgs,
+    metrics: &Metrics,
+    api_target: SocketAddr,
+    load_metrics_addr: SocketAddr,
+    load: &LoadSettings,
+    prometheus: Option<String>,
+) {
+    println!("redwatch demo: the whole system on this machine");
+    println!("  API:          http://{api_target}/");
+    println!(
+        "  metrics:      http://{api_target}{}",
+        metrics.metrics_path()
+    );
+    println!("  dashboard:    http://{api_target}/dashboard");
+    println!("  load metrics: http://{load_metrics_addr}/metrics");
+    if let Some(prometheus) = prometheus {
+        println!("  Prometheus:   {prometheus}");
+    }
+    let until = match args.duration {
+        Some(duration) => format!("for {}", humanize(duration)),
+        None => "until Ctrl-C or SIGTERM".to_owned(),
+    };
+    println!(
+        "  load:         {} req/s open loop, mix {}, {until}",
+        args.rate, load.mix
+    );
+    tracing::info!(%api_target, rate = args.rate, "demo running");
+}
+
+/// Runs the load generator until its --duration ends or a signal arrives.
+async fn run_load(
+    settings: LoadSettings,
+    metrics_listener: TcpListener,
+    mut signals: ShutdownSignals,
+) -> anyhow::Result<load::EmbeddedOutcome> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut load = tokio::spawn(load::run_embedded(
+        settings,
+        Embedding {
+            stop: stop_rx,
+            metrics_listener: Some(metrics_listener),
+        },
+    ));
+    let signal = signals.recv();
+    tokio::pin!(signal);
+    let result = tokio::select! {
+        result = &mut load => result,
+        signal = &mut signal => {
+            match signal {
+                Ok(name) => eprintln!("redwatch demo: {name}: stopping the load, Prometheus and the API"),
+                Err(err) => eprintln!("redwatch demo: {err:#}; stopping"),
+            }
+            let _ = stop_tx.send(true);
+            (&mut load).await
+        }
+    };
+    result.unwrap_or_else(|join_error| {
+        Err(anyhow::anyhow!(
+            "the load generator task failed: {join_error}"
+        ))
+    })
 }
 
 /// `90s` → `1 min 30 s`, `3s` → `3 s`; milliseconds shown only when there are any.
