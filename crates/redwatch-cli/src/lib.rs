@@ -50,7 +50,8 @@ pub enum Command {
 pub enum Settings {
     Serve(serve::ServeArgs),
     Load(load::LoadSettings),
-    Generate(generate::GenerateSettings),
+    // Boxed: the generator has many settings, and the others stay small.
+    Generate(Box<generate::GenerateSettings>),
     Demo(demo::DemoArgs),
 }
 
@@ -61,7 +62,7 @@ impl Cli {
         Ok(match self.command {
             Command::Serve(args) => Settings::Serve(args),
             Command::Load(args) => Settings::Load(args.settings()?),
-            Command::Generate(args) => Settings::Generate(args.settings()?),
+            Command::Generate(args) => Settings::Generate(Box::new(args.settings()?)),
             Command::Demo(args) => Settings::Demo(args),
         })
     }
@@ -72,7 +73,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     match settings {
         Settings::Serve(settings) => serve::run(settings).await,
         Settings::Load(settings) => load::run(settings).await,
-        Settings::Generate(settings) => generate::run(settings).await,
+        Settings::Generate(settings) => generate::run(*settings).await,
         Settings::Demo(settings) => demo::run(settings).await,
     }
 }
