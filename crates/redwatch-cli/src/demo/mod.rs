@@ -31,11 +31,11 @@ pub struct DemoArgs {
     pub listen: SocketAddr,
 
     /// Requests per second the built-in load generator sends (open loop, with --mix).
-    #[arg(long, env = "REDWATCH_RATE", default_value = "20", value_parser = parse_rate)]
+    #[arg(long, env = "REDWATCH_RATE", default_value = "20", value_parser = load::rate_flag)]
     pub rate: f64,
 
     /// Stop everything after this long, e.g. 30s, 5m. [default: run until Ctrl-C or SIGTERM]
-    #[arg(long, env = "REDWATCH_DURATION", value_parser = parse_positive_duration)]
+    #[arg(long, env = "REDWATCH_DURATION", value_parser = load::positive_duration)]
     pub duration: Option<Duration>,
 
     /// Endpoints and weights of the built-in load generator, as `redwatch load --mix`.
@@ -51,23 +51,6 @@ pub struct DemoArgs {
     /// Address Prometheus listens on; when it is taken, a free port on the same IP is used.
     #[arg(long, env = "REDWATCH_PROMETHEUS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_addr)]
     pub prometheus_listen: SocketAddr,
-}
-
-fn parse_rate(value: &str) -> Result<f64, String> {
-    match value.trim().parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!(
-            "expected requests per second greater than 0, e.g. 20, got {value:?}"
-        )),
-    }
-}
-
-fn parse_positive_duration(value: &str) -> Result<Duration, String> {
-    let duration = crate::duration::duration_flag(value)?;
-    if duration.is_zero() {
-        return Err("the duration must be greater than zero".to_owned());
-    }
-    Ok(duration)
 }
 
 /// The address to connect to for a listener bound to `addr` (0.0.0.0 and :: are not
@@ -316,21 +299,6 @@ fn humanize(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rate_must_be_positive_and_finite() {
-        assert_eq!(parse_rate("20"), Ok(20.0));
-        assert_eq!(parse_rate("0.5"), Ok(0.5));
-        for bad in ["0", "-1", "NaN", "inf", "fast", ""] {
-            assert!(parse_rate(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn zero_duration_is_refused() {
-        assert!(parse_positive_duration("0s").is_err());
-        assert_eq!(parse_positive_duration("3s"), Ok(Duration::from_secs(3)));
-    }
 
     #[test]
     fn unspecified_addresses_are_reached_over_loopback() {

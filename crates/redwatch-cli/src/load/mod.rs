@@ -32,7 +32,9 @@ use schedule::RateProfile;
 
 pub use client::Target;
 pub use mix::{DEFAULT_MIX, Mix};
-pub use settings::{JsonOutput, LoadArgs, LoadSettings, Mode, mix_flag};
+pub use settings::{
+    JsonOutput, LoadArgs, LoadSettings, Mode, mix_flag, positive_duration, rate_flag,
+};
 
 /// How another subcommand (`redwatch demo`) runs the generator inside its own process.
 pub struct Embedding {

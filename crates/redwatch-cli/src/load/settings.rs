@@ -22,7 +22,7 @@ pub struct LoadArgs {
     /// Open loop: requests per second on one global schedule, whatever the responses do.
     /// [default: none; one of --rate, --rate-profile or --concurrency is required]
     #[arg(long, env = "REDWATCH_RATE", conflicts_with_all = ["concurrency", "rate_profile"],
-          value_parser = parse_rate, allow_negative_numbers = true)]
+          value_parser = rate_flag, allow_negative_numbers = true)]
     pub rate: Option<f64>,
 
     /// Open loop with a rate that changes over time (instead of --rate):
@@ -241,14 +241,15 @@ where
 }
 
 /// Requests per second: finite and greater than zero.
-fn parse_rate(text: &str) -> Result<f64, String> {
+pub fn rate_flag(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
         _ => Err("expected requests per second greater than zero, e.g. 100".to_owned()),
     }
 }
 
-pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
+/// A duration greater than zero.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
     let duration = duration_flag(text)?;
     if duration.is_zero() {
         return Err("must be greater than zero".to_owned());
@@ -303,8 +304,12 @@ mod tests {
         assert_eq!(parse_fraction("1%"), Ok(0.01));
         assert_eq!(parse_fraction("0.5"), Ok(0.5));
         assert!(parse_fraction("150%").is_err());
-        assert!(parse_rate("0").is_err());
-        assert!(parse_rate("NaN").is_err());
+        assert_eq!(rate_flag("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast", ""] {
+            assert!(rate_flag(bad).is_err(), "{bad:?}");
+        }
+        assert!(positive_duration("0s").is_err());
+        assert_eq!(positive_duration("3s"), Ok(Duration::from_secs(3)));
     }
 
     #[test]
