@@ -8,7 +8,7 @@ mod anomaly;
 mod configs;
 mod dashboard;
 mod k8s;
-mod naming;
+pub mod naming;
 mod promql;
 mod rule_tests;
 mod rules;

@@ -90,7 +90,8 @@ pub mod process {
     pub use redwatch::process_names::*;
 }
 
-/// Client-side metrics of `redwatch load --metrics-listen`.
+/// Client-side metrics of `redwatch load --metrics-listen` that the generated files read; the
+/// load generator registers its families under these names.
 pub mod load {
     pub const REQUESTS: &str = "redwatch_load_requests_total";
     pub const DURATION_BUCKET: &str = "redwatch_load_request_duration_seconds_bucket";

@@ -12,6 +12,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::client::ErrorKind;
+use crate::generate::naming::load as load_names;
+
+/// The family a series belongs to: its name without the `suffix` the encoder appends.
+fn family(series: &'static str, suffix: &str) -> &'static str {
+    series.strip_suffix(suffix).unwrap_or(series)
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -76,7 +82,7 @@ impl ClientMetrics {
         let schedule_lag = Gauge::<f64, AtomicU64>::default();
         let dropped = Counter::default();
         exposition.register(
-            "redwatch_load_requests",
+            family(load_names::REQUESTS, "_total"),
             "Requests completed by the load generator, by endpoint and status (3-digit code or `error`)",
             requests.clone(),
         );
@@ -86,12 +92,12 @@ impl ClientMetrics {
             errors.clone(),
         );
         exposition.register(
-            "redwatch_load_request_duration_seconds",
+            family(load_names::DURATION_BUCKET, "_bucket"),
             "Request latency measured from the intended send time (coordinated-omission corrected)",
             durations.clone(),
         );
         exposition.register(
-            "redwatch_load_target_rate",
+            load_names::TARGET_RATE,
             "Scheduled request rate in requests per second (0 in closed loop)",
             target_rate.clone(),
         );
@@ -199,12 +205,17 @@ mod tests {
     #[test]
     fn the_exposition_has_the_client_metrics_and_the_process_metrics() {
         let metrics = ClientMetrics::new();
-        metrics.endpoint("/ep_one").observe(0.3, None);
+        let endpoint = metrics.endpoint("/ep_one");
+        endpoint.observe(0.3, None);
+        metrics.requests_counter(&endpoint, "200").inc();
         let text = metrics.render();
         for needle in [
             "redwatch_load_request_duration_seconds_bucket{le=\"0.5\",endpoint=\"/ep_one\"} 1",
             "redwatch_load_errors_total{endpoint=\"/ep_one\",kind=\"timeout\"} 0",
             redwatch::process_names::RESIDENT_MEMORY,
+            load_names::REQUESTS,
+            load_names::DURATION_BUCKET,
+            load_names::TARGET_RATE,
         ] {
             assert!(text.contains(needle), "no {needle:?} in\n{text}");
         }
