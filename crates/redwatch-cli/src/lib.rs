@@ -161,3 +161,44 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
         .init();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(argv: &[&str]) -> Result<Settings, String> {
+        Cli::try_parse_from(argv)
+            .and_then(Cli::settings)
+            .map_err(|err| clap_error_line(&err))
+    }
+
+    #[test]
+    fn a_load_bounded_by_nothing_runs_ten_seconds() {
+        let Ok(Settings::Load(load)) = settings(&["redwatch", "load", "--rate", "5"]) else {
+            panic!("load settings");
+        };
+        assert_eq!(load.duration, Some(std::time::Duration::from_secs(10)));
+        assert_eq!(load.requests, None);
+    }
+
+    #[test]
+    fn combinations_are_refused_like_single_values() {
+        let error = settings(&[
+            "redwatch",
+            "load",
+            "--rate-profile",
+            "ramp:0..9",
+            "--requests",
+            "5",
+        ])
+        .unwrap_err();
+        assert!(
+            error.contains("--rate-profile") && error.contains("--duration"),
+            "{error}"
+        );
+        let error = settings(&["redwatch", "generate", "--buckets", "0.1,0.5"]).unwrap_err();
+        assert!(error.contains("--latency-threshold 250ms"), "{error}");
+        let error = settings(&["redwatch", "load"]).unwrap_err();
+        assert!(error.contains("--concurrency"), "{error}");
+    }
+}

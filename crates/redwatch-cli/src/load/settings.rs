@@ -313,6 +313,17 @@ mod tests {
     }
 
     #[test]
+    fn an_embedded_open_loop_has_the_flags_defaults_and_no_end() {
+        let target: Target = "http://127.0.0.1:5000".parse().unwrap();
+        let settings = LoadSettings::open_loop(target, 20.0).unwrap();
+        assert_eq!(settings.mode, Mode::Open(RateProfile::Constant(20.0)));
+        assert_eq!(settings.mix.to_string(), DEFAULT_MIX);
+        assert_eq!(settings.timeout, Duration::from_secs(2));
+        assert_eq!(settings.max_in_flight, 1000);
+        assert_eq!((settings.duration, settings.requests), (None, None));
+    }
+
+    #[test]
     fn a_ramp_without_length_lasts_the_run() {
         let flag = RateProfileFlag::parse("ramp:0..100").unwrap();
         assert!(flag.resolve(None).is_err());
