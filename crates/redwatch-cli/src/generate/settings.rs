@@ -65,7 +65,7 @@ pub struct GenerateFlags {
     pub buckets: Option<List<f64>>,
 
     /// Output directory; each preset gets a subdirectory
-    #[arg(long, env = "REDWATCH_OUT", default_value = "deploy/generated", value_parser = output_dir)]
+    #[arg(long, env = "REDWATCH_OUT", default_value = "deploy/generated")]
     pub out: PathBuf,
 
     /// SLO period: the window the error budget is measured over
@@ -348,6 +348,14 @@ impl GenerateArgs {
     /// The checked settings of a `redwatch generate` run.
     pub fn settings(self) -> Result<GenerateSettings, clap::Error> {
         let flags = *self.flags;
+        // Checked here rather than by a value parser: the flags' defaults (the start of settings
+        // built in code) do not depend on what the working directory holds.
+        if flags.out.exists() && !flags.out.is_dir() {
+            return Err(crate::invalid(format!(
+                "--out {} is not a directory",
+                flags.out.display()
+            )));
+        }
         let settings = flags.settings().map_err(crate::invalid)?;
         Ok(GenerateSettings {
             presets: flags.presets(),
@@ -778,14 +786,6 @@ fn nonzero_duration(text: &str) -> Result<PromDuration, String> {
         return Err("must be longer than 0s".to_owned());
     }
     Ok(duration)
-}
-
-fn output_dir(text: &str) -> Result<PathBuf, String> {
-    let path = PathBuf::from(text);
-    if path.exists() && !path.is_dir() {
-        return Err(format!("{} is not a directory", path.display()));
-    }
-    Ok(path)
 }
 
 fn burn_windows(text: &str) -> Result<List<BurnWindow>, String> {
