@@ -121,7 +121,7 @@ const CPU_BURN: Duration = Duration::from_millis(100);
 /// the grace period collects the final counts, and API requests get a 503 with
 /// `Connection: close`. The server stops once no API request is in flight.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Drain {
+pub struct Drain {
     inner: Arc<DrainState>,
 }
 
@@ -180,7 +180,7 @@ async fn refuse_while_draining(
 
 /// Builds the demo API's router, instrumented by `metrics`; /metrics is included when
 /// `with_metrics_route` is true. API requests are counted by `drain`, and refused once it drains.
-pub(crate) fn app(
+pub fn app(
     metrics: &Metrics,
     latency_scale: f64,
     with_metrics_route: bool,
@@ -318,7 +318,8 @@ fn register_extra_series(metrics: &Metrics, count: u32) {
     );
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The demo API's metrics as the flags configure them.
+fn metrics(args: &ServeArgs) -> anyhow::Result<Metrics> {
     let mut builder = Metrics::builder()
         .naming(args.naming)
         .service_name("redwatch-demo")
@@ -329,6 +330,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let metrics = builder.build().context("invalid metrics configuration")?;
     register_extra_series(&metrics, args.extra_series);
+    Ok(metrics)
+}
+
+/// Runs `redwatch serve` until SIGINT/SIGTERM, then drains (see [`Drain`]).
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let metrics = metrics(&args)?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -381,44 +388,62 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let signal = signals.recv().await?;
     tracing::info!(signal, grace = ?args.shutdown_grace, "shutting down: finishing requests in flight, refusing new ones with 503, still serving /metrics");
-    let deadline = tokio::time::Instant::now() + args.shutdown_grace;
-    let shutdown = async {
-        drain.start();
-        if tokio::time::timeout_at(deadline, drain.idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!(grace = ?args.shutdown_grace, "requests still in flight after the grace period; exiting");
-            return Ok(ExitCode::SUCCESS);
-        }
-        // Stop accepting and close idle connections; a scrape under way may finish.
-        let _ = stop_tx.send(true);
-        let finished = async {
-            let api_result = api.await;
-            if let Some(server) = metrics_server {
-                let _ = server.await;
-            }
-            api_result
-        };
-        match tokio::time::timeout_at(deadline, finished).await {
-            Ok(Ok(Ok(()))) => {
-                tracing::info!("stopped");
-                Ok(ExitCode::SUCCESS)
-            }
-            Ok(Ok(Err(error))) => Err(error).context("server failed"),
-            Ok(Err(join_error)) => Err(join_error).context("server task failed"),
-            Err(_) => {
-                tracing::warn!(grace = ?args.shutdown_grace, "connections still open after the grace period; exiting");
-                Ok(ExitCode::SUCCESS)
-            }
-        }
-    };
+    let shutdown = drain_and_stop(drain, stop_tx, api, metrics_server, args.shutdown_grace);
     tokio::select! {
         result = shutdown => result,
         second = signals.recv() => {
             let second = second?;
             tracing::warn!(signal = second, "second signal: exiting at once");
             Ok(ExitCode::from(130))
+        }
+    }
+}
+
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Refuses new API requests, waits for those in flight, then stops the servers; exits anyway
+/// once `grace` has passed.
+async fn drain_and_stop(
+    drain: Drain,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    api: ServerTask,
+    metrics_server: Option<ServerTask>,
+    grace: Duration,
+) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + grace;
+    drain.start();
+    if tokio::time::timeout_at(deadline, drain.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "requests still in flight after the grace period; exiting"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Stop accepting and close idle connections; a scrape under way may finish.
+    let _ = stop_tx.send(true);
+    let finished = async {
+        let api_result = api.await;
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
+        api_result
+    };
+    match tokio::time::timeout_at(deadline, finished).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(Err(error))) => Err(error).context("server failed"),
+        Ok(Err(join_error)) => Err(join_error).context("server task failed"),
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "connections still open after the grace period; exiting"
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

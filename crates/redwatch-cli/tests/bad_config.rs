@@ -45,6 +45,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ("generate", "--slo", "100"),
     ("generate", "--latency-slo", "0"),
     ("generate", "--latency-threshold", "300ms"),
+    ("generate", "--namespace", "1shop"),
+    ("generate", "--const-label", "service"),
+    ("generate", "--buckets", "0.5,0.25"),
     ("generate", "--out", "/etc/hostname"),
     ("generate", "--slo-period", "a month"),
     ("generate", "--page-windows", "14.4:5m/1h"),
@@ -80,6 +83,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("demo", "--log-level", "info,[="),
     ("demo", "--rate", "0"),
     ("demo", "--duration", "soon"),
+    ("demo", "--mix", "/ep_one"),
     ("demo", "--prometheus", "/nonexistent-redwatch-prometheus"),
     ("demo", "--prometheus-listen", "nowhere"),
 ];

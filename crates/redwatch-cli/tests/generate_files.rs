@@ -211,29 +211,6 @@ fn dashboard(preset: &str) -> Value {
     serde_json::from_str(&read(&path)).expect("dashboard JSON")
 }
 
-/// Metric-name and matcher pairs of every `name{...}` selector in `expr`.
-fn selectors(expr: &str) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let mut rest = expr;
-    while let Some(open) = rest.find('{') {
-        let name: String = rest[..open]
-            .chars()
-            .rev()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        let close = rest[open..]
-            .find('}')
-            .map(|i| open + i)
-            .expect("closing brace");
-        found.push((name, rest[open + 1..close].to_owned()));
-        rest = &rest[close + 1..];
-    }
-    found
-}
-
 fn ranges(expr: &str) -> Vec<String> {
     expr.split('[')
         .skip(1)

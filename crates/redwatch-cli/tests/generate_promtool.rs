@@ -120,6 +120,13 @@ fn compressed_and_custom_settings_pass_their_own_rule_tests() {
         "95",
         "--latency-threshold",
         "1s",
+        // An API configured away from the library's defaults.
+        "--namespace",
+        "shop",
+        "--const-label",
+        "service=checkout",
+        "--buckets",
+        "0.05,0.1,0.3,1,2.5",
     ]);
     generate_ok(temp.path(), &args);
     for preset in ["otel", "flask"] {

@@ -8,17 +8,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tempfile::TempDir;
 
-use crate::generate::{GenerateFlags, Preset, Settings, generate_preset};
+use redwatch::Naming;
+
+use crate::generate::{GenerateFlags, List, Optional, PromDuration, Settings, generate_preset};
 
 /// The scrape and rule evaluation interval: short, so the demo's graphs fill quickly.
-const SCRAPE_INTERVAL: &str = "5s";
+const SCRAPE_INTERVAL: PromDuration = PromDuration::from_millis(5_000);
 /// How long Prometheus may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long Prometheus may take to exit after SIGTERM before it is killed.
@@ -134,20 +135,19 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Writes the generated configuration scraping `api` and `load_metrics`, starts `binary`
-    /// listening on `listen` (or a free port on its IP when that is taken) and waits until it
-    /// is ready.
+    /// Writes the configuration and rules generated with `rules` (see [`rule_settings`]), starts
+    /// `binary` listening on `listen` (or a free port on its IP when that is taken) and waits
+    /// until it is ready.
     pub async fn start(
         binary: &Path,
-        api: SocketAddr,
-        load_metrics: SocketAddr,
+        rules: &Settings,
         listen: SocketAddr,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("redwatch-demo-")
             .tempdir()
             .context("cannot create a temporary directory for Prometheus")?;
-        let config = write_config(dir.path(), api, load_metrics)?;
+        let config = write_config(dir.path(), rules)?;
         let addr = free_addr(listen)?;
         let log_path = dir.path().join("prometheus.log");
         let log = std::fs::File::create(&log_path)
@@ -297,37 +297,29 @@ fn free_addr(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
         .context("cannot read the probed Prometheus address")
 }
 
-/// Writes `prometheus.yml` and the rule file exactly as `redwatch generate --naming otel`
-/// would, with the demo's targets and a short scrape interval; returns the config's path.
-fn write_config(dir: &Path, api: SocketAddr, load_metrics: SocketAddr) -> anyhow::Result<PathBuf> {
-    #[derive(Parser)]
-    struct GenerateCommand {
-        #[command(flatten)]
-        flags: GenerateFlags,
-    }
-    let api = api.to_string();
-    let load_metrics = load_metrics.to_string();
-    let command = GenerateCommand::try_parse_from([
-        "generate",
-        "--naming",
-        "otel",
-        "--scrape-interval",
-        SCRAPE_INTERVAL,
-        "--evaluation-interval",
-        SCRAPE_INTERVAL,
-        "--api-targets",
-        &api,
-        "--load-targets",
-        &load_metrics,
-        "--extra-targets",
-        "",
-        "--alertmanager",
-        "",
-    ])
-    .map_err(|err| anyhow::anyhow!("Prometheus configuration: {}", crate::clap_error_line(&err)))?;
-    let settings = Settings::from_args(&command.flags).context("Prometheus configuration")?;
+/// The generator's settings for the demo: its defaults (not the environment, which configures
+/// the demo's own flags), the demo's targets, no Alertmanager and a short scrape interval.
+pub fn rule_settings(api: SocketAddr, load_metrics: SocketAddr) -> anyhow::Result<Settings> {
+    let mut flags = GenerateFlags::defaults()
+        .map_err(|err| anyhow::anyhow!("{}", crate::clap_error_line(&err)))
+        .context("Prometheus configuration")?;
+    flags.naming = Some(Naming::Otel);
+    flags.scrape_interval = SCRAPE_INTERVAL;
+    flags.evaluation_interval = SCRAPE_INTERVAL;
+    flags.api_targets = List(vec![api.to_string()]);
+    flags.load_targets = List(vec![load_metrics.to_string()]);
+    flags.extra_targets = List(Vec::new());
+    flags.alertmanager = Optional(None);
+    flags
+        .settings()
+        .map_err(|err| anyhow::anyhow!("Prometheus configuration: {err}"))
+}
+
+/// Writes `prometheus.yml` and the rule file exactly as `redwatch generate --naming otel` would
+/// with `settings`; returns the config's path.
+fn write_config(dir: &Path, settings: &Settings) -> anyhow::Result<PathBuf> {
     let mut config = None;
-    for file in generate_preset(Preset::Otel, &settings)? {
+    for file in generate_preset(Naming::Otel, settings)? {
         // Only what Prometheus itself reads: the config and the rules (not the rule tests).
         let Ok(relative) = file.path.strip_prefix("prometheus") else {
             continue;
@@ -430,7 +422,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let api: SocketAddr = "127.0.0.1:5123".parse().unwrap();
         let load: SocketAddr = "127.0.0.1:5124".parse().unwrap();
-        let config = write_config(dir.path(), api, load).unwrap();
+        let config = write_config(dir.path(), &rule_settings(api, load).unwrap()).unwrap();
         let text = std::fs::read_to_string(&config).unwrap();
         let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
         let jobs = yaml["scrape_configs"].as_sequence().unwrap();

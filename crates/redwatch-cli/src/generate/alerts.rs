@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::anomaly::{Role, Signal};
-use super::naming::Preset;
 use super::rules::{Group, Rule, names, of_job};
 use super::units::{PromDuration, num};
 use super::{BurnWindow, Settings, dashboard};
+use redwatch::Naming;
 
 pub const ERROR_BUDGET_BURN: &str = "ApiErrorBudgetBurn";
 pub const LATENCY_BUDGET_BURN: &str = "ApiLatencyBudgetBurn";
@@ -92,7 +92,7 @@ pub fn runbook_url(settings: &Settings, alert: &str) -> String {
 }
 
 /// The generated dashboard in Grafana, showing the alert's job, when a Grafana URL is set.
-fn dashboard_url(preset: Preset, settings: &Settings) -> Option<String> {
+fn dashboard_url(preset: Naming, settings: &Settings) -> Option<String> {
     settings.grafana_url.as_ref().map(|grafana| {
         format!(
             "{grafana}/d/{}?var-job={{{{ $labels.job }}}}",
@@ -358,10 +358,10 @@ fn anomaly_alerts(settings: &Settings) -> Vec<AlertSpec> {
     ]
 }
 
-fn target_alerts(preset: Preset, settings: &Settings) -> Vec<AlertSpec> {
+fn target_alerts(preset: Naming, settings: &Settings) -> Vec<AlertSpec> {
     let job = &settings.job;
     let for_ = settings.alert_for;
-    let count = preset.names().count();
+    let count = settings.names(preset).count();
     vec![
         AlertSpec {
             name: TARGET_DOWN,
@@ -407,7 +407,7 @@ fn target_alerts(preset: Preset, settings: &Settings) -> Vec<AlertSpec> {
 
 /// Every alert, in rule-file order within each group: burn rates, static thresholds, targets,
 /// anomalies.
-pub fn all(preset: Preset, settings: &Settings) -> Vec<AlertSpec> {
+pub fn all(preset: Naming, settings: &Settings) -> Vec<AlertSpec> {
     let mut all = burn_alerts(settings);
     all.extend(breach_alerts(settings));
     all.extend(target_alerts(preset, settings));

@@ -19,7 +19,6 @@
 //!   at all rather than false ones, such as a Monday predicted from a Sunday.
 
 use super::Settings;
-use super::naming::BUCKETS;
 use super::rules::{Rule, names, of_job};
 use super::units::{PromDuration, num};
 
@@ -54,7 +53,12 @@ impl Signal {
     pub fn absolute_floor(self, settings: &Settings) -> f64 {
         match self {
             Signal::RequestRate => f64::from(settings.min_events) / settings.rate_window.secs_f64(),
-            Signal::AverageLatency => BUCKETS[0],
+            Signal::AverageLatency => settings
+                .app
+                .duration_buckets
+                .first()
+                .copied()
+                .unwrap_or(0.0),
             Signal::ErrorRatio => settings.error_budget(),
         }
     }

@@ -3,15 +3,17 @@
 use serde_json::{Value, json};
 
 use super::Settings;
-use super::naming::{Preset, load, process};
+use redwatch::Naming;
+
+use super::naming::{MetricNames, load, process};
 use super::units::num;
 
 /// File name of the dashboard under `grafana/dashboards/`.
 pub const FILE_NAME: &str = "api-overview.json";
 /// Dashboard schema of Grafana 11.0 (read unchanged by Grafana 11.x and 12.x).
 /// The dashboard's uid, which Grafana URLs (`/d/UID`) use.
-pub fn uid(preset: Preset) -> String {
-    format!("redwatch-api-overview-{}", preset.name())
+pub fn uid(preset: Naming) -> String {
+    format!("redwatch-api-overview-{}", preset.as_str())
 }
 
 pub const SCHEMA_VERSION: u64 = 39;
@@ -184,26 +186,55 @@ fn variable_query(name: &str, label: &str, query: &str, multi: bool) -> Value {
     })
 }
 
-/// The dashboard for one preset.
-pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
-    let names = preset.names();
-    let (route, status) = (names.route, names.status);
-    let (count, sum, bucket) = (names.count(), names.sum(), names.bucket());
-    let sel = "job=~\"$job\", instance=~\"$instance\"";
-    let rsel = format!("{sel}, {route}=~\"$route\"");
-    let load_sel = "job=~\"$load_job\", instance=~\"$load_instance\"";
-    let ri = "$__rate_interval";
+/// The API's series on the selected jobs and instances.
+const SELECTED: &str = "job=~\"$job\", instance=~\"$instance\"";
+/// The load generator's series on the selected jobs and instances.
+const LOAD_SELECTED: &str = "job=~\"$load_job\", instance=~\"$load_instance\"";
+const RATE_INTERVAL: &str = "$__rate_interval";
+
+/// What the rows' queries are built from.
+struct Queries<'a> {
+    settings: &'a Settings,
+    names: MetricNames,
+    count: String,
+    sum: String,
+    bucket: String,
+    /// [`SELECTED`] and the selected routes.
+    rsel: String,
+}
+
+impl<'a> Queries<'a> {
+    fn new(preset: Naming, settings: &'a Settings) -> Self {
+        let names = settings.names(preset);
+        Self {
+            settings,
+            count: names.count(),
+            sum: names.sum(),
+            bucket: names.bucket(),
+            rsel: format!("{SELECTED}, {}=~\"$route\"", names.route),
+            names,
+        }
+    }
+
+    /// The share of requests answered with a 5xx over `window`.
+    fn error_share(&self, selector: &str, window: &str) -> String {
+        let (count, status) = (&self.count, self.names.status);
+        format!(
+            "(sum(rate({count}{{{selector}, {status}=~\"5..\"}}[{window}])) or vector(0))\n/\nsum(rate({count}{{{selector}}}[{window}]))"
+        )
+    }
+}
+
+/// The SLO row: availability, latency objective, error budget and its burn rate.
+fn slo_row(layout: &mut Layout, queries: &Queries) {
+    let settings = queries.settings;
+    let count = &queries.count;
+    let bucket = &queries.bucket;
+    let sel = SELECTED;
     let threshold = settings.latency_threshold;
     let le = super::promql::le_matcher(settings.threshold_le());
     let budget = num(settings.error_budget());
     let period = settings.slo_period;
-    let error_share = |selector: &str, window: &str| {
-        format!(
-            "(sum(rate({count}{{{selector}, {status}=~\"5..\"}}[{window}])) or vector(0))\n/\nsum(rate({count}{{{selector}}}[{window}]))"
-        )
-    };
-
-    let mut layout = Layout::new();
     layout.row("SLO");
     layout.panel(
         "stat",
@@ -212,7 +243,7 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         "percentunit",
         5,
         vec![q(
-            format!("1 - (\n{}\n)", error_share(sel, "$__range")),
+            format!("1 - (\n{}\n)", queries.error_share(sel, "$__range")),
             "availability",
         )],
         stat_options("value"),
@@ -238,7 +269,7 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         ),
         "percentunit",
         5,
-        vec![q(format!("1 - (\n{}\n) / {budget}", error_share(sel, &period.to_string())), "budget remaining")],
+        vec![q(format!("1 - (\n{}\n) / {budget}", queries.error_share(sel, &period.to_string())), "budget remaining")],
         stat_options("value"),
     );
     layout.panel(
@@ -257,7 +288,7 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
             q(
                 format!(
                     "(\n{}\n) / {budget}",
-                    error_share(sel, &window.long.to_string())
+                    queries.error_share(sel, &window.long.to_string())
                 ),
                 format!("burn rate {}", window.long),
             )
@@ -272,7 +303,15 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         burn_queries,
         json!({}),
     );
+}
 
+/// The traffic row: requests per second by route and per minute by status.
+fn traffic_row(layout: &mut Layout, queries: &Queries) {
+    let route = queries.names.route;
+    let status = queries.names.status;
+    let count = &queries.count;
+    let rsel = &queries.rsel;
+    let ri = RATE_INTERVAL;
     layout.row("Traffic");
     layout.panel(
         "timeseries",
@@ -295,7 +334,15 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         vec![q(format!("sum by ({status}) (rate({count}{{{rsel}}}[{ri}])) * 60"), format!("{{{{{status}}}}}"))],
         json!({}),
     );
+}
 
+/// The errors row: 5xx by route, error ratio, 4xx against 5xx.
+fn errors_row(layout: &mut Layout, queries: &Queries) {
+    let route = queries.names.route;
+    let status = queries.names.status;
+    let count = &queries.count;
+    let rsel = &queries.rsel;
+    let ri = RATE_INTERVAL;
     layout.row("Errors");
     layout.panel(
         "timeseries",
@@ -335,7 +382,19 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         ],
         json!({}),
     );
+}
 
+/// The latency row: averages, share under the threshold, percentiles, heatmap.
+fn latency_row(layout: &mut Layout, queries: &Queries) {
+    let settings = queries.settings;
+    let route = queries.names.route;
+    let count = &queries.count;
+    let sum = &queries.sum;
+    let bucket = &queries.bucket;
+    let rsel = &queries.rsel;
+    let ri = RATE_INTERVAL;
+    let threshold = settings.latency_threshold;
+    let le = super::promql::le_matcher(settings.threshold_le());
     layout.row("Latency");
     layout.panel(
         "timeseries",
@@ -399,7 +458,13 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
             "legend": { "show": true },
         }),
     );
+}
 
+/// The saturation row: active requests, CPU, memory and descriptors, then [`process_panels`].
+fn saturation_row(layout: &mut Layout, queries: &Queries) {
+    let names = &queries.names;
+    let sel = SELECTED;
+    let ri = RATE_INTERVAL;
     layout.row("Saturation");
     layout.panel(
         "timeseries",
@@ -455,6 +520,13 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         ],
         json!({}),
     );
+    process_panels(layout, queries);
+}
+
+/// The rest of the saturation row: threads and the Tokio runtime, uptime and version.
+fn process_panels(layout: &mut Layout, queries: &Queries) {
+    let names = &queries.names;
+    let sel = SELECTED;
     layout.panel(
         "timeseries",
         "Threads and Tokio runtime",
@@ -496,7 +568,15 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         )],
         stat_options("name"),
     );
+}
 
+/// The client view row (collapsed): the load generator's rate and latency next to the server's.
+fn client_view_row(layout: &mut Layout, queries: &Queries) {
+    let count = &queries.count;
+    let bucket = &queries.bucket;
+    let sel = SELECTED;
+    let load_sel = LOAD_SELECTED;
+    let ri = RATE_INTERVAL;
     layout.row("Client view (redwatch load)");
     layout.panel(
         "timeseries",
@@ -530,6 +610,20 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
     // when the load generator's metrics exist. Collapsed, it stays out of the way and issues no
     // queries until opened.
     layout.collapse_last_row();
+}
+
+/// The dashboard for one preset: one row after the other, then the variables.
+pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
+    let queries = Queries::new(preset, settings);
+    let mut layout = Layout::new();
+    slo_row(&mut layout, &queries);
+    traffic_row(&mut layout, &queries);
+    errors_row(&mut layout, &queries);
+    latency_row(&mut layout, &queries);
+    saturation_row(&mut layout, &queries);
+    client_view_row(&mut layout, &queries);
+    let count = &queries.count;
+    let route = queries.names.route;
 
     let mut job_variable =
         variable_query("job", "Job", &format!("label_values({count}, job)"), false);
@@ -537,8 +631,8 @@ pub fn api_overview(preset: Preset, settings: &Settings) -> Value {
         json!({ "selected": true, "text": settings.job, "value": settings.job });
     json!({
         "uid": uid(preset),
-        "title": format!("API overview ({})", preset.name()),
-        "description": format!("HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation and the load generator's view.", preset.name()),
+        "title": format!("API overview ({})", preset.as_str()),
+        "description": format!("HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation and the load generator's view.", preset.as_str()),
         "tags": ["redwatch", "http", "slo"],
         "editable": false,
         "graphTooltip": 1,

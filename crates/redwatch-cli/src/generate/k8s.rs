@@ -4,9 +4,9 @@
 
 use serde_json::json;
 
-use super::naming::Preset;
 use super::rules::RuleFile;
 use super::{GeneratedFile, Settings, dashboard};
+use redwatch::Naming;
 
 fn yaml(settings: &Settings, value: &serde_json::Value) -> anyhow::Result<String> {
     Ok(settings.header("#") + &serde_yaml_ng::to_string(value)?)
@@ -14,7 +14,7 @@ fn yaml(settings: &Settings, value: &serde_json::Value) -> anyhow::Result<String
 
 /// `k8s/prometheusrule.yaml`, `k8s/grafana-dashboards.yaml` and `k8s/kustomization.yaml`.
 pub fn files(
-    preset: Preset,
+    preset: Naming,
     settings: &Settings,
     rules: &RuleFile,
     dashboard_json: &str,
@@ -43,7 +43,7 @@ pub fn files(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": format!("{}-dashboards-{}", settings.job, preset.name()),
+            "name": format!("{}-dashboards-{}", settings.job, preset.as_str()),
             "labels": dashboard_labels,
             "annotations": { "grafana_folder": "redwatch" },
         },

@@ -1,43 +1,61 @@
-//! The one table of metric and label names per naming preset. Every PromQL expression the
-//! generator writes (rules, alerts, dashboards, rule tests) is built from these names.
+//! The metric and label names of the API, from the library's naming presets and the API's
+//! library configuration. Every PromQL expression the generator writes (rules, alerts,
+//! dashboards, rule tests) is built from these names.
 
-use clap::ValueEnum;
+use redwatch::Naming;
 
-/// A naming preset of the instrumented API (the `--naming` flag of `redwatch serve`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Preset {
-    /// OpenTelemetry HTTP semantic conventions as exported to Prometheus.
-    Otel,
-    /// prometheus_flask_exporter compatible names.
-    Flask,
+/// How the API configures the library's metrics (`redwatch::MetricsBuilder`), as far as the
+/// names and buckets of its series depend on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppMetrics {
+    /// Prefix of the RED metric names (`MetricsBuilder::namespace`).
+    pub namespace: Option<String>,
+    /// Labels on every series (`MetricsBuilder::const_label`).
+    pub const_labels: Vec<(String, String)>,
+    /// Upper bounds of the duration buckets in seconds (`MetricsBuilder::duration_buckets`).
+    pub duration_buckets: Vec<f64>,
 }
 
-impl Preset {
-    /// Both presets, in the order the default output is written.
-    pub const ALL: [Preset; 2] = [Preset::Otel, Preset::Flask];
-
-    /// The directory name and identifier of the preset.
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::Otel => "otel",
-            Preset::Flask => "flask",
+impl AppMetrics {
+    /// The library's rule: this configuration builds under `naming`, or the library's reason.
+    pub fn check(&self, naming: Naming) -> Result<(), redwatch::BuildError> {
+        let mut builder = redwatch::Metrics::builder()
+            .naming(naming)
+            .duration_buckets(self.duration_buckets.clone());
+        if let Some(namespace) = &self.namespace {
+            builder = builder.namespace(namespace.clone());
         }
+        for (name, value) in &self.const_labels {
+            builder = builder.const_label(name.clone(), value.clone());
+        }
+        builder.build().map(drop)
     }
 
-    /// The metric and label names this preset exposes.
-    pub fn names(self) -> &'static MetricNames {
-        match self {
-            Preset::Otel => &OTEL,
-            Preset::Flask => &FLASK,
+    /// The names the API's series carry under `naming`: the RED metrics under the namespace,
+    /// info metrics without it (as the library's encoder writes them).
+    pub fn names(&self, naming: Naming) -> MetricNames {
+        let library = naming.names();
+        let prefix = match &self.namespace {
+            Some(namespace) => format!("{namespace}_"),
+            None => String::new(),
+        };
+        MetricNames {
+            duration: format!("{prefix}{}", library.duration),
+            route: library.route_label,
+            method: library.method_label,
+            status: library.status_label,
+            active_requests: format!("{prefix}{}", library.active_requests),
+            info: library.info,
+            version_label: library.version_label,
         }
     }
 }
 
-/// Metric and label names of one preset.
-#[derive(Debug)]
+/// Metric and label names of one preset, as one configured API exposes them.
+#[derive(Debug, Clone)]
 pub struct MetricNames {
     /// Base name of the request duration histogram (`_bucket`, `_sum`, `_count` are appended).
-    pub duration: &'static str,
+    pub duration: String,
     /// Label holding the route template.
     pub route: &'static str,
     /// Label holding the HTTP method.
@@ -45,28 +63,12 @@ pub struct MetricNames {
     /// Label holding the three-digit status code.
     pub status: &'static str,
     /// Gauge of requests currently being served.
-    pub active_requests: &'static str,
+    pub active_requests: String,
     /// Info gauge carrying the service version.
     pub info: &'static str,
     /// Label of `info` holding the version.
     pub version_label: &'static str,
 }
-
-/// The generator's view of the library's names: the library is the one source of truth.
-const fn from_library(names: &'static redwatch::MetricNames) -> MetricNames {
-    MetricNames {
-        duration: names.duration,
-        route: names.route_label,
-        method: names.method_label,
-        status: names.status_label,
-        active_requests: names.active_requests,
-        info: names.info,
-        version_label: names.version_label,
-    }
-}
-
-static OTEL: MetricNames = from_library(redwatch::Naming::Otel.names());
-static FLASK: MetricNames = from_library(redwatch::Naming::Flask.names());
 
 impl MetricNames {
     /// The histogram's `_count` series: one per request.
@@ -88,13 +90,10 @@ pub mod process {
     pub use redwatch::process_names::*;
 }
 
-/// Client-side metrics of `redwatch load --metrics-listen`.
+/// Client-side metrics of `redwatch load --metrics-listen` that the generated files read; the
+/// load generator registers its families under these names.
 pub mod load {
     pub const REQUESTS: &str = "redwatch_load_requests_total";
     pub const DURATION_BUCKET: &str = "redwatch_load_request_duration_seconds_bucket";
     pub const TARGET_RATE: &str = "redwatch_load_target_rate";
 }
-
-/// Histogram bucket upper bounds (seconds) of the server and the load generator. The latency SLO
-/// threshold must be one of them: a ratio "under the threshold" is only exact at a bucket bound.
-pub const BUCKETS: &[f64] = redwatch::DEFAULT_DURATION_BUCKETS;

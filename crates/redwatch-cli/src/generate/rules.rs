@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::naming::Preset;
 use super::promql::Sli;
 use super::units::{PromDuration, num};
 use super::{Settings, alerts, anomaly};
+use redwatch::Naming;
 
 /// A Prometheus rule file.
 #[derive(Debug, Clone, Serialize)]
@@ -187,9 +187,10 @@ pub fn ratio(part: &str, whole: &str) -> String {
 }
 
 /// The fast group's recording rules: SLIs from the raw counters.
-pub fn fast_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
+pub fn fast_rules(preset: Naming, settings: &Settings) -> Vec<Rule> {
+    let names = settings.names(preset);
     let sli = Sli {
-        names: preset.names(),
+        names: &names,
         job: &settings.job,
     };
     let by_job = settings.by_job();
@@ -231,7 +232,7 @@ pub fn fast_rules(preset: Preset, settings: &Settings) -> Vec<Rule> {
         names::p99_latency(base),
         format!("histogram_quantile(0.99, {})", sli.buckets(&by_job, base)),
     ));
-    let by_route = format!("{by_job}, {}", preset.names().route);
+    let by_route = format!("{by_job}, {}", names.route);
     rules.push(Rule::record(
         names::route_requests(base),
         sli.requests(&by_route, base),
@@ -309,7 +310,7 @@ pub fn slo_rules(settings: &Settings) -> Vec<Rule> {
 }
 
 /// The complete rule file: per group, its recording rules first and then its alerts.
-pub fn rule_file(preset: Preset, settings: &Settings) -> RuleFile {
+pub fn rule_file(preset: Naming, settings: &Settings) -> RuleFile {
     let specs = alerts::all(preset, settings);
     let groups = Group::ALL
         .iter()

@@ -76,30 +76,38 @@ pub struct Target {
     pub display: String,
 }
 
+impl std::str::FromStr for Target {
+    type Err = anyhow::Error;
+
+    fn from_str(url: &str) -> anyhow::Result<Self> {
+        Self::parse(url)
+    }
+}
+
 impl Target {
     /// Parses and checks a target URL (`http://` only).
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         let uri: Uri = url.parse().ok().with_context(|| {
-            format!("invalid --target {url:?}: not a URL (expected e.g. http://127.0.0.1:5000)")
+            format!("{url:?} is not a URL (expected e.g. http://127.0.0.1:5000)")
         })?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => bail!(
-                "invalid --target {url:?}: https is not supported (redwatch load speaks HTTP/1.1 and h2c)"
-            ),
-            _ => bail!("invalid --target {url:?}: expected an http:// URL"),
+            Some("https") => {
+                bail!("{url:?}: https is not supported (redwatch load speaks HTTP/1.1 and h2c)")
+            }
+            _ => bail!("{url:?}: expected an http:// URL"),
         }
         let authority = uri
             .authority()
-            .with_context(|| format!("invalid --target {url:?}: no host"))?;
+            .with_context(|| format!("{url:?}: no host"))?;
         if authority.as_str().contains('@') {
-            bail!("invalid --target {url:?}: credentials in the URL are not supported");
+            bail!("{url:?}: credentials in the URL are not supported");
         }
         if authority.host().is_empty() {
-            bail!("invalid --target {url:?}: no host");
+            bail!("{url:?}: no host");
         }
         if uri.query().is_some() {
-            bail!("invalid --target {url:?}: put query strings in the --mix paths");
+            bail!("{url:?}: put query strings in the --mix paths");
         }
         let port = authority.port_u16().unwrap_or(80);
         Ok(Self {
@@ -107,6 +115,15 @@ impl Target {
             base_path: uri.path().trim_end_matches('/').to_owned(),
             display: url.to_owned(),
         })
+    }
+
+    /// The API listening on `addr`, at its root.
+    pub fn http(addr: SocketAddr) -> Self {
+        Self {
+            authority: addr.to_string(),
+            base_path: String::new(),
+            display: format!("http://{addr}"),
+        }
     }
 
     /// Resolves the target's addresses (once, before the run).

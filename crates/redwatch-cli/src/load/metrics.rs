@@ -2,27 +2,22 @@
 //! can put the generator's view next to the server's.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use anyhow::Context;
-use axum::Router;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 use super::client::ErrorKind;
+use crate::generate::naming::load as load_names;
 
-/// The server-side duration buckets (OTel defaults), so client and server histograms line up.
-pub const DURATION_BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
+/// The family a series belongs to: its name without the `suffix` the encoder appends.
+fn family(series: &'static str, suffix: &str) -> &'static str {
+    series.strip_suffix(suffix).unwrap_or(series)
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -43,9 +38,10 @@ struct EndpointLabels {
 
 type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 
-/// The generator's metrics and the registry they are exposed from.
+/// The generator's metrics, exposed by the library's registry and exposition (with process
+/// metrics, content negotiation and gzip) like any app instrumented with redwatch.
 pub struct ClientMetrics {
-    registry: Registry,
+    exposition: redwatch::Metrics,
     requests: Family<RequestLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: HistogramFamily,
@@ -70,52 +66,58 @@ pub struct EndpointMetrics {
 impl ClientMetrics {
     /// Registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::default();
+        let exposition = redwatch::Metrics::builder()
+            .service_name("redwatch-load")
+            .app_version(env!("CARGO_PKG_VERSION"))
+            .build()
+            // A fixed configuration, valid by construction (tested).
+            .unwrap_or_else(|_| redwatch::Metrics::new());
         let requests = Family::<RequestLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
-        let durations: HistogramFamily =
-            Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let durations: HistogramFamily = Family::new_with_constructor(|| {
+            Histogram::new(redwatch::DEFAULT_DURATION_BUCKETS.iter().copied())
+        });
         let target_rate = Gauge::<f64, AtomicU64>::default();
         let in_flight = Gauge::default();
         let schedule_lag = Gauge::<f64, AtomicU64>::default();
         let dropped = Counter::default();
-        registry.register(
-            "redwatch_load_requests",
+        exposition.register(
+            family(load_names::REQUESTS, "_total"),
             "Requests completed by the load generator, by endpoint and status (3-digit code or `error`)",
             requests.clone(),
         );
-        registry.register(
+        exposition.register(
             "redwatch_load_errors",
             "Requests that got no response, by endpoint and kind (timeout, connect, reset, other)",
             errors.clone(),
         );
-        registry.register(
-            "redwatch_load_request_duration_seconds",
+        exposition.register(
+            family(load_names::DURATION_BUCKET, "_bucket"),
             "Request latency measured from the intended send time (coordinated-omission corrected)",
             durations.clone(),
         );
-        registry.register(
-            "redwatch_load_target_rate",
+        exposition.register(
+            load_names::TARGET_RATE,
             "Scheduled request rate in requests per second (0 in closed loop)",
             target_rate.clone(),
         );
-        registry.register(
+        exposition.register(
             "redwatch_load_in_flight",
             "Requests sent and not yet completed",
             in_flight.clone(),
         );
-        registry.register(
+        exposition.register(
             "redwatch_load_schedule_lag_seconds",
             "How far behind its schedule the sender is",
             schedule_lag.clone(),
         );
-        registry.register(
+        exposition.register(
             "redwatch_load_dropped",
             "Scheduled requests never sent because --max-in-flight was reached until the run ended",
             dropped.clone(),
         );
         Self {
-            registry,
+            exposition,
             requests,
             errors,
             durations,
@@ -170,49 +172,52 @@ impl EndpointMetrics {
     }
 }
 
-/// Renders the exposition. Kept in one function so the library's shared exposition can replace it.
-pub fn render(metrics: &ClientMetrics) -> (&'static str, String) {
-    let mut body = String::new();
-    // Writing into a String cannot fail; an error here would be an encoder bug, so degrade to
-    // whatever was written rather than failing the scrape.
-    let _ = prometheus_client::encoding::text::encode(&mut body, &metrics.registry);
-    (
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        body,
-    )
-}
-
-/// Binds `listen` and serves `GET /metrics` in the background until the process exits.
-pub async fn serve(listen: &str, metrics: Arc<ClientMetrics>) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on --metrics-listen {listen:?}"))?;
-    serve_on(listener, metrics)
-}
-
 /// Serves `GET /metrics` on a bound `listener` in the background until the process exits;
 /// returns its address.
 pub fn serve_on(
     listener: tokio::net::TcpListener,
-    metrics: Arc<ClientMetrics>,
+    metrics: &ClientMetrics,
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener
         .local_addr()
         .context("cannot read the metrics listener address")?;
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = Arc::clone(&metrics);
-            async move {
-                let (content_type, body) = render(&metrics);
-                ([(CONTENT_TYPE, content_type)], body).into_response()
-            }
-        }),
-    );
+    let exposition = metrics.exposition.clone();
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
+        if let Err(err) = exposition.serve(listener, std::future::pending()).await {
             tracing::warn!("metrics listener stopped: {err}");
         }
     });
     Ok(addr)
+}
+
+impl ClientMetrics {
+    /// The exposition as Prometheus text.
+    #[cfg(test)]
+    pub fn render(&self) -> String {
+        String::from_utf8_lossy(&self.exposition.render(redwatch::Format::Prometheus)).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_the_client_metrics_and_the_process_metrics() {
+        let metrics = ClientMetrics::new();
+        let endpoint = metrics.endpoint("/ep_one");
+        endpoint.observe(0.3, None);
+        metrics.requests_counter(&endpoint, "200").inc();
+        let text = metrics.render();
+        for needle in [
+            "redwatch_load_request_duration_seconds_bucket{le=\"0.5\",endpoint=\"/ep_one\"} 1",
+            "redwatch_load_errors_total{endpoint=\"/ep_one\",kind=\"timeout\"} 0",
+            redwatch::process_names::RESIDENT_MEMORY,
+            load_names::REQUESTS,
+            load_names::DURATION_BUCKET,
+            load_names::TARGET_RATE,
+        ] {
+            assert!(text.contains(needle), "no {needle:?} in\n{text}");
+        }
+    }
 }

@@ -41,6 +41,25 @@ pub struct Mix {
     cumulative: Vec<u64>,
 }
 
+impl std::fmt::Display for Mix {
+    /// The spec that parses back to this mix, e.g. `/ep_one=4,POST /users/1=1`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, entry) in self.entries.iter().enumerate() {
+            let separator = if index == 0 { "" } else { "," };
+            write!(f, "{separator}{}={}", entry.label(), entry.weight)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for Mix {
+    /// [`DEFAULT_MIX`].
+    fn default() -> Self {
+        // A constant spec, parsed in a unit test.
+        Self::parse(DEFAULT_MIX).unwrap_or_else(|err| unreachable!("DEFAULT_MIX: {err:#}"))
+    }
+}
+
 impl Mix {
     /// Parses a mix spec; errors name the offending entry.
     pub fn parse(spec: &str) -> anyhow::Result<Self> {
@@ -48,15 +67,14 @@ impl Mix {
         for raw in spec.split(',') {
             let entry = raw.trim();
             if entry.is_empty() {
-                bail!("invalid --mix {spec:?}: empty entry (expected `[METHOD ]PATH=WEIGHT`)");
+                bail!("empty entry in {spec:?} (expected `[METHOD ]PATH=WEIGHT`)");
             }
-            let parsed =
-                parse_entry(entry).with_context(|| format!("invalid --mix entry {entry:?}"))?;
+            let parsed = parse_entry(entry).with_context(|| format!("entry {entry:?}"))?;
             if entries
                 .iter()
                 .any(|e| e.method == parsed.method && e.path == parsed.path)
             {
-                bail!("invalid --mix entry {entry:?}: endpoint listed twice");
+                bail!("entry {entry:?}: endpoint listed twice");
             }
             entries.push(parsed);
         }
@@ -145,6 +163,8 @@ mod tests {
     #[test]
     fn parses_default_mix() {
         let mix = Mix::parse(DEFAULT_MIX).unwrap();
+        assert_eq!(mix.to_string(), DEFAULT_MIX);
+        assert_eq!(Mix::default().to_string(), DEFAULT_MIX);
         let labels: Vec<_> = mix.entries().iter().map(MixEntry::label).collect();
         assert_eq!(
             labels,

@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(all.error_count(), 1);
         assert!(all.from_intended.max() >= 1_999_000);
         assert_eq!(recorder.in_flight.load(Ordering::Relaxed), 0);
-        let (_, text) = super::super::metrics::render(recorder.metrics().unwrap());
+        let text = recorder.metrics().unwrap().render();
         assert!(
             text.contains("redwatch_load_requests_total{endpoint=\"/a\",status=\"500\"} 1"),
             "{text}"

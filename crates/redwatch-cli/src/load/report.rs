@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::Path;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -11,6 +10,7 @@ use serde::Serialize;
 
 use super::client::ErrorKind;
 use super::record::EndpointStats;
+use super::settings::JsonOutput;
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -219,22 +219,24 @@ impl Summary {
 
     /// Writes the JSON summary to `path` (`-` = stdout); files are written to a temporary name
     /// and renamed, so a reader never sees half a file.
-    pub fn write_json(&self, path: &str) -> anyhow::Result<()> {
+    pub fn write_json(&self, output: &JsonOutput) -> anyhow::Result<()> {
         let mut text =
             serde_json::to_string_pretty(self).context("cannot encode the JSON summary")?;
         text.push('\n');
-        if path == "-" {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush())
-                .context("cannot write the JSON summary to stdout")?;
-            return Ok(());
-        }
-        let target = Path::new(path);
+        let target = match output {
+            JsonOutput::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                return stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .context("cannot write the JSON summary to stdout");
+            }
+            JsonOutput::File(path) => path.as_path(),
+        };
+        let path = target.display();
         let file_name = target
             .file_name()
-            .with_context(|| format!("invalid --json path {path:?}"))?;
+            .with_context(|| format!("invalid --json path {path}"))?;
         let mut temporary_name = std::ffi::OsString::from(".");
         temporary_name.push(file_name);
         temporary_name.push(format!(".{}.tmp", std::process::id()));
@@ -243,77 +245,21 @@ impl Summary {
             .with_context(|| format!("cannot write {}", temporary.display()))?;
         std::fs::rename(&temporary, target).with_context(|| {
             let _ = std::fs::remove_file(&temporary);
-            format!("cannot write --json {path:?}")
+            format!("cannot write --json {path}")
         })
     }
 
-    /// The human-readable table.
+    /// The human-readable report: a title, the per-endpoint table and the error lines.
     pub fn render_table(&self) -> String {
-        let header = [
-            "endpoint", "count", "rate/s", "status", "errors", "p50", "p90", "p99", "p99.9", "max",
-        ];
-        let mut rows: Vec<[String; 10]> = Vec::new();
-        let ms = |p: Option<Percentiles>, pick: fn(&Percentiles) -> f64| {
-            p.map_or_else(|| "-".to_owned(), |p| format_ms(pick(&p)))
-        };
-        let row = |name: String,
-                   count: u64,
-                   rate: f64,
-                   status: &BTreeMap<String, u64>,
-                   errors: u64,
-                   latency: Option<Percentiles>| {
-            let status = if status.is_empty() {
-                "-".to_owned()
-            } else {
-                status
-                    .iter()
-                    .map(|(code, n)| format!("{code}:{n}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            [
-                name,
-                count.to_string(),
-                format!("{rate:.1}"),
-                status,
-                errors.to_string(),
-                ms(latency, |p| p.p50),
-                ms(latency, |p| p.p90),
-                ms(latency, |p| p.p99),
-                ms(latency, |p| p.p999),
-                ms(latency, |p| p.max),
-            ]
-        };
-        for endpoint in &self.endpoints {
-            let name = if endpoint.method == "GET" {
-                endpoint.path.clone()
-            } else {
-                format!("{} {}", endpoint.method, endpoint.path)
-            };
-            rows.push(row(
-                name,
-                endpoint.count,
-                endpoint.achieved_rate,
-                &endpoint.status,
-                endpoint.errors,
-                endpoint.latency_ms,
-            ));
-        }
-        rows.push(row(
-            "all".to_owned(),
-            self.requests,
-            self.achieved_rate,
-            &self.status,
-            self.errors,
-            self.latency_ms,
-        ));
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (width, cell) in widths.iter_mut().zip(row) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
         let mut out = String::new();
+        self.write_title(&mut out);
+        write_aligned(&mut out, &self.table_rows());
+        self.write_footer(&mut out);
+        out
+    }
+
+    /// What ran against what, for how long, and how close it came to its target.
+    fn write_title(&self, out: &mut String) {
         let mode = match (self.mode, self.target_rate) {
             ("open", Some(target)) => format!(
                 "open loop: target {target:.1} req/s, achieved {:.1} req/s ({:+.2}%)",
@@ -343,22 +289,39 @@ impl Summary {
             self.seed
         );
         let _ = writeln!(out, "latency in ms from the intended send time");
-        let line = |out: &mut String, cells: &[String]| {
-            let mut text = String::new();
-            for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-                // Names and statuses read left-aligned, numbers right-aligned.
-                if i == 0 || i == 3 {
-                    let _ = write!(text, "{cell:<width$}  ");
-                } else {
-                    let _ = write!(text, "{cell:>width$}  ");
-                }
-            }
-            let _ = writeln!(out, "{}", text.trim_end());
-        };
-        line(&mut out, &header.map(str::to_owned));
-        for row in &rows {
-            line(&mut out, row);
+    }
+
+    /// The header, one row per endpoint and the `all` row.
+    fn table_rows(&self) -> Vec<[String; 10]> {
+        let mut rows = vec![TABLE_HEADER.map(str::to_owned)];
+        for endpoint in &self.endpoints {
+            let name = if endpoint.method == "GET" {
+                endpoint.path.clone()
+            } else {
+                format!("{} {}", endpoint.method, endpoint.path)
+            };
+            rows.push(table_row(
+                name,
+                endpoint.count,
+                endpoint.achieved_rate,
+                &endpoint.status,
+                endpoint.errors,
+                endpoint.latency_ms,
+            ));
         }
+        rows.push(table_row(
+            "all".to_owned(),
+            self.requests,
+            self.achieved_rate,
+            &self.status,
+            self.errors,
+            self.latency_ms,
+        ));
+        rows
+    }
+
+    /// Latency from the actual send, how late sends left, and the errors by kind.
+    fn write_footer(&self, out: &mut String) {
         if let Some(p) = self.latency_from_send_ms {
             let _ = writeln!(
                 out,
@@ -403,7 +366,67 @@ impl Summary {
                 String::new()
             }
         );
-        out
+    }
+}
+
+const TABLE_HEADER: [&str; 10] = [
+    "endpoint", "count", "rate/s", "status", "errors", "p50", "p90", "p99", "p99.9", "max",
+];
+
+/// One row of the table: an endpoint (or `all`) with its counts and latency percentiles.
+fn table_row(
+    name: String,
+    count: u64,
+    rate: f64,
+    status: &BTreeMap<String, u64>,
+    errors: u64,
+    latency: Option<Percentiles>,
+) -> [String; 10] {
+    let ms = |pick: fn(&Percentiles) -> f64| {
+        latency.map_or_else(|| "-".to_owned(), |p| format_ms(pick(&p)))
+    };
+    let status = if status.is_empty() {
+        "-".to_owned()
+    } else {
+        status
+            .iter()
+            .map(|(code, n)| format!("{code}:{n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    [
+        name,
+        count.to_string(),
+        format!("{rate:.1}"),
+        status,
+        errors.to_string(),
+        ms(|p| p.p50),
+        ms(|p| p.p90),
+        ms(|p| p.p99),
+        ms(|p| p.p999),
+        ms(|p| p.max),
+    ]
+}
+
+/// Writes `rows` in columns as wide as their widest cell.
+fn write_aligned(out: &mut String, rows: &[[String; 10]]) {
+    let mut widths = [0; 10];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut text = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            // Names and statuses read left-aligned, numbers right-aligned.
+            if i == 0 || i == 3 {
+                let _ = write!(text, "{cell:<width$}  ");
+            } else {
+                let _ = write!(text, "{cell:>width$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
     }
 }
 

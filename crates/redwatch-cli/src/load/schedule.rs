@@ -20,6 +20,37 @@ fn parse_rate(text: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("invalid rate {text:?} (expected requests per second, e.g. 100)"))
 }
 
+/// `--rate-profile` as given. A ramp without its length lasts the whole run, which is only
+/// known once `--duration` is read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RateProfileFlag {
+    /// A profile that needs nothing else.
+    Complete(RateProfile),
+    /// `ramp:FROM..TO`, lasting the run.
+    RampOverRun(String),
+}
+
+impl RateProfileFlag {
+    /// Checks the spec; a ramp without OVER is resolved by [`RateProfileFlag::resolve`].
+    pub fn parse(spec: &str) -> anyhow::Result<Self> {
+        if let Ok(profile) = RateProfile::parse(spec, None) {
+            return Ok(Self::Complete(profile));
+        }
+        // Valid with a run length: the ramp takes the run's. Otherwise this error names what
+        // is wrong besides the missing length.
+        RateProfile::parse(spec, Some(Duration::from_secs(1)))
+            .map(|_| Self::RampOverRun(spec.to_owned()))
+    }
+
+    /// The profile for a run of `run_length` (the `--duration`).
+    pub fn resolve(&self, run_length: Option<Duration>) -> anyhow::Result<RateProfile> {
+        match self {
+            Self::Complete(profile) => Ok(profile.clone()),
+            Self::RampOverRun(spec) => RateProfile::parse(spec, run_length),
+        }
+    }
+}
+
 /// A request rate over time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RateProfile {
@@ -54,9 +85,11 @@ impl fmt::Display for RateProfile {
 impl RateProfile {
     /// Parses `--rate-profile`. `run_length` (the `--duration`) is the default ramp length.
     pub fn parse(spec: &str, run_length: Option<Duration>) -> anyhow::Result<Self> {
-        let context = || format!("invalid --rate-profile {spec:?}");
+        let context = || format!("{spec:?}");
         let (kind, rest) = spec.split_once(':').with_context(|| {
-            format!("invalid --rate-profile {spec:?}: expected ramp:FROM..TO[:OVER], step:RATE@AT,... or sine:MIN..MAX:PERIOD")
+            format!(
+                "{spec:?}: expected ramp:FROM..TO[:OVER], step:RATE@AT,... or sine:MIN..MAX:PERIOD"
+            )
         })?;
         let profile = match kind.trim() {
             "ramp" => {
@@ -66,11 +99,11 @@ impl RateProfile {
                 let over = match parts.next() {
                     Some(over) => parse_duration(over).with_context(context)?,
                     None => run_length.with_context(|| {
-                        format!("invalid --rate-profile {spec:?}: give the ramp length (ramp:FROM..TO:OVER) or --duration")
+                        format!("{spec:?}: give the ramp length (ramp:FROM..TO:OVER) or --duration")
                     })?,
                 };
                 if over.is_zero() {
-                    bail!("invalid --rate-profile {spec:?}: ramp length must be > 0");
+                    bail!("{spec:?}: ramp length must be > 0");
                 }
                 Self::Ramp {
                     from,
@@ -81,34 +114,34 @@ impl RateProfile {
             "step" => {
                 let mut steps = Vec::new();
                 for step in rest.split(',') {
-                    let (rate, at) = step.split_once('@').with_context(|| {
-                        format!("invalid --rate-profile {spec:?}: step {step:?} is not RATE@AT")
-                    })?;
+                    let (rate, at) = step
+                        .split_once('@')
+                        .with_context(|| format!("{spec:?}: step {step:?} is not RATE@AT"))?;
                     let rate = parse_rate(rate).with_context(context)?;
                     let at = parse_duration(at).with_context(context)?.as_secs_f64();
                     if let Some(&(previous, _)) = steps.last()
                         && at <= previous
                     {
-                        bail!("invalid --rate-profile {spec:?}: step times must increase");
+                        bail!("{spec:?}: step times must increase");
                     }
                     steps.push((at, rate));
                 }
                 if steps.first().map(|s| s.0) != Some(0.0) {
-                    bail!("invalid --rate-profile {spec:?}: the first step must start at 0s");
+                    bail!("{spec:?}: the first step must start at 0s");
                 }
                 Self::Step(steps)
             }
             "sine" => {
-                let (range, period) = rest.split_once(':').with_context(|| {
-                    format!("invalid --rate-profile {spec:?}: expected sine:MIN..MAX:PERIOD")
-                })?;
+                let (range, period) = rest
+                    .split_once(':')
+                    .with_context(|| format!("{spec:?}: expected sine:MIN..MAX:PERIOD"))?;
                 let (min, max) = parse_range(range).with_context(context)?;
                 if max < min {
-                    bail!("invalid --rate-profile {spec:?}: MIN must not exceed MAX");
+                    bail!("{spec:?}: MIN must not exceed MAX");
                 }
                 let period = parse_duration(period).with_context(context)?;
                 if period.is_zero() {
-                    bail!("invalid --rate-profile {spec:?}: period must be > 0");
+                    bail!("{spec:?}: period must be > 0");
                 }
                 Self::Sine {
                     min,
@@ -116,12 +149,10 @@ impl RateProfile {
                     period: period.as_secs_f64(),
                 }
             }
-            other => bail!(
-                "invalid --rate-profile {spec:?}: unknown shape {other:?} (use ramp, step or sine)"
-            ),
+            other => bail!("{spec:?}: unknown shape {other:?} (use ramp, step or sine)"),
         };
         if profile.peak_rate() <= 0.0 {
-            bail!("invalid --rate-profile {spec:?}: the rate is zero throughout");
+            bail!("{spec:?}: the rate is zero throughout");
         }
         Ok(profile)
     }

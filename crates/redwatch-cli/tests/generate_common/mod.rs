@@ -101,6 +101,29 @@ pub fn yaml(path: &Path) -> serde_yaml_ng::Value {
         .unwrap_or_else(|err| panic!("{} is not YAML: {err}", path.display()))
 }
 
+/// Metric-name and matcher pairs of every `name{...}` selector in `expr`.
+pub fn selectors(expr: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut rest = expr;
+    while let Some(open) = rest.find('{') {
+        let name: String = rest[..open]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let close = rest[open..]
+            .find('}')
+            .map(|i| open + i)
+            .expect("closing brace");
+        found.push((name, rest[open + 1..close].to_owned()));
+        rest = &rest[close + 1..];
+    }
+    found
+}
+
 /// Compressed settings for tests that run rules against real time: seconds instead of hours.
 pub const COMPRESSED: &[&str] = &[
     "--scrape-interval",

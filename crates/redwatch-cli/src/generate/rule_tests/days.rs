@@ -90,6 +90,12 @@ impl<'a> Calendar<'a> {
         phases
     }
 
+    /// The average latency of healthy traffic: 50 ms, or twice the anomaly floor (the first
+    /// duration bucket) when that is more, so that doubling it is a change beyond the floor.
+    fn usual_latency(&self) -> f64 {
+        (2.0 * Signal::AverageLatency.absolute_floor(self.ctx.settings)).max(0.05)
+    }
+
     /// Healthy traffic around `rate` requests/s with ±5 % noise per segment.
     fn healthy(&self, rate: f64, day: u64, segment: u64) -> Phase {
         let seed = day * self.segments_per_day + segment;
@@ -99,7 +105,7 @@ impl<'a> Calendar<'a> {
             rate * wobble,
             0.0005 * (1.0 + 0.2 * noise(seed + 1_000_003)),
             0.001,
-            0.05 * (1.0 + 0.05 * noise(seed + 2_000_003)),
+            self.usual_latency() * (1.0 + 0.05 * noise(seed + 2_000_003)),
         )
     }
 
@@ -237,13 +243,14 @@ fn idle_nights_then_slower_and_failing(c: &Calendar) -> TestGroup {
     let test_day = c.first_alerting_day();
     let days = test_day + 1;
     let changed_from = night + 1;
+    let (usual, doubled) = (c.usual_latency(), 2.0 * c.usual_latency());
     let phases = c.phases(days, |day, segment| {
-        let mut phase = Phase::steady(1, rate, 0.0, 0.0, 0.05);
+        let mut phase = Phase::steady(1, rate, 0.0, 0.0, usual);
         if segment < night {
             phase.rate = 0.0;
         }
         if day == test_day && segment >= changed_from {
-            phase.latency = 0.1;
+            phase.latency = doubled;
             phase.errors = 0.5;
         }
         phase
@@ -259,7 +266,7 @@ fn idle_nights_then_slower_and_failing(c: &Calendar) -> TestGroup {
         alerts::LATENCY_AVERAGE_ANOMALY,
         vec![
             c.ctx
-                .expect(alerts::LATENCY_AVERAGE_ANOMALY, None, None, Some(0.1)),
+                .expect(alerts::LATENCY_AVERAGE_ANOMALY, None, None, Some(doubled)),
         ],
     ));
     for quiet in [alerts::LATENCY_AVERAGE_BREACH, alerts::LATENCY_BUDGET_BURN] {
@@ -305,7 +312,7 @@ fn half_the_traffic_lost_at_the_peak(c: &Calendar) -> TestGroup {
     );
     assert!(lost.end < c.trough(), "the loss reaches the trough");
     let phases = c.phases(days, |day, segment| {
-        let mut phase = Phase::steady(1, rate * c.cycle(segment), 0.0005, 0.001, 0.05);
+        let mut phase = Phase::steady(1, rate * c.cycle(segment), 0.0005, 0.001, c.usual_latency());
         if day == test_day && lost.contains(&segment) {
             phase.rate /= 2.0;
         }
@@ -354,9 +361,9 @@ fn young_service(c: &Calendar) -> TestGroup {
     let jump = c.segments_per_day / 2;
     let phases = c.phases(days, |day, segment| {
         if day == days - 1 && segment >= jump {
-            Phase::steady(1, 3.0 * rate, 0.0, 0.0, 0.1)
+            Phase::steady(1, 3.0 * rate, 0.0, 0.0, 2.0 * c.usual_latency())
         } else {
-            Phase::steady(1, rate, 0.0, 0.0, 0.05)
+            Phase::steady(1, rate, 0.0, 0.0, c.usual_latency())
         }
     });
     let mut group = c.ctx.group(

@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use super::Settings;
 use super::alerts::{self, AlertSpec};
-use super::naming::Preset;
 use super::units::{PromDuration, num};
+use redwatch::Naming;
 
 /// File names under `prometheus/tests/`.
 pub const SLO_TEST_FILE: &str = "slo.test.yml";
@@ -133,7 +133,7 @@ fn gauge(value: f64, steps: u64) -> String {
 }
 
 struct Ctx<'a> {
-    preset: Preset,
+    preset: Naming,
     settings: &'a Settings,
     /// Input sample interval and evaluation interval of the fine-grained tests.
     fine: PromDuration,
@@ -142,13 +142,27 @@ struct Ctx<'a> {
     specs: Vec<AlertSpec>,
 }
 
+/// `, name="value"` for each constant label, as the API's series carry them.
+fn const_matchers(labels: &[(String, String)]) -> String {
+    labels
+        .iter()
+        .map(|(name, value)| {
+            let escaped = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!(", {name}=\"{escaped}\"")
+        })
+        .collect()
+}
+
 impl Ctx<'_> {
     fn steps(&self, duration: PromDuration) -> u64 {
         duration.millis().div_ceil(self.fine.millis())
     }
 
     fn traffic(&self, instance: &str, phases: &[Phase]) -> Vec<InputSeries> {
-        let names = self.preset.names();
+        let names = self.settings.names(self.preset);
         let step = self.fine.secs_f64();
         let threshold = num(self.settings.threshold_le());
         let job = &self.settings.job;
@@ -161,8 +175,11 @@ impl Ctx<'_> {
                 continue;
             }
             let labels = format!(
-                "job=\"{job}\", instance=\"{instance}\", {}=\"GET\", {}=\"/ep_one\", {}=\"{status}\"",
-                names.method, names.route, names.status
+                "job=\"{job}\", instance=\"{instance}\", {}=\"GET\", {}=\"/ep_one\", {}=\"{status}\"{}",
+                names.method,
+                names.route,
+                names.status,
+                const_matchers(&self.settings.app.const_labels)
             );
             let per_step = |value: &dyn Fn(&Phase) -> f64| -> String {
                 let increments: Vec<(u64, f64, bool)> = phases
@@ -300,7 +317,7 @@ fn round_up(duration: PromDuration, unit: PromDuration) -> PromDuration {
 
 /// The promtool test files, as (file name, YAML).
 pub fn test_files(
-    preset: Preset,
+    preset: Naming,
     settings: &Settings,
 ) -> anyhow::Result<Vec<(&'static str, String)>> {
     let shortest = settings

@@ -3,7 +3,7 @@
 
 use super::super::alerts;
 use super::super::rules::names;
-use super::super::units::num;
+use super::super::units::{PromDuration, num};
 use super::{Ctx, ExpectedSample, ExprTest, InputSeries, Phase, TestGroup, round_up};
 
 pub(super) fn slo_tests(ctx: &Ctx) -> Vec<TestGroup> {
@@ -16,7 +16,7 @@ pub(super) fn slo_tests(ctx: &Ctx) -> Vec<TestGroup> {
 fn recording_test(ctx: &Ctx) -> TestGroup {
     let s = ctx.settings;
     let job = &s.job;
-    let route = ctx.preset.names().route;
+    let route = s.names(ctx.preset).route;
     // One evaluation more than the windows need: promtool may evaluate the groups of one tick in
     // any order, so the slow group can see the fast group's samples one evaluation late.
     let eval = round_up(s.rate_window.times(2), ctx.coarse).plus(ctx.coarse);
@@ -81,38 +81,82 @@ fn recording_test(ctx: &Ctx) -> TestGroup {
 
 /// Burn rates: constant traffic over the longest window, so every window sees the same ratio.
 fn burn_tests(ctx: &Ctx) -> Vec<TestGroup> {
-    let s = ctx.settings;
-    let tiers = || s.page.iter().chain(&s.ticket);
-    let longest = tiers().map(|w| w.long).max().unwrap_or(s.rate_window);
-    let eval = round_up(longest.plus(ctx.coarse.times(2)), ctx.coarse);
-    let steps = ctx.steps(eval) + 2;
-    // Plenty of events: a hundred times the minimum in the shortest long window.
-    let shortest_long = tiers().map(|w| w.long).min().unwrap_or(s.rate_window);
-    let rate = 100.0 * f64::from(s.min_events) / shortest_long.secs_f64();
-    let max_factor = tiers().map(|w| w.factor).fold(0.0, f64::max);
-    let min_factor = tiers().map(|w| w.factor).fold(f64::INFINITY, f64::min);
-    let page_min = s
-        .page
-        .iter()
-        .map(|w| w.factor)
-        .fold(f64::INFINITY, f64::min);
-    let ticket_max = s.ticket.iter().map(|w| w.factor).fold(0.0, f64::max);
-    // Halfway between the steepest threshold and 100 %: every window of every tier is exceeded.
-    let hot = |budget: f64| (1.0 + max_factor * budget) / 2.0;
-    let both = |errors: f64, slow: f64| Phase::steady(steps, rate, errors, slow, 0.05);
-    let burn_alerts = [
-        (alerts::ERROR_BUDGET_BURN, s.error_budget()),
-        (alerts::LATENCY_BUDGET_BURN, s.latency_budget()),
-    ];
-    let mut groups = Vec::new();
+    let case = BurnCase::new(ctx);
+    let mut groups = vec![burn_above_every_threshold(&case)];
+    groups.extend(burn_between_ticket_and_page(&case));
+    groups.push(burn_within_budget(&case));
+    groups
+}
 
+/// What the burn-rate cases share: one evaluation time and traffic shape, the tiers' factors.
+struct BurnCase<'a> {
+    ctx: &'a Ctx<'a>,
+    eval: PromDuration,
+    steps: u64,
+    rate: f64,
+    max_factor: f64,
+    min_factor: f64,
+    page_min: f64,
+    ticket_max: f64,
+}
+
+impl<'a> BurnCase<'a> {
+    fn new(ctx: &'a Ctx<'a>) -> Self {
+        let s = ctx.settings;
+        let tiers = || s.page.iter().chain(&s.ticket);
+        let longest = tiers().map(|w| w.long).max().unwrap_or(s.rate_window);
+        let eval = round_up(longest.plus(ctx.coarse.times(2)), ctx.coarse);
+        // Plenty of events: a hundred times the minimum in the shortest long window.
+        let shortest_long = tiers().map(|w| w.long).min().unwrap_or(s.rate_window);
+        Self {
+            ctx,
+            eval,
+            steps: ctx.steps(eval) + 2,
+            rate: 100.0 * f64::from(s.min_events) / shortest_long.secs_f64(),
+            max_factor: tiers().map(|w| w.factor).fold(0.0, f64::max),
+            min_factor: tiers().map(|w| w.factor).fold(f64::INFINITY, f64::min),
+            page_min: s
+                .page
+                .iter()
+                .map(|w| w.factor)
+                .fold(f64::INFINITY, f64::min),
+            ticket_max: s.ticket.iter().map(|w| w.factor).fold(0.0, f64::max),
+        }
+    }
+
+    /// The availability and latency burn alerts with their budgets.
+    fn alerts(&self) -> [(&'static str, f64); 2] {
+        let s = self.ctx.settings;
+        [
+            (alerts::ERROR_BUDGET_BURN, s.error_budget()),
+            (alerts::LATENCY_BUDGET_BURN, s.latency_budget()),
+        ]
+    }
+
+    /// Traffic of instance `a` with `errors` failed and `slow` slow shares.
+    fn traffic(&self, errors: f64, slow: f64) -> Vec<InputSeries> {
+        let phase = Phase::steady(self.steps, self.rate, errors, slow, 0.05);
+        self.ctx.traffic("a", &[phase])
+    }
+
+    /// The traffic where `share(budget)` of requests fail and are slow.
+    fn burning(&self, share: impl Fn(f64) -> f64) -> Vec<InputSeries> {
+        let s = self.ctx.settings;
+        self.traffic(share(s.error_budget()), share(s.latency_budget()))
+    }
+}
+
+fn burn_above_every_threshold(case: &BurnCase) -> TestGroup {
+    let ctx = case.ctx;
+    // Halfway between the steepest threshold and 100 %: every window of every tier is exceeded.
+    let hot = |budget: f64| (1.0 + case.max_factor * budget) / 2.0;
     let mut group = ctx.group(
         "burn rate above every threshold pages and opens a ticket",
-        ctx.traffic("a", &[both(hot(s.error_budget()), hot(s.latency_budget()))]),
+        case.burning(hot),
     );
-    for (alert, budget) in burn_alerts {
+    for (alert, budget) in case.alerts() {
         group.alert_rule_test.push(Ctx::alert_test(
-            eval,
+            case.eval,
             alert,
             vec![
                 ctx.expect(alert, Some("critical"), None, Some(hot(budget))),
@@ -120,43 +164,42 @@ fn burn_tests(ctx: &Ctx) -> Vec<TestGroup> {
             ],
         ));
     }
-    groups.push(group);
+    group
+}
 
-    if page_min > ticket_max {
-        let between = |budget: f64| budget * (page_min + ticket_max) / 2.0;
-        let mut group = ctx.group(
-            "burn rate between the ticket and paging thresholds only opens a ticket",
-            ctx.traffic(
-                "a",
-                &[both(between(s.error_budget()), between(s.latency_budget()))],
-            ),
-        );
-        for (alert, budget) in burn_alerts {
-            group.alert_rule_test.push(Ctx::alert_test(
-                eval,
-                alert,
-                vec![ctx.expect(alert, Some("warning"), None, Some(between(budget)))],
-            ));
-        }
-        groups.push(group);
+/// Only when the tiers' factors leave a gap between them.
+fn burn_between_ticket_and_page(case: &BurnCase) -> Option<TestGroup> {
+    let ctx = case.ctx;
+    if case.page_min <= case.ticket_max {
+        return None;
     }
-
-    let calm = |budget: f64| budget * min_factor / 2.0;
+    let between = |budget: f64| budget * (case.page_min + case.ticket_max) / 2.0;
     let mut group = ctx.group(
-        "burn rate within the budget stays silent",
-        ctx.traffic(
-            "a",
-            &[both(calm(s.error_budget()), calm(s.latency_budget()))],
-        ),
+        "burn rate between the ticket and paging thresholds only opens a ticket",
+        case.burning(between),
     );
-    for (alert, _) in burn_alerts {
+    for (alert, budget) in case.alerts() {
+        group.alert_rule_test.push(Ctx::alert_test(
+            case.eval,
+            alert,
+            vec![ctx.expect(alert, Some("warning"), None, Some(between(budget)))],
+        ));
+    }
+    Some(group)
+}
+
+fn burn_within_budget(case: &BurnCase) -> TestGroup {
+    let calm = |budget: f64| budget * case.min_factor / 2.0;
+    let mut group = case.ctx.group(
+        "burn rate within the budget stays silent",
+        case.burning(calm),
+    );
+    for (alert, _) in case.alerts() {
         group
             .alert_rule_test
-            .push(Ctx::alert_test(eval, alert, Vec::new()));
+            .push(Ctx::alert_test(case.eval, alert, Vec::new()));
     }
-    groups.push(group);
-
-    groups
+    group
 }
 
 pub(super) fn alert_tests(ctx: &Ctx) -> Vec<TestGroup> {
@@ -167,154 +210,227 @@ pub(super) fn alert_tests(ctx: &Ctx) -> Vec<TestGroup> {
 
 /// Static thresholds.
 fn threshold_tests(ctx: &Ctx) -> Vec<TestGroup> {
-    let s = ctx.settings;
-    let eval = s.rate_window.plus(s.alert_for).plus(ctx.fine.times(2));
-    let steps = ctx.steps(eval) + 2;
-    let events_per_second = f64::from(s.min_events) / s.rate_window.secs_f64();
-    // A consistent histogram: every request takes the mean time, so it is slow iff the mean is.
-    let threshold = s.threshold_le();
-    let breach = |errors: f64, latency: f64, rate: f64| {
-        Phase::steady(
-            steps,
-            rate,
-            errors,
-            if latency > threshold { 1.0 } else { 0.0 },
-            latency,
-        )
-    };
-    let high_errors = (2.0 * s.error_ratio_threshold).min((1.0 + s.error_ratio_threshold) / 2.0);
-    let high_latency = 2.0 * s.average_latency_threshold.secs_f64();
-    let statics = [
-        (alerts::ERROR_RATIO_BREACH, high_errors),
-        (alerts::LATENCY_AVERAGE_BREACH, high_latency),
-    ];
-    let mut groups = Vec::new();
+    let case = ThresholdCase::new(ctx);
+    vec![
+        thresholds_exceeded(&case),
+        thresholds_kept(&case),
+        thresholds_exceeded_by_too_few_requests(&case),
+    ]
+}
+
+/// What the static-threshold cases share.
+struct ThresholdCase<'a> {
+    ctx: &'a Ctx<'a>,
+    eval: PromDuration,
+    steps: u64,
+    /// `--min-events` per rate window, per second.
+    events_per_second: f64,
+    high_errors: f64,
+    high_latency: f64,
+}
+
+impl<'a> ThresholdCase<'a> {
+    fn new(ctx: &'a Ctx<'a>) -> Self {
+        let s = ctx.settings;
+        let eval = s.rate_window.plus(s.alert_for).plus(ctx.fine.times(2));
+        Self {
+            ctx,
+            eval,
+            steps: ctx.steps(eval) + 2,
+            events_per_second: f64::from(s.min_events) / s.rate_window.secs_f64(),
+            high_errors: (2.0 * s.error_ratio_threshold).min((1.0 + s.error_ratio_threshold) / 2.0),
+            high_latency: 2.0 * s.average_latency_threshold.secs_f64(),
+        }
+    }
+
+    /// The static alerts with the value that breaches each.
+    fn alerts(&self) -> [(&'static str, f64); 2] {
+        [
+            (alerts::ERROR_RATIO_BREACH, self.high_errors),
+            (alerts::LATENCY_AVERAGE_BREACH, self.high_latency),
+        ]
+    }
+
+    /// Traffic of instance `a`. A consistent histogram: every request takes the mean time, so
+    /// it is slow iff the mean is.
+    fn traffic(&self, errors: f64, latency: f64, rate: f64) -> Vec<InputSeries> {
+        let slow = if latency > self.ctx.settings.threshold_le() {
+            1.0
+        } else {
+            0.0
+        };
+        let phase = Phase::steady(self.steps, rate, errors, slow, latency);
+        self.ctx.traffic("a", &[phase])
+    }
+
+    /// A group where no static alert fires.
+    fn silent(&self, name: &str, input: Vec<InputSeries>) -> TestGroup {
+        let mut group = self.ctx.group(name, input);
+        for (alert, _) in self.alerts() {
+            group
+                .alert_rule_test
+                .push(Ctx::alert_test(self.eval, alert, Vec::new()));
+        }
+        group
+    }
+}
+
+fn thresholds_exceeded(case: &ThresholdCase) -> TestGroup {
+    let ctx = case.ctx;
     let mut group = ctx.group(
         "error ratio and average latency above their thresholds",
-        ctx.traffic(
-            "a",
-            &[breach(high_errors, high_latency, 100.0 * events_per_second)],
+        case.traffic(
+            case.high_errors,
+            case.high_latency,
+            100.0 * case.events_per_second,
         ),
     );
-    for (alert, value) in statics {
+    for (alert, value) in case.alerts() {
         group.alert_rule_test.push(Ctx::alert_test(
-            eval,
+            case.eval,
             alert,
             vec![ctx.expect(alert, None, None, Some(value))],
         ));
     }
-    groups.push(group);
-    let mut group = ctx.group(
-        "error ratio and average latency below their thresholds stay silent",
-        ctx.traffic(
-            "a",
-            &[breach(
-                s.error_ratio_threshold / 2.0,
-                high_latency / 4.0,
-                100.0 * events_per_second,
-            )],
-        ),
-    );
-    for (alert, _) in statics {
-        group
-            .alert_rule_test
-            .push(Ctx::alert_test(eval, alert, Vec::new()));
-    }
-    groups.push(group);
-    let mut group = ctx.group(
-        "thresholds breached by fewer requests than --min-events stay silent",
-        ctx.traffic(
-            "a",
-            &[breach(high_errors, high_latency, events_per_second / 2.0)],
-        ),
-    );
-    for (alert, _) in statics {
-        group
-            .alert_rule_test
-            .push(Ctx::alert_test(eval, alert, Vec::new()));
-    }
-    groups.push(group);
-    groups
+    group
 }
 
-/// Targets and absence.
+fn thresholds_kept(case: &ThresholdCase) -> TestGroup {
+    case.silent(
+        "error ratio and average latency below their thresholds stay silent",
+        case.traffic(
+            case.ctx.settings.error_ratio_threshold / 2.0,
+            case.high_latency / 4.0,
+            100.0 * case.events_per_second,
+        ),
+    )
+}
+
+fn thresholds_exceeded_by_too_few_requests(case: &ThresholdCase) -> TestGroup {
+    case.silent(
+        "thresholds breached by fewer requests than --min-events stay silent",
+        case.traffic(
+            case.high_errors,
+            case.high_latency,
+            case.events_per_second / 2.0,
+        ),
+    )
+}
+
+/// Targets and absence: what fires for which instances up, down or missing.
 fn target_tests(ctx: &Ctx) -> Vec<TestGroup> {
-    let s = ctx.settings;
-    let eval = s.alert_for.plus(ctx.fine.times(2));
-    let steps = ctx.steps(eval) + 2;
-    let healthy = ctx.traffic("a", &[Phase::steady(steps, 1.0, 0.0, 0.0, 0.01)]);
-    let mut groups = Vec::new();
-    let with_traffic = |ups: Vec<InputSeries>| -> Vec<InputSeries> {
-        ups.into_iter().chain(healthy.iter().cloned()).collect()
-    };
+    let case = TargetCase::new(ctx);
+    vec![
+        one_of_two_instances_down(&case),
+        every_instance_down(&case),
+        every_instance_up(&case),
+        targets_up_without_request_metrics(&case),
+        no_target_at_all(&case),
+    ]
+}
 
-    let mut group = ctx.group(
-        "one of two instances down",
-        with_traffic(vec![ctx.up("a", 0.0, steps), ctx.up("b", 1.0, steps)]),
-    );
-    group.alert_rule_test.push(Ctx::alert_test(
-        eval,
-        alerts::TARGET_DOWN,
-        vec![ctx.expect(alerts::TARGET_DOWN, None, Some("a"), None)],
-    ));
-    for quiet in [alerts::ALL_TARGETS_DOWN, alerts::METRICS_ABSENT] {
-        group
-            .alert_rule_test
-            .push(Ctx::alert_test(eval, quiet, Vec::new()));
+/// What the target cases share: when they are evaluated, and healthy traffic of instance `a`.
+struct TargetCase<'a> {
+    ctx: &'a Ctx<'a>,
+    eval: PromDuration,
+    steps: u64,
+    healthy: Vec<InputSeries>,
+}
+
+impl<'a> TargetCase<'a> {
+    fn new(ctx: &'a Ctx<'a>) -> Self {
+        let eval = ctx.settings.alert_for.plus(ctx.fine.times(2));
+        let steps = ctx.steps(eval) + 2;
+        Self {
+            ctx,
+            eval,
+            steps,
+            healthy: ctx.traffic("a", &[Phase::steady(steps, 1.0, 0.0, 0.0, 0.01)]),
+        }
     }
-    groups.push(group);
 
-    let mut group = ctx.group(
-        "every instance down",
-        vec![ctx.up("a", 0.0, steps), ctx.up("b", 0.0, steps)],
+    /// `up` of instance `name`.
+    fn up(&self, name: &str, value: f64) -> InputSeries {
+        self.ctx.up(name, value, self.steps)
+    }
+
+    fn with_traffic(&self, ups: Vec<InputSeries>) -> Vec<InputSeries> {
+        ups.into_iter()
+            .chain(self.healthy.iter().cloned())
+            .collect()
+    }
+
+    /// Expects `alert` to fire once per instance in `instances` (`None`: once, for the job).
+    fn fires(&self, alert: &str, instances: &[Option<&str>]) -> super::AlertTest {
+        let expected = instances
+            .iter()
+            .map(|instance| self.ctx.expect(alert, None, *instance, None))
+            .collect();
+        Ctx::alert_test(self.eval, alert, expected)
+    }
+
+    fn quiet(&self, alert: &str) -> super::AlertTest {
+        Ctx::alert_test(self.eval, alert, Vec::new())
+    }
+}
+
+fn one_of_two_instances_down(case: &TargetCase) -> TestGroup {
+    let mut group = case.ctx.group(
+        "one of two instances down",
+        case.with_traffic(vec![case.up("a", 0.0), case.up("b", 1.0)]),
     );
-    group.alert_rule_test.push(Ctx::alert_test(
-        eval,
-        alerts::TARGET_DOWN,
-        vec![
-            ctx.expect(alerts::TARGET_DOWN, None, Some("a"), None),
-            ctx.expect(alerts::TARGET_DOWN, None, Some("b"), None),
-        ],
-    ));
-    group.alert_rule_test.push(Ctx::alert_test(
-        eval,
-        alerts::ALL_TARGETS_DOWN,
-        vec![ctx.expect(alerts::ALL_TARGETS_DOWN, None, None, None)],
-    ));
-    groups.push(group);
+    group
+        .alert_rule_test
+        .push(case.fires(alerts::TARGET_DOWN, &[Some("a")]));
+    for quiet in [alerts::ALL_TARGETS_DOWN, alerts::METRICS_ABSENT] {
+        group.alert_rule_test.push(case.quiet(quiet));
+    }
+    group
+}
 
-    let mut group = ctx.group(
+fn every_instance_down(case: &TargetCase) -> TestGroup {
+    let mut group = case.ctx.group(
+        "every instance down",
+        vec![case.up("a", 0.0), case.up("b", 0.0)],
+    );
+    group
+        .alert_rule_test
+        .push(case.fires(alerts::TARGET_DOWN, &[Some("a"), Some("b")]));
+    group
+        .alert_rule_test
+        .push(case.fires(alerts::ALL_TARGETS_DOWN, &[None]));
+    group
+}
+
+fn every_instance_up(case: &TargetCase) -> TestGroup {
+    let mut group = case.ctx.group(
         "every instance up with request metrics",
-        with_traffic(vec![ctx.up("a", 1.0, steps), ctx.up("b", 1.0, steps)]),
+        case.with_traffic(vec![case.up("a", 1.0), case.up("b", 1.0)]),
     );
     for alert in [
         alerts::TARGET_DOWN,
         alerts::ALL_TARGETS_DOWN,
         alerts::METRICS_ABSENT,
     ] {
-        group
-            .alert_rule_test
-            .push(Ctx::alert_test(eval, alert, Vec::new()));
+        group.alert_rule_test.push(case.quiet(alert));
     }
-    groups.push(group);
+    group
+}
 
-    let mut group = ctx.group(
-        "targets up but no request metrics",
-        vec![ctx.up("a", 1.0, steps)],
-    );
-    group.alert_rule_test.push(Ctx::alert_test(
-        eval,
-        alerts::METRICS_ABSENT,
-        vec![ctx.expect(alerts::METRICS_ABSENT, None, None, None)],
-    ));
-    groups.push(group);
+fn targets_up_without_request_metrics(case: &TargetCase) -> TestGroup {
+    let mut group = case
+        .ctx
+        .group("targets up but no request metrics", vec![case.up("a", 1.0)]);
+    group
+        .alert_rule_test
+        .push(case.fires(alerts::METRICS_ABSENT, &[None]));
+    group
+}
 
-    let mut group = ctx.group("no target at all", Vec::new());
-    group.alert_rule_test.push(Ctx::alert_test(
-        eval,
-        alerts::METRICS_ABSENT,
-        vec![ctx.expect(alerts::METRICS_ABSENT, None, None, None)],
-    ));
-    groups.push(group);
-    groups
+fn no_target_at_all(case: &TargetCase) -> TestGroup {
+    let mut group = case.ctx.group("no target at all", Vec::new());
+    group
+        .alert_rule_test
+        .push(case.fires(alerts::METRICS_ABSENT, &[None]));
+    group
 }

@@ -1,0 +1,339 @@
+//! The flags of `redwatch load` and the typed settings a run reads. Every value is checked by
+//! its clap value parser; [`LoadArgs::settings`] adds the checks that involve two flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::client::Target;
+use super::mix::{DEFAULT_MIX, Mix};
+use super::schedule::{RateProfile, RateProfileFlag};
+use crate::duration::duration_flag;
+
+/// Flags of `redwatch load`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct LoadArgs {
+    /// Base URL of the API under load (http:// only); mix paths are appended to its path.
+    #[arg(long, env = "REDWATCH_TARGET", default_value = "http://127.0.0.1:5000",
+          value_parser = reason(str::parse::<Target>))]
+    pub target: Target,
+
+    /// Open loop: requests per second on one global schedule, whatever the responses do.
+    /// [default: none; one of --rate, --rate-profile or --concurrency is required]
+    #[arg(long, env = "REDWATCH_RATE", conflicts_with_all = ["concurrency", "rate_profile"],
+          value_parser = rate_flag, allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+
+    /// Open loop with a rate that changes over time (instead of --rate):
+    /// `ramp:FROM..TO[:OVER]` (linear from FROM to TO req/s over OVER, default the whole
+    /// --duration, then TO), `step:RATE@AT,RATE@AT,...` (e.g. `step:100@0s,500@10s`; first step
+    /// at 0s), `sine:MIN..MAX:PERIOD` (between MIN and MAX req/s, starting at the middle and
+    /// rising). [default: none]
+    #[arg(long, env = "REDWATCH_RATE_PROFILE", conflicts_with = "concurrency",
+          value_parser = reason(RateProfileFlag::parse))]
+    pub rate_profile: Option<RateProfileFlag>,
+
+    /// Closed loop: N connections each sending the next request as soon as the previous one
+    /// completes (maximum throughput). [default: none]
+    #[arg(long, env = "REDWATCH_CONCURRENCY", value_parser = count(1usize, 100_000))]
+    pub concurrency: Option<usize>,
+
+    /// Stop sending after this long, e.g. 30s, 5m. [default: 10s unless --requests is given]
+    #[arg(long, env = "REDWATCH_DURATION", value_parser = positive_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many requests (with --duration: whichever comes first). [default: none]
+    #[arg(long, env = "REDWATCH_REQUESTS", value_parser = count(1u64, u64::MAX / 2))]
+    pub requests: Option<u64>,
+
+    /// Endpoints and weights: comma-separated `[METHOD ]PATH=WEIGHT` (method defaults to GET),
+    /// e.g. `/ep_one=4,POST /users/1=1`.
+    #[arg(long, env = "REDWATCH_MIX", default_value = DEFAULT_MIX, value_parser = mix_flag)]
+    pub mix: Mix,
+
+    /// Per-request timeout, from the moment the request is sent until the whole response body
+    /// has arrived; also bounds connecting.
+    #[arg(long, env = "REDWATCH_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
+    pub timeout: Duration,
+
+    /// Write the JSON summary to PATH (`-` = stdout; the table then goes to stderr).
+    /// [default: none]
+    #[arg(long, env = "REDWATCH_JSON", value_name = "PATH", value_parser = parse_json_output)]
+    pub json: Option<JsonOutput>,
+
+    /// Serve the generator's own Prometheus metrics at http://ADDR/metrics. Its variable is
+    /// REDWATCH_LOAD_METRICS_LISTEN, so one environment can also set serve's --metrics-listen.
+    /// [default: off]
+    #[arg(long, env = "REDWATCH_LOAD_METRICS_LISTEN", value_name = "ADDR",
+          value_parser = crate::serve::parse_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Keep serving --metrics-listen this long after the run (Ctrl-C ends it early).
+    #[arg(long, env = "REDWATCH_LINGER", default_value = "0s", value_parser = duration_flag)]
+    pub linger: Duration,
+
+    /// Seed for the endpoint sequence: the same seed and mix give the same sequence of requests.
+    /// [default: random, printed in the summary]
+    #[arg(long, env = "REDWATCH_SEED", value_parser = count(0u64, u64::MAX))]
+    pub seed: Option<u64>,
+
+    /// Open loop: most requests outstanding at once. Further due requests queue (their latency
+    /// still counts from their intended time); those still queued when the run ends are
+    /// reported as dropped.
+    #[arg(long, env = "REDWATCH_MAX_IN_FLIGHT", default_value = "1000",
+          value_parser = count(1usize, 1_000_000))]
+    pub max_in_flight: usize,
+
+    /// Exit with status 1 when (errors without response + 5xx) / requests exceeds this,
+    /// given as a fraction (0.01) or percentage (1%). [default: off]
+    #[arg(long, env = "REDWATCH_FAIL_ON_ERROR_RATE", value_name = "RATE",
+          value_parser = parse_fraction)]
+    pub fail_on_error_rate: Option<f64>,
+
+    /// Speak HTTP/2 without TLS (prior knowledge) instead of HTTP/1.1. [default: off]
+    #[arg(long, env = "REDWATCH_H2C")]
+    pub h2c: bool,
+}
+
+const AFTER_HELP: &str = "\
+Latency is measured from each request's intended send time (open loop) and from its actual send
+time; both are reported, with how late sends left. Failed requests (no response) are counted by
+kind: timeout, connect, reset, other. Closed-loop workers back off after a failure (10 ms,
+doubling to 1 s) so a dead target is not hammered; open loop keeps to its schedule and counts each
+failed request. Exit status: 0 success, 1 --fail-on-error-rate exceeded,
+2 bad input, 130 interrupted by SIGINT (Ctrl-C) or SIGTERM (the partial summary and --json are
+still written).";
+
+/// How long a `redwatch load` given neither --duration nor --requests runs.
+const DEFAULT_RUN_LENGTH: Duration = Duration::from_secs(10);
+
+/// How the run generates load.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Requests on one global schedule.
+    Open(RateProfile),
+    /// N connections back to back.
+    Closed(usize),
+}
+
+/// Where `--json` writes the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonOutput {
+    Stdout,
+    File(PathBuf),
+}
+
+/// Everything a run of the load generator reads, checked.
+#[derive(Debug, Clone)]
+pub struct LoadSettings {
+    pub target: Target,
+    pub mode: Mode,
+    pub mix: Mix,
+    pub seed: u64,
+    pub timeout: Duration,
+    /// `None` with `requests: None`: until stopped (as embedded in `redwatch demo`).
+    pub duration: Option<Duration>,
+    pub requests: Option<u64>,
+    pub max_in_flight: usize,
+    pub fail_on_error_rate: Option<f64>,
+    pub json: Option<JsonOutput>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub linger: Duration,
+    pub h2c: bool,
+}
+
+impl LoadSettings {
+    /// `rate` requests per second against `target`, until stopped; everything else is the
+    /// flags' defaults (not the environment's).
+    pub fn open_loop(target: Target, rate: f64) -> Result<Self, clap::Error> {
+        let defaults: LoadArgs = crate::defaults()?;
+        Ok(Self {
+            target,
+            mode: Mode::Open(RateProfile::Constant(rate)),
+            mix: defaults.mix,
+            seed: rand::random(),
+            timeout: defaults.timeout,
+            duration: None,
+            requests: None,
+            max_in_flight: defaults.max_in_flight,
+            fail_on_error_rate: None,
+            json: None,
+            metrics_listen: None,
+            linger: defaults.linger,
+            h2c: defaults.h2c,
+        })
+    }
+}
+
+impl LoadArgs {
+    /// The settings of a `redwatch load` run: 10 s unless --duration or --requests bounds it.
+    pub fn settings(self) -> Result<LoadSettings, clap::Error> {
+        let duration = match (self.duration, self.requests) {
+            (None, None) => Some(DEFAULT_RUN_LENGTH),
+            (duration, _) => duration,
+        };
+        let mode = match (self.rate, self.rate_profile, self.concurrency) {
+            (Some(rate), None, None) => Mode::Open(RateProfile::Constant(rate)),
+            (None, Some(profile), None) => Mode::Open(
+                profile
+                    .resolve(duration)
+                    .map_err(|err| crate::invalid(format!("invalid --rate-profile: {err:#}")))?,
+            ),
+            (None, None, Some(concurrency)) => Mode::Closed(concurrency),
+            // Pairs are refused by clap (`conflicts_with`).
+            _ => {
+                return Err(crate::invalid(
+                    "give --rate RPS or --rate-profile SPEC (open loop), or --concurrency N (closed loop)",
+                ));
+            }
+        };
+        if let Mode::Open(profile) = &mode
+            && duration.is_none()
+            && profile.final_rate().is_some_and(|rate| rate <= 0.0)
+        {
+            return Err(crate::invalid(
+                "the --rate-profile ends at rate 0 and no --duration is set: the run would never end",
+            ));
+        }
+        Ok(LoadSettings {
+            target: self.target,
+            mode,
+            mix: self.mix,
+            seed: self.seed.unwrap_or_else(rand::random),
+            timeout: self.timeout,
+            duration,
+            requests: self.requests,
+            max_in_flight: self.max_in_flight,
+            fail_on_error_rate: self.fail_on_error_rate,
+            json: self.json,
+            metrics_listen: self.metrics_listen,
+            linger: self.linger,
+            h2c: self.h2c,
+        })
+    }
+}
+
+/// A value parser from a parser whose errors are `anyhow` chains, shown on one line.
+fn reason<T>(
+    parse: impl Fn(&str) -> anyhow::Result<T> + Clone + Send + Sync + 'static,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text| parse(text).map_err(|err| format!("{err:#}"))
+}
+
+/// The value parser of `--mix`.
+pub fn mix_flag(text: &str) -> Result<Mix, String> {
+    Mix::parse(text).map_err(|err| format!("{err:#}"))
+}
+
+/// A value parser for a whole number in `min..=max`.
+fn count<T>(min: T, max: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display + Send + Sync + 'static,
+{
+    move |text| {
+        text.trim()
+            .parse::<T>()
+            .ok()
+            .filter(|v| *v >= min && *v <= max)
+            .ok_or_else(|| format!("expected a whole number from {min} to {max}"))
+    }
+}
+
+/// Requests per second: finite and greater than zero.
+pub fn rate_flag(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err("expected requests per second greater than zero, e.g. 100".to_owned()),
+    }
+}
+
+/// A duration greater than zero.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = duration_flag(text)?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let (number, scale) = match trimmed.strip_suffix('%') {
+        Some(percent) => (percent, 0.01),
+        None => (trimmed, 1.0),
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|v| v * scale)
+        .filter(|v| (0.0..=1.0).contains(v))
+        .ok_or_else(|| "expected a fraction 0..1 (e.g. 0.01) or a percentage (e.g. 1%)".to_owned())
+}
+
+/// `-` or a file in an existing directory: an unwritable path is refused before the run, not
+/// after it.
+fn parse_json_output(text: &str) -> Result<JsonOutput, String> {
+    if text == "-" {
+        return Ok(JsonOutput::Stdout);
+    }
+    let path = PathBuf::from(text);
+    if path.file_name().is_none() {
+        return Err("expected a file path or -".to_owned());
+    }
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("the directory {} does not exist", dir.display()));
+    }
+    Ok(JsonOutput::File(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_fractions_keep_their_bounds() {
+        assert_eq!(count(1usize, 10)("10"), Ok(10));
+        assert!(count(1usize, 10)("0").is_err());
+        assert!(count(1usize, 10)("11").is_err());
+        assert_eq!(parse_fraction("1%"), Ok(0.01));
+        assert_eq!(parse_fraction("0.5"), Ok(0.5));
+        assert!(parse_fraction("150%").is_err());
+        assert_eq!(rate_flag("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast", ""] {
+            assert!(rate_flag(bad).is_err(), "{bad:?}");
+        }
+        assert!(positive_duration("0s").is_err());
+        assert_eq!(positive_duration("3s"), Ok(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn an_embedded_open_loop_has_the_flags_defaults_and_no_end() {
+        let target: Target = "http://127.0.0.1:5000".parse().unwrap();
+        let settings = LoadSettings::open_loop(target, 20.0).unwrap();
+        assert_eq!(settings.mode, Mode::Open(RateProfile::Constant(20.0)));
+        assert_eq!(settings.mix.to_string(), DEFAULT_MIX);
+        assert_eq!(settings.timeout, Duration::from_secs(2));
+        assert_eq!(settings.max_in_flight, 1000);
+        assert_eq!((settings.duration, settings.requests), (None, None));
+    }
+
+    #[test]
+    fn a_ramp_without_length_lasts_the_run() {
+        let flag = RateProfileFlag::parse("ramp:0..100").unwrap();
+        assert!(flag.resolve(None).is_err());
+        assert_eq!(
+            flag.resolve(Some(Duration::from_secs(5))).unwrap(),
+            RateProfile::Ramp {
+                from: 0.0,
+                to: 100.0,
+                over: 5.0
+            }
+        );
+    }
+}
