@@ -195,10 +195,16 @@ struct RunningApi {
 
 impl RunningApi {
     fn start(listener: TcpListener, metrics: &Metrics, dashboard: &Dashboard) -> Self {
-        // The dashboard excludes its own routes from the metrics (`record_own_requests` is off):
-        // the panels show what the load generator did, nothing else.
-        let app =
-            serve::app(metrics, 1.0, true, &serve::Drain::default()).merge(dashboard.router());
+        // The dashboard sits behind the metrics layer, as in any app, and leaves its own
+        // requests out (`record_own_requests` is off by default): the panels show what the
+        // load generator did, nothing else.
+        let app = serve::app_with(
+            metrics,
+            1.0,
+            true,
+            &serve::Drain::default(),
+            dashboard.router(),
+        );
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(
             axum::serve(listener, app)
