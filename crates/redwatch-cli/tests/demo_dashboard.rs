@@ -49,7 +49,7 @@ fn chromium(binary: &Path, url: &str, what: &str, budget_ms: u32) -> String {
             "--disable-dev-shm-usage",
             "--no-first-run",
             "--hide-scrollbars",
-            "--window-size=1400,1800",
+            "--window-size=1400,1500",
             what,
         ])
         .arg(format!("--virtual-time-budget={budget_ms}"))
