@@ -39,6 +39,8 @@ use redwatch_cli::generate::{GenerateFlags, generate_preset};
 const RATE: &str = "100";
 const SCRAPE_INTERVAL_S: u64 = 1;
 const RATE_WINDOW_S: u64 = 30;
+// A window Grafana can pick: its `$__rate_interval` is at least 4 scrape intervals.
+const _: () = assert!(RATE_WINDOW_S >= 4 * SCRAPE_INTERVAL_S);
 /// The largest relative difference allowed.
 const TOLERANCE: f64 = 0.05;
 /// How long Prometheus may take to hold a full window of scrapes and then some.
@@ -204,10 +206,6 @@ async fn the_page_agrees_with_prometheus_on_the_grafana_dashboards_queries() {
     };
     let dashboard = grafana_dashboard();
     let rate_interval = format!("{RATE_WINDOW_S}s");
-    assert!(
-        RATE_WINDOW_S >= 4 * SCRAPE_INTERVAL_S,
-        "Grafana's $__rate_interval is at least 4 scrape intervals"
-    );
     let demo = Demo::start(&[
         "--rate",
         RATE,
