@@ -213,7 +213,7 @@ async fn the_page_agrees_with_prometheus_on_the_grafana_dashboards_queries() {
         prometheus_binary.to_str().expect("UTF-8 path"),
         "--scrape-interval",
         &format!("{SCRAPE_INTERVAL_S}s"),
-        "--rate-window",
+        "--dashboard-rate-window",
         &rate_interval,
     ]);
     let prometheus = demo

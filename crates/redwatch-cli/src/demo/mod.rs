@@ -18,6 +18,7 @@ use redwatch::dashboard::Dashboard;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::generate::PromDuration;
 use crate::load::{self, Embedding, LoadSettings, Mix, Target};
 use crate::serve::{self, parse_addr};
 use crate::signals::ShutdownSignals;
@@ -52,22 +53,23 @@ pub struct DemoArgs {
     #[arg(long, env = "REDWATCH_PROMETHEUS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_addr)]
     pub prometheus_listen: SocketAddr,
 
-    /// How often Prometheus scrapes the API and the load generator and evaluates the rules.
+    /// How often Prometheus scrapes the API and the load generator and evaluates the rules
+    /// (as `redwatch generate --scrape-interval`).
     #[arg(long, env = "REDWATCH_SCRAPE_INTERVAL", default_value = "5s",
-          value_parser = load::positive_duration)]
-    pub scrape_interval: Duration,
+          value_parser = crate::generate::nonzero_duration)]
+    pub scrape_interval: PromDuration,
 
     /// The window of the dashboard's rates and quantiles, as the `[...]` of `rate()`.
     /// [default: Grafana's `$__rate_interval` for the scrape interval, 4 × --scrape-interval]
-    #[arg(long, env = "REDWATCH_RATE_WINDOW", value_parser = rate_window_flag)]
-    pub rate_window: Option<Duration>,
+    #[arg(long, env = "REDWATCH_DASHBOARD_RATE_WINDOW", value_parser = dashboard_rate_window_flag)]
+    pub dashboard_rate_window: Option<Duration>,
 }
 
 /// How often the dashboard samples the registry (the library's default resolution).
 const DASHBOARD_RESOLUTION: Duration = Duration::from_secs(1);
 
-/// `--rate-window`: at least two dashboard samples, as `rate()` needs two points.
-fn rate_window_flag(text: &str) -> Result<Duration, String> {
+/// `--dashboard-rate-window`: at least two dashboard samples, as `rate()` needs two points.
+fn dashboard_rate_window_flag(text: &str) -> Result<Duration, String> {
     let window = load::positive_duration(text)?;
     if window < DASHBOARD_RESOLUTION * 2 {
         return Err(format!(
@@ -79,12 +81,14 @@ fn rate_window_flag(text: &str) -> Result<Duration, String> {
 }
 
 impl DemoArgs {
-    /// The dashboard's rate window: `--rate-window`, or what Grafana's `$__rate_interval` is
-    /// on the demo's Prometheus for short ranges (4 scrape intervals), so that the page and a
-    /// Grafana panel on the same data draw the same lines.
-    pub fn rate_window(&self) -> Duration {
-        self.rate_window
-            .unwrap_or(self.scrape_interval * 4)
+    /// The dashboard's rate window: `--dashboard-rate-window`, or what Grafana's
+    /// `$__rate_interval` is on the demo's Prometheus for short ranges (4 scrape intervals),
+    /// so that the page and a Grafana panel on the same data draw the same lines.
+    pub fn dashboard_rate_window(&self) -> Duration {
+        self.dashboard_rate_window
+            .unwrap_or(Duration::from_millis(
+                self.scrape_interval.times(4).millis(),
+            ))
             .max(DASHBOARD_RESOLUTION * 2)
     }
 }
@@ -146,7 +150,7 @@ impl Parts {
         load.mix = args.mix.clone();
         load.duration = args.duration;
         let rules = prometheus::rule_settings(api_target, load_metrics_addr, args.scrape_interval)?;
-        let dashboard = dashboard_settings(&metrics, &rules, args.rate_window());
+        let dashboard = dashboard_settings(&metrics, &rules, args.dashboard_rate_window());
         // Checked now, so that a setting the dashboard refuses stops the demo before it starts.
         dashboard.clone().build().context("dashboard settings")?;
         Ok(Self {
@@ -387,6 +391,51 @@ mod tests {
         assert_eq!(connect_addr(any6), "[::1]:5000".parse().unwrap());
         let fixed: SocketAddr = "192.0.2.1:80".parse().unwrap();
         assert_eq!(connect_addr(fixed), fixed);
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<DemoArgs, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("demo").chain(args.iter().copied())).map(|cli| cli.demo)
+    }
+
+    #[test]
+    fn the_dashboard_window_follows_the_scrape_interval_unless_given() {
+        let window = |args: &[&str]| parse(args).unwrap().dashboard_rate_window();
+        // Grafana's $__rate_interval for short ranges: 4 scrape intervals.
+        assert_eq!(window(&[]), Duration::from_secs(20));
+        assert_eq!(window(&["--scrape-interval", "1s"]), Duration::from_secs(4));
+        assert_eq!(
+            window(&["--scrape-interval", "1s", "--dashboard-rate-window", "30s"]),
+            Duration::from_secs(30)
+        );
+        // Two dashboard samples at least, for the flag and for a short scrape interval.
+        assert!(parse(&["--dashboard-rate-window", "1s"]).is_err());
+        assert_eq!(
+            window(&["--scrape-interval", "200ms"]),
+            Duration::from_secs(2)
+        );
+        assert!(parse(&["--scrape-interval", "0s"]).is_err());
+    }
+
+    #[test]
+    fn the_dashboard_judges_by_the_rules_threshold_and_objective() {
+        let api: SocketAddr = "127.0.0.1:5123".parse().unwrap();
+        let load: SocketAddr = "127.0.0.1:5124".parse().unwrap();
+        let rules = prometheus::rule_settings(api, load, PromDuration::from_millis(5_000)).unwrap();
+        let metrics = Metrics::new();
+        let dashboard = dashboard_settings(&metrics, &rules, Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let data = dashboard.data(&redwatch::dashboard::DataQuery::new(60, None));
+        assert_eq!(data.latency_threshold_s, rules.latency_threshold.secs_f64());
+        assert_eq!(data.objective, rules.availability);
+        assert_eq!(data.rate_window_s, 20.0);
     }
 
     #[test]

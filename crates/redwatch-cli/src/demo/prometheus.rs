@@ -301,11 +301,8 @@ fn free_addr(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
 pub fn rule_settings(
     api: SocketAddr,
     load_metrics: SocketAddr,
-    scrape_interval: Duration,
+    scrape_interval: PromDuration,
 ) -> anyhow::Result<Settings> {
-    let scrape_interval = PromDuration::from_millis(
-        u64::try_from(scrape_interval.as_millis()).context("--scrape-interval is too long")?,
-    );
     let mut flags = GenerateFlags::defaults()
         .map_err(|err| anyhow::anyhow!("{}", crate::clap_error_line(&err)))
         .context("Prometheus configuration")?;
@@ -430,7 +427,7 @@ mod tests {
         let load: SocketAddr = "127.0.0.1:5124".parse().unwrap();
         let config = write_config(
             dir.path(),
-            &rule_settings(api, load, Duration::from_secs(5)).unwrap(),
+            &rule_settings(api, load, PromDuration::from_millis(5_000)).unwrap(),
         )
         .unwrap();
         let text = std::fs::read_to_string(&config).unwrap();
