@@ -268,7 +268,7 @@ fn is_running(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_and_the_load() {
     let mut demo = Demo::start(
-        &["--duration", "4s", "--rate", "50", "--prometheus", "none"],
+        &["--duration", "5s", "--rate", "50", "--prometheus", "none"],
         &[],
     );
     assert!(
@@ -290,11 +290,31 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
 
     // Counts grow, and /dashboard/data reads the same counters as /metrics: each of its route
     // counts lies between a /metrics read before its latest sample (taken every second) and
-    // one just after it. Two seconds of traffic give the two samples a rate needs.
+    // one just after it. Rates need two samples with the route: at most 3.5 s of traffic.
     let first = demo.dashboard_data().await;
     let before = metrics_counts(&demo.metrics().await);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let data = demo.dashboard_data().await;
+    let since = Instant::now();
+    let data = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let data = demo.dashboard_data().await;
+        let rates = data["requests_per_s"].as_array().unwrap();
+        let with_rate = |route: &&str| {
+            rates.iter().any(|line| {
+                line["name"] == *route
+                    && line["values"]
+                        .as_array()
+                        .and_then(|values| values.last()?.as_f64())
+                        .is_some()
+            })
+        };
+        let complete = MIX_ROUTES.iter().all(|route| with_rate(route));
+        // 1.5 s: the latest sample was taken after `before`.
+        if (complete && since.elapsed() > Duration::from_millis(1500))
+            || since.elapsed() > Duration::from_millis(3500)
+        {
+            break data;
+        }
+    };
     let after = metrics_counts(&demo.metrics().await);
     let dashboard = dashboard_counts(&data);
     assert!(
@@ -351,11 +371,11 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
     assert!(status.success(), "{status}; stderr: {}", demo.stderr());
     let stdout = demo.stdout();
     let (recorded, completed) = recorded_and_completed(&stdout);
-    // 50 req/s on one schedule for 4 s: requests due at 0, 20 ms, ..., 3.98 s.
-    assert_eq!(summary_count(&stdout), 200, "{stdout}");
-    assert_eq!(completed, 200);
+    // 50 req/s on one schedule for 5 s: requests due at 0, 20 ms, ..., 4.98 s.
+    assert_eq!(summary_count(&stdout), 250, "{stdout}");
+    assert_eq!(completed, 250);
     assert_eq!(
-        recorded, 200,
+        recorded, 250,
         "the API's /metrics count differs from the load's"
     );
     assert!(after.values().sum::<u64>() <= recorded);
