@@ -1,9 +1,11 @@
 //! The demo's dashboard page in a real browser: `redwatch demo` (without Prometheus) with its
 //! load running, `/dashboard` loaded in headless Chromium (Debian's `chromium`), and the DOM
 //! the page's script built checked: no script errors, charts with points, the demo's routes in
-//! the table, a working route drill-down.
+//! the table, a working route drill-down; and, with Prometheus (Debian's `prometheus`), its
+//! pending and firing alerts listed.
 //!
-//! Without chromium: a notice and a pass, except in CI (`CI` set), where it fails.
+//! Without chromium (or prometheus, for the alerts): a notice and a pass, except in CI (`CI`
+//! set), where it fails.
 //! `cargo test -p redwatch-cli --test demo_dashboard -- --ignored` also renews
 //! `docs/dashboard.png` from a minute of the demo's traffic.
 
@@ -212,6 +214,72 @@ async fn the_demo_page_works_in_headless_chromium() {
     // The table still lists every route, and nothing the browser asked for on its own (such
     // as /favicon.ico) became API traffic.
     assert_eq!(table_routes(&drill), routes);
+}
+
+/// The names of Prometheus's pending and firing alerts, with their state.
+async fn active_alerts(prometheus: std::net::SocketAddr) -> Vec<(String, String)> {
+    let response = support::get(prometheus, "/api/v1/alerts", &[]).await;
+    let answer: serde_json::Value = serde_json::from_str(&response.body).expect("alerts JSON");
+    let mut alerts: Vec<(String, String)> = answer["data"]["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|alert| {
+            let state = alert["state"].as_str()?;
+            let name = alert["labels"]["alertname"].as_str()?;
+            matches!(state, "pending" | "firing").then(|| (state.to_owned(), name.to_owned()))
+        })
+        .collect();
+    alerts.sort();
+    alerts.dedup();
+    alerts
+}
+
+/// With Prometheus, the page lists its pending and firing alerts: the demo's mix fails 1 request
+/// in 11, far beyond the 99.9 % objective, so the burn-rate alerts go off within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_shows_prometheus_alerts() {
+    let (Some(browser), Some(prometheus_binary)) = (
+        support::require_tool("chromium", "chromium"),
+        support::require_tool("prometheus", "prometheus"),
+    ) else {
+        return;
+    };
+    let demo = Demo::start(&[
+        "--rate",
+        "40",
+        "--prometheus",
+        prometheus_binary.to_str().expect("UTF-8 path"),
+        "--scrape-interval",
+        "1s",
+    ]);
+    let prometheus = demo
+        .prometheus
+        .unwrap_or_else(|| panic!("Prometheus did not start: {}", demo.stdout()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let alerts = loop {
+        let alerts = active_alerts(prometheus).await;
+        if !alerts.is_empty() {
+            break alerts;
+        }
+        assert!(Instant::now() < deadline, "no alert within 60 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let dom = dump_dom(&browser, format!("http://{}/dashboard", demo.api)).await;
+    assert_no_script_errors(&dom);
+    let note = inner(&dom, "alerts-note", "</span>");
+    assert!(
+        note.contains(&format!("http://{prometheus}")),
+        "the note names the Prometheus: {note}"
+    );
+    // Alerts only move on (pending to firing, more of them): each one seen is on the page.
+    let list = inner(&dom, "alert-list", "</ul>");
+    for (state, name) in &alerts {
+        assert!(
+            list.contains(&format!("<strong>{name}</strong>")),
+            "{state} {name} not listed: {list}"
+        );
+    }
 }
 
 /// Renews `docs/dashboard.png`: the demo page after a minute of traffic, every panel filled.
