@@ -307,7 +307,7 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
                         .is_some()
             })
         };
-        let complete = MIX_ROUTES.iter().all(|route| with_rate(route));
+        let complete = MIX_ROUTES.iter().all(with_rate);
         // 1.5 s: the latest sample was taken after `before`.
         if (complete && since.elapsed() > Duration::from_millis(1500))
             || since.elapsed() > Duration::from_millis(3500)
