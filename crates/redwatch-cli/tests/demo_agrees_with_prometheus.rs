@@ -169,12 +169,14 @@ fn page_lines(data: &serde_json::Value, field: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// Waits until Prometheus holds scrapes of the API over more than a window before now.
+/// Waits until Prometheus holds scrapes of the API over more than a window before now: two
+/// more than a window holds, counted over a range five intervals longer (so that a late or
+/// missed scrape does not keep the count below the mark).
 async fn wait_for_a_full_window(prometheus: SocketAddr) {
-    let needed = (RATE_WINDOW_S + 5) / SCRAPE_INTERVAL_S;
+    let needed = RATE_WINDOW_S / SCRAPE_INTERVAL_S + 2;
     let expr = format!(
         "count_over_time(up{{job=\"redwatch\"}}[{}s])",
-        RATE_WINDOW_S + 5
+        RATE_WINDOW_S + 5 * SCRAPE_INTERVAL_S
     );
     let deadline = Instant::now() + FILL_TIMEOUT;
     loop {
