@@ -253,7 +253,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let mut dashboard = parts.dashboard;
     if let Some(prometheus) = &prometheus {
-        dashboard = dashboard.prometheus_url(format!("http://{}", prometheus.addr()));
+        // Read by the browser: a reachable address, not 0.0.0.0.
+        let reachable = connect_addr(prometheus.addr());
+        dashboard = dashboard.prometheus_url(format!("http://{reachable}"));
     }
     let dashboard = dashboard.build().context("dashboard settings")?;
     let api = RunningApi::start(parts.api_listener, &parts.metrics, &dashboard);
