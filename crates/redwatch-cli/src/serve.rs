@@ -186,6 +186,24 @@ pub fn app(
     with_metrics_route: bool,
     drain: &Drain,
 ) -> Router {
+    app_with(
+        metrics,
+        latency_scale,
+        with_metrics_route,
+        drain,
+        Router::new(),
+    )
+}
+
+/// [`app`] with `extra` routes (e.g. the live dashboard) behind the metrics layer, as an
+/// application adds them; they decide themselves whether they are recorded.
+pub fn app_with(
+    metrics: &Metrics,
+    latency_scale: f64,
+    with_metrics_route: bool,
+    drain: &Drain,
+    extra: Router,
+) -> Router {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let demo = Demo {
         latency_scale,
@@ -223,7 +241,7 @@ pub fn app(
     if with_metrics_route {
         router = router.merge(metrics.router());
     }
-    router.layer(metrics.layer())
+    router.merge(extra).layer(metrics.layer())
 }
 
 async fn sleep_endpoint(demo: Demo, k: u32) -> String {

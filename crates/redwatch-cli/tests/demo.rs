@@ -148,8 +148,9 @@ impl Demo {
         }
     }
 
+    /// The last minute of the dashboard's data (one point a second).
     async fn dashboard_data(&self) -> serde_json::Value {
-        let response = get(self.api, "/dashboard/data", &[]).await;
+        let response = get(self.api, "/dashboard/data?range=60", &[]).await;
         assert_eq!(response.status, StatusCode::OK, "GET /dashboard/data");
         serde_json::from_str(&response.body).expect("/dashboard/data is JSON")
     }
@@ -196,7 +197,7 @@ fn metrics_counts(exposition: &Exposition) -> BTreeMap<String, u64> {
     counts
 }
 
-/// Requests per route in /dashboard/data.
+/// Requests per route in /dashboard/data (its route table's counts).
 fn dashboard_counts(data: &serde_json::Value) -> BTreeMap<String, u64> {
     data["routes"]
         .as_array()
@@ -205,7 +206,7 @@ fn dashboard_counts(data: &serde_json::Value) -> BTreeMap<String, u64> {
         .map(|route| {
             (
                 route["route"].as_str().expect("route name").to_owned(),
-                route["total"].as_u64().expect("route total"),
+                route["count"].as_u64().expect("route count"),
             )
         })
         .collect()
@@ -267,7 +268,7 @@ fn is_running(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_and_the_load() {
     let mut demo = Demo::start(
-        &["--duration", "3s", "--rate", "50", "--prometheus", "none"],
+        &["--duration", "5s", "--rate", "50", "--prometheus", "none"],
         &[],
     );
     assert!(
@@ -288,17 +289,38 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
     );
 
     // Counts grow, and /dashboard/data reads the same counters as /metrics: each of its route
-    // totals lies between a /metrics read just before and one just after it.
+    // counts lies between a /metrics read before its latest sample (taken every second) and
+    // one just after it. Rates need two samples with the route: at most 3.5 s of traffic.
     let first = demo.dashboard_data().await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     let before = metrics_counts(&demo.metrics().await);
-    let data = demo.dashboard_data().await;
+    let since = Instant::now();
+    let data = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let data = demo.dashboard_data().await;
+        let rates = data["requests_per_s"].as_array().unwrap();
+        let with_rate = |route: &&str| {
+            rates.iter().any(|line| {
+                line["name"] == *route
+                    && line["values"]
+                        .as_array()
+                        .and_then(|values| values.last()?.as_f64())
+                        .is_some()
+            })
+        };
+        let complete = MIX_ROUTES.iter().all(with_rate);
+        // 1.5 s: the latest sample was taken after `before`.
+        if (complete && since.elapsed() > Duration::from_millis(1500))
+            || since.elapsed() > Duration::from_millis(3500)
+        {
+            break data;
+        }
+    };
     let after = metrics_counts(&demo.metrics().await);
+    let dashboard = dashboard_counts(&data);
     assert!(
-        data["requests_total"].as_u64().unwrap() > first["requests_total"].as_u64().unwrap(),
+        dashboard.values().sum::<u64>() > dashboard_counts(&first).values().sum::<u64>(),
         "request counts do not grow: {first} then {data}"
     );
-    let dashboard = dashboard_counts(&data);
     for route in MIX_ROUTES {
         // A route the seeded mix has not picked yet counts 0 everywhere.
         let count = |counts: &BTreeMap<String, u64>| counts.get(route).copied().unwrap_or(0);
@@ -309,10 +331,6 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
             "{route}: /metrics said {low} then {high}, the dashboard {seen}"
         );
     }
-    assert_eq!(
-        data["requests_total"].as_u64().unwrap(),
-        dashboard.values().sum::<u64>()
-    );
     // Only the load's routes were recorded: the dashboard's own polling is not API traffic.
     assert!(
         dashboard
@@ -321,39 +339,43 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
         "{dashboard:?}"
     );
     // Errors are the 5xx responses: all of /error, none of the others.
-    assert!(
-        data["overall"]["requests_per_s"].as_f64().unwrap() > 0.0,
-        "{data}"
-    );
-    let mut errors = 0.0;
-    for route in data["routes"].as_array().unwrap() {
-        let (rate, route_errors) = (
-            route["requests_per_s"].as_f64().unwrap(),
-            route["errors_per_s"].as_f64().unwrap(),
+    let last = |lines: &serde_json::Value, name: &str| {
+        lines
+            .as_array()
+            .expect("lines are an array")
+            .iter()
+            .find(|line| line["name"] == name)
+            .and_then(|line| line["values"].as_array()?.last()?.as_f64())
+    };
+    let error_rate = last(&data["requests_per_s"], "/error");
+    assert!(error_rate.is_some_and(|rate| rate > 0.0), "{data}");
+    assert_eq!(last(&data["errors_per_s"], "/error"), error_rate, "{data}");
+    let error_lines: Vec<&str> = data["errors_per_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|line| line["name"].as_str())
+        .collect();
+    assert_eq!(error_lines, ["/error"], "{data}");
+    for field in ["cpu_cores", "resident_memory_bytes"] {
+        let values = data[field].as_array().unwrap();
+        assert!(
+            values.last().and_then(|v| v.as_f64()).is_some(),
+            "{field} missing in {data}"
         );
-        let expected = if route["route"] == "/error" {
-            rate
-        } else {
-            0.0
-        };
-        assert_eq!(route_errors, expected, "{route}");
-        errors += route_errors;
     }
-    let overall_errors = data["overall"]["errors_per_s"].as_f64().unwrap();
-    assert!((overall_errors - errors).abs() < 1e-9, "{data}");
-    for field in ["cpu_percent", "resident_bytes"] {
-        assert!(data[field].as_f64().is_some(), "{field} missing in {data}");
-    }
+    // Without Prometheus the data says so, and the page says it in one line.
+    assert!(data["prometheus_url"].is_null(), "{data}");
 
     let status = demo.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{status}; stderr: {}", demo.stderr());
     let stdout = demo.stdout();
     let (recorded, completed) = recorded_and_completed(&stdout);
-    // 50 req/s on one schedule for 3 s: requests due at 0, 20 ms, ..., 2.98 s.
-    assert_eq!(summary_count(&stdout), 150, "{stdout}");
-    assert_eq!(completed, 150);
+    // 50 req/s on one schedule for 5 s: requests due at 0, 20 ms, ..., 4.98 s.
+    assert_eq!(summary_count(&stdout), 250, "{stdout}");
+    assert_eq!(completed, 250);
     assert_eq!(
-        recorded, 150,
+        recorded, 250,
         "the API's /metrics count differs from the load's"
     );
     assert!(after.values().sum::<u64>() <= recorded);
@@ -384,6 +406,11 @@ async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
     assert!(dir.join("prometheus.yml").is_file(), "{}", dir.display());
     let running = children_named(demo.child.id(), "prometheus");
     assert_eq!(running.len(), 1, "one Prometheus child: {running:?}");
+    // The dashboard reads its alerts from this Prometheus.
+    assert_eq!(
+        demo.dashboard_data().await["prometheus_url"],
+        format!("http://{prometheus}").as_str()
+    );
 
     // Both targets up, and the API's series stored, within a bounded time (scrape interval 5 s).
     let api_instance = demo.api.to_string();
@@ -455,9 +482,9 @@ async fn without_prometheus_on_path_it_runs_and_sigint_stops_it() {
     assert!(demo.stdout().contains("until Ctrl-C or SIGTERM"));
     // Runs until told to stop: traffic keeps arriving well past the default bound of `load`.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let early = demo.dashboard_data().await["requests_total"]
-        .as_u64()
-        .unwrap();
+    let early: u64 = dashboard_counts(&demo.dashboard_data().await)
+        .values()
+        .sum();
     assert!(early > 0);
     demo.signal(libc::SIGINT);
     let status = demo.wait_exit(Duration::from_secs(30));

@@ -235,6 +235,25 @@ fn format_index(format: Format) -> usize {
 /// process and runtime metrics.
 pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>) {
     let config = &shared.config;
+    if config.request_metrics {
+        encode_red(shared, le, format, out);
+    }
+
+    // Info, process and runtime metrics keep their standard names: no namespace.
+    let mut encoder = Encoder::new(out, format, "", &config.const_labels);
+    let collected = collect::collect(config);
+    encode_info(&mut encoder, config, &collected.info);
+    if let Some(process) = &collected.process {
+        encode_process(&mut encoder, process);
+    }
+    if let Some(runtime) = &collected.runtime {
+        encode_runtime(&mut encoder, runtime);
+    }
+}
+
+/// The request (RED) families: durations, body sizes, the flask counters, requests in flight.
+fn encode_red(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>) {
+    let config = &shared.config;
     let names = config.names();
     let mut encoder = Encoder::new(out, format, &config.namespace, &config.const_labels);
     let mut cumulative = Vec::with_capacity(config.duration_bounds_nanos.len() + 1);
@@ -328,17 +347,6 @@ pub(crate) fn encode_core(shared: &Shared, le: &LeValues, format: Format, out: &
             let labels = format!("{}=\"{method}\"", names.method_label);
             encoder.int_sample(names.active_requests, &labels, value);
         }
-    }
-
-    // Info, process and runtime metrics keep their standard names: no namespace.
-    let mut encoder = Encoder::new(out, format, "", &config.const_labels);
-    let collected = collect::collect(config);
-    encode_info(&mut encoder, config, &collected.info);
-    if let Some(process) = &collected.process {
-        encode_process(&mut encoder, process);
-    }
-    if let Some(runtime) = &collected.runtime {
-        encode_runtime(&mut encoder, runtime);
     }
 }
 

@@ -311,6 +311,7 @@ pub struct MetricsBuilder {
     environment: String,
     bearer_token: Option<String>,
     max_routes: usize,
+    request_metrics: bool,
 }
 
 impl Default for MetricsBuilder {
@@ -331,6 +332,7 @@ impl Default for MetricsBuilder {
             environment: String::new(),
             bearer_token: None,
             max_routes: 1000,
+            request_metrics: true,
         }
     }
 }
@@ -431,6 +433,24 @@ impl MetricsBuilder {
         self
     }
 
+    /// Exposes the request metrics (default `true`). With `false` the exposition and
+    /// [`Metrics::snapshot`] leave out every request family — durations, body sizes, the
+    /// flask counters and `http_server_active_requests` — and keep the info, process and
+    /// runtime metrics and whatever is [registered](Metrics::register). For a process that
+    /// serves no HTTP API of its own, such as a load generator or a batch job, whose
+    /// `/metrics` would otherwise show empty request families and an in-flight gauge of 0.
+    /// Use it without [`Metrics::layer`]: what the layer records is not exposed.
+    ///
+    /// ```
+    /// let metrics = redwatch::Metrics::builder().request_metrics(false).build().unwrap();
+    /// let text = String::from_utf8(metrics.render(redwatch::Format::Prometheus)).unwrap();
+    /// assert!(!text.contains("http_server"));
+    /// ```
+    pub fn request_metrics(mut self, enabled: bool) -> Self {
+        self.request_metrics = enabled;
+        self
+    }
+
     /// Checks the configuration and builds the metrics.
     pub fn build(self) -> Result<Metrics, BuildError> {
         let names = self.naming.names();
@@ -519,6 +539,7 @@ impl MetricsBuilder {
                 ("environment".to_owned(), self.environment),
             ],
             service_name: self.service_name,
+            request_metrics: self.request_metrics,
         };
         let le = LeValues::new(&config);
         let core = Core::new(config, Exclusions { exact, patterns }, self.max_routes);
@@ -694,5 +715,57 @@ mod tests {
         assert!(refuse(Metrics::builder().exclude_routes_matching("(")).contains("pattern"));
         assert!(refuse(Metrics::builder().metrics_path("metrics")).contains("start with"));
         assert!(refuse(Metrics::builder().bearer_token("a b")).contains("whitespace"));
+    }
+
+    #[test]
+    fn without_request_metrics_only_info_process_and_registered_metrics_are_exposed() {
+        let metrics = Metrics::builder()
+            .request_metrics(false)
+            .naming(Naming::Flask)
+            .build()
+            .unwrap();
+        // Even a recorded request (the layer is not meant to be used then) stays out.
+        let core = metrics.inner_core();
+        core.route("/x").with_series(0, 500, |series| {
+            series
+                .duration
+                .observe(&core.shared.config.duration_bounds_nanos, 1_000);
+        });
+        let jobs = prometheus_client::metrics::counter::Counter::<u64>::default();
+        metrics.register("jobs", "Jobs done", jobs.clone());
+        jobs.inc();
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let text = String::from_utf8(metrics.render(format)).unwrap();
+            for family in [
+                "flask_http_request_duration_seconds",
+                "flask_http_request_total",
+                "flask_http_request_exceptions_total",
+                "http_server_active_requests",
+                "/x",
+            ] {
+                assert!(!text.contains(family), "{family} exposed:\n{text}");
+            }
+            assert!(text.contains("jobs_total 1"), "{text}");
+            assert!(text.contains("flask_exporter_info"), "{text}");
+            assert!(text.contains("process_cpu_seconds_total"), "{text}");
+        }
+        let snapshot = metrics.snapshot();
+        assert!(snapshot.series.is_empty() && snapshot.active.is_empty());
+        assert!(snapshot.exceptions.is_empty());
+
+        // The default exposes them: the same recording shows up.
+        let metrics = Metrics::builder().naming(Naming::Flask).build().unwrap();
+        let core = metrics.inner_core();
+        core.route("/x").with_series(0, 500, |series| {
+            series
+                .duration
+                .observe(&core.shared.config.duration_bounds_nanos, 1_000);
+        });
+        let text = String::from_utf8(metrics.render(Format::Prometheus)).unwrap();
+        assert!(
+            text.contains("flask_http_request_total{method=\"GET\",status=\"500\"} 1"),
+            "{text}"
+        );
+        assert_eq!(metrics.snapshot().series.len(), 1);
     }
 }

@@ -127,6 +127,8 @@ pub(crate) struct Config {
     pub(crate) size_bounds_bytes: Option<Vec<u64>>,
     pub(crate) info: Vec<(String, String)>,
     pub(crate) service_name: String,
+    /// Whether the RED families are exposed and snapshotted ([`crate::MetricsBuilder::request_metrics`]).
+    pub(crate) request_metrics: bool,
 }
 
 impl Config {

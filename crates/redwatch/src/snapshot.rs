@@ -152,6 +152,15 @@ pub(crate) fn take(shared: &Shared) -> Snapshot {
             buckets,
         }
     };
+    if !config.request_metrics {
+        return Snapshot {
+            naming: config.naming,
+            series: Vec::new(),
+            active: Vec::new(),
+            exceptions: Vec::new(),
+            collected: collect::collect(config),
+        };
+    }
     let series = shared
         .series()
         .map(|s| SeriesSnapshot {

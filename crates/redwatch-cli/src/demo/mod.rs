@@ -1,12 +1,11 @@
 //! `redwatch demo`: the whole system on one machine, one command.
 //!
-//! The demo API (the same app as `redwatch serve`) with a live dashboard at `/dashboard`, the load
-//! generator running in-process against it, and — when a `prometheus` binary is available — a
-//! Prometheus scraping both, configured by the generator's own files. Everything stops on
-//! Ctrl-C/SIGTERM or after `--duration`, and nothing is left running or on disk.
+//! The demo API (the same app as `redwatch serve`) with the library's live dashboard at
+//! `/dashboard`, the load generator running in-process against it, and — when a `prometheus`
+//! binary is available — a Prometheus scraping both, configured by the generator's own files,
+//! whose alerts the dashboard shows. Everything stops on Ctrl-C/SIGTERM or after `--duration`,
+//! and nothing is left running or on disk.
 
-mod dashboard;
-mod exposition;
 mod prometheus;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -15,9 +14,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use redwatch::Metrics;
+use redwatch::dashboard::Dashboard;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::generate::PromDuration;
 use crate::load::{self, Embedding, LoadSettings, Mix, Target};
 use crate::serve::{self, parse_addr};
 use crate::signals::ShutdownSignals;
@@ -51,6 +52,45 @@ pub struct DemoArgs {
     /// Address Prometheus listens on; when it is taken, a free port on the same IP is used.
     #[arg(long, env = "REDWATCH_PROMETHEUS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_addr)]
     pub prometheus_listen: SocketAddr,
+
+    /// How often Prometheus scrapes the API and the load generator and evaluates the rules
+    /// (as `redwatch generate --scrape-interval`).
+    #[arg(long, env = "REDWATCH_SCRAPE_INTERVAL", default_value = "5s",
+          value_parser = crate::generate::nonzero_duration)]
+    pub scrape_interval: PromDuration,
+
+    /// The window of the dashboard's rates and quantiles, as the `[...]` of `rate()`.
+    /// [default: Grafana's `$__rate_interval` for the scrape interval, 4 × --scrape-interval]
+    #[arg(long, env = "REDWATCH_DASHBOARD_RATE_WINDOW", value_parser = dashboard_rate_window_flag)]
+    pub dashboard_rate_window: Option<Duration>,
+}
+
+/// How often the dashboard samples the registry (the library's default resolution).
+const DASHBOARD_RESOLUTION: Duration = Duration::from_secs(1);
+
+/// `--dashboard-rate-window`: at least two dashboard samples, as `rate()` needs two points.
+fn dashboard_rate_window_flag(text: &str) -> Result<Duration, String> {
+    let window = load::positive_duration(text)?;
+    if window < DASHBOARD_RESOLUTION * 2 {
+        return Err(format!(
+            "must be at least {} s (two dashboard samples)",
+            (DASHBOARD_RESOLUTION * 2).as_secs()
+        ));
+    }
+    Ok(window)
+}
+
+impl DemoArgs {
+    /// The dashboard's rate window: `--dashboard-rate-window`, or what Grafana's
+    /// `$__rate_interval` is on the demo's Prometheus for short ranges (4 scrape intervals),
+    /// so that the page and a Grafana panel on the same data draw the same lines.
+    pub fn dashboard_rate_window(&self) -> Duration {
+        self.dashboard_rate_window
+            .unwrap_or(Duration::from_millis(
+                self.scrape_interval.times(4).millis(),
+            ))
+            .max(DASHBOARD_RESOLUTION * 2)
+    }
 }
 
 /// The address to connect to for a listener bound to `addr` (0.0.0.0 and :: are not
@@ -76,6 +116,9 @@ struct Parts {
     load: LoadSettings,
     /// The generator's settings Prometheus's configuration and rules are written with.
     rules: crate::generate::Settings,
+    /// The dashboard, with the rules' latency threshold and objective; Prometheus's address is
+    /// added once it runs.
+    dashboard: redwatch::dashboard::DashboardBuilder,
 }
 
 impl Parts {
@@ -106,7 +149,10 @@ impl Parts {
             .context("load generator settings")?;
         load.mix = args.mix.clone();
         load.duration = args.duration;
-        let rules = prometheus::rule_settings(api_target, load_metrics_addr)?;
+        let rules = prometheus::rule_settings(api_target, load_metrics_addr, args.scrape_interval)?;
+        let dashboard = dashboard_settings(&metrics, &rules, args.dashboard_rate_window());
+        // Checked now, so that a setting the dashboard refuses stops the demo before it starts.
+        dashboard.clone().build().context("dashboard settings")?;
         Ok(Self {
             metrics,
             api_listener,
@@ -114,7 +160,34 @@ impl Parts {
             load_metrics_listener,
             load,
             rules,
+            dashboard,
         })
+    }
+}
+
+/// The dashboard's settings: the latency threshold and availability objective are the ones the
+/// alert rules are generated with, so the page and the alerts judge by the same numbers.
+fn dashboard_settings(
+    metrics: &Metrics,
+    rules: &crate::generate::Settings,
+    rate_window: Duration,
+) -> redwatch::dashboard::DashboardBuilder {
+    Dashboard::builder(metrics)
+        .resolution(DASHBOARD_RESOLUTION)
+        .rate_window(rate_window)
+        .latency_threshold(Duration::from_millis(rules.latency_threshold.millis()))
+        .objective(rules.availability)
+}
+
+/// Requests the API recorded, once those in flight have finished (or after 2 s).
+async fn settled_request_count(metrics: &Metrics) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let snapshot = metrics.snapshot();
+        if snapshot.active_requests() <= 0 || std::time::Instant::now() >= deadline {
+            return snapshot.requests(|_| true);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -125,11 +198,17 @@ struct RunningApi {
 }
 
 impl RunningApi {
-    fn start(listener: TcpListener, metrics: &Metrics, dashboard: &dashboard::Dashboard) -> Self {
-        // The dashboard is merged after the metrics layer, so its polling is not recorded as API
-        // traffic: the panels show what the load generator did, nothing else.
-        let app =
-            serve::app(metrics, 1.0, true, &serve::Drain::default()).merge(dashboard.router());
+    fn start(listener: TcpListener, metrics: &Metrics, dashboard: &Dashboard) -> Self {
+        // The dashboard sits behind the metrics layer, as in any app, and leaves its own
+        // requests out (`record_own_requests` is off by default): the panels show what the
+        // load generator did, nothing else.
+        let app = serve::app_with(
+            metrics,
+            1.0,
+            true,
+            &serve::Drain::default(),
+            dashboard.router(),
+        );
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(
             axum::serve(listener, app)
@@ -172,7 +251,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Ok(binary) => Some(Prometheus::start(binary, &parts.rules, args.prometheus_listen).await?),
         Err(_) => None,
     };
-    let dashboard = dashboard::Dashboard::start(parts.metrics.clone());
+    let mut dashboard = parts.dashboard;
+    if let Some(prometheus) = &prometheus {
+        // Read by the browser: a reachable address, not 0.0.0.0.
+        let reachable = connect_addr(prometheus.addr());
+        dashboard = dashboard.prometheus_url(format!("http://{reachable}"));
+    }
+    let dashboard = dashboard.build().context("dashboard settings")?;
     let api = RunningApi::start(parts.api_listener, &parts.metrics, &dashboard);
     let load_metrics_addr = parts
         .load_metrics_listener
@@ -199,7 +284,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let load_outcome = run_load(parts.load, parts.load_metrics_listener, signals).await;
     // The load printed its summary; compare with what the API itself recorded. A failed load
     // is reported after everything is stopped.
-    let recorded = dashboard.settled_request_count().await;
+    let recorded = settled_request_count(&parts.metrics).await;
     match &load_outcome {
         Ok(outcome) => println!(
             "redwatch demo: the API recorded {recorded} requests; the load generator completed {}",
@@ -308,6 +393,51 @@ mod tests {
         assert_eq!(connect_addr(any6), "[::1]:5000".parse().unwrap());
         let fixed: SocketAddr = "192.0.2.1:80".parse().unwrap();
         assert_eq!(connect_addr(fixed), fixed);
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<DemoArgs, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("demo").chain(args.iter().copied())).map(|cli| cli.demo)
+    }
+
+    #[test]
+    fn the_dashboard_window_follows_the_scrape_interval_unless_given() {
+        let window = |args: &[&str]| parse(args).unwrap().dashboard_rate_window();
+        // Grafana's $__rate_interval for short ranges: 4 scrape intervals.
+        assert_eq!(window(&[]), Duration::from_secs(20));
+        assert_eq!(window(&["--scrape-interval", "1s"]), Duration::from_secs(4));
+        assert_eq!(
+            window(&["--scrape-interval", "1s", "--dashboard-rate-window", "30s"]),
+            Duration::from_secs(30)
+        );
+        // Two dashboard samples at least, for the flag and for a short scrape interval.
+        assert!(parse(&["--dashboard-rate-window", "1s"]).is_err());
+        assert_eq!(
+            window(&["--scrape-interval", "200ms"]),
+            Duration::from_secs(2)
+        );
+        assert!(parse(&["--scrape-interval", "0s"]).is_err());
+    }
+
+    #[test]
+    fn the_dashboard_judges_by_the_rules_threshold_and_objective() {
+        let api: SocketAddr = "127.0.0.1:5123".parse().unwrap();
+        let load: SocketAddr = "127.0.0.1:5124".parse().unwrap();
+        let rules = prometheus::rule_settings(api, load, PromDuration::from_millis(5_000)).unwrap();
+        let metrics = Metrics::new();
+        let dashboard = dashboard_settings(&metrics, &rules, Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let data = dashboard.data(&redwatch::dashboard::DataQuery::new(60, None));
+        assert_eq!(data.latency_threshold_s, rules.latency_threshold.secs_f64());
+        assert_eq!(data.objective, rules.availability);
+        assert_eq!(data.rate_window_s, 20.0);
     }
 
     #[test]

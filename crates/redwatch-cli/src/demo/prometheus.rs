@@ -18,8 +18,6 @@ use redwatch::Naming;
 
 use crate::generate::{GenerateFlags, List, Optional, PromDuration, Settings, generate_preset};
 
-/// The scrape and rule evaluation interval: short, so the demo's graphs fill quickly.
-const SCRAPE_INTERVAL: PromDuration = PromDuration::from_millis(5_000);
 /// How long Prometheus may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long Prometheus may take to exit after SIGTERM before it is killed.
@@ -298,14 +296,19 @@ fn free_addr(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
 }
 
 /// The generator's settings for the demo: its defaults (not the environment, which configures
-/// the demo's own flags), the demo's targets, no Alertmanager and a short scrape interval.
-pub fn rule_settings(api: SocketAddr, load_metrics: SocketAddr) -> anyhow::Result<Settings> {
+/// the demo's own flags), the demo's targets, no Alertmanager, and `scrape_interval` (short, so
+/// the graphs fill quickly) for scrapes and rule evaluation.
+pub fn rule_settings(
+    api: SocketAddr,
+    load_metrics: SocketAddr,
+    scrape_interval: PromDuration,
+) -> anyhow::Result<Settings> {
     let mut flags = GenerateFlags::defaults()
         .map_err(|err| anyhow::anyhow!("{}", crate::clap_error_line(&err)))
         .context("Prometheus configuration")?;
     flags.naming = Some(Naming::Otel);
-    flags.scrape_interval = SCRAPE_INTERVAL;
-    flags.evaluation_interval = SCRAPE_INTERVAL;
+    flags.scrape_interval = scrape_interval;
+    flags.evaluation_interval = scrape_interval;
     flags.api_targets = List(vec![api.to_string()]);
     flags.load_targets = List(vec![load_metrics.to_string()]);
     flags.extra_targets = List(Vec::new());
@@ -422,7 +425,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let api: SocketAddr = "127.0.0.1:5123".parse().unwrap();
         let load: SocketAddr = "127.0.0.1:5124".parse().unwrap();
-        let config = write_config(dir.path(), &rule_settings(api, load).unwrap()).unwrap();
+        let config = write_config(
+            dir.path(),
+            &rule_settings(api, load, PromDuration::from_millis(5_000)).unwrap(),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&config).unwrap();
         let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
         let jobs = yaml["scrape_configs"].as_sequence().unwrap();

@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use redwatch::Naming;
 
 pub use naming::{AppMetrics, MetricNames};
+pub(crate) use settings::nonzero_duration;
 pub use settings::{
     AnomalySettings, BurnWindow, GenerateArgs, GenerateFlags, GenerateSettings, List, MAX_TILES,
     Optional, Settings,

@@ -780,7 +780,8 @@ fn seconds(text: &str) -> Result<f64, String> {
         .map_err(|_| format!("{text:?} is not a number of seconds"))
 }
 
-fn nonzero_duration(text: &str) -> Result<PromDuration, String> {
+/// A Prometheus duration longer than zero (the generator's interval and window flags).
+pub(crate) fn nonzero_duration(text: &str) -> Result<PromDuration, String> {
     let duration: PromDuration = text.parse()?;
     if duration.millis() == 0 {
         return Err("must be longer than 0s".to_owned());

@@ -66,7 +66,9 @@ pub struct EndpointMetrics {
 impl ClientMetrics {
     /// Registers every metric.
     pub fn new() -> Self {
+        // The generator serves no API: no empty request families or in-flight gauge of 0.
         let exposition = redwatch::Metrics::builder()
+            .request_metrics(false)
             .service_name("redwatch-load")
             .app_version(env!("CARGO_PKG_VERSION"))
             .build()
@@ -218,6 +220,13 @@ mod tests {
             load_names::TARGET_RATE,
         ] {
             assert!(text.contains(needle), "no {needle:?} in\n{text}");
+        }
+        // No server-side request metrics: the generator serves no API.
+        for family in [
+            "http_server_request_duration",
+            "http_server_active_requests",
+        ] {
+            assert!(!text.contains(family), "{family} in\n{text}");
         }
     }
 }
