@@ -155,16 +155,24 @@ async fn the_data_function_serves_what_the_endpoint_serves() {
         get_status(&app, "/fail", None).await;
         tokio::time::sleep(Duration::from_millis(120)).await;
     }
-    // The history only grows between the two reads, so wait for a sample boundary first.
-    let samples = dashboard.samples();
+    // A sample taken between the two reads changes the table's rates: read both within one
+    // sampling interval (the history holds 600 samples, far more than this test takes, so its
+    // count grows with every sample).
+    let query = DataQuery::new(60, Some("/fail".into()));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while dashboard.samples() == samples {
-        assert!(Instant::now() < deadline, "the sampler stopped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let data = dashboard.data(&DataQuery::new(60, Some("/fail".into())));
-    let (_, body) = get_status(&app, "/dashboard/data?range=60&route=%2Ffail", None).await;
-    let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (data, served) = loop {
+        let samples = dashboard.samples();
+        let data = dashboard.data(&query);
+        let (_, body) = get_status(&app, "/dashboard/data?range=60&route=%2Ffail", None).await;
+        if dashboard.samples() == samples {
+            let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            break (data, served);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no two reads within one sampling interval in 10 s"
+        );
+    };
     let direct = serde_json::to_value(&data).unwrap();
     // The lines move with each sample; the settings, the scope and the table do not.
     for field in ["range_s", "rate_window_s", "route", "objective", "routes"] {
