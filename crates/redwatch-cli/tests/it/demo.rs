@@ -1,18 +1,22 @@
 //! `redwatch demo`, end to end: the real binary with the API on an ephemeral loopback port, its
 //! in-process load, the dashboard and (when installed) a real Prometheus.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
-use support::{BIN, Exposition, get, require_tool, run_to_exit};
+
+use crate::support;
+use crate::support::Group;
+use crate::support::exposition::Exposition;
+use crate::support::http::get_async;
+use crate::support::process::{Proc, Server, collect_into, redwatch, run_to_exit};
+use crate::support::tools::require_tool;
 
 /// How long a (possibly cold, debug-built) demo may take to print its startup block, including
 /// Prometheus becoming ready.
@@ -23,7 +27,7 @@ const MIX_ROUTES: [&str; 5] = ["/ep_one", "/ep_two", "/ep_three", "/ep_four", "/
 /// A running `redwatch demo`. Drop sends SIGTERM (so the demo stops its Prometheus), then kills
 /// it if it has not exited within 15 s.
 struct Demo {
-    child: Child,
+    proc: Proc,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     api: SocketAddr,
@@ -35,31 +39,24 @@ impl Demo {
     /// Starts `redwatch demo --listen 127.0.0.1:0 EXTRA...` with a clean environment plus `env`,
     /// and waits for the startup block.
     fn start(extra: &[&str], env: &[(&str, &str)]) -> Demo {
-        let mut command = Command::new(BIN);
-        command.env_remove("RUST_LOG");
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REDWATCH_") {
-                command.env_remove(name);
-            }
-        }
-        command.envs(env.iter().copied());
-        let child = command
-            .args(["demo", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start the redwatch binary");
+        let proc = Proc::start(
+            "redwatch demo",
+            redwatch()
+                .envs(env.iter().copied())
+                .args(["demo", "--listen", "127.0.0.1:0"])
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
         let mut demo = Demo {
-            child,
+            proc,
             stdout: Arc::default(),
             stderr: Arc::default(),
             api: SocketAddr::from(([0, 0, 0, 0], 0)),
             prometheus: None,
         };
-        let stdout_pipe = demo.child.stdout.take().expect("stdout is piped");
-        let stderr_pipe = demo.child.stderr.take().expect("stderr is piped");
+        let stdout_pipe = demo.proc.child.stdout.take().expect("stdout is piped");
+        let stderr_pipe = demo.proc.child.stderr.take().expect("stderr is piped");
         let lines = Arc::clone(&demo.stdout);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout_pipe).lines() {
@@ -67,7 +64,7 @@ impl Demo {
                 lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
-        support::collect_into(stderr_pipe, Arc::clone(&demo.stderr));
+        collect_into(stderr_pipe, Arc::clone(&demo.stderr));
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while !demo.stdout().contains("\n  load:") {
             assert!(
@@ -76,7 +73,7 @@ impl Demo {
                 demo.stdout(),
                 demo.stderr()
             );
-            if let Ok(Some(status)) = demo.child.try_wait() {
+            if let Ok(Some(status)) = demo.proc.child.try_wait() {
                 panic!("demo exited early ({status}); stderr: {}", demo.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -123,7 +120,7 @@ impl Demo {
     }
 
     fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        let pid = libc::pid_t::try_from(self.proc.pid()).expect("pid fits");
         // SAFETY: kill(2) on our own, not yet reaped, child.
         let result = unsafe { libc::kill(pid, signal) };
         assert_eq!(result, 0, "kill({pid}, {signal}) failed");
@@ -133,7 +130,12 @@ impl Demo {
     fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().expect("cannot wait for the demo") {
+            if let Some(status) = self
+                .proc
+                .child
+                .try_wait()
+                .expect("cannot wait for the demo")
+            {
                 // Let the reader threads take the last lines.
                 std::thread::sleep(Duration::from_millis(100));
                 return status;
@@ -149,32 +151,28 @@ impl Demo {
     }
 
     async fn dashboard_data(&self) -> serde_json::Value {
-        let response = get(self.api, "/dashboard/data", &[]).await;
+        let response = get_async(self.api, "/dashboard/data", &[]).await;
         assert_eq!(response.status, StatusCode::OK, "GET /dashboard/data");
         serde_json::from_str(&response.body).expect("/dashboard/data is JSON")
     }
 
     async fn metrics(&self) -> Exposition {
-        let response = get(self.api, "/metrics", &[]).await;
+        let response = get_async(self.api, "/metrics", &[]).await;
         assert_eq!(response.status, StatusCode::OK, "GET /metrics");
         Exposition::parse(&response.body)
     }
 }
 
 impl Drop for Demo {
+    /// SIGTERM first, so that the demo stops its Prometheus; the guard kills what is left.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+        if self.proc.exited().is_none() {
+            if let Ok(pid) = libc::pid_t::try_from(self.proc.pid()) {
                 // SAFETY: kill(2) on our own, not yet reaped, child.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
+            self.proc.wait_within(Duration::from_secs(15));
         }
-        let _ = self.child.wait();
     }
 }
 
@@ -266,6 +264,7 @@ fn is_running(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_and_the_load() {
+    let _group = support::shared(Group::Demo);
     let mut demo = Demo::start(
         &["--duration", "3s", "--rate", "50", "--prometheus", "none"],
         &[],
@@ -277,7 +276,7 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
         demo.stdout()
     );
 
-    let page = get(demo.api, "/dashboard", &[]).await;
+    let page = get_async(demo.api, "/dashboard", &[]).await;
     assert_eq!(page.status, StatusCode::OK);
     let content_type = page.headers[hyper::header::CONTENT_TYPE].to_str().unwrap();
     assert!(content_type.starts_with("text/html"), "{content_type}");
@@ -362,7 +361,8 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
-    let Some(prometheus_binary) = require_tool("prometheus", "prometheus") else {
+    let _group = support::shared(Group::Demo);
+    let Some(prometheus_binary) = require_tool("prometheus", "Debian package prometheus") else {
         return;
     };
     let binary = prometheus_binary.to_str().expect("UTF-8 path");
@@ -382,15 +382,15 @@ async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
         .clone()
         .unwrap_or_else(|| panic!("Prometheus did not start: {}", demo.stdout()));
     assert!(dir.join("prometheus.yml").is_file(), "{}", dir.display());
-    let running = children_named(demo.child.id(), "prometheus");
+    let running = children_named(demo.proc.pid(), "prometheus");
     assert_eq!(running.len(), 1, "one Prometheus child: {running:?}");
 
     // Both targets up, and the API's series stored, within a bounded time (scrape interval 5 s).
     let api_instance = demo.api.to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let up = get(prometheus, "/api/v1/query?query=up", &[]).await;
-        let stored = get(
+        let up = get_async(prometheus, "/api/v1/query?query=up", &[]).await;
+        let stored = get_async(
             prometheus,
             "/api/v1/query?query=sum(http_server_request_duration_seconds_count)",
             &[],
@@ -442,6 +442,7 @@ async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_prometheus_on_path_it_runs_and_sigint_stops_it() {
+    let _group = support::shared(Group::Demo);
     let empty = tempfile::tempdir().expect("temporary directory");
     let path = empty.path().to_str().expect("UTF-8 path");
     let mut demo = Demo::start(&["--rate", "40"], &[("PATH", path)]);
@@ -472,6 +473,7 @@ async fn without_prometheus_on_path_it_runs_and_sigint_stops_it() {
 
 #[test]
 fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
+    let _group = support::shared(Group::Demo);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_addr = taken.local_addr().unwrap().to_string();
     let not_executable = tempfile::NamedTempFile::new().expect("temporary file");
@@ -538,6 +540,7 @@ fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
 /// subcommand: a variable means the same to each of them.
 #[test]
 fn one_environment_runs_every_subcommand() {
+    let _group = support::shared(Group::Demo);
     let temp = tempfile::tempdir().expect("temp dir");
     let out = temp.path().join("generated");
     // A fixed port for serve's metrics: the load generator, running at the same time, must not
@@ -564,15 +567,9 @@ fn one_environment_runs_every_subcommand() {
         ("REDWATCH_LOG_LEVEL", "warn".to_owned()),
     ];
     let command = |subcommand: &str| {
-        let mut command = Command::new(BIN);
-        command.env_remove("RUST_LOG");
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REDWATCH_") {
-                command.env_remove(name);
-            }
-        }
+        let mut command = redwatch();
         command.envs(env.iter().map(|(name, value)| (name, value)));
-        command.arg(subcommand).stdin(Stdio::null());
+        command.arg(subcommand);
         command
     };
 
@@ -589,7 +586,7 @@ fn one_environment_runs_every_subcommand() {
     assert!(!out.join("otel").exists(), "REDWATCH_NAMING=flask ignored");
 
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let serve = support::Server::start_with_env(&["serve"], &env_refs);
+    let serve = Server::start_with_env(&["serve"], &env_refs);
     assert_ne!(
         serve.addr, serve.metrics_addr,
         "REDWATCH_METRICS_LISTEN ignored"
@@ -634,49 +631,34 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 /// within seconds and leaves no Prometheus and no temporary directory behind.
 #[test]
 fn ctrl_c_while_starting_leaves_nothing_behind() {
-    let Some(_) = require_tool("prometheus", "prometheus") else {
+    let _group = support::shared(Group::Demo);
+    let Some(_) = require_tool("prometheus", "Debian package prometheus") else {
         return;
     };
     for delay_ms in [0u64, 50, 200, 500, 1000, 2000] {
         let temp = tempfile::tempdir().expect("temp dir");
         let tmpdir = temp.path().to_string_lossy().into_owned();
-        let mut command = Command::new(BIN);
-        command.env_remove("RUST_LOG");
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REDWATCH_") {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command
-            .env("TMPDIR", &tmpdir)
-            .args([
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--prometheus-listen",
-                "127.0.0.1:0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the demo");
+        let mut demo = Proc::start(
+            "redwatch demo",
+            redwatch()
+                .env("TMPDIR", &tmpdir)
+                .args([
+                    "demo",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--prometheus-listen",
+                    "127.0.0.1:0",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         std::thread::sleep(Duration::from_millis(delay_ms));
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        let pid = libc::pid_t::try_from(demo.pid()).expect("pid fits");
         // SAFETY: kill(2) on our own, not yet reaped, child.
         unsafe { libc::kill(pid, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for the demo") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = demo.wait_within(Duration::from_secs(20));
+        // Killed and reaped if it did not exit.
+        drop(demo);
         // Prometheus's config lives in the demo's temporary directory, so its command line
         // names it; give a killed child a moment to go.
         let mut left = processes_mentioning(&tmpdir);

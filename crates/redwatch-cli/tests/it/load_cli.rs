@@ -1,19 +1,23 @@
 //! `redwatch load` behaviour: input errors, failing targets, closed loop, metrics, exit codes.
 
-mod load_common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use load_common::{DemoServer, finish, histogram_counts, http_get, run_load, signal, spawn_load};
+use crate::support;
+use crate::support::Group;
+use crate::support::exposition::Exposition;
+use crate::support::http;
+use crate::support::load::{demo_server, run_load, spawn_load};
+use crate::support::process::{Proc, redwatch};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn bad_input_gets_one_line_and_exit_2() {
+    let _group = support::shared(Group::Timing);
     let cases: &[&[&str]] = &[
         &["--target", "127.0.0.1:5000", "--rate", "10"],
         &["--target", "https://127.0.0.1:5000", "--rate", "10"],
@@ -57,6 +61,7 @@ fn refused_addr() -> SocketAddr {
 
 #[test]
 fn refused_connections_are_counted_and_the_run_ends_on_time() {
+    let _group = support::shared(Group::Timing);
     let target = format!("http://{}", refused_addr());
     let run = run_load(
         &[
@@ -177,6 +182,7 @@ fn slam(mut stream: std::net::TcpStream) {
 
 #[test]
 fn open_loop_backs_off_from_a_target_that_drops_every_connection() {
+    let _group = support::shared(Group::Timing);
     let server = RawServer::start(slam);
     let url = server.url();
     let run = run_load(
@@ -207,6 +213,7 @@ fn open_loop_backs_off_from_a_target_that_drops_every_connection() {
 
 #[test]
 fn hanging_target_times_out_and_the_run_ends_on_time() {
+    let _group = support::shared(Group::Timing);
     let server = RawServer::start(hang);
     let url = server.url();
     let run = run_load(
@@ -270,6 +277,7 @@ fn hanging_target_times_out_and_the_run_ends_on_time() {
 
 #[test]
 fn in_flight_limit_queues_then_drops() {
+    let _group = support::shared(Group::Timing);
     let server = RawServer::start(hang);
     let url = server.url();
     let run = run_load(
@@ -304,6 +312,7 @@ fn in_flight_limit_queues_then_drops() {
 
 #[test]
 fn resets_are_counted_as_resets() {
+    let _group = support::shared(Group::Timing);
     let server = RawServer::start(slam);
     let url = server.url();
     let run = run_load(
@@ -332,7 +341,8 @@ fn resets_are_counted_as_resets() {
 
 #[test]
 fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
-    let server = DemoServer::start();
+    let _group = support::shared(Group::Timing);
+    let server = demo_server();
     let url = server.url();
     let run = |seed: &str| {
         let run = run_load(
@@ -384,7 +394,8 @@ fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
 
 #[test]
 fn h2c_works_in_both_modes() {
-    let server = DemoServer::start();
+    let _group = support::shared(Group::Timing);
+    let server = demo_server();
     let url = server.url();
     for mode in [["--rate", "200"], ["--concurrency", "2"]] {
         let run = run_load(
@@ -418,7 +429,8 @@ fn h2c_works_in_both_modes() {
 
 #[test]
 fn rate_profile_step_and_methods_in_the_mix() {
-    let server = DemoServer::start();
+    let _group = support::shared(Group::Timing);
+    let server = demo_server();
     let url = server.url();
     let run = run_load(
         &[
@@ -458,7 +470,8 @@ fn rate_profile_step_and_methods_in_the_mix() {
 
 #[test]
 fn ramp_and_sine_profiles_send_what_their_integral_says() {
-    let server = DemoServer::start();
+    let _group = support::shared(Group::Timing);
+    let server = demo_server();
     let url = server.url();
     let requests = |profile: &str, duration: &str| {
         let run = run_load(
@@ -489,7 +502,8 @@ fn ramp_and_sine_profiles_send_what_their_integral_says() {
 
 #[test]
 fn fail_on_error_rate_sets_the_exit_code() {
-    let server = DemoServer::start();
+    let _group = support::shared(Group::Timing);
+    let server = demo_server();
     let url = server.url();
     // The default mix sends 1 in 11 requests to /error (500): about 9%.
     let run = run_load(
@@ -535,7 +549,7 @@ fn fail_on_error_rate_sets_the_exit_code() {
 /// SIGINT (Ctrl-C) and SIGTERM (`docker stop`, Kubernetes, `timeout`) both end the run with the
 /// partial summary and the --json file, and counts that match what the server saw.
 fn interrupted_run_writes_the_partial_summary(signal_name: &str) {
-    let server = DemoServer::start();
+    let server = demo_server();
     let url = server.url();
     let dir = std::env::temp_dir().join(format!(
         "redwatch-load-int-{signal_name}-{}",
@@ -557,8 +571,8 @@ fn interrupted_run_writes_the_partial_summary(signal_name: &str) {
         &json_arg,
     ]);
     std::thread::sleep(Duration::from_millis(1500));
-    signal(load.0.id(), signal_name);
-    let run = finish(load, Duration::from_secs(10));
+    load.signal(signal_name);
+    let run = load.finish(Duration::from_secs(10));
     assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     assert!(run.stdout.contains("interrupted"), "{}", run.stdout);
     let summary: serde_json::Value =
@@ -583,29 +597,32 @@ fn interrupted_run_writes_the_partial_summary(signal_name: &str) {
 
 #[test]
 fn ctrl_c_prints_the_partial_summary() {
+    let _group = support::shared(Group::Timing);
     interrupted_run_writes_the_partial_summary("INT");
 }
 
 #[test]
 fn sigterm_prints_the_partial_summary() {
+    let _group = support::shared(Group::Timing);
     interrupted_run_writes_the_partial_summary("TERM");
 }
 
 #[test]
 fn a_signal_right_at_the_start_is_handled() {
+    let _group = support::shared(Group::Timing);
     // The handlers are installed before the run announces itself: a signal sent the moment the
     // first line appears still ends the run with a summary, not the default action (death).
-    let server = DemoServer::start();
+    let server = demo_server();
     let url = server.url();
     for signal_name in ["INT", "TERM"] {
         let mut load = spawn_load(&["--target", &url, "--rate", "100", "--duration", "60s"]);
-        let stderr = load.0.stderr.take().expect("stderr");
+        let stderr = load.child.stderr.take().expect("stderr");
         let mut first = String::new();
         BufReader::new(stderr)
             .read_line(&mut first)
             .expect("read the first line");
-        signal(load.0.id(), signal_name);
-        let run = finish(load, Duration::from_secs(10));
+        load.signal(signal_name);
+        let run = load.finish(Duration::from_secs(10));
         assert_eq!(
             run.status.code(),
             Some(130),
@@ -618,7 +635,8 @@ fn a_signal_right_at_the_start_is_handled() {
 
 #[test]
 fn metrics_are_served_during_and_after_the_run() {
-    let server = DemoServer::start();
+    let _group = support::shared(Group::Timing);
+    let server = demo_server();
     let url = server.url();
     let dir = std::env::temp_dir().join(format!("redwatch-load-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -638,7 +656,7 @@ fn metrics_are_served_during_and_after_the_run() {
         "--json",
         &json_arg,
     ]);
-    let stderr = load.0.stderr.take().expect("stderr");
+    let stderr = load.child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let metrics_addr: SocketAddr = loop {
         let line = lines
@@ -663,10 +681,12 @@ fn metrics_are_served_during_and_after_the_run() {
     }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).expect("summary")).expect("JSON");
-    let (status, body) = http_get(metrics_addr, "/metrics");
+    let response = http::get(metrics_addr, "/metrics", &[]);
+    let body = response.body;
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(status, 200);
-    let requests = histogram_counts(&body, "redwatch_load_requests_total", "endpoint");
+    assert_eq!(response.status, 200);
+    let exposition = Exposition::parse(&body);
+    let requests = exposition.sum_by("redwatch_load_requests_total", "endpoint");
     let total: u64 = requests.values().sum();
     assert_eq!(
         total,
@@ -674,11 +694,7 @@ fn metrics_are_served_during_and_after_the_run() {
         "{body}"
     );
     assert_eq!(total, 300);
-    let durations = histogram_counts(
-        &body,
-        "redwatch_load_request_duration_seconds_count",
-        "endpoint",
-    );
+    let durations = exposition.sum_by("redwatch_load_request_duration_seconds_count", "endpoint");
     assert_eq!(durations.values().sum::<u64>(), 300);
     for needle in [
         "redwatch_load_request_duration_seconds_bucket{le=\"0.005\",endpoint=\"/ep_one\"}",
@@ -692,7 +708,7 @@ fn metrics_are_served_during_and_after_the_run() {
     ] {
         assert!(body.contains(needle), "missing {needle:?} in:\n{body}");
     }
-    let run = finish(load, Duration::from_secs(15));
+    let run = load.finish(Duration::from_secs(15));
     assert!(run.status.success());
     // It lingered: 1 s run + 5 s linger, measured from before the scrape.
     assert!(
@@ -704,7 +720,8 @@ fn metrics_are_served_during_and_after_the_run() {
 
 #[test]
 fn no_progress_output_without_a_terminal() {
-    let server = DemoServer::start();
+    let _group = support::shared(Group::Timing);
+    let server = demo_server();
     let url = server.url();
     let run = run_load(
         &["--target", &url, "--rate", "100", "--duration", "1s"],
@@ -733,9 +750,10 @@ fn no_progress_output_without_a_terminal() {
 #[test]
 fn progress_is_drawn_on_a_terminal() {
     use std::os::fd::{FromRawFd, OwnedFd};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
-    let server = DemoServer::start();
+    let _group = support::shared(Group::Timing);
+    let server = demo_server();
     let url = server.url();
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty writes two new descriptors into the given ints; the null pointers ask for
@@ -750,6 +768,13 @@ fn progress_is_drawn_on_a_terminal() {
         )
     };
     assert_eq!(rc, 0, "openpty failed");
+    // Tests run as threads of one process: a child that another test spawns meanwhile must not
+    // inherit either end, or reading the master would not end when this child exits.
+    for fd in [master, slave] {
+        // SAFETY: fcntl on descriptors this test just created and owns.
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        assert_eq!(rc, 0, "cannot set FD_CLOEXEC");
+    }
     // SAFETY: both descriptors were just created by openpty and are owned by nobody else.
     let (mut master, slave) = unsafe {
         (
@@ -757,26 +782,25 @@ fn progress_is_drawn_on_a_terminal() {
             OwnedFd::from_raw_fd(slave),
         )
     };
-    let child = {
+    let mut load = {
         // The Command (and with it the parent's copy of the terminal's slave end) is dropped
         // right after spawning, so reading the master ends when the child exits.
-        Command::new(env!("CARGO_BIN_EXE_redwatch"))
-            .args([
-                "load",
-                "--target",
-                &url,
-                "--rate",
-                "100",
-                "--duration",
-                "2s",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(slave))
-            .spawn()
-            .expect("spawn redwatch load")
+        Proc::start(
+            "redwatch load",
+            redwatch()
+                .args([
+                    "load",
+                    "--target",
+                    &url,
+                    "--rate",
+                    "100",
+                    "--duration",
+                    "2s",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(slave)),
+        )
     };
-    let mut guard = load_common::ChildGuard(child);
     let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut buffer = [0u8; 4096];
@@ -790,7 +814,7 @@ fn progress_is_drawn_on_a_terminal() {
         String::from_utf8_lossy(&seen).into_owned()
     });
     let started = Instant::now();
-    while guard.0.try_wait().expect("wait").is_none() {
+    while load.child.try_wait().expect("wait").is_none() {
         assert!(started.elapsed() < LIMIT, "load did not finish");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -803,7 +827,8 @@ fn progress_is_drawn_on_a_terminal() {
 
 #[test]
 fn open_loop_stops_after_the_requested_count() {
-    let server = DemoServer::start();
+    let _group = support::shared(Group::Timing);
+    let server = demo_server();
     let url = server.url();
     let run = run_load(
         &[
