@@ -5,22 +5,24 @@
 //!
 //! # Parallelism
 //!
-//! The tests run as threads of one process, all at once (up to `--test-threads`). Each former
-//! test binary used to run alone, so a heavy test never shared this two-core machine with
-//! another binary's tests. To keep that property:
+//! The tests run as threads of one process, two at a time on this two-core machine (libtest's
+//! default, one per core). Each former test binary used to run alone, so a heavy or
+//! timing-sensitive test never shared the machine with another binary's tests. `support` keeps
+//! that property with one guard, taken first thing by every such test:
 //!
-//! - a **heavy** test takes `let _heavy = support::exclusive();` first: the live stacks
-//!   (`alerts_live`, `generate_live`), the `demo` tests, the long load runs (`load_accuracy`,
-//!   `load_pause`) and promtool over simulated days (`generate_promtool`). No other heavy or
-//!   timing-sensitive test runs while it does;
-//! - a **timing-sensitive** test takes `let _timing = support::timing();` first: tests that
-//!   measure rates, latencies or deadlines (`load_cli`, `serve`, `bad_config`). They run alongside
-//!   each other, as they did within their own binaries, but never beside a heavy test;
-//! - everything else (checks of generated files, settings, help texts) runs freely beside both.
+//! - `let _heavy = support::exclusive();` — alone: the live alerting stack (`alerts_live`, four
+//!   minutes of real-time alert windows) and the long load runs that measure rates and
+//!   coordinated omission (`load_accuracy`, `load_pause`);
+//! - `let _group = support::shared(Group::…);` — beside the tests of the same group only, as
+//!   within their former binary: `Demo` (the demo end to end; some of its tests look for leftover
+//!   Prometheus processes, which only works while nothing else starts one), `LivePrometheus`
+//!   (`generate_live`), `Promtool` (days of simulated time, CPU-heavy) and `Timing` (`load_cli`,
+//!   `serve`, `bad_config`: rates, latencies, deadlines);
+//! - everything else (generated files, settings) takes no guard and runs beside anything.
 //!
-//! Both guards are one `RwLock<()>` that tolerates poisoning, so one failing test does not fail
-//! the others. Several demo and live tests also look for leftover processes by name, which only
-//! works when no other test starts the same programs meanwhile: one more reason for `exclusive`.
+//! The guard is a mutex and a condition variable; dropping it (also while a test panics) lets the
+//! next group in, so one failing test neither fails nor blocks the others. Tests of a module are
+//! adjacent in libtest's order, so a group's tests mostly meet each other rather than wait.
 
 mod alerts_live;
 mod bad_config;
