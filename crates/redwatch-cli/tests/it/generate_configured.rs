@@ -9,7 +9,7 @@ use redwatch_cli::generate::{GenerateFlags, GeneratedFile, List, generate_preset
 use redwatch_cli::serve::{Drain, app};
 use serde_json::Value;
 
-use crate::support::generate::selectors;
+use crate::support::generate::{rules_of, selectors};
 use crate::support::http::get_async;
 
 const NAMESPACE: &str = "shop";
@@ -86,11 +86,8 @@ fn dashboard_exprs(dashboard: &Value) -> Vec<String> {
 
 fn rule_exprs(rules_yaml: &str) -> Vec<String> {
     let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(rules_yaml).expect("rules YAML");
-    rules["groups"]
-        .as_sequence()
-        .expect("groups")
+    rules_of(&rules)
         .iter()
-        .flat_map(|group| group["rules"].as_sequence().cloned().unwrap_or_default())
         .filter_map(|rule| rule["expr"].as_str().map(str::to_owned))
         .collect()
 }

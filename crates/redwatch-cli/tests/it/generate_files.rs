@@ -85,16 +85,11 @@ fn output_follows_preset_job_and_slo_flags() {
 
     // Environment variables mirror the flags.
     let temp = tempfile::tempdir().expect("temp dir");
-    let output = redwatch()
-        .args(["generate", "--naming", "otel"])
-        .env("REDWATCH_OUT", temp.path())
-        .env("REDWATCH_JOB", "from-env")
-        .output()
-        .expect("run");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        redwatch()
+            .args(["generate", "--naming", "otel"])
+            .env("REDWATCH_OUT", temp.path())
+            .env("REDWATCH_JOB", "from-env"),
     );
     let rules = read(&temp.path().join("otel/prometheus/rules/redwatch.rules.yml"));
     assert!(rules.contains("{job=\"from-env\"}"));

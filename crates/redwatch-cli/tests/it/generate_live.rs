@@ -255,11 +255,8 @@ fn dashboard_queries_of(stack: &Stack) -> Vec<(String, String)> {
 /// The generated recording rules whose series exist after minutes (not the anomaly baselines).
 fn recorded_series_of(stack: &Stack) -> Vec<String> {
     let rules = yaml(&stack.dir.join("prometheus/rules/redwatch.rules.yml"));
-    rules["groups"]
-        .as_sequence()
-        .expect("groups")
+    rules_of(&rules)
         .iter()
-        .flat_map(|group| group["rules"].as_sequence().cloned().unwrap_or_default())
         .filter_map(|rule| rule["record"].as_str().map(str::to_owned))
         // Anomaly baselines need days (compressed: minutes) of history before they exist.
         .filter(|record| !record.contains("rate5s_"))

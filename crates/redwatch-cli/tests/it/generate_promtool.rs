@@ -2,7 +2,7 @@
 //! unit tests pass `promtool test rules` — for the committed set (production windows) and for a
 //! compressed set. These fail when CI is set and the tools are missing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 
@@ -10,6 +10,13 @@ use crate::support;
 use crate::support::Group;
 use crate::support::generate::*;
 use crate::support::tools::require_tool;
+
+/// promtool (required) and amtool, each from its Debian package.
+fn promtool_and_amtool() -> Option<(PathBuf, Option<PathBuf>)> {
+    let promtool = require_tool("promtool", "Debian package prometheus")?;
+    let amtool = require_tool("amtool", "Debian package prometheus-alertmanager");
+    Some((promtool, amtool))
+}
 
 fn check_preset_dir(promtool: &Path, amtool: Option<&Path>, dir: &Path) {
     let prometheus = dir.join("prometheus");
@@ -72,10 +79,9 @@ fn unit_tests(promtool: &Path, dir: &Path) -> String {
 #[test]
 fn committed_configs_and_rules_pass_promtool_and_amtool() {
     let _group = support::shared(Group::Promtool);
-    let Some(promtool) = require_tool("promtool", "Debian package prometheus") else {
+    let Some((promtool, amtool)) = promtool_and_amtool() else {
         return;
     };
-    let amtool = require_tool("amtool", "Debian package prometheus-alertmanager");
     for preset in ["otel", "flask"] {
         check_preset_dir(&promtool, amtool.as_deref(), &committed_dir().join(preset));
     }
@@ -109,10 +115,9 @@ fn committed_rule_unit_tests_pass() {
 #[test]
 fn compressed_and_custom_settings_pass_their_own_rule_tests() {
     let _group = support::shared(Group::Promtool);
-    let Some(promtool) = require_tool("promtool", "Debian package prometheus") else {
+    let Some((promtool, amtool)) = promtool_and_amtool() else {
         return;
     };
-    let amtool = require_tool("amtool", "Debian package prometheus-alertmanager");
     let temp = tempfile::tempdir().expect("temp dir");
     let mut args = COMPRESSED.to_vec();
     args.extend([

@@ -11,9 +11,28 @@ use crate::support::Group;
 use crate::support::exposition::Exposition;
 use crate::support::http;
 use crate::support::load::{demo_server, run_load, spawn_load};
-use crate::support::process::{Proc, redwatch};
+use crate::support::process::{Finished, Proc, redwatch};
 
 const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `redwatch load --target TARGET ARGS --json -`, which must end successfully within
+/// [`LIMIT`]; the run and its JSON summary.
+#[track_caller]
+fn load_summary(target: &str, args: &[&str]) -> (Finished, serde_json::Value) {
+    let run = run_load(
+        &[&["--target", target], args, &["--json", "-"]].concat(),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    (run, summary)
+}
+
+/// The run ended (from its start) within `limit`.
+#[track_caller]
+fn assert_ended_within(run: &Finished, limit: Duration) {
+    assert!(run.elapsed < limit, "took {:?}", run.elapsed);
+}
 
 #[test]
 fn bad_input_gets_one_line_and_exit_2() {
@@ -63,55 +82,19 @@ fn refused_addr() -> SocketAddr {
 fn refused_connections_are_counted_and_the_run_ends_on_time() {
     let _group = support::shared(Group::Timing);
     let target = format!("http://{}", refused_addr());
-    let run = run_load(
-        &[
-            "--target",
-            &target,
-            "--rate",
-            "200",
-            "--duration",
-            "2s",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (run, summary) = load_summary(&target, &["--rate", "200", "--duration", "2s"]);
     assert_eq!(summary["requests"].as_u64(), Some(400));
     assert_eq!(summary["errors"].as_u64(), Some(400));
     assert_eq!(summary["error_kinds"]["connect"].as_u64(), Some(400));
-    assert!(
-        run.elapsed < Duration::from_secs(6),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(6));
 
     // Closed loop backs off instead of spinning against a dead target.
-    let run = run_load(
-        &[
-            "--target",
-            &target,
-            "--concurrency",
-            "4",
-            "--duration",
-            "2s",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (run, summary) = load_summary(&target, &["--concurrency", "4", "--duration", "2s"]);
     let attempts = summary["requests"].as_u64().expect("requests");
     // Each worker's pauses double from 10 ms to 1 s: about 8 attempts in 2 s, not thousands.
     assert!((4..=60).contains(&attempts), "{attempts} attempts in 2 s");
     assert_eq!(summary["error_kinds"]["connect"].as_u64(), Some(attempts));
-    assert!(
-        run.elapsed < Duration::from_secs(6),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(6));
 }
 
 /// A server that accepts connections and then does `behaviour` with each, on its own threads.
@@ -185,21 +168,7 @@ fn open_loop_backs_off_from_a_target_that_drops_every_connection() {
     let _group = support::shared(Group::Timing);
     let server = RawServer::start(slam);
     let url = server.url();
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "200",
-            "--duration",
-            "2s",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (_, summary) = load_summary(&url, &["--rate", "200", "--duration", "2s"]);
     // The schedule is kept and every request is counted as failed...
     assert_eq!(summary["requests"].as_u64(), Some(400));
     assert_eq!(summary["errors"].as_u64(), Some(400));
@@ -216,23 +185,10 @@ fn hanging_target_times_out_and_the_run_ends_on_time() {
     let _group = support::shared(Group::Timing);
     let server = RawServer::start(hang);
     let url = server.url();
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "50",
-            "--duration",
-            "1s",
-            "--timeout",
-            "300ms",
-            "--json",
-            "-",
-        ],
-        LIMIT,
+    let (run, summary) = load_summary(
+        &url,
+        &["--rate", "50", "--duration", "1s", "--timeout", "300ms"],
     );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
     assert_eq!(summary["requests"].as_u64(), Some(50));
     assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(50));
     let max = summary["latency_ms"]["max"].as_f64().expect("max");
@@ -241,38 +197,24 @@ fn hanging_target_times_out_and_the_run_ends_on_time() {
         "timed-out requests end at the timeout, max {max}"
     );
     // 1 s of sending + 0.3 s timeout + start-up; never the 10 s the server would hold.
-    assert!(
-        run.elapsed < Duration::from_secs(5),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(5));
 
     // Closed loop: each worker times out, backs off, reconnects, and stops on time.
-    let run = run_load(
+    let (run, summary) = load_summary(
+        &url,
         &[
-            "--target",
-            &url,
             "--concurrency",
             "2",
             "--duration",
             "1s",
             "--timeout",
             "300ms",
-            "--json",
-            "-",
         ],
-        LIMIT,
     );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
     let requests = summary["requests"].as_u64().expect("requests");
     assert!((2..=10).contains(&requests), "{requests} requests");
     assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(requests));
-    assert!(
-        run.elapsed < Duration::from_secs(5),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(5));
 }
 
 #[test]
@@ -280,10 +222,9 @@ fn in_flight_limit_queues_then_drops() {
     let _group = support::shared(Group::Timing);
     let server = RawServer::start(hang);
     let url = server.url();
-    let run = run_load(
+    let (run, summary) = load_summary(
+        &url,
         &[
-            "--target",
-            &url,
             "--rate",
             "100",
             "--duration",
@@ -292,13 +233,8 @@ fn in_flight_limit_queues_then_drops() {
             "1500ms",
             "--max-in-flight",
             "5",
-            "--json",
-            "-",
         ],
-        LIMIT,
     );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
     // Five requests occupy every slot past the end of the window; the other 95 never leave.
     assert_eq!(summary["sent"].as_u64(), Some(5), "{}", run.stdout);
     assert_eq!(summary["dropped"].as_u64(), Some(95), "{}", run.stdout);
@@ -315,21 +251,7 @@ fn resets_are_counted_as_resets() {
     let _group = support::shared(Group::Timing);
     let server = RawServer::start(slam);
     let url = server.url();
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "50",
-            "--duration",
-            "1s",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (run, summary) = load_summary(&url, &["--rate", "50", "--duration", "1s"]);
     assert_eq!(summary["requests"].as_u64(), Some(50));
     assert_eq!(
         summary["error_kinds"]["reset"].as_u64(),
@@ -345,23 +267,8 @@ fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
     let server = demo_server();
     let url = server.url();
     let run = |seed: &str| {
-        let run = run_load(
-            &[
-                "--target",
-                &url,
-                "--concurrency",
-                "4",
-                "--requests",
-                "3000",
-                "--seed",
-                seed,
-                "--json",
-                "-",
-            ],
-            LIMIT,
-        );
-        assert!(run.status.success(), "{}", run.stderr);
-        run.json()
+        let args = ["--concurrency", "4", "--requests", "3000", "--seed", seed];
+        load_summary(&url, &args).1
     };
     let first = run("42");
     assert_eq!(first["requests"].as_u64(), Some(3000));
@@ -432,23 +339,17 @@ fn rate_profile_step_and_methods_in_the_mix() {
     let _group = support::shared(Group::Timing);
     let server = demo_server();
     let url = server.url();
-    let run = run_load(
+    let (run, summary) = load_summary(
+        &url,
         &[
-            "--target",
-            &url,
             "--rate-profile",
             "step:50@0s,150@1s",
             "--duration",
             "2s",
             "--mix",
             "/users/7=1,POST /health=1",
-            "--json",
-            "-",
         ],
-        LIMIT,
     );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
     assert_eq!(summary["requests"].as_u64(), Some(200));
     assert_eq!(summary["target_rate"].as_f64(), Some(100.0));
     assert_eq!(summary["rate_profile"], "step:50@0s,150@1s");
@@ -474,21 +375,8 @@ fn ramp_and_sine_profiles_send_what_their_integral_says() {
     let server = demo_server();
     let url = server.url();
     let requests = |profile: &str, duration: &str| {
-        let run = run_load(
-            &[
-                "--target",
-                &url,
-                "--rate-profile",
-                profile,
-                "--duration",
-                duration,
-                "--json",
-                "-",
-            ],
-            LIMIT,
-        );
-        assert!(run.status.success(), "{profile}: {}", run.stderr);
-        run.json()["requests"].as_u64().expect("requests")
+        let (_, summary) = load_summary(&url, &["--rate-profile", profile, "--duration", duration]);
+        summary["requests"].as_u64().expect("requests")
     };
     // The first second of a ramp from 50 to 150 req/s over 2 s: ∫ (50 + 50t) dt = 75, where a
     // constant average rate would give 100.
@@ -830,29 +718,11 @@ fn open_loop_stops_after_the_requested_count() {
     let _group = support::shared(Group::Timing);
     let server = demo_server();
     let url = server.url();
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "1000",
-            "--requests",
-            "500",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (run, summary) = load_summary(&url, &["--rate", "1000", "--requests", "500"]);
     assert_eq!(summary["requests"].as_u64(), Some(500));
     assert_eq!(summary["sent"].as_u64(), Some(500));
     // 500 requests at 1000/s span half a second; the run does not wait for a --duration.
     let duration = summary["duration_s"].as_f64().expect("duration_s");
     assert!((0.49..0.6).contains(&duration), "duration {duration}");
-    assert!(
-        run.elapsed < Duration::from_secs(5),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(5));
 }

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use crate::support;
 use crate::support::Group;
 use crate::support::exposition::Exposition;
-use crate::support::http::{get_async, try_get_async};
+use crate::support::http::{Response, get_async, try_get_async};
 use crate::support::process::{Server, run_to_exit};
 use crate::support::tools::require_tool;
 
@@ -464,6 +464,33 @@ async fn get_requests_in_flight(server: &Server) -> bool {
     false
 }
 
+/// Polls `GET /health` every 20 ms, at most `tries` times, until the server refuses it with a 503
+/// (draining after a signal).
+async fn refuses_new_requests(addr: std::net::SocketAddr, tries: u32) -> bool {
+    for _ in 0..tries {
+        if get_async(addr, "/health", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// `redwatch serve` at latency scale 100 (/ep_four sleeps U[0, 80] s) with `--shutdown-grace
+/// grace`, and one /ep_four request in flight: the server and the request's task.
+async fn serving_a_slow_request(
+    grace: &str,
+) -> (Server, tokio::task::JoinHandle<Result<Response, String>>) {
+    let server = Server::start(&["--latency-scale", "100", "--shutdown-grace", grace]);
+    let addr = server.addr;
+    let slow = tokio::spawn(async move { try_get_async(addr, "/ep_four", &[]).await });
+    assert!(
+        get_requests_in_flight(&server).await,
+        "the slow request never started"
+    );
+    (server, slow)
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_requests_in_flight_finish() {
     let _group = support::shared(Group::Timing);
@@ -492,15 +519,10 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
 
     // While the accepted requests keep running, new API requests are refused with a 503 and a
     // scrape still succeeds, so the last counts reach Prometheus.
-    let mut refused = false;
-    for _ in 0..250 {
-        if get_async(addr, "/health", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "new requests still served after SIGTERM");
+    assert!(
+        refuses_new_requests(addr, 250).await,
+        "new requests still served after SIGTERM"
+    );
     let pending = IN_FLIGHT - finished.load(Ordering::SeqCst);
     assert!(pending >= 1, "every request had finished before the check");
     let scrape = get_async(addr, "/metrics", &[]).await;
@@ -554,25 +576,14 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
     let _group = support::shared(Group::Timing);
-    // At scale 100 /ep_four sleeps U[0, 80] s; the grace period is a minute.
-    let mut server = Server::start(&["--latency-scale", "100", "--shutdown-grace", "60s"]);
-    let addr = server.addr;
-    let slow = tokio::spawn(async move { try_get_async(addr, "/ep_four", &[]).await });
-    assert!(
-        get_requests_in_flight(&server).await,
-        "the slow request never started"
-    );
+    // The grace period is a minute.
+    let (mut server, slow) = serving_a_slow_request("60s").await;
     server.signal("INT");
     // The first signal is being handled: new requests are refused.
-    let mut refused = false;
-    for _ in 0..100 {
-        if get_async(addr, "/health", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "not draining after the first signal");
+    assert!(
+        refuses_new_requests(server.addr, 100).await,
+        "not draining after the first signal"
+    );
     server.signal("INT");
     let status = server
         .wait_exit(Duration::from_secs(5))
@@ -590,14 +601,8 @@ async fn a_second_signal_exits_at_once() {
 #[tokio::test]
 async fn shutdown_grace_bounds_the_wait_for_slow_requests() {
     let _group = support::shared(Group::Timing);
-    // At scale 100 /ep_four sleeps U[0, 80] s, far beyond the 500 ms grace period.
-    let mut server = Server::start(&["--latency-scale", "100", "--shutdown-grace", "500ms"]);
-    let addr = server.addr;
-    let slow = tokio::spawn(async move { try_get_async(addr, "/ep_four", &[]).await });
-    assert!(
-        get_requests_in_flight(&server).await,
-        "the slow request never started"
-    );
+    // /ep_four sleeps far beyond the 500 ms grace period.
+    let (mut server, slow) = serving_a_slow_request("500ms").await;
     server.signal("TERM");
     let signalled = Instant::now();
     let status = server

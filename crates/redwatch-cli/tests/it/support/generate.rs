@@ -83,6 +83,16 @@ pub fn yaml(path: &Path) -> serde_yaml_ng::Value {
         .unwrap_or_else(|err| panic!("{} is not YAML: {err}", path.display()))
 }
 
+/// Every rule of every group of a Prometheus rule file, in order.
+pub fn rules_of(file: &serde_yaml_ng::Value) -> Vec<serde_yaml_ng::Value> {
+    file["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_sequence().cloned().unwrap_or_default())
+        .collect()
+}
+
 /// Metric-name and matcher pairs of every `name{...}` selector in `expr`.
 pub fn selectors(expr: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
