@@ -7,13 +7,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support;
-use crate::support::Group;
 use crate::support::exposition::Exposition;
 use crate::support::http;
 use crate::support::load::{demo_server, run_load, spawn_load};
-use crate::support::process::{Finished, Proc, redwatch};
+use crate::support::process::{Finished, Proc, Server, redwatch};
+use crate::support::{Group, MachineGuard};
 
 const LIMIT: Duration = Duration::from_secs(30);
+
+/// The machine for the timing group and a fresh demo server to aim at, with its URL.
+fn demo_target() -> (MachineGuard, Server, String) {
+    let group = support::shared(Group::Timing);
+    let server = demo_server();
+    let url = server.url();
+    (group, server, url)
+}
 
 /// Runs `redwatch load --target TARGET ARGS --json -`, which must end successfully within
 /// [`LIMIT`]; the run and its JSON summary.
@@ -263,9 +271,7 @@ fn resets_are_counted_as_resets() {
 
 #[test]
 fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
-    let _group = support::shared(Group::Timing);
-    let server = demo_server();
-    let url = server.url();
+    let (_group, server, url) = demo_target();
     let run = |seed: &str| {
         let args = ["--concurrency", "4", "--requests", "3000", "--seed", seed];
         load_summary(&url, &args).1
@@ -301,9 +307,7 @@ fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
 
 #[test]
 fn h2c_works_in_both_modes() {
-    let _group = support::shared(Group::Timing);
-    let server = demo_server();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     for mode in [["--rate", "200"], ["--concurrency", "2"]] {
         let run = run_load(
             &[
@@ -336,9 +340,7 @@ fn h2c_works_in_both_modes() {
 
 #[test]
 fn rate_profile_step_and_methods_in_the_mix() {
-    let _group = support::shared(Group::Timing);
-    let server = demo_server();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let (run, summary) = load_summary(
         &url,
         &[
@@ -371,9 +373,7 @@ fn rate_profile_step_and_methods_in_the_mix() {
 
 #[test]
 fn ramp_and_sine_profiles_send_what_their_integral_says() {
-    let _group = support::shared(Group::Timing);
-    let server = demo_server();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let requests = |profile: &str, duration: &str| {
         let (_, summary) = load_summary(&url, &["--rate-profile", profile, "--duration", duration]);
         summary["requests"].as_u64().expect("requests")
@@ -390,23 +390,18 @@ fn ramp_and_sine_profiles_send_what_their_integral_says() {
 
 #[test]
 fn fail_on_error_rate_sets_the_exit_code() {
-    let _group = support::shared(Group::Timing);
-    let server = demo_server();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     // The default mix sends 1 in 11 requests to /error (500): about 9%.
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "500",
-            "--duration",
-            "1s",
-            "--fail-on-error-rate",
-            "5%",
-        ],
-        LIMIT,
-    );
+    let run_failing_above = |threshold: &str| {
+        let args = ["--rate", "500", "--duration", "1s"];
+        let args = [
+            &["--target", &url][..],
+            &args,
+            &["--fail-on-error-rate", threshold],
+        ];
+        run_load(&args.concat(), LIMIT)
+    };
+    let run = run_failing_above("5%");
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     assert!(
         run.stderr.contains("above --fail-on-error-rate"),
@@ -418,19 +413,7 @@ fn fail_on_error_rate_sets_the_exit_code() {
         "summary still printed: {}",
         run.stdout
     );
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "500",
-            "--duration",
-            "1s",
-            "--fail-on-error-rate",
-            "0.2",
-        ],
-        LIMIT,
-    );
+    let run = run_failing_above("0.2");
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
 }
 
@@ -523,9 +506,7 @@ fn a_signal_right_at_the_start_is_handled() {
 
 #[test]
 fn metrics_are_served_during_and_after_the_run() {
-    let _group = support::shared(Group::Timing);
-    let server = demo_server();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let dir = std::env::temp_dir().join(format!("redwatch-load-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let json_path = dir.join("summary.json");
@@ -608,9 +589,7 @@ fn metrics_are_served_during_and_after_the_run() {
 
 #[test]
 fn no_progress_output_without_a_terminal() {
-    let _group = support::shared(Group::Timing);
-    let server = demo_server();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let run = run_load(
         &["--target", &url, "--rate", "100", "--duration", "1s"],
         LIMIT,
@@ -640,9 +619,7 @@ fn progress_is_drawn_on_a_terminal() {
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::process::Stdio;
 
-    let _group = support::shared(Group::Timing);
-    let server = demo_server();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty writes two new descriptors into the given ints; the null pointers ask for
     // no name, default terminal settings and default window size.
@@ -715,9 +692,7 @@ fn progress_is_drawn_on_a_terminal() {
 
 #[test]
 fn open_loop_stops_after_the_requested_count() {
-    let _group = support::shared(Group::Timing);
-    let server = demo_server();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let (run, summary) = load_summary(&url, &["--rate", "1000", "--requests", "500"]);
     assert_eq!(summary["requests"].as_u64(), Some(500));
     assert_eq!(summary["sent"].as_u64(), Some(500));

@@ -378,6 +378,17 @@ async fn metrics_listen_moves_metrics_to_their_own_port() {
     );
 }
 
+/// GET /metrics on the API listener with `Authorization: Bearer TOKEN`.
+async fn scrape_with_token(server: &Server, token: &str) -> Response {
+    let authorization = format!("Bearer {token}");
+    get_async(
+        server.addr,
+        "/metrics",
+        &[("authorization", &authorization)],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn metrics_token_is_required_when_set() {
     let _group = support::shared(Group::Timing);
@@ -389,19 +400,9 @@ async fn metrics_token_is_required_when_set() {
         !denied.body.contains("http_server"),
         "no metrics without the token"
     );
-    let wrong = get_async(
-        server.addr,
-        "/metrics",
-        &[("authorization", "Bearer s3cre")],
-    )
-    .await;
+    let wrong = scrape_with_token(&server, "s3cre").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    let allowed = get_async(
-        server.addr,
-        "/metrics",
-        &[("authorization", "Bearer s3cret")],
-    )
-    .await;
+    let allowed = scrape_with_token(&server, "s3cret").await;
     assert_eq!(allowed.status, StatusCode::OK);
     assert!(
         allowed
@@ -428,12 +429,7 @@ async fn environment_variables_mirror_the_flags() {
     assert_eq!(slept_ms(&server.get("/ep_four").await.body), 0.0);
     let denied = get_async(server.addr, "/metrics", &[]).await;
     assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
-    let allowed = get_async(
-        server.addr,
-        "/metrics",
-        &[("authorization", "Bearer from-env")],
-    )
-    .await;
+    let allowed = scrape_with_token(&server, "from-env").await;
     assert_eq!(allowed.status, StatusCode::OK);
     let metrics = Exposition::parse(&allowed.body);
     let labels = [("method", "GET"), ("path", "/ep_four"), ("status", "200")];
