@@ -264,7 +264,7 @@ fn is_running(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_and_the_load() {
-    let _group = support::shared(Group::Demo);
+    let _group = support::shared(Group::Patient);
     let mut demo = Demo::start(
         &["--duration", "3s", "--rate", "50", "--prometheus", "none"],
         &[],
@@ -361,7 +361,7 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
-    let _group = support::shared(Group::Demo);
+    let _group = support::shared(Group::Patient);
     let Some(prometheus_binary) = require_tool("prometheus", "Debian package prometheus") else {
         return;
     };
@@ -442,7 +442,7 @@ async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_prometheus_on_path_it_runs_and_sigint_stops_it() {
-    let _group = support::shared(Group::Demo);
+    let _group = support::shared(Group::Patient);
     let empty = tempfile::tempdir().expect("temporary directory");
     let path = empty.path().to_str().expect("UTF-8 path");
     let mut demo = Demo::start(&["--rate", "40"], &[("PATH", path)]);
@@ -473,7 +473,7 @@ async fn without_prometheus_on_path_it_runs_and_sigint_stops_it() {
 
 #[test]
 fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
-    let _group = support::shared(Group::Demo);
+    let _group = support::shared(Group::Patient);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_addr = taken.local_addr().unwrap().to_string();
     let not_executable = tempfile::NamedTempFile::new().expect("temporary file");
@@ -540,7 +540,7 @@ fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
 /// subcommand: a variable means the same to each of them.
 #[test]
 fn one_environment_runs_every_subcommand() {
-    let _group = support::shared(Group::Demo);
+    let _group = support::shared(Group::Patient);
     let temp = tempfile::tempdir().expect("temp dir");
     let out = temp.path().join("generated");
     // A fixed port for serve's metrics: the load generator, running at the same time, must not
@@ -631,7 +631,7 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 /// within seconds and leaves no Prometheus and no temporary directory behind.
 #[test]
 fn ctrl_c_while_starting_leaves_nothing_behind() {
-    let _group = support::shared(Group::Demo);
+    let _group = support::shared(Group::Patient);
     let Some(_) = require_tool("prometheus", "Debian package prometheus") else {
         return;
     };

@@ -387,12 +387,12 @@ fn live_check(naming: &'static str) {
 
 #[test]
 fn live_prometheus_otel() {
-    let _group = support::shared(Group::LivePrometheus);
+    let _group = support::shared(Group::Patient);
     live_check("otel");
 }
 
 #[test]
 fn live_prometheus_flask() {
-    let _group = support::shared(Group::LivePrometheus);
+    let _group = support::shared(Group::Patient);
     live_check("flask");
 }

@@ -78,7 +78,7 @@ fn unit_tests(promtool: &Path, dir: &Path) -> String {
 
 #[test]
 fn committed_configs_and_rules_pass_promtool_and_amtool() {
-    let _group = support::shared(Group::Promtool);
+    let _group = support::shared(Group::Patient);
     let Some((promtool, amtool)) = promtool_and_amtool() else {
         return;
     };
@@ -94,7 +94,7 @@ fn committed_configs_and_rules_pass_promtool_and_amtool() {
 
 #[test]
 fn committed_rule_unit_tests_pass() {
-    let _group = support::shared(Group::Promtool);
+    let _group = support::shared(Group::Patient);
     let Some(promtool) = require_tool("promtool", "Debian package prometheus") else {
         return;
     };
@@ -114,7 +114,7 @@ fn committed_rule_unit_tests_pass() {
 
 #[test]
 fn compressed_and_custom_settings_pass_their_own_rule_tests() {
-    let _group = support::shared(Group::Promtool);
+    let _group = support::shared(Group::Patient);
     let Some((promtool, amtool)) = promtool_and_amtool() else {
         return;
     };
@@ -182,7 +182,7 @@ fn unit_tests_of_mutated_rules(mutate: impl Fn(&str) -> String) -> Option<String
 
 #[test]
 fn rule_unit_tests_catch_a_broken_guard() {
-    let _group = support::shared(Group::Promtool);
+    let _group = support::shared(Group::Patient);
     // The generated tests must be able to fail: drop the minimum-events guard from the rules and
     // the guard cases must report the alerts that now fire.
     let Some(text) = unit_tests_of_mutated_rules(|rules| rules.replace(" >= 10\n", " >= 0\n"))
@@ -194,7 +194,7 @@ fn rule_unit_tests_catch_a_broken_guard() {
 
 #[test]
 fn rule_unit_tests_catch_a_missing_history_requirement() {
-    let _group = support::shared(Group::Promtool);
+    let _group = support::shared(Group::Patient);
     // Without the week-and-a-day history requirement, a young service's first big change is
     // compared with a day of history and fires; the young-service case must notice.
     let Some(text) = unit_tests_of_mutated_rules(|rules| {

@@ -8,16 +8,17 @@
 //! The tests run as threads of one process, two at a time on this two-core machine (libtest's
 //! default, one per core). Each former test binary used to run alone, so a heavy or
 //! timing-sensitive test never shared the machine with another binary's tests. `support` keeps
-//! that property with one guard, taken first thing by every such test:
+//! them apart with one guard, taken first thing by every such test:
 //!
 //! - `let _heavy = support::exclusive();` — alone: the live alerting stack (`alerts_live`, four
 //!   minutes of real-time alert windows) and the long load runs that measure rates and
 //!   coordinated omission (`load_accuracy`, `load_pause`);
-//! - `let _group = support::shared(Group::…);` — beside the tests of the same group only, as
-//!   within their former binary: `Demo` (the demo end to end; some of its tests look for leftover
-//!   Prometheus processes, which only works while nothing else starts one), `LivePrometheus`
-//!   (`generate_live`), `Promtool` (days of simulated time, CPU-heavy) and `Timing` (`load_cli`,
-//!   `serve`, `bad_config`: rates, latencies, deadlines);
+//! - `let _group = support::shared(Group::…);` — beside the tests of the same group only:
+//!   `Patient`, heavy tests whose checks have generous bounds and measure no time (`demo`,
+//!   `generate_live`, `generate_promtool`: they slow each other down, but cannot fail each other;
+//!   the demo's checks for leftover processes look for its own children and temporary directory
+//!   only, not for any Prometheus), and `Timing`, light tests that measure rates, latencies or
+//!   deadlines (`load_cli`, `serve`, `bad_config`), as they did within their former binaries;
 //! - everything else (generated files, settings) takes no guard and runs beside anything.
 //!
 //! The guard is a mutex and a condition variable; dropping it (also while a test panics) lets the

@@ -22,16 +22,15 @@ pub mod tools;
 
 use std::sync::{Condvar, Mutex, PoisonError};
 
-/// The groups of tests that may run beside each other (as the tests of one former test binary
-/// did), but never beside another group's tests or an [`exclusive`] test.
+/// The groups of tests that may run beside each other, but never beside another group's tests
+/// or an [`exclusive`] test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
-    /// `redwatch demo` end to end (each starts the API, a load and often Prometheus).
-    Demo,
-    /// The generated set under a real Prometheus (`generate_live`).
-    LivePrometheus,
-    /// promtool over the generated rules' unit tests, days of simulated time (CPU-heavy).
-    Promtool,
+    /// Heavy tests whose checks do not depend on timing, only on generous bounds: the demo end to
+    /// end (`demo`), the generated set under a real Prometheus (`generate_live`), promtool over
+    /// days of simulated time (`generate_promtool`). They slow each other down, but do not make
+    /// each other fail; a timing-sensitive test beside them could.
+    Patient,
     /// Light tests that measure time: rates, latencies, deadlines (`load_cli`, `serve`,
     /// `bad_config`).
     Timing,
