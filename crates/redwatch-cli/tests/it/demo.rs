@@ -1,190 +1,19 @@
 //! `redwatch demo`, end to end: the real binary with the API on an ephemeral loopback port, its
 //! in-process load, the dashboard and (when installed) a real Prometheus.
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
-use support::{BIN, Exposition, get, require_tool, run_to_exit};
 
-/// How long a (possibly cold, debug-built) demo may take to print its startup block, including
-/// Prometheus becoming ready.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(45);
-/// The routes of the load generator's default mix.
-const MIX_ROUTES: [&str; 5] = ["/ep_one", "/ep_two", "/ep_three", "/ep_four", "/error"];
-
-/// A running `redwatch demo`. Drop sends SIGTERM (so the demo stops its Prometheus), then kills
-/// it if it has not exited within 15 s.
-struct Demo {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<String>>,
-    api: SocketAddr,
-    /// Prometheus address and its temporary directory, when the demo started one.
-    prometheus: Option<(SocketAddr, PathBuf)>,
-}
-
-impl Demo {
-    /// Starts `redwatch demo --listen 127.0.0.1:0 EXTRA...` with a clean environment plus `env`,
-    /// and waits for the startup block.
-    fn start(extra: &[&str], env: &[(&str, &str)]) -> Demo {
-        let mut command = Command::new(BIN);
-        command.env_remove("RUST_LOG");
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REDWATCH_") {
-                command.env_remove(name);
-            }
-        }
-        command.envs(env.iter().copied());
-        let child = command
-            .args(["demo", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start the redwatch binary");
-        let mut demo = Demo {
-            child,
-            stdout: Arc::default(),
-            stderr: Arc::default(),
-            api: SocketAddr::from(([0, 0, 0, 0], 0)),
-            prometheus: None,
-        };
-        let stdout_pipe = demo.child.stdout.take().expect("stdout is piped");
-        let stderr_pipe = demo.child.stderr.take().expect("stderr is piped");
-        let lines = Arc::clone(&demo.stdout);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout_pipe).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
-        support::collect_into(stderr_pipe, Arc::clone(&demo.stderr));
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while !demo.stdout().contains("\n  load:") {
-            assert!(
-                Instant::now() < deadline,
-                "no startup block within {STARTUP_TIMEOUT:?}; stdout: {}; stderr: {}",
-                demo.stdout(),
-                demo.stderr()
-            );
-            if let Ok(Some(status)) = demo.child.try_wait() {
-                panic!("demo exited early ({status}); stderr: {}", demo.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let stdout = demo.stdout();
-        let field = |label: &str| {
-            stdout
-                .lines()
-                .find_map(|line| line.strip_prefix(&format!("  {label}:")))
-                .map(str::trim)
-                .unwrap_or_else(|| panic!("no {label:?} line in {stdout}"))
-                .to_owned()
-        };
-        demo.api = url_addr(&field("API"));
-        assert_eq!(
-            field("dashboard"),
-            format!("http://{}/dashboard", demo.api),
-            "{stdout}"
-        );
-        let prometheus = field("Prometheus");
-        if prometheus.starts_with("http://") {
-            let dir = prometheus
-                .split_once("(config and data in ")
-                .and_then(|(_, rest)| rest.split_once(", removed on exit)"))
-                .map(|(dir, _)| PathBuf::from(dir))
-                .unwrap_or_else(|| panic!("unexpected Prometheus line {prometheus:?}"));
-            demo.prometheus = Some((url_addr(&prometheus), dir));
-        }
-        demo
-    }
-
-    fn stdout(&self) -> String {
-        let lines = self.stdout.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text = lines.join("\n");
-        text.push('\n');
-        text
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
-        // SAFETY: kill(2) on our own, not yet reaped, child.
-        let result = unsafe { libc::kill(pid, signal) };
-        assert_eq!(result, 0, "kill({pid}, {signal}) failed");
-    }
-
-    /// Waits up to `limit` for the process to exit, and for its output to be read.
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("cannot wait for the demo") {
-                // Let the reader threads take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "demo did not exit within {limit:?}; stdout: {}; stderr: {}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The last minute of the dashboard's data (one point a second).
-    async fn dashboard_data(&self) -> serde_json::Value {
-        let response = get(self.api, "/dashboard/data?range=60", &[]).await;
-        assert_eq!(response.status, StatusCode::OK, "GET /dashboard/data");
-        serde_json::from_str(&response.body).expect("/dashboard/data is JSON")
-    }
-
-    async fn metrics(&self) -> Exposition {
-        let response = get(self.api, "/metrics", &[]).await;
-        assert_eq!(response.status, StatusCode::OK, "GET /metrics");
-        Exposition::parse(&response.body)
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-                // SAFETY: kill(2) on our own, not yet reaped, child.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn url_addr(url: &str) -> SocketAddr {
-    url.strip_prefix("http://")
-        .and_then(|rest| rest.split(['/', ' ']).next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {url:?}"))
-}
+use crate::support;
+use crate::support::Group;
+use crate::support::demo_run::{Demo, MIX_ROUTES};
+use crate::support::exposition::Exposition;
+use crate::support::http::get_async;
+use crate::support::process::{Proc, Server, redwatch, run_to_exit};
+use crate::support::tools::require_tool;
 
 /// Requests per route on /metrics (summed over methods and status codes).
 fn metrics_counts(exposition: &Exposition) -> BTreeMap<String, u64> {
@@ -267,6 +96,7 @@ fn is_running(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_and_the_load() {
+    let _group = support::shared(Group::Patient);
     let mut demo = Demo::start(
         &["--duration", "5s", "--rate", "50", "--prometheus", "none"],
         &[],
@@ -278,7 +108,7 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
         demo.stdout()
     );
 
-    let page = get(demo.api, "/dashboard", &[]).await;
+    let page = get_async(demo.api, "/dashboard", &[]).await;
     assert_eq!(page.status, StatusCode::OK);
     let content_type = page.headers[hyper::header::CONTENT_TYPE].to_str().unwrap();
     assert!(content_type.starts_with("text/html"), "{content_type}");
@@ -384,7 +214,8 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
-    let Some(prometheus_binary) = require_tool("prometheus", "prometheus") else {
+    let _group = support::shared(Group::Patient);
+    let Some(prometheus_binary) = require_tool("prometheus", "Debian package prometheus") else {
         return;
     };
     let binary = prometheus_binary.to_str().expect("UTF-8 path");
@@ -404,7 +235,7 @@ async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
         .clone()
         .unwrap_or_else(|| panic!("Prometheus did not start: {}", demo.stdout()));
     assert!(dir.join("prometheus.yml").is_file(), "{}", dir.display());
-    let running = children_named(demo.child.id(), "prometheus");
+    let running = children_named(demo.proc.pid(), "prometheus");
     assert_eq!(running.len(), 1, "one Prometheus child: {running:?}");
     // The dashboard reads its alerts from this Prometheus.
     assert_eq!(
@@ -416,8 +247,8 @@ async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
     let api_instance = demo.api.to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let up = get(prometheus, "/api/v1/query?query=up", &[]).await;
-        let stored = get(
+        let up = get_async(prometheus, "/api/v1/query?query=up", &[]).await;
+        let stored = get_async(
             prometheus,
             "/api/v1/query?query=sum(http_server_request_duration_seconds_count)",
             &[],
@@ -469,6 +300,7 @@ async fn prometheus_scrapes_the_api_and_sigterm_stops_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_prometheus_on_path_it_runs_and_sigint_stops_it() {
+    let _group = support::shared(Group::Patient);
     let empty = tempfile::tempdir().expect("temporary directory");
     let path = empty.path().to_str().expect("UTF-8 path");
     let mut demo = Demo::start(&["--rate", "40"], &[("PATH", path)]);
@@ -499,6 +331,7 @@ async fn without_prometheus_on_path_it_runs_and_sigint_stops_it() {
 
 #[test]
 fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
+    let _group = support::shared(Group::Patient);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_addr = taken.local_addr().unwrap().to_string();
     let not_executable = tempfile::NamedTempFile::new().expect("temporary file");
@@ -565,6 +398,7 @@ fn bad_input_is_one_line_and_exit_2_with_nothing_started() {
 /// subcommand: a variable means the same to each of them.
 #[test]
 fn one_environment_runs_every_subcommand() {
+    let _group = support::shared(Group::Patient);
     let temp = tempfile::tempdir().expect("temp dir");
     let out = temp.path().join("generated");
     // A fixed port for serve's metrics: the load generator, running at the same time, must not
@@ -591,15 +425,9 @@ fn one_environment_runs_every_subcommand() {
         ("REDWATCH_LOG_LEVEL", "warn".to_owned()),
     ];
     let command = |subcommand: &str| {
-        let mut command = Command::new(BIN);
-        command.env_remove("RUST_LOG");
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REDWATCH_") {
-                command.env_remove(name);
-            }
-        }
+        let mut command = redwatch();
         command.envs(env.iter().map(|(name, value)| (name, value)));
-        command.arg(subcommand).stdin(Stdio::null());
+        command.arg(subcommand);
         command
     };
 
@@ -616,7 +444,7 @@ fn one_environment_runs_every_subcommand() {
     assert!(!out.join("otel").exists(), "REDWATCH_NAMING=flask ignored");
 
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let serve = support::Server::start_with_env(&["serve"], &env_refs);
+    let serve = Server::start_with_env(&["serve"], &env_refs);
     assert_ne!(
         serve.addr, serve.metrics_addr,
         "REDWATCH_METRICS_LISTEN ignored"
@@ -661,49 +489,34 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 /// within seconds and leaves no Prometheus and no temporary directory behind.
 #[test]
 fn ctrl_c_while_starting_leaves_nothing_behind() {
-    let Some(_) = require_tool("prometheus", "prometheus") else {
+    let _group = support::shared(Group::Patient);
+    let Some(_) = require_tool("prometheus", "Debian package prometheus") else {
         return;
     };
     for delay_ms in [0u64, 50, 200, 500, 1000, 2000] {
         let temp = tempfile::tempdir().expect("temp dir");
         let tmpdir = temp.path().to_string_lossy().into_owned();
-        let mut command = Command::new(BIN);
-        command.env_remove("RUST_LOG");
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REDWATCH_") {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command
-            .env("TMPDIR", &tmpdir)
-            .args([
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--prometheus-listen",
-                "127.0.0.1:0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the demo");
+        let mut demo = Proc::start(
+            "redwatch demo",
+            redwatch()
+                .env("TMPDIR", &tmpdir)
+                .args([
+                    "demo",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--prometheus-listen",
+                    "127.0.0.1:0",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         std::thread::sleep(Duration::from_millis(delay_ms));
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        let pid = libc::pid_t::try_from(demo.pid()).expect("pid fits");
         // SAFETY: kill(2) on our own, not yet reaped, child.
         unsafe { libc::kill(pid, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for the demo") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = demo.wait_within(Duration::from_secs(20));
+        // Killed and reaped if it did not exit.
+        drop(demo);
         // Prometheus's config lives in the demo's temporary directory, so its command line
         // names it; give a killed child a moment to go.
         let mut left = processes_mentioning(&tmpdir);

@@ -3,99 +3,64 @@
 //! traffic, and then every dashboard query returns data through the HTTP API and every rule
 //! evaluates healthy. Both presets. Fails when CI is set and `prometheus` is missing.
 
-mod generate_common;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use generate_common::*;
 use serde_json::Value;
 
-/// Kills the child process when dropped, so nothing outlives a failing test.
-struct Guard(Child);
+use crate::support;
+use crate::support::Group;
+use crate::support::generate::*;
+use crate::support::http::{get_json, try_get};
+use crate::support::live_stack::{Sample, StopOnDrop, query};
+use crate::support::process::{Proc, Server, free_port, loopback, redwatch};
+use crate::support::tools::{in_ci, require_tool};
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// How long the traffic runs at most (the checks end it earlier).
+const TRAFFIC_LIMIT: Duration = Duration::from_secs(150);
+
+/// How long every query and recorded series may take to have data.
+const DATA_LIMIT: Duration = Duration::from_secs(120);
+
+/// One live check's running stack: two instances under traffic and a Prometheus scraping them
+/// with the generated configuration. Dropping it stops everything.
+struct Stack {
+    naming: &'static str,
+    job: &'static str,
+    /// The generated set of the preset.
+    dir: PathBuf,
+    prometheus: SocketAddr,
+    /// Whether `redwatch load` (with its own /metrics) drives one of the instances.
+    with_load: bool,
+    stop: Arc<AtomicBool>,
+    traffic: Vec<thread::JoinHandle<u64>>,
+    // Dropped in this order: the traffic stops, then the processes, then the directory goes.
+    _stop: StopOnDrop,
+    _processes: Vec<Proc>,
+    _servers: [Server; 2],
+    _temp: tempfile::TempDir,
 }
 
-/// Stops the traffic threads when dropped.
-struct Stop(Arc<AtomicBool>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn start_serve(naming: &str) -> (Guard, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redwatch"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--naming",
-            naming,
-            "--latency-scale",
-            "0.1",
-        ])
-        .args(["--app-version", "9.9.9", "--environment", "live-test"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redwatch serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let guard = Guard(child);
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = sender.send(line);
-    });
-    let line = receiver
-        .recv_timeout(Duration::from_secs(20))
-        .expect("serve printed no startup line");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split([' ', '/']).next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
-    (guard, addr)
-}
-
-/// A minimal HTTP/1.1 GET; returns the status code.
-fn get(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1)?.parse().ok()
+fn start_serve(naming: &str) -> Server {
+    Server::start(&[
+        "--naming",
+        naming,
+        "--latency-scale",
+        "0.1",
+        "--app-version",
+        "9.9.9",
+        "--environment",
+        "live-test",
+    ])
 }
 
 /// Bounded traffic: a fixed mix at roughly `rate` requests per second until stopped or `limit`.
-fn traffic(
+fn start_traffic(
     addr: SocketAddr,
     rate: f64,
     stop: Arc<AtomicBool>,
@@ -115,7 +80,7 @@ fn traffic(
         let started = Instant::now();
         let mut sent = 0u64;
         while !stop.load(Ordering::SeqCst) && started.elapsed() < limit {
-            let _ = get(addr, mix[sent as usize % mix.len()]);
+            let _ = try_get(addr, mix[sent as usize % mix.len()], &[]);
             sent += 1;
             let due = started + Duration::from_secs_f64(sent as f64 / rate);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -127,57 +92,17 @@ fn traffic(
 }
 
 fn load_generator_available() -> bool {
-    Command::new(env!("CARGO_BIN_EXE_redwatch"))
+    redwatch()
         .args(["load", "--help"])
         .output()
         .map(|output| String::from_utf8_lossy(&output.stdout).contains("--metrics-listen"))
         .unwrap_or(false)
 }
 
-fn query(prometheus: SocketAddr, expr: &str) -> Result<Vec<Value>, String> {
-    let mut encoded = String::new();
-    for byte in expr.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    let body = http_json(prometheus, &format!("/api/v1/query?query={encoded}"))?;
-    if body["status"] != "success" {
-        return Err(format!("query failed: {body}"));
-    }
-    Ok(body["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
-fn http_json(addr: SocketAddr, path: &str) -> Result<Value, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .unwrap_or_default();
-    serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))
-}
-
-fn has_finite_value(result: &[Value]) -> bool {
-    result.iter().any(|sample| {
-        sample["value"][1]
-            .as_str()
-            .and_then(|v| v.parse::<f64>().ok())
-            .is_some_and(f64::is_finite)
-    })
+fn has_finite_value(result: &[Sample]) -> bool {
+    result
+        .iter()
+        .any(|sample| sample.value.parse::<f64>().is_ok_and(f64::is_finite))
 }
 
 /// Dashboard queries with Grafana's variables replaced as Grafana would for "All".
@@ -211,26 +136,25 @@ fn dashboard_queries(dashboard: &Value, job: &str) -> Vec<(String, String)> {
     queries
 }
 
-fn live_check(naming: &str) {
-    let Some(prometheus_bin) = tool("prometheus") else {
-        return;
-    };
+/// Starts the instances, generates the compressed set for them, starts Prometheus on it and
+/// the traffic: `redwatch load` on one instance when it serves its own metrics, else (and on the
+/// other instance) plain requests.
+fn start_stack(naming: &'static str, prometheus_bin: &Path) -> Stack {
     let job = "live";
-    let (_serve_a, addr_a) = start_serve(naming);
-    let (_serve_b, addr_b) = start_serve(naming);
+    let servers = [start_serve(naming), start_serve(naming)];
+    let [addr_a, addr_b] = [servers[0].addr, servers[1].addr];
     let with_load = load_generator_available();
     if !with_load {
         assert!(
-            std::env::var_os("CI").is_none(),
+            !in_ci(),
             "`redwatch load --metrics-listen` is required for the client view in CI"
         );
         eprintln!(
             "NOTICE: `redwatch load` is not available yet; client-view queries are not checked"
         );
     }
-    let load_port = free_port();
     let load_target = if with_load {
-        format!("127.0.0.1:{load_port}")
+        loopback(free_port()).to_string()
     } else {
         String::new()
     };
@@ -251,11 +175,9 @@ fn live_check(naming: &str) {
     generate_ok(&out, &args);
     let dir = out.join(naming);
 
-    let prometheus_port = free_port();
-    let prometheus_addr: SocketAddr = format!("127.0.0.1:{prometheus_port}")
-        .parse()
-        .expect("addr");
-    let _prometheus = Guard(
+    let prometheus = loopback(free_port());
+    let mut processes = vec![Proc::start(
+        "prometheus",
         Command::new(prometheus_bin)
             .arg(format!(
                 "--config.file={}",
@@ -265,21 +187,17 @@ fn live_check(naming: &str) {
                 "--storage.tsdb.path={}",
                 temp.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address={prometheus_addr}"))
+            .arg(format!("--web.listen-address={prometheus}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
+            .stderr(Stdio::null()),
+    )];
 
     let stop = Arc::new(AtomicBool::new(false));
-    let _stop = Stop(stop.clone());
-    let limit = Duration::from_secs(150);
-    let mut _load = None;
-    let mut handles = vec![traffic(addr_b, 25.0, stop.clone(), limit)];
+    let mut traffic = vec![start_traffic(addr_b, 25.0, stop.clone(), TRAFFIC_LIMIT)];
     if with_load {
-        _load = Some(Guard(
-            Command::new(env!("CARGO_BIN_EXE_redwatch"))
+        processes.push(Proc::start(
+            "redwatch load",
+            redwatch()
                 .args([
                     "load",
                     "--target",
@@ -295,19 +213,35 @@ fn live_check(naming: &str) {
                 ])
                 .args(["--metrics-listen", &load_target])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redwatch load"),
+                .stderr(Stdio::null()),
         ));
     } else {
-        handles.push(traffic(addr_a, 25.0, stop.clone(), limit));
+        traffic.push(start_traffic(addr_a, 25.0, stop.clone(), TRAFFIC_LIMIT));
     }
+    Stack {
+        naming,
+        job,
+        dir,
+        prometheus,
+        with_load,
+        _stop: StopOnDrop(stop.clone()),
+        stop,
+        traffic,
+        _processes: processes,
+        _servers: servers,
+        _temp: temp,
+    }
+}
 
-    let dashboard: Value =
-        serde_json::from_str(&read(&dir.join("grafana/dashboards/api-overview.json")))
-            .expect("dashboard");
-    let mut queries = dashboard_queries(&dashboard, job);
-    if !with_load {
+/// The generated dashboard's queries (without the client view when there is no load
+/// generator), as (title, expression).
+fn dashboard_queries_of(stack: &Stack) -> Vec<(String, String)> {
+    let dashboard: Value = serde_json::from_str(&read(
+        &stack.dir.join("grafana/dashboards/api-overview.json"),
+    ))
+    .expect("dashboard");
+    let mut queries = dashboard_queries(&dashboard, stack.job);
+    if !stack.with_load {
         queries.retain(|(_, expr)| !expr.contains("redwatch_load_"));
     }
     assert!(
@@ -315,25 +249,31 @@ fn live_check(naming: &str) {
         "too few dashboard queries: {}",
         queries.len()
     );
-    let rules = yaml(&dir.join("prometheus/rules/redwatch.rules.yml"));
-    let records: Vec<String> = rules["groups"]
-        .as_sequence()
-        .expect("groups")
+    queries
+}
+
+/// The generated recording rules whose series exist after minutes (not the anomaly baselines).
+fn recorded_series_of(stack: &Stack) -> Vec<String> {
+    let rules = yaml(&stack.dir.join("prometheus/rules/redwatch.rules.yml"));
+    rules_of(&rules)
         .iter()
-        .flat_map(|group| group["rules"].as_sequence().cloned().unwrap_or_default())
         .filter_map(|rule| rule["record"].as_str().map(str::to_owned))
         // Anomaly baselines need days (compressed: minutes) of history before they exist.
         .filter(|record| !record.contains("rate5s_"))
-        .collect();
+        .collect()
+}
 
-    // Poll until everything has data, bounded in time.
-    let deadline = Instant::now() + Duration::from_secs(120);
+/// Polls until every query has a finite value and every recorded series exists, bounded by
+/// [`DATA_LIMIT`].
+fn assert_everything_has_data(stack: &Stack, queries: &[(String, String)], records: &[String]) {
+    let (naming, job, prometheus) = (stack.naming, stack.job, stack.prometheus);
+    let deadline = Instant::now() + DATA_LIMIT;
     let mut missing: Vec<String>;
     loop {
         thread::sleep(Duration::from_secs(3));
         missing = Vec::new();
-        for (title, expr) in &queries {
-            match query(prometheus_addr, expr) {
+        for (title, expr) in queries {
+            match query(prometheus, expr) {
                 Ok(result) if has_finite_value(&result) => {}
                 Ok(result) => {
                     missing.push(format!("{title}: no finite value from {expr} ({result:?})"))
@@ -341,8 +281,8 @@ fn live_check(naming: &str) {
                 Err(err) => missing.push(format!("{title}: {err}")),
             }
         }
-        for record in &records {
-            match query(prometheus_addr, &format!("{record}{{job=\"{job}\"}}")) {
+        for record in records {
+            match query(prometheus, &format!("{record}{{job=\"{job}\"}}")) {
                 Ok(result) if !result.is_empty() => {}
                 other => missing.push(format!("recording rule {record}: {other:?}")),
             }
@@ -353,18 +293,25 @@ fn live_check(naming: &str) {
     }
     assert!(
         missing.is_empty(),
-        "{naming}: after 120 s:\n{}",
+        "{naming}: after {DATA_LIMIT:?}:\n{}",
         missing.join("\n")
     );
     eprintln!(
         "{naming}: {} dashboard queries and {} recorded series returned data (client view: {})",
         queries.len(),
         records.len(),
-        if with_load { "checked" } else { "not checked" }
+        if stack.with_load {
+            "checked"
+        } else {
+            "not checked"
+        }
     );
+}
 
-    // Every rule evaluated, without error.
-    let rules = http_json(prometheus_addr, "/api/v1/rules").expect("rules API");
+/// Every rule evaluated, without error.
+fn assert_every_rule_evaluated(stack: &Stack) {
+    let naming = stack.naming;
+    let rules = get_json(stack.prometheus, "/api/v1/rules").expect("rules API");
     let mut evaluated = 0;
     for group in rules["data"]["groups"].as_array().expect("groups") {
         for rule in group["rules"].as_array().expect("rules") {
@@ -385,9 +332,13 @@ fn live_check(naming: &str) {
         }
     }
     assert!(evaluated >= 50, "only {evaluated} rules loaded");
+}
 
+/// The paging availability alert fires under the injected errors, the target alerts do not.
+fn assert_only_the_error_alert_fires(stack: &Stack) {
+    let naming = stack.naming;
     // With 1 in 8 (or 1 in 7) requests failing, the paging availability alert must be firing.
-    let alerts = http_json(prometheus_addr, "/api/v1/alerts").expect("alerts API");
+    let alerts = get_json(stack.prometheus, "/api/v1/alerts").expect("alerts API");
     let firing = alerts["data"]["alerts"]
         .as_array()
         .cloned()
@@ -410,20 +361,38 @@ fn live_check(naming: &str) {
             "{naming}: {quiet} is active although both instances serve metrics: {firing:#?}"
         );
     }
+}
 
-    stop.store(true, Ordering::SeqCst);
-    for handle in handles {
+/// Stops the traffic threads; each must have sent a fair number of requests.
+fn assert_traffic_was_sent(stack: Stack) {
+    stack.stop.store(true, Ordering::SeqCst);
+    for handle in stack.traffic {
         let sent = handle.join().expect("traffic thread");
         assert!(sent > 100, "traffic thread sent only {sent} requests");
     }
 }
 
+fn live_check(naming: &'static str) {
+    let Some(prometheus_bin) = require_tool("prometheus", "Debian package prometheus") else {
+        return;
+    };
+    let stack = start_stack(naming, &prometheus_bin);
+    let queries = dashboard_queries_of(&stack);
+    let records = recorded_series_of(&stack);
+    assert_everything_has_data(&stack, &queries, &records);
+    assert_every_rule_evaluated(&stack);
+    assert_only_the_error_alert_fires(&stack);
+    assert_traffic_was_sent(stack);
+}
+
 #[test]
 fn live_prometheus_otel() {
+    let _group = support::shared(Group::Patient);
     live_check("otel");
 }
 
 #[test]
 fn live_prometheus_flask() {
+    let _group = support::shared(Group::Patient);
     live_check("flask");
 }

@@ -1,7 +1,5 @@
 //! `redwatch serve`, end to end: the real binary on an ephemeral loopback port.
 
-mod support;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -9,8 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
-use support::{Exposition, Server, get, require_tool, run_to_exit, try_get};
 use tokio::task::JoinSet;
+
+use crate::support;
+use crate::support::Group;
+use crate::support::exposition::Exposition;
+use crate::support::http::{Response, get_async, try_get_async};
+use crate::support::process::{Server, run_to_exit};
+use crate::support::tools::require_tool;
 
 /// The four artificial-latency endpoints and their k (sleep is U[0, 0.2·k·scale] s).
 const SLEEPY: [(&str, u32); 4] = [
@@ -46,6 +50,7 @@ fn slept_ms(body: &str) -> f64 {
 
 #[tokio::test]
 async fn every_endpoint_answers_with_its_status() {
+    let _group = support::shared(Group::Timing);
     let server = Server::start(&["--latency-scale", "0"]);
     for (path, _, status) in ENDPOINTS {
         let response = server.get(path).await;
@@ -78,6 +83,7 @@ async fn every_endpoint_answers_with_its_status() {
 
 #[tokio::test]
 async fn latency_scale_zero_turns_the_sleeps_off() {
+    let _group = support::shared(Group::Timing);
     const SAMPLES: usize = 5;
     let server = Server::start(&["--latency-scale", "0"]);
     for (path, _) in SLEEPY {
@@ -110,6 +116,7 @@ async fn latency_scale_zero_turns_the_sleeps_off() {
 
 #[tokio::test]
 async fn latency_scale_one_sleeps_within_bounds() {
+    let _group = support::shared(Group::Timing);
     const SAMPLES: usize = 6;
     const SLACK: Duration = Duration::from_millis(1500);
     let server = Server::start(&["--latency-scale", "1"]);
@@ -119,7 +126,7 @@ async fn latency_scale_one_sleeps_within_bounds() {
         for _ in 0..SAMPLES {
             requests.spawn(async move {
                 let started = Instant::now();
-                let response = get(addr, path, &[]).await;
+                let response = get_async(addr, path, &[]).await;
                 (path, k, response, started.elapsed())
             });
         }
@@ -291,6 +298,7 @@ fn check_process_and_runtime_series(metrics: &Exposition) {
 
 #[tokio::test]
 async fn otel_preset_shows_a_series_for_every_endpoint() {
+    let _group = support::shared(Group::Timing);
     let (_server, metrics) = scrape_after_every_endpoint(&OTEL).await;
     check_request_series(&OTEL, &metrics);
     check_process_and_runtime_series(&metrics);
@@ -310,6 +318,7 @@ async fn otel_preset_shows_a_series_for_every_endpoint() {
 
 #[tokio::test]
 async fn flask_preset_shows_a_series_for_every_endpoint() {
+    let _group = support::shared(Group::Timing);
     let (_server, metrics) = scrape_after_every_endpoint(&FLASK).await;
     check_request_series(&FLASK, &metrics);
     check_process_and_runtime_series(&metrics);
@@ -344,6 +353,7 @@ async fn flask_preset_shows_a_series_for_every_endpoint() {
 
 #[tokio::test]
 async fn metrics_listen_moves_metrics_to_their_own_port() {
+    let _group = support::shared(Group::Timing);
     let server = Server::start(&["--latency-scale", "0", "--metrics-listen", "127.0.0.1:0"]);
     assert_ne!(
         server.addr, server.metrics_addr,
@@ -353,7 +363,7 @@ async fn metrics_listen_moves_metrics_to_their_own_port() {
     assert_eq!(server.get("/metrics").await.status, StatusCode::NOT_FOUND);
     // The metrics listener serves only /metrics, and sees the API's requests.
     assert_eq!(
-        get(server.metrics_addr, "/ep_one", &[]).await.status,
+        get_async(server.metrics_addr, "/ep_one", &[]).await.status,
         StatusCode::NOT_FOUND
     );
     let metrics = server.metrics().await;
@@ -368,29 +378,31 @@ async fn metrics_listen_moves_metrics_to_their_own_port() {
     );
 }
 
+/// GET /metrics on the API listener with `Authorization: Bearer TOKEN`.
+async fn scrape_with_token(server: &Server, token: &str) -> Response {
+    let authorization = format!("Bearer {token}");
+    get_async(
+        server.addr,
+        "/metrics",
+        &[("authorization", &authorization)],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn metrics_token_is_required_when_set() {
+    let _group = support::shared(Group::Timing);
     let server = Server::start(&["--latency-scale", "0", "--metrics-token", "s3cret"]);
-    let denied = get(server.addr, "/metrics", &[]).await;
+    let denied = get_async(server.addr, "/metrics", &[]).await;
     assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
     assert!(denied.headers.contains_key(hyper::header::WWW_AUTHENTICATE));
     assert!(
         !denied.body.contains("http_server"),
         "no metrics without the token"
     );
-    let wrong = get(
-        server.addr,
-        "/metrics",
-        &[("authorization", "Bearer s3cre")],
-    )
-    .await;
+    let wrong = scrape_with_token(&server, "s3cre").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    let allowed = get(
-        server.addr,
-        "/metrics",
-        &[("authorization", "Bearer s3cret")],
-    )
-    .await;
+    let allowed = scrape_with_token(&server, "s3cret").await;
     assert_eq!(allowed.status, StatusCode::OK);
     assert!(
         allowed
@@ -403,6 +415,7 @@ async fn metrics_token_is_required_when_set() {
 
 #[tokio::test]
 async fn environment_variables_mirror_the_flags() {
+    let _group = support::shared(Group::Timing);
     let server = Server::start_with_env(
         &["serve"],
         &[
@@ -414,14 +427,9 @@ async fn environment_variables_mirror_the_flags() {
         ],
     );
     assert_eq!(slept_ms(&server.get("/ep_four").await.body), 0.0);
-    let denied = get(server.addr, "/metrics", &[]).await;
+    let denied = get_async(server.addr, "/metrics", &[]).await;
     assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
-    let allowed = get(
-        server.addr,
-        "/metrics",
-        &[("authorization", "Bearer from-env")],
-    )
-    .await;
+    let allowed = scrape_with_token(&server, "from-env").await;
     assert_eq!(allowed.status, StatusCode::OK);
     let metrics = Exposition::parse(&allowed.body);
     let labels = [("method", "GET"), ("path", "/ep_four"), ("status", "200")];
@@ -452,8 +460,36 @@ async fn get_requests_in_flight(server: &Server) -> bool {
     false
 }
 
+/// Polls `GET /health` every 20 ms, at most `tries` times, until the server refuses it with a 503
+/// (draining after a signal).
+async fn refuses_new_requests(addr: std::net::SocketAddr, tries: u32) -> bool {
+    for _ in 0..tries {
+        if get_async(addr, "/health", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// `redwatch serve` at latency scale 100 (/ep_four sleeps U[0, 80] s) with `--shutdown-grace
+/// grace`, and one /ep_four request in flight: the server and the request's task.
+async fn serving_a_slow_request(
+    grace: &str,
+) -> (Server, tokio::task::JoinHandle<Result<Response, String>>) {
+    let server = Server::start(&["--latency-scale", "100", "--shutdown-grace", grace]);
+    let addr = server.addr;
+    let slow = tokio::spawn(async move { try_get_async(addr, "/ep_four", &[]).await });
+    assert!(
+        get_requests_in_flight(&server).await,
+        "the slow request never started"
+    );
+    (server, slow)
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_requests_in_flight_finish() {
+    let _group = support::shared(Group::Timing);
     // At scale 5 /ep_four sleeps U[0, 4] s; with 6 requests, all of them finish within
     // 0.5 s with probability (1/8)^6, so some are still running when SIGTERM arrives.
     const IN_FLIGHT: usize = 6;
@@ -464,7 +500,7 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
     for _ in 0..IN_FLIGHT {
         let finished = Arc::clone(&finished);
         requests.spawn(async move {
-            let response = get(addr, "/ep_four", &[]).await;
+            let response = get_async(addr, "/ep_four", &[]).await;
             finished.fetch_add(1, Ordering::SeqCst);
             (response, Instant::now())
         });
@@ -479,18 +515,13 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
 
     // While the accepted requests keep running, new API requests are refused with a 503 and a
     // scrape still succeeds, so the last counts reach Prometheus.
-    let mut refused = false;
-    for _ in 0..250 {
-        if get(addr, "/health", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "new requests still served after SIGTERM");
+    assert!(
+        refuses_new_requests(addr, 250).await,
+        "new requests still served after SIGTERM"
+    );
     let pending = IN_FLIGHT - finished.load(Ordering::SeqCst);
     assert!(pending >= 1, "every request had finished before the check");
-    let scrape = get(addr, "/metrics", &[]).await;
+    let scrape = get_async(addr, "/metrics", &[]).await;
     assert_eq!(
         scrape.status,
         StatusCode::OK,
@@ -530,7 +561,7 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
         server.stderr()
     );
     assert!(
-        try_get(addr, "/health", &[]).await.is_err(),
+        try_get_async(addr, "/health", &[]).await.is_err(),
         "still accepting after exit"
     );
     let stderr = server.stderr();
@@ -540,25 +571,15 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
-    // At scale 100 /ep_four sleeps U[0, 80] s; the grace period is a minute.
-    let mut server = Server::start(&["--latency-scale", "100", "--shutdown-grace", "60s"]);
-    let addr = server.addr;
-    let slow = tokio::spawn(async move { try_get(addr, "/ep_four", &[]).await });
-    assert!(
-        get_requests_in_flight(&server).await,
-        "the slow request never started"
-    );
+    let _group = support::shared(Group::Timing);
+    // The grace period is a minute.
+    let (mut server, slow) = serving_a_slow_request("60s").await;
     server.signal("INT");
     // The first signal is being handled: new requests are refused.
-    let mut refused = false;
-    for _ in 0..100 {
-        if get(addr, "/health", &[]).await.status == StatusCode::SERVICE_UNAVAILABLE {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "not draining after the first signal");
+    assert!(
+        refuses_new_requests(server.addr, 100).await,
+        "not draining after the first signal"
+    );
     server.signal("INT");
     let status = server
         .wait_exit(Duration::from_secs(5))
@@ -575,14 +596,9 @@ async fn a_second_signal_exits_at_once() {
 
 #[tokio::test]
 async fn shutdown_grace_bounds_the_wait_for_slow_requests() {
-    // At scale 100 /ep_four sleeps U[0, 80] s, far beyond the 500 ms grace period.
-    let mut server = Server::start(&["--latency-scale", "100", "--shutdown-grace", "500ms"]);
-    let addr = server.addr;
-    let slow = tokio::spawn(async move { try_get(addr, "/ep_four", &[]).await });
-    assert!(
-        get_requests_in_flight(&server).await,
-        "the slow request never started"
-    );
+    let _group = support::shared(Group::Timing);
+    // /ep_four sleeps far beyond the 500 ms grace period.
+    let (mut server, slow) = serving_a_slow_request("500ms").await;
     server.signal("TERM");
     let signalled = Instant::now();
     let status = server
@@ -609,6 +625,7 @@ async fn shutdown_grace_bounds_the_wait_for_slow_requests() {
 
 #[tokio::test]
 async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
+    let _group = support::shared(Group::Timing);
     use http_body_util::{BodyExt, Empty};
     use hyper::body::Bytes;
 
@@ -643,6 +660,7 @@ async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
 
 #[tokio::test]
 async fn a_signal_right_after_the_startup_line_exits_cleanly() {
+    let _group = support::shared(Group::Timing);
     for signal in ["TERM", "INT"] {
         let mut server = Server::start(&[]);
         server.signal(signal);
@@ -669,6 +687,7 @@ async fn a_signal_right_after_the_startup_line_exits_cleanly() {
 
 #[tokio::test]
 async fn log_level_flag_filters_logs() {
+    let _group = support::shared(Group::Timing);
     let mut server = Server::start(&["--log-level", "warn"]);
     server.signal("TERM");
     let status = server
@@ -713,6 +732,7 @@ fn assert_one_line_error(args: &[&str], env: &[(&str, &str)], expected: &[&str])
 
 #[test]
 fn bad_flags_get_a_one_line_error() {
+    let _group = support::shared(Group::Timing);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to occupy");
     let taken = taken.local_addr().expect("local address").to_string();
     assert_one_line_error(
@@ -792,6 +812,7 @@ fn options(help: &str) -> Vec<(String, String)> {
 
 #[test]
 fn help_states_every_default_and_environment_variable() {
+    let _group = support::shared(Group::Timing);
     let run = run_to_exit(&["serve", "--help"], &[], Duration::from_secs(20));
     assert_eq!(run.status.code(), Some(0));
     let help = run.stdout;
@@ -841,6 +862,7 @@ fn help_states_every_default_and_environment_variable() {
 
 #[test]
 fn version_prints_the_package_version() {
+    let _group = support::shared(Group::Timing);
     let version = env!("CARGO_PKG_VERSION");
     let run = run_to_exit(&["--version"], &[], Duration::from_secs(20));
     assert_eq!(run.status.code(), Some(0));
@@ -853,7 +875,8 @@ fn version_prints_the_package_version() {
 
 #[tokio::test]
 async fn promtool_accepts_the_exposition_in_both_presets() {
-    let Some(promtool) = require_tool("promtool", "prometheus") else {
+    let _group = support::shared(Group::Timing);
+    let Some(promtool) = require_tool("promtool", "Debian package prometheus") else {
         return;
     };
     for preset in [&OTEL, &FLASK] {

@@ -26,14 +26,14 @@
 //!
 //! Without prometheus: a notice and a pass, except in CI (`CI` set), where it fails.
 
-mod demo_support;
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use demo_support::{Demo, MIX_ROUTES};
+use crate::support::demo_run::{Demo, MIX_ROUTES};
+use crate::support::http::{get_async, url_encode};
+use crate::support::tools::require_tool;
+use crate::support::{self, Group};
 use hyper::StatusCode;
 use redwatch::Naming;
 use redwatch_cli::generate::{GenerateFlags, generate_preset};
@@ -122,22 +122,10 @@ fn substitute(dashboard: &serde_json::Value, expr: &str, rate_interval: &str) ->
     expr
 }
 
-/// Percent-encodes a query parameter.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(byte).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
 /// Prometheus's answer to the instant query `expr` at `time_s`.
 async fn query(prometheus: SocketAddr, expr: &str, time_s: f64) -> serde_json::Value {
-    let path = format!("/api/v1/query?query={}&time={time_s:.3}", encode(expr));
-    let response = support::get(prometheus, &path, &[]).await;
+    let path = format!("/api/v1/query?query={}&time={time_s:.3}", url_encode(expr));
+    let response = get_async(prometheus, &path, &[]).await;
     assert_eq!(response.status, StatusCode::OK, "{expr}: {}", response.body);
     let answer: serde_json::Value = serde_json::from_str(&response.body).expect("query JSON");
     assert_eq!(answer["status"], "success", "{expr}: {answer}");
@@ -206,23 +194,29 @@ async fn wait_for_a_full_window(prometheus: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_agrees_with_prometheus_on_the_grafana_dashboards_queries() {
-    let Some(prometheus_binary) = support::require_tool("prometheus", "prometheus") else {
+    let _group = support::shared(Group::Patient);
+    let Some(prometheus_binary) = require_tool("prometheus", "prometheus") else {
         return;
     };
     let dashboard = grafana_dashboard();
     let rate_interval = format!("{RATE_WINDOW_S}s");
-    let demo = Demo::start(&[
-        "--rate",
-        RATE,
-        "--prometheus",
-        prometheus_binary.to_str().expect("UTF-8 path"),
-        "--scrape-interval",
-        &format!("{SCRAPE_INTERVAL_S}s"),
-        "--dashboard-rate-window",
-        &rate_interval,
-    ]);
+    let demo = Demo::start(
+        &[
+            "--prometheus-listen",
+            "127.0.0.1:0",
+            "--rate",
+            RATE,
+            "--prometheus",
+            prometheus_binary.to_str().expect("UTF-8 path"),
+            "--scrape-interval",
+            &format!("{SCRAPE_INTERVAL_S}s"),
+            "--dashboard-rate-window",
+            &rate_interval,
+        ],
+        &[],
+    );
     let prometheus = demo
-        .prometheus
+        .prometheus_addr()
         .unwrap_or_else(|| panic!("Prometheus did not start: {}", demo.stdout()));
     demo.data_with_every_route(Duration::from_secs(30)).await;
     wait_for_a_full_window(prometheus).await;

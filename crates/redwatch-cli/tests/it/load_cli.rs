@@ -1,19 +1,50 @@
 //! `redwatch load` behaviour: input errors, failing targets, closed loop, metrics, exit codes.
 
-mod load_common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use load_common::{DemoServer, finish, histogram_counts, http_get, run_load, signal, spawn_load};
+use crate::support;
+use crate::support::exposition::Exposition;
+use crate::support::http;
+use crate::support::load::{demo_server, run_load, spawn_load};
+use crate::support::process::{Finished, Proc, Server, redwatch};
+use crate::support::{Group, MachineGuard};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// The machine for the timing group and a fresh demo server to aim at, with its URL.
+fn demo_target() -> (MachineGuard, Server, String) {
+    let group = support::shared(Group::Timing);
+    let server = demo_server();
+    let url = server.url();
+    (group, server, url)
+}
+
+/// Runs `redwatch load --target TARGET ARGS --json -`, which must end successfully within
+/// [`LIMIT`]; the run and its JSON summary.
+#[track_caller]
+fn load_summary(target: &str, args: &[&str]) -> (Finished, serde_json::Value) {
+    let run = run_load(
+        &[&["--target", target], args, &["--json", "-"]].concat(),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    (run, summary)
+}
+
+/// The run ended (from its start) within `limit`.
+#[track_caller]
+fn assert_ended_within(run: &Finished, limit: Duration) {
+    assert!(run.elapsed < limit, "took {:?}", run.elapsed);
+}
+
 #[test]
 fn bad_input_gets_one_line_and_exit_2() {
+    let _group = support::shared(Group::Timing);
     let cases: &[&[&str]] = &[
         &["--target", "127.0.0.1:5000", "--rate", "10"],
         &["--target", "https://127.0.0.1:5000", "--rate", "10"],
@@ -57,56 +88,21 @@ fn refused_addr() -> SocketAddr {
 
 #[test]
 fn refused_connections_are_counted_and_the_run_ends_on_time() {
+    let _group = support::shared(Group::Timing);
     let target = format!("http://{}", refused_addr());
-    let run = run_load(
-        &[
-            "--target",
-            &target,
-            "--rate",
-            "200",
-            "--duration",
-            "2s",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (run, summary) = load_summary(&target, &["--rate", "200", "--duration", "2s"]);
     assert_eq!(summary["requests"].as_u64(), Some(400));
     assert_eq!(summary["errors"].as_u64(), Some(400));
     assert_eq!(summary["error_kinds"]["connect"].as_u64(), Some(400));
-    assert!(
-        run.elapsed < Duration::from_secs(6),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(6));
 
     // Closed loop backs off instead of spinning against a dead target.
-    let run = run_load(
-        &[
-            "--target",
-            &target,
-            "--concurrency",
-            "4",
-            "--duration",
-            "2s",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (run, summary) = load_summary(&target, &["--concurrency", "4", "--duration", "2s"]);
     let attempts = summary["requests"].as_u64().expect("requests");
     // Each worker's pauses double from 10 ms to 1 s: about 8 attempts in 2 s, not thousands.
     assert!((4..=60).contains(&attempts), "{attempts} attempts in 2 s");
     assert_eq!(summary["error_kinds"]["connect"].as_u64(), Some(attempts));
-    assert!(
-        run.elapsed < Duration::from_secs(6),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(6));
 }
 
 /// A server that accepts connections and then does `behaviour` with each, on its own threads.
@@ -177,23 +173,10 @@ fn slam(mut stream: std::net::TcpStream) {
 
 #[test]
 fn open_loop_backs_off_from_a_target_that_drops_every_connection() {
+    let _group = support::shared(Group::Timing);
     let server = RawServer::start(slam);
     let url = server.url();
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "200",
-            "--duration",
-            "2s",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (_, summary) = load_summary(&url, &["--rate", "200", "--duration", "2s"]);
     // The schedule is kept and every request is counted as failed...
     assert_eq!(summary["requests"].as_u64(), Some(400));
     assert_eq!(summary["errors"].as_u64(), Some(400));
@@ -207,25 +190,13 @@ fn open_loop_backs_off_from_a_target_that_drops_every_connection() {
 
 #[test]
 fn hanging_target_times_out_and_the_run_ends_on_time() {
+    let _group = support::shared(Group::Timing);
     let server = RawServer::start(hang);
     let url = server.url();
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "50",
-            "--duration",
-            "1s",
-            "--timeout",
-            "300ms",
-            "--json",
-            "-",
-        ],
-        LIMIT,
+    let (run, summary) = load_summary(
+        &url,
+        &["--rate", "50", "--duration", "1s", "--timeout", "300ms"],
     );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
     assert_eq!(summary["requests"].as_u64(), Some(50));
     assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(50));
     let max = summary["latency_ms"]["max"].as_f64().expect("max");
@@ -234,48 +205,34 @@ fn hanging_target_times_out_and_the_run_ends_on_time() {
         "timed-out requests end at the timeout, max {max}"
     );
     // 1 s of sending + 0.3 s timeout + start-up; never the 10 s the server would hold.
-    assert!(
-        run.elapsed < Duration::from_secs(5),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(5));
 
     // Closed loop: each worker times out, backs off, reconnects, and stops on time.
-    let run = run_load(
+    let (run, summary) = load_summary(
+        &url,
         &[
-            "--target",
-            &url,
             "--concurrency",
             "2",
             "--duration",
             "1s",
             "--timeout",
             "300ms",
-            "--json",
-            "-",
         ],
-        LIMIT,
     );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
     let requests = summary["requests"].as_u64().expect("requests");
     assert!((2..=10).contains(&requests), "{requests} requests");
     assert_eq!(summary["error_kinds"]["timeout"].as_u64(), Some(requests));
-    assert!(
-        run.elapsed < Duration::from_secs(5),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(5));
 }
 
 #[test]
 fn in_flight_limit_queues_then_drops() {
+    let _group = support::shared(Group::Timing);
     let server = RawServer::start(hang);
     let url = server.url();
-    let run = run_load(
+    let (run, summary) = load_summary(
+        &url,
         &[
-            "--target",
-            &url,
             "--rate",
             "100",
             "--duration",
@@ -284,13 +241,8 @@ fn in_flight_limit_queues_then_drops() {
             "1500ms",
             "--max-in-flight",
             "5",
-            "--json",
-            "-",
         ],
-        LIMIT,
     );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
     // Five requests occupy every slot past the end of the window; the other 95 never leave.
     assert_eq!(summary["sent"].as_u64(), Some(5), "{}", run.stdout);
     assert_eq!(summary["dropped"].as_u64(), Some(95), "{}", run.stdout);
@@ -304,23 +256,10 @@ fn in_flight_limit_queues_then_drops() {
 
 #[test]
 fn resets_are_counted_as_resets() {
+    let _group = support::shared(Group::Timing);
     let server = RawServer::start(slam);
     let url = server.url();
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "50",
-            "--duration",
-            "1s",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (run, summary) = load_summary(&url, &["--rate", "50", "--duration", "1s"]);
     assert_eq!(summary["requests"].as_u64(), Some(50));
     assert_eq!(
         summary["error_kinds"]["reset"].as_u64(),
@@ -332,26 +271,10 @@ fn resets_are_counted_as_resets() {
 
 #[test]
 fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
-    let server = DemoServer::start();
-    let url = server.url();
+    let (_group, server, url) = demo_target();
     let run = |seed: &str| {
-        let run = run_load(
-            &[
-                "--target",
-                &url,
-                "--concurrency",
-                "4",
-                "--requests",
-                "3000",
-                "--seed",
-                seed,
-                "--json",
-                "-",
-            ],
-            LIMIT,
-        );
-        assert!(run.status.success(), "{}", run.stderr);
-        run.json()
+        let args = ["--concurrency", "4", "--requests", "3000", "--seed", seed];
+        load_summary(&url, &args).1
     };
     let first = run("42");
     assert_eq!(first["requests"].as_u64(), Some(3000));
@@ -384,8 +307,7 @@ fn closed_loop_counts_match_the_server_and_seed_repeats_the_sequence() {
 
 #[test]
 fn h2c_works_in_both_modes() {
-    let server = DemoServer::start();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     for mode in [["--rate", "200"], ["--concurrency", "2"]] {
         let run = run_load(
             &[
@@ -418,25 +340,18 @@ fn h2c_works_in_both_modes() {
 
 #[test]
 fn rate_profile_step_and_methods_in_the_mix() {
-    let server = DemoServer::start();
-    let url = server.url();
-    let run = run_load(
+    let (_group, _server, url) = demo_target();
+    let (run, summary) = load_summary(
+        &url,
         &[
-            "--target",
-            &url,
             "--rate-profile",
             "step:50@0s,150@1s",
             "--duration",
             "2s",
             "--mix",
             "/users/7=1,POST /health=1",
-            "--json",
-            "-",
         ],
-        LIMIT,
     );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
     assert_eq!(summary["requests"].as_u64(), Some(200));
     assert_eq!(summary["target_rate"].as_f64(), Some(100.0));
     assert_eq!(summary["rate_profile"], "step:50@0s,150@1s");
@@ -458,24 +373,10 @@ fn rate_profile_step_and_methods_in_the_mix() {
 
 #[test]
 fn ramp_and_sine_profiles_send_what_their_integral_says() {
-    let server = DemoServer::start();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let requests = |profile: &str, duration: &str| {
-        let run = run_load(
-            &[
-                "--target",
-                &url,
-                "--rate-profile",
-                profile,
-                "--duration",
-                duration,
-                "--json",
-                "-",
-            ],
-            LIMIT,
-        );
-        assert!(run.status.success(), "{profile}: {}", run.stderr);
-        run.json()["requests"].as_u64().expect("requests")
+        let (_, summary) = load_summary(&url, &["--rate-profile", profile, "--duration", duration]);
+        summary["requests"].as_u64().expect("requests")
     };
     // The first second of a ramp from 50 to 150 req/s over 2 s: ∫ (50 + 50t) dt = 75, where a
     // constant average rate would give 100.
@@ -489,22 +390,18 @@ fn ramp_and_sine_profiles_send_what_their_integral_says() {
 
 #[test]
 fn fail_on_error_rate_sets_the_exit_code() {
-    let server = DemoServer::start();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     // The default mix sends 1 in 11 requests to /error (500): about 9%.
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "500",
-            "--duration",
-            "1s",
-            "--fail-on-error-rate",
-            "5%",
-        ],
-        LIMIT,
-    );
+    let run_failing_above = |threshold: &str| {
+        let args = ["--rate", "500", "--duration", "1s"];
+        let args = [
+            &["--target", &url][..],
+            &args,
+            &["--fail-on-error-rate", threshold],
+        ];
+        run_load(&args.concat(), LIMIT)
+    };
+    let run = run_failing_above("5%");
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     assert!(
         run.stderr.contains("above --fail-on-error-rate"),
@@ -516,26 +413,14 @@ fn fail_on_error_rate_sets_the_exit_code() {
         "summary still printed: {}",
         run.stdout
     );
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "500",
-            "--duration",
-            "1s",
-            "--fail-on-error-rate",
-            "0.2",
-        ],
-        LIMIT,
-    );
+    let run = run_failing_above("0.2");
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (`docker stop`, Kubernetes, `timeout`) both end the run with the
 /// partial summary and the --json file, and counts that match what the server saw.
 fn interrupted_run_writes_the_partial_summary(signal_name: &str) {
-    let server = DemoServer::start();
+    let server = demo_server();
     let url = server.url();
     let dir = std::env::temp_dir().join(format!(
         "redwatch-load-int-{signal_name}-{}",
@@ -557,8 +442,8 @@ fn interrupted_run_writes_the_partial_summary(signal_name: &str) {
         &json_arg,
     ]);
     std::thread::sleep(Duration::from_millis(1500));
-    signal(load.0.id(), signal_name);
-    let run = finish(load, Duration::from_secs(10));
+    load.signal(signal_name);
+    let run = load.finish(Duration::from_secs(10));
     assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     assert!(run.stdout.contains("interrupted"), "{}", run.stdout);
     let summary: serde_json::Value =
@@ -583,29 +468,32 @@ fn interrupted_run_writes_the_partial_summary(signal_name: &str) {
 
 #[test]
 fn ctrl_c_prints_the_partial_summary() {
+    let _group = support::shared(Group::Timing);
     interrupted_run_writes_the_partial_summary("INT");
 }
 
 #[test]
 fn sigterm_prints_the_partial_summary() {
+    let _group = support::shared(Group::Timing);
     interrupted_run_writes_the_partial_summary("TERM");
 }
 
 #[test]
 fn a_signal_right_at_the_start_is_handled() {
+    let _group = support::shared(Group::Timing);
     // The handlers are installed before the run announces itself: a signal sent the moment the
     // first line appears still ends the run with a summary, not the default action (death).
-    let server = DemoServer::start();
+    let server = demo_server();
     let url = server.url();
     for signal_name in ["INT", "TERM"] {
         let mut load = spawn_load(&["--target", &url, "--rate", "100", "--duration", "60s"]);
-        let stderr = load.0.stderr.take().expect("stderr");
+        let stderr = load.child.stderr.take().expect("stderr");
         let mut first = String::new();
         BufReader::new(stderr)
             .read_line(&mut first)
             .expect("read the first line");
-        signal(load.0.id(), signal_name);
-        let run = finish(load, Duration::from_secs(10));
+        load.signal(signal_name);
+        let run = load.finish(Duration::from_secs(10));
         assert_eq!(
             run.status.code(),
             Some(130),
@@ -618,8 +506,7 @@ fn a_signal_right_at_the_start_is_handled() {
 
 #[test]
 fn metrics_are_served_during_and_after_the_run() {
-    let server = DemoServer::start();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let dir = std::env::temp_dir().join(format!("redwatch-load-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let json_path = dir.join("summary.json");
@@ -638,7 +525,7 @@ fn metrics_are_served_during_and_after_the_run() {
         "--json",
         &json_arg,
     ]);
-    let stderr = load.0.stderr.take().expect("stderr");
+    let stderr = load.child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let metrics_addr: SocketAddr = loop {
         let line = lines
@@ -663,10 +550,12 @@ fn metrics_are_served_during_and_after_the_run() {
     }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).expect("summary")).expect("JSON");
-    let (status, body) = http_get(metrics_addr, "/metrics");
+    let response = http::get(metrics_addr, "/metrics", &[]);
+    let body = response.body;
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(status, 200);
-    let requests = histogram_counts(&body, "redwatch_load_requests_total", "endpoint");
+    assert_eq!(response.status, 200);
+    let exposition = Exposition::parse(&body);
+    let requests = exposition.sum_by("redwatch_load_requests_total", "endpoint");
     let total: u64 = requests.values().sum();
     assert_eq!(
         total,
@@ -674,11 +563,7 @@ fn metrics_are_served_during_and_after_the_run() {
         "{body}"
     );
     assert_eq!(total, 300);
-    let durations = histogram_counts(
-        &body,
-        "redwatch_load_request_duration_seconds_count",
-        "endpoint",
-    );
+    let durations = exposition.sum_by("redwatch_load_request_duration_seconds_count", "endpoint");
     assert_eq!(durations.values().sum::<u64>(), 300);
     for needle in [
         "redwatch_load_request_duration_seconds_bucket{le=\"0.005\",endpoint=\"/ep_one\"}",
@@ -692,7 +577,7 @@ fn metrics_are_served_during_and_after_the_run() {
     ] {
         assert!(body.contains(needle), "missing {needle:?} in:\n{body}");
     }
-    let run = finish(load, Duration::from_secs(15));
+    let run = load.finish(Duration::from_secs(15));
     assert!(run.status.success());
     // It lingered: 1 s run + 5 s linger, measured from before the scrape.
     assert!(
@@ -704,8 +589,7 @@ fn metrics_are_served_during_and_after_the_run() {
 
 #[test]
 fn no_progress_output_without_a_terminal() {
-    let server = DemoServer::start();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let run = run_load(
         &["--target", &url, "--rate", "100", "--duration", "1s"],
         LIMIT,
@@ -733,10 +617,9 @@ fn no_progress_output_without_a_terminal() {
 #[test]
 fn progress_is_drawn_on_a_terminal() {
     use std::os::fd::{FromRawFd, OwnedFd};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
-    let server = DemoServer::start();
-    let url = server.url();
+    let (_group, _server, url) = demo_target();
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty writes two new descriptors into the given ints; the null pointers ask for
     // no name, default terminal settings and default window size.
@@ -750,6 +633,13 @@ fn progress_is_drawn_on_a_terminal() {
         )
     };
     assert_eq!(rc, 0, "openpty failed");
+    // Tests run as threads of one process: a child that another test spawns meanwhile must not
+    // inherit either end, or reading the master would not end when this child exits.
+    for fd in [master, slave] {
+        // SAFETY: fcntl on descriptors this test just created and owns.
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        assert_eq!(rc, 0, "cannot set FD_CLOEXEC");
+    }
     // SAFETY: both descriptors were just created by openpty and are owned by nobody else.
     let (mut master, slave) = unsafe {
         (
@@ -757,26 +647,25 @@ fn progress_is_drawn_on_a_terminal() {
             OwnedFd::from_raw_fd(slave),
         )
     };
-    let child = {
+    let mut load = {
         // The Command (and with it the parent's copy of the terminal's slave end) is dropped
         // right after spawning, so reading the master ends when the child exits.
-        Command::new(env!("CARGO_BIN_EXE_redwatch"))
-            .args([
-                "load",
-                "--target",
-                &url,
-                "--rate",
-                "100",
-                "--duration",
-                "2s",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(slave))
-            .spawn()
-            .expect("spawn redwatch load")
+        Proc::start(
+            "redwatch load",
+            redwatch()
+                .args([
+                    "load",
+                    "--target",
+                    &url,
+                    "--rate",
+                    "100",
+                    "--duration",
+                    "2s",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(slave)),
+        )
     };
-    let mut guard = load_common::ChildGuard(child);
     let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut buffer = [0u8; 4096];
@@ -790,7 +679,7 @@ fn progress_is_drawn_on_a_terminal() {
         String::from_utf8_lossy(&seen).into_owned()
     });
     let started = Instant::now();
-    while guard.0.try_wait().expect("wait").is_none() {
+    while load.child.try_wait().expect("wait").is_none() {
         assert!(started.elapsed() < LIMIT, "load did not finish");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -803,31 +692,12 @@ fn progress_is_drawn_on_a_terminal() {
 
 #[test]
 fn open_loop_stops_after_the_requested_count() {
-    let server = DemoServer::start();
-    let url = server.url();
-    let run = run_load(
-        &[
-            "--target",
-            &url,
-            "--rate",
-            "1000",
-            "--requests",
-            "500",
-            "--json",
-            "-",
-        ],
-        LIMIT,
-    );
-    assert!(run.status.success(), "{}", run.stderr);
-    let summary = run.json();
+    let (_group, _server, url) = demo_target();
+    let (run, summary) = load_summary(&url, &["--rate", "1000", "--requests", "500"]);
     assert_eq!(summary["requests"].as_u64(), Some(500));
     assert_eq!(summary["sent"].as_u64(), Some(500));
     // 500 requests at 1000/s span half a second; the run does not wait for a --duration.
     let duration = summary["duration_s"].as_f64().expect("duration_s");
     assert!((0.49..0.6).contains(&duration), "duration {duration}");
-    assert!(
-        run.elapsed < Duration::from_secs(5),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_ended_within(&run, Duration::from_secs(5));
 }

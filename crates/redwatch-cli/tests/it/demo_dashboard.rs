@@ -9,14 +9,14 @@
 //! `cargo test -p redwatch-cli --test demo_dashboard -- --ignored` also renews
 //! `docs/dashboard.png` from a minute of the demo's traffic.
 
-mod demo_support;
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use demo_support::{Demo, MIX_ROUTES};
+use crate::support::demo_run::{Demo, MIX_ROUTES};
+use crate::support::http::get_async;
+use crate::support::tools::require_tool;
+use crate::support::{self, Group};
 
 /// How long Chromium may take to load, run and dump (or photograph) the page.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
@@ -165,10 +165,21 @@ fn body_attribute<'a>(dom: &'a str, attribute: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_works_in_headless_chromium() {
-    let Some(browser) = support::require_tool("chromium", "chromium") else {
+    let _group = support::shared(Group::Patient);
+    let Some(browser) = require_tool("chromium", "chromium") else {
         return;
     };
-    let demo = Demo::start(&["--rate", "40", "--prometheus", "none"]);
+    let demo = Demo::start(
+        &[
+            "--prometheus-listen",
+            "127.0.0.1:0",
+            "--rate",
+            "40",
+            "--prometheus",
+            "none",
+        ],
+        &[],
+    );
     // Every route of the mix has a rate (two samples of it, a second apart): at most 20 s.
     demo.data_with_every_route(Duration::from_secs(20)).await;
     let base = format!("http://{}/dashboard", demo.api);
@@ -218,7 +229,7 @@ async fn the_demo_page_works_in_headless_chromium() {
 
 /// The names of Prometheus's pending and firing alerts, with their state.
 async fn active_alerts(prometheus: std::net::SocketAddr) -> Vec<(String, String)> {
-    let response = support::get(prometheus, "/api/v1/alerts", &[]).await;
+    let response = get_async(prometheus, "/api/v1/alerts", &[]).await;
     let answer: serde_json::Value = serde_json::from_str(&response.body).expect("alerts JSON");
     let mut alerts: Vec<(String, String)> = answer["data"]["alerts"]
         .as_array()
@@ -239,22 +250,28 @@ async fn active_alerts(prometheus: std::net::SocketAddr) -> Vec<(String, String)
 /// in 11, far beyond the 99.9 % objective, so the burn-rate alerts go off within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_shows_prometheus_alerts() {
+    let _group = support::shared(Group::Patient);
     let (Some(browser), Some(prometheus_binary)) = (
-        support::require_tool("chromium", "chromium"),
-        support::require_tool("prometheus", "prometheus"),
+        require_tool("chromium", "chromium"),
+        require_tool("prometheus", "prometheus"),
     ) else {
         return;
     };
-    let demo = Demo::start(&[
-        "--rate",
-        "40",
-        "--prometheus",
-        prometheus_binary.to_str().expect("UTF-8 path"),
-        "--scrape-interval",
-        "1s",
-    ]);
+    let demo = Demo::start(
+        &[
+            "--prometheus-listen",
+            "127.0.0.1:0",
+            "--rate",
+            "40",
+            "--prometheus",
+            prometheus_binary.to_str().expect("UTF-8 path"),
+            "--scrape-interval",
+            "1s",
+        ],
+        &[],
+    );
     let prometheus = demo
-        .prometheus
+        .prometheus_addr()
         .unwrap_or_else(|| panic!("Prometheus did not start: {}", demo.stdout()));
     let deadline = Instant::now() + Duration::from_secs(60);
     let alerts = loop {
@@ -286,10 +303,21 @@ async fn the_demo_page_shows_prometheus_alerts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "takes a minute; renews docs/dashboard.png"]
 async fn screenshot_of_the_demo_page() {
-    let Some(browser) = support::require_tool("chromium", "chromium") else {
+    let _group = support::shared(Group::Patient);
+    let Some(browser) = require_tool("chromium", "chromium") else {
         return;
     };
-    let demo = Demo::start(&["--rate", "20", "--prometheus", "none"]);
+    let demo = Demo::start(
+        &[
+            "--prometheus-listen",
+            "127.0.0.1:0",
+            "--rate",
+            "20",
+            "--prometheus",
+            "none",
+        ],
+        &[],
+    );
     demo.data_with_every_route(Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     let path: PathBuf = [

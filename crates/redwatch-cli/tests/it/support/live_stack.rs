@@ -1,97 +1,28 @@
-//! Plumbing of the live alerting test (`alerts_live.rs`): child processes that are killed and
-//! reaped when dropped, `redwatch serve` instances that can be restarted on the same port,
-//! `redwatch load` runs, a webhook receiver that records what Alertmanager delivers, a minimal
-//! HTTP client for the Prometheus and Alertmanager APIs, and stop-aware polling. Everything
-//! listens on and talks to 127.0.0.1 only.
-#![allow(dead_code)]
+//! A live monitoring stack for the tests that run generated files for real (`alerts_live`,
+//! `generate_live`): `redwatch serve` instances that can be restarted on the same port,
+//! `redwatch load` runs, external daemons with their logs, a webhook receiver that records what
+//! Alertmanager delivers, the Prometheus and Alertmanager APIs, and stop-aware polling.
+//! Everything listens on and talks to 127.0.0.1 only.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use hyper::StatusCode;
 use serde_json::Value;
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_redwatch");
-
-/// How long a fresh (debug-built, possibly contended) `redwatch serve` may take to print its
-/// startup line.
-const SERVE_STARTUP: Duration = Duration::from_secs(20);
+use super::http::{get_json, try_get, url_encode};
+use super::process::{Proc, Server, loopback, redwatch};
 
 /// How often a restart on a fixed port is tried (the port may briefly still be held).
 const RESTART_TRIES: u32 = 20;
-
-/// A child process that is killed and reaped when dropped, so nothing outlives the test,
-/// whether it passes, fails or panics.
-pub struct Proc {
-    name: String,
-    child: Child,
-}
-
-impl Proc {
-    pub fn spawn(name: impl Into<String>, command: &mut Command) -> Result<Proc, String> {
-        let name = name.into();
-        let child = command
-            .spawn()
-            .map_err(|err| format!("cannot start {name}: {err}"))?;
-        Ok(Proc { name, child })
-    }
-
-    /// `Some(description)` once the process has exited.
-    pub fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(format!("{} exited: {status}", self.name)),
-            Ok(None) => None,
-            Err(err) => Some(format!("{}: cannot poll: {err}", self.name)),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// The binary without `RUST_LOG` or `REDWATCH_*` from the caller's environment.
-pub fn redwatch() -> Command {
-    let mut command = Command::new(BIN);
-    command.env_remove("RUST_LOG");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("REDWATCH_") {
-            command.env_remove(name);
-        }
-    }
-    command.stdin(Stdio::null());
-    command
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("free loopback port")
-}
-
-pub fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 /// One `redwatch serve` instance. Its port stays the same across restarts, because the
 /// Prometheus targets are fixed in the configuration.
@@ -99,18 +30,18 @@ pub struct Serve {
     pub port: u16,
     pub naming: String,
     pub latency_scale: f64,
-    proc: Option<Proc>,
+    server: Option<Server>,
 }
 
 impl Serve {
     /// Starts an instance on `127.0.0.1:0` and learns its port from the startup line.
     pub fn start(naming: &str, latency_scale: f64) -> Result<Serve, String> {
-        let (proc, port) = spawn_serve(0, naming, latency_scale)?;
+        let server = spawn_serve(0, naming, latency_scale)?;
         Ok(Serve {
-            port,
+            port: server.addr.port(),
             naming: naming.to_owned(),
             latency_scale,
-            proc: Some(proc),
+            server: Some(server),
         })
     }
 
@@ -118,21 +49,17 @@ impl Serve {
         loopback(self.port)
     }
 
-    pub fn is_running(&self) -> bool {
-        self.proc.is_some()
-    }
-
     /// `running`, `stopped by the test` or how the process ended.
     pub fn status(&mut self) -> String {
-        match self.proc.as_mut() {
+        match self.server.as_mut() {
             None => "stopped by the test".to_owned(),
-            Some(proc) => proc.exited().unwrap_or_else(|| "running".to_owned()),
+            Some(server) => server.proc.exited().unwrap_or_else(|| "running".to_owned()),
         }
     }
 
     /// Kills the instance (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
-        self.proc = None;
+        self.server = None;
     }
 
     /// Kills the instance if it runs and starts it again on the same port with other flags.
@@ -141,8 +68,8 @@ impl Serve {
         let mut last = String::new();
         for _ in 0..RESTART_TRIES {
             match spawn_serve(self.port, naming, latency_scale) {
-                Ok((proc, _)) => {
-                    self.proc = Some(proc);
+                Ok(server) => {
+                    self.server = Some(server);
                     self.naming = naming.to_owned();
                     self.latency_scale = latency_scale;
                     return Ok(());
@@ -159,43 +86,21 @@ impl Serve {
     }
 }
 
-fn spawn_serve(port: u16, naming: &str, latency_scale: f64) -> Result<(Proc, u16), String> {
+fn spawn_serve(port: u16, naming: &str, latency_scale: f64) -> Result<Server, String> {
     let scale = latency_scale.to_string();
     let listen = format!("127.0.0.1:{port}");
-    let mut proc = Proc::spawn(
-        format!("redwatch serve {listen}"),
-        redwatch()
-            .args(["serve", "--listen", &listen, "--naming", naming])
-            .args(["--latency-scale", &scale])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    )?;
-    let stdout = proc
-        .child
-        .stdout
-        .take()
-        .ok_or("serve stdout is not piped")?;
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        // serve prints exactly one line on stdout; EOF (an early exit) ends the thread too.
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = sender.send(line);
-    });
-    let line = receiver
-        .recv_timeout(SERVE_STARTUP)
-        .map_err(|_| format!("{listen}: no startup line within {SERVE_STARTUP:?}"))?;
-    let port = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split([' ', '/']).next())
-        .and_then(|addr| addr.parse::<SocketAddr>().ok())
-        .map(|addr| addr.port())
-        .ok_or_else(|| match proc.exited() {
-            Some(exit) => format!("{listen}: {exit} without a startup line"),
-            None => format!("{listen}: unexpected startup line {line:?}"),
-        })?;
-    Ok((proc, port))
+    Server::try_start(
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--naming",
+            naming,
+            "--latency-scale",
+            &scale,
+        ],
+        &[],
+    )
 }
 
 /// `redwatch load` at a constant open-loop `rate` against one instance; it stops by itself
@@ -292,7 +197,6 @@ impl Delivery {
 #[derive(Default)]
 struct Received {
     deliveries: Vec<Delivery>,
-    posts: usize,
     errors: Vec<String>,
 }
 
@@ -308,10 +212,6 @@ impl WebhookLog {
     /// Every delivered alert so far, in arrival order.
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.lock().deliveries.clone()
-    }
-
-    pub fn posts(&self) -> usize {
-        self.lock().posts
     }
 
     /// Requests that were not a well-formed webhook POST.
@@ -433,19 +333,7 @@ fn receive(mut stream: TcpStream, log: &WebhookLog) -> Result<(), String> {
     let alerts = payload["alerts"]
         .as_array()
         .ok_or_else(|| format!("webhook payload without alerts[]: {payload}"))?;
-    let strings = |value: &Value| -> BTreeMap<String, String> {
-        value
-            .as_object()
-            .map(|object| {
-                object
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let mut received = log.lock();
-    received.posts += 1;
     for alert in alerts {
         received.deliveries.push(Delivery {
             at,
@@ -461,63 +349,6 @@ fn receive(mut stream: TcpStream, log: &WebhookLog) -> Result<(), String> {
 // ------------------------------------------------------------------------------------------
 // HTTP APIs of Prometheus and Alertmanager
 // ------------------------------------------------------------------------------------------
-
-/// GET `path` (HTTP/1.0, so the server closes the connection); status code and body.
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    http_request(addr, "GET", path)
-}
-
-/// POST to `path` without a body; status code and body.
-pub fn http_post(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    http_request(addr, "POST", path)
-}
-
-fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|err| format!("connect {addr}: {err}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|err| err.to_string())?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
-    )
-    .map_err(|err| format!("send to {addr}: {err}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|err| format!("read from {addr}: {err}"))?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{addr}{path}: no HTTP response"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("{addr}{path}: bad status line in {head:?}"))?;
-    Ok((status, body.to_owned()))
-}
-
-pub fn get_json(addr: SocketAddr, path: &str) -> Result<Value, String> {
-    let (status, body) = http_get(addr, path)?;
-    if status != 200 {
-        return Err(format!("GET {path}: HTTP {status}: {body}"));
-    }
-    serde_json::from_str(&body).map_err(|err| format!("GET {path}: {err}: {body}"))
-}
-
-pub fn url_encode(text: &str) -> String {
-    let mut encoded = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
 
 /// One sample of an instant query: its labels and value.
 #[derive(Debug, Clone)]
@@ -561,18 +392,23 @@ pub fn query(prometheus: SocketAddr, expr: &str) -> Result<Vec<Sample>, String> 
     Ok(result
         .iter()
         .map(|sample| Sample {
-            labels: sample["metric"]
-                .as_object()
-                .map(|labels| {
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            labels: strings(&sample["metric"]),
             value: sample["value"][1].as_str().unwrap_or_default().to_owned(),
         })
         .collect())
+}
+
+/// The string values of a JSON object (labels, annotations); other values as empty strings.
+fn strings(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .map(|object| {
+            object
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Polls `GET path` until it answers 200, at most `limit`.
@@ -580,9 +416,9 @@ pub fn wait_ready(addr: SocketAddr, path: &str, limit: Duration) -> Result<(), S
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < deadline {
-        match http_get(addr, path) {
-            Ok((200, _)) => return Ok(()),
-            Ok((status, body)) => last = format!("HTTP {status}: {body}"),
+        match try_get(addr, path, &[]) {
+            Ok(response) if response.status == StatusCode::OK => return Ok(()),
+            Ok(response) => last = format!("HTTP {}: {}", response.status, response.body),
             Err(err) => last = err,
         }
         thread::sleep(Duration::from_millis(200));
@@ -596,9 +432,13 @@ pub fn wait_traffic(addr: SocketAddr, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < deadline {
-        match http_get(addr, "/metrics") {
-            Ok((200, body)) if body.contains("_count{") => return Ok(()),
-            Ok((status, _)) => last = format!("HTTP {status}, no request counted yet"),
+        match try_get(addr, "/metrics", &[]) {
+            Ok(response)
+                if response.status == StatusCode::OK && response.body.contains("_count{") =>
+            {
+                return Ok(());
+            }
+            Ok(response) => last = format!("HTTP {}, no request counted yet", response.status),
             Err(err) => last = err,
         }
         thread::sleep(Duration::from_millis(200));
@@ -623,15 +463,7 @@ pub fn alertmanager_alerts(alertmanager: SocketAddr, job: &str) -> Result<Vec<He
         .into_iter()
         .flatten()
         .map(|alert| {
-            let labels = alert["labels"]
-                .as_object()
-                .map(|labels| {
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let labels = strings(&alert["labels"]);
             let state = alert["status"]["state"]
                 .as_str()
                 .unwrap_or_default()

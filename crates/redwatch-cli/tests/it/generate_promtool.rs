@@ -2,13 +2,21 @@
 //! unit tests pass `promtool test rules` — for the committed set (production windows) and for a
 //! compressed set. These fail when CI is set and the tools are missing.
 
-mod generate_common;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 
-use generate_common::*;
+use crate::support;
+use crate::support::Group;
+use crate::support::generate::*;
+use crate::support::tools::require_tool;
+
+/// promtool (required) and amtool, each from its Debian package.
+fn promtool_and_amtool() -> Option<(PathBuf, Option<PathBuf>)> {
+    let promtool = require_tool("promtool", "Debian package prometheus")?;
+    let amtool = require_tool("amtool", "Debian package prometheus-alertmanager");
+    Some((promtool, amtool))
+}
 
 fn check_preset_dir(promtool: &Path, amtool: Option<&Path>, dir: &Path) {
     let prometheus = dir.join("prometheus");
@@ -70,10 +78,10 @@ fn unit_tests(promtool: &Path, dir: &Path) -> String {
 
 #[test]
 fn committed_configs_and_rules_pass_promtool_and_amtool() {
-    let Some(promtool) = tool("promtool") else {
+    let _group = support::shared(Group::Patient);
+    let Some((promtool, amtool)) = promtool_and_amtool() else {
         return;
     };
-    let amtool = tool("amtool");
     for preset in ["otel", "flask"] {
         check_preset_dir(&promtool, amtool.as_deref(), &committed_dir().join(preset));
     }
@@ -86,7 +94,8 @@ fn committed_configs_and_rules_pass_promtool_and_amtool() {
 
 #[test]
 fn committed_rule_unit_tests_pass() {
-    let Some(promtool) = tool("promtool") else {
+    let _group = support::shared(Group::Patient);
+    let Some(promtool) = require_tool("promtool", "Debian package prometheus") else {
         return;
     };
     // Both presets in parallel: each takes several seconds of promtool time.
@@ -105,10 +114,10 @@ fn committed_rule_unit_tests_pass() {
 
 #[test]
 fn compressed_and_custom_settings_pass_their_own_rule_tests() {
-    let Some(promtool) = tool("promtool") else {
+    let _group = support::shared(Group::Patient);
+    let Some((promtool, amtool)) = promtool_and_amtool() else {
         return;
     };
-    let amtool = tool("amtool");
     let temp = tempfile::tempdir().expect("temp dir");
     let mut args = COMPRESSED.to_vec();
     args.extend([
@@ -140,7 +149,7 @@ fn compressed_and_custom_settings_pass_their_own_rule_tests() {
 /// Generates the compressed otel set, applies `mutate` to its rule file and runs its unit tests,
 /// which must fail; returns promtool's output.
 fn unit_tests_of_mutated_rules(mutate: impl Fn(&str) -> String) -> Option<String> {
-    let promtool = tool("promtool")?;
+    let promtool = require_tool("promtool", "Debian package prometheus")?;
     let temp = tempfile::tempdir().expect("temp dir");
     generate_ok(
         temp.path(),
@@ -173,6 +182,7 @@ fn unit_tests_of_mutated_rules(mutate: impl Fn(&str) -> String) -> Option<String
 
 #[test]
 fn rule_unit_tests_catch_a_broken_guard() {
+    let _group = support::shared(Group::Patient);
     // The generated tests must be able to fail: drop the minimum-events guard from the rules and
     // the guard cases must report the alerts that now fire.
     let Some(text) = unit_tests_of_mutated_rules(|rules| rules.replace(" >= 10\n", " >= 0\n"))
@@ -184,6 +194,7 @@ fn rule_unit_tests_catch_a_broken_guard() {
 
 #[test]
 fn rule_unit_tests_catch_a_missing_history_requirement() {
+    let _group = support::shared(Group::Patient);
     // Without the week-and-a-day history requirement, a young service's first big change is
     // compared with a day of history and fires; the young-service case must notice.
     let Some(text) = unit_tests_of_mutated_rules(|rules| {

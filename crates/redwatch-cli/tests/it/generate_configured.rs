@@ -2,16 +2,15 @@
 //! constant label and custom duration buckets exposes, under each preset, every series the
 //! dashboard and the rules generated for that configuration name, with the labels they match on.
 
-mod generate_common;
-mod support;
-
 use std::collections::BTreeSet;
 
-use generate_common::selectors;
 use redwatch::{Metrics, Naming};
 use redwatch_cli::generate::{GenerateFlags, GeneratedFile, List, generate_preset};
 use redwatch_cli::serve::{Drain, app};
 use serde_json::Value;
+
+use crate::support::generate::{rules_of, selectors};
+use crate::support::http::get_async;
 
 const NAMESPACE: &str = "shop";
 const CONST_LABEL: (&str, &str) = ("service", "checkout");
@@ -48,10 +47,10 @@ async fn exposition_after_traffic(metrics: &Metrics) -> String {
         "/no/such/path",
     ] {
         for _ in 0..3 {
-            support::get(addr, path, &[]).await;
+            get_async(addr, path, &[]).await;
         }
     }
-    let response = support::get(addr, "/metrics", &[]).await;
+    let response = get_async(addr, "/metrics", &[]).await;
     assert_eq!(response.status, 200);
     response.body
 }
@@ -87,11 +86,8 @@ fn dashboard_exprs(dashboard: &Value) -> Vec<String> {
 
 fn rule_exprs(rules_yaml: &str) -> Vec<String> {
     let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(rules_yaml).expect("rules YAML");
-    rules["groups"]
-        .as_sequence()
-        .expect("groups")
+    rules_of(&rules)
         .iter()
-        .flat_map(|group| group["rules"].as_sequence().cloned().unwrap_or_default())
         .filter_map(|rule| rule["expr"].as_str().map(str::to_owned))
         .collect()
 }

@@ -1,14 +1,15 @@
 //! `redwatch generate`: the committed set does not drift, flags are validated, the dashboard
 //! follows its conventions, deploy files parse and reference files that exist.
 
-mod generate_common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use generate_common::*;
 use serde_json::Value;
+
+use crate::support::generate::*;
+use crate::support::process::redwatch;
+use crate::support::tools::{find_tool, require_tool};
 
 #[test]
 fn committed_set_matches_the_generator() {
@@ -84,16 +85,11 @@ fn output_follows_preset_job_and_slo_flags() {
 
     // Environment variables mirror the flags.
     let temp = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(env!("CARGO_BIN_EXE_redwatch"))
-        .args(["generate", "--naming", "otel"])
-        .env("REDWATCH_OUT", temp.path())
-        .env("REDWATCH_JOB", "from-env")
-        .output()
-        .expect("run");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        redwatch()
+            .args(["generate", "--naming", "otel"])
+            .env("REDWATCH_OUT", temp.path())
+            .env("REDWATCH_JOB", "from-env"),
     );
     let rules = read(&temp.path().join("otel/prometheus/rules/redwatch.rules.yml"));
     assert!(rules.contains("{job=\"from-env\"}"));
@@ -173,7 +169,7 @@ fn bad_flags_fail_with_one_line_and_write_nothing() {
 
 #[test]
 fn help_states_every_default_and_env_var() {
-    let output = Command::new(env!("CARGO_BIN_EXE_redwatch"))
+    let output = redwatch()
         .args(["generate", "--help"])
         .output()
         .expect("run");
@@ -218,131 +214,148 @@ fn ranges(expr: &str) -> Vec<String> {
         .collect()
 }
 
+/// Panels the dashboard must have, as `row / title` prefixes.
+const REQUIRED_PANELS: [&str; 22] = [
+    "SLO / Availability",
+    "SLO / Error budget remaining",
+    "SLO / Error budget burn rate",
+    "SLO / Objectives",
+    "Traffic / Requests per second by route",
+    "Traffic / Requests per minute by status",
+    "Errors / Server errors (5xx)",
+    "Errors / Error ratio by route",
+    "Errors / Client (4xx) vs server (5xx)",
+    "Latency / Average response time by route",
+    "Latency / Requests under 250ms by route",
+    "Latency / Response time percentiles",
+    "Latency / Response time distribution",
+    "Saturation / Active requests",
+    "Saturation / CPU",
+    "Saturation / Resident memory",
+    "Saturation / Open file descriptors",
+    "Saturation / Threads",
+    "Saturation / Uptime",
+    "Saturation / Version",
+    "Client view (redwatch load) / Client vs server request rate",
+    "Client view (redwatch load) / Client vs server latency",
+];
+
+/// Identity, schema version and template variables of a preset's dashboard.
+fn assert_dashboard_settings(preset: &str, board: &Value) {
+    assert_eq!(board["uid"], format!("redwatch-api-overview-{preset}"));
+    assert_eq!(board["editable"], false);
+    let schema = board["schemaVersion"].as_u64().expect("schemaVersion");
+    assert!(
+        (39..=41).contains(&schema),
+        "schemaVersion {schema} is not Grafana 11/12"
+    );
+
+    let variables = board["templating"]["list"].as_array().expect("variables");
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{preset}: no variable {name}"))
+    };
+    assert_eq!(variable("datasource")["type"], "datasource");
+    assert_eq!(variable("datasource")["label"], "Data source");
+    assert_eq!(variable("datasource")["query"], "prometheus");
+    assert_eq!(variable("job")["type"], "query");
+    assert_eq!(variable("instance")["multi"], true);
+    assert_eq!(variable("instance")["allValue"], ".+");
+    assert_eq!(variable("route")["multi"], true);
+}
+
+/// Every panel, with the panels of collapsed rows (nested in them) in place.
+fn all_panels(board: &Value) -> Vec<Value> {
+    let mut panels = Vec::new();
+    for panel in board["panels"].as_array().expect("panels") {
+        panels.push(panel.clone());
+        panels.extend(panel["panels"].as_array().cloned().unwrap_or_default());
+    }
+    panels
+}
+
+/// A panel's data source, description, unit and targets.
+fn assert_panel_conventions(context: &str, row: &str, panel: &Value) {
+    assert_eq!(panel["datasource"]["uid"], "${datasource}", "{context}");
+    assert!(
+        !panel["description"].as_str().unwrap_or_default().is_empty(),
+        "{context}: description"
+    );
+    assert!(
+        !panel["fieldConfig"]["defaults"]["unit"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{context}: unit"
+    );
+    let targets = panel["targets"].as_array().expect("targets");
+    assert!(!targets.is_empty(), "{context}: no targets");
+    for target in targets {
+        assert_eq!(target["datasource"]["uid"], "${datasource}", "{context}");
+        if panel["type"] == "stat" {
+            assert_eq!(
+                target["instant"], true,
+                "{context}: stats must use instant queries"
+            );
+        }
+        assert_query_conventions(context, row, target["expr"].as_str().expect("expr"));
+    }
+}
+
+/// A panel query filters on the dashboard's variables and uses the allowed ranges only.
+fn assert_query_conventions(context: &str, row: &str, expr: &str) {
+    for (name, matchers) in selectors(expr) {
+        if name.starts_with("redwatch_load_") {
+            assert!(matchers.contains("job=~\"$load_job\""), "{context}: {expr}");
+            assert!(
+                matchers.contains("instance=~\"$load_instance\""),
+                "{context}: {expr}"
+            );
+        } else if name.starts_with("job:") {
+            // Recorded per job (objectives): there is no instance to filter on.
+            assert!(matchers.contains("job=~\"$job\""), "{context}: {expr}");
+        } else {
+            assert!(matchers.contains("job=~\"$job\""), "{context}: {expr}");
+            assert!(
+                matchers.contains("instance=~\"$instance\""),
+                "{context}: {expr}"
+            );
+        }
+    }
+    assert!(
+        !selectors(expr).is_empty(),
+        "{context}: {expr} selects nothing"
+    );
+    for range in ranges(expr) {
+        let allowed = range == "$__rate_interval"
+            || (row == "SLO"
+                && (range == "$__range" || ["1h", "6h", "30d"].contains(&range.as_str())));
+        assert!(allowed, "{context}: range [{range}] in {expr}");
+    }
+}
+
 #[test]
 fn dashboards_follow_the_conventions() {
     for preset in ["otel", "flask"] {
         let board = dashboard(preset);
-        assert_eq!(board["uid"], format!("redwatch-api-overview-{preset}"));
-        assert_eq!(board["editable"], false);
-        let schema = board["schemaVersion"].as_u64().expect("schemaVersion");
-        assert!(
-            (39..=41).contains(&schema),
-            "schemaVersion {schema} is not Grafana 11/12"
-        );
-
-        let variables = board["templating"]["list"].as_array().expect("variables");
-        let variable = |name: &str| {
-            variables
-                .iter()
-                .find(|v| v["name"] == name)
-                .unwrap_or_else(|| panic!("{preset}: no variable {name}"))
-        };
-        assert_eq!(variable("datasource")["type"], "datasource");
-        assert_eq!(variable("datasource")["label"], "Data source");
-        assert_eq!(variable("datasource")["query"], "prometheus");
-        assert_eq!(variable("job")["type"], "query");
-        assert_eq!(variable("instance")["multi"], true);
-        assert_eq!(variable("instance")["allValue"], ".+");
-        assert_eq!(variable("route")["multi"], true);
-
+        assert_dashboard_settings(preset, &board);
         let mut row = String::new();
         let mut titles = Vec::new();
         let mut kinds = BTreeSet::new();
-        // Panels of a collapsed row are nested in it.
-        let mut panels = Vec::new();
-        for panel in board["panels"].as_array().expect("panels") {
-            panels.push(panel.clone());
-            panels.extend(panel["panels"].as_array().cloned().unwrap_or_default());
-        }
-        for panel in &panels {
+        for panel in &all_panels(&board) {
             let title = panel["title"].as_str().expect("title").to_owned();
             if panel["type"] == "row" {
                 row = title;
                 continue;
             }
-            let context = format!("{preset}: panel {title:?}");
             kinds.insert(panel["type"].as_str().unwrap_or_default().to_owned());
             titles.push(format!("{row} / {title}"));
-            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{context}");
-            assert!(
-                !panel["description"].as_str().unwrap_or_default().is_empty(),
-                "{context}: description"
-            );
-            assert!(
-                !panel["fieldConfig"]["defaults"]["unit"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .is_empty(),
-                "{context}: unit"
-            );
-            let targets = panel["targets"].as_array().expect("targets");
-            assert!(!targets.is_empty(), "{context}: no targets");
-            for target in targets {
-                assert_eq!(target["datasource"]["uid"], "${datasource}", "{context}");
-                if panel["type"] == "stat" {
-                    assert_eq!(
-                        target["instant"], true,
-                        "{context}: stats must use instant queries"
-                    );
-                }
-                let expr = target["expr"].as_str().expect("expr");
-                for (name, matchers) in selectors(expr) {
-                    if name.starts_with("redwatch_load_") {
-                        assert!(matchers.contains("job=~\"$load_job\""), "{context}: {expr}");
-                        assert!(
-                            matchers.contains("instance=~\"$load_instance\""),
-                            "{context}: {expr}"
-                        );
-                    } else if name.starts_with("job:") {
-                        // Recorded per job (objectives): there is no instance to filter on.
-                        assert!(matchers.contains("job=~\"$job\""), "{context}: {expr}");
-                    } else {
-                        assert!(matchers.contains("job=~\"$job\""), "{context}: {expr}");
-                        assert!(
-                            matchers.contains("instance=~\"$instance\""),
-                            "{context}: {expr}"
-                        );
-                    }
-                }
-                assert!(
-                    !selectors(expr).is_empty(),
-                    "{context}: {expr} selects nothing"
-                );
-                for range in ranges(expr) {
-                    let allowed = range == "$__rate_interval"
-                        || (row == "SLO"
-                            && (range == "$__range"
-                                || ["1h", "6h", "30d"].contains(&range.as_str())));
-                    assert!(allowed, "{context}: range [{range}] in {expr}");
-                }
-            }
+            assert_panel_conventions(&format!("{preset}: panel {title:?}"), &row, panel);
         }
         assert!(kinds.contains("heatmap"), "{preset}: no heatmap");
-        let required = [
-            "SLO / Availability",
-            "SLO / Error budget remaining",
-            "SLO / Error budget burn rate",
-            "SLO / Objectives",
-            "Traffic / Requests per second by route",
-            "Traffic / Requests per minute by status",
-            "Errors / Server errors (5xx)",
-            "Errors / Error ratio by route",
-            "Errors / Client (4xx) vs server (5xx)",
-            "Latency / Average response time by route",
-            "Latency / Requests under 250ms by route",
-            "Latency / Response time percentiles",
-            "Latency / Response time distribution",
-            "Saturation / Active requests",
-            "Saturation / CPU",
-            "Saturation / Resident memory",
-            "Saturation / Open file descriptors",
-            "Saturation / Threads",
-            "Saturation / Uptime",
-            "Saturation / Version",
-            "Client view (redwatch load) / Client vs server request rate",
-            "Client view (redwatch load) / Client vs server latency",
-        ];
-        for wanted in required {
+        for wanted in REQUIRED_PANELS {
             assert!(
                 titles.iter().any(|title| title.starts_with(wanted)),
                 "{preset}: no panel {wanted:?} in {titles:#?}"
@@ -596,70 +609,64 @@ fn compose() -> serde_yaml_ng::Value {
     yaml(&repo_root().join("deploy/compose/docker-compose.yml"))
 }
 
-#[test]
-fn compose_file_is_pinned_and_references_existing_files() {
-    let compose_dir = repo_root().join("deploy/compose");
-    let file = compose();
-    let services = file["services"].as_mapping().expect("services");
-    for name in [
-        "api",
-        "load",
-        "prometheus",
-        "alertmanager",
-        "grafana",
-        "node-exporter",
-        "cadvisor",
-    ] {
-        assert!(services.contains_key(name), "no service {name}");
+type Services = serde_yaml_ng::Mapping;
+
+/// A service's image is pinned, and the files it mounts, reads or builds from exist.
+fn assert_service_is_pinned_and_its_files_exist(
+    compose_dir: &Path,
+    name: &serde_yaml_ng::Value,
+    service: &serde_yaml_ng::Value,
+) {
+    let name = name.as_str().unwrap_or_default();
+    if let Some(image) = service["image"].as_str() {
+        let tag = image
+            .rsplit_once(':')
+            .map(|(_, tag)| tag)
+            .unwrap_or_default();
+        assert!(
+            !tag.is_empty() && tag != "latest",
+            "{name}: image {image} is not pinned"
+        );
     }
-    for (name, service) in services {
-        let name = name.as_str().unwrap_or_default();
-        if let Some(image) = service["image"].as_str() {
-            let tag = image
-                .rsplit_once(':')
-                .map(|(_, tag)| tag)
-                .unwrap_or_default();
+    for volume in service["volumes"].as_sequence().into_iter().flatten() {
+        let source = volume
+            .as_str()
+            .unwrap_or_default()
+            .split(':')
+            .next()
+            .unwrap_or_default();
+        if source.starts_with('.') {
             assert!(
-                !tag.is_empty() && tag != "latest",
-                "{name}: image {image} is not pinned"
-            );
-        }
-        for volume in service["volumes"].as_sequence().into_iter().flatten() {
-            let source = volume
-                .as_str()
-                .unwrap_or_default()
-                .split(':')
-                .next()
-                .unwrap_or_default();
-            if source.starts_with('.') {
-                assert!(
-                    compose_dir.join(source).exists(),
-                    "{name}: volume source {source} does not exist"
-                );
-            }
-        }
-        for env_file in service["env_file"].as_sequence().into_iter().flatten() {
-            assert!(
-                compose_dir
-                    .join(env_file.as_str().unwrap_or_default())
-                    .is_file(),
-                "{name}: env file"
-            );
-        }
-        if let Some(build) = service["build"].as_mapping() {
-            let context = compose_dir.join(build["context"].as_str().expect("context"));
-            assert!(
-                context
-                    .join(build["dockerfile"].as_str().expect("dockerfile"))
-                    .is_file(),
-                "{name}: Dockerfile"
-            );
-            assert!(
-                context.join("Cargo.toml").is_file(),
-                "{name}: build context is not the workspace"
+                compose_dir.join(source).exists(),
+                "{name}: volume source {source} does not exist"
             );
         }
     }
+    for env_file in service["env_file"].as_sequence().into_iter().flatten() {
+        assert!(
+            compose_dir
+                .join(env_file.as_str().unwrap_or_default())
+                .is_file(),
+            "{name}: env file"
+        );
+    }
+    if let Some(build) = service["build"].as_mapping() {
+        let context = compose_dir.join(build["context"].as_str().expect("context"));
+        assert!(
+            context
+                .join(build["dockerfile"].as_str().expect("dockerfile"))
+                .is_file(),
+            "{name}: Dockerfile"
+        );
+        assert!(
+            context.join("Cargo.toml").is_file(),
+            "{name}: build context is not the workspace"
+        );
+    }
+}
+
+/// Image families, optional services behind profiles, published ports.
+fn assert_images_profiles_and_ports(services: &Services) {
     let image = |name: &str| {
         services[name]["image"]
             .as_str()
@@ -695,6 +702,10 @@ fn compose_file_is_pinned_and_references_existing_files() {
             "port {port} not published: {ports:?}"
         );
     }
+}
+
+/// The admin password is in the env file, with a documented default.
+fn assert_password_in_the_env_file(compose_dir: &Path) {
     // The admin password is not a literal in the compose file; the env file documents a default.
     let text = read(&compose_dir.join("docker-compose.yml"));
     assert!(
@@ -710,6 +721,11 @@ fn compose_file_is_pinned_and_references_existing_files() {
         env.lines().any(|line| line.starts_with('#')),
         "the default must be documented"
     );
+}
+
+/// The committed generated set fits the compose file: scrape targets, Grafana provisioning, the
+/// data source and the mounts.
+fn assert_generated_set_fits_compose(services: &Services) {
     // Prometheus' generated config scrapes the compose service names.
     let prometheus = read(&committed_dir().join("otel/prometheus/prometheus.yml"));
     for target in ["api:5000", "load:9091", "alertmanager:9093"] {
@@ -751,8 +767,32 @@ fn compose_file_is_pinned_and_references_existing_files() {
         prometheus_mount.starts_with("../generated/otel/prometheus:/etc/prometheus"),
         "{prometheus_mount}"
     );
+}
+
+#[test]
+fn compose_file_is_pinned_and_references_existing_files() {
+    let compose_dir = repo_root().join("deploy/compose");
+    let file = compose();
+    let services = file["services"].as_mapping().expect("services");
+    for name in [
+        "api",
+        "load",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "node-exporter",
+        "cadvisor",
+    ] {
+        assert!(services.contains_key(name), "no service {name}");
+    }
+    for (name, service) in services {
+        assert_service_is_pinned_and_its_files_exist(&compose_dir, name, service);
+    }
+    assert_images_profiles_and_ports(services);
+    assert_password_in_the_env_file(&compose_dir);
+    assert_generated_set_fits_compose(services);
     // The Compose Specification's JSON schema (vendored by check-jsonschema from PyPI).
-    if let Some(validator) = tool("check-jsonschema") {
+    if let Some(validator) = require_tool("check-jsonschema", "PyPI package check-jsonschema") {
         run_ok(
             Command::new(validator)
                 .args(["--builtin-schema", "vendor.compose-spec"])
@@ -833,7 +873,8 @@ fn kubernetes_manifests_parse_reference_existing_files_and_validate() {
     );
 
     // Schema validation of the built-in kinds.
-    if let Some(validate) = tool("kubernetes-validate") {
+    if let Some(validate) = require_tool("kubernetes-validate", "PyPI package kubernetes-validate")
+    {
         let output = run_ok(Command::new(validate).arg("--strict").args(&manifests));
         for kind in [
             "deployment/redwatch",
@@ -849,7 +890,7 @@ fn kubernetes_manifests_parse_reference_existing_files_and_validate() {
         }
     }
     // Rendering with kustomize proves the kustomizations compose (optional tool: kubectl).
-    if which("kubectl") {
+    if find_tool("kubectl").is_some() {
         for overlay in ["base", "overlays/replicas"] {
             let rendered = run_ok(
                 Command::new("kubectl")
@@ -861,9 +902,4 @@ fn kubernetes_manifests_parse_reference_existing_files_and_validate() {
     } else {
         eprintln!("NOTICE: kubectl not found; kustomize rendering not checked");
     }
-}
-
-fn which(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
 }

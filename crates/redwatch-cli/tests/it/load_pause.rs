@@ -6,17 +6,17 @@
 //! max 291 ms, for a 5 ms sleep). A generator that waited on the frozen server would put about
 //! 400 sends 0–2 s late, so its p99 lateness would be near 1.9 s, far past the bound.
 
-mod load_common;
-
 use std::time::Duration;
 
-use load_common::{DEFAULT_WEIGHTS, DemoServer, finish, signal, spawn_load};
+use crate::support;
+use crate::support::load::{DEFAULT_WEIGHTS, demo_server, spawn_load};
 
 const STALL: Duration = Duration::from_secs(2);
 
 #[test]
 fn a_paused_server_shows_in_p99_and_the_schedule_holds() {
-    let server = DemoServer::start();
+    let _heavy = support::exclusive();
+    let server = demo_server();
     let url = server.url();
     let load = spawn_load(&[
         "--target",
@@ -33,10 +33,10 @@ fn a_paused_server_shows_in_p99_and_the_schedule_holds() {
         "9",
     ]);
     std::thread::sleep(Duration::from_secs(6));
-    signal(server.pid(), "STOP");
+    server.signal("STOP");
     std::thread::sleep(STALL);
-    signal(server.pid(), "CONT");
-    let run = finish(load, Duration::from_secs(45));
+    server.signal("CONT");
+    let run = load.finish(Duration::from_secs(45));
     assert!(run.status.success(), "load failed: {}", run.stderr);
     let summary = run.json();
 

@@ -1,8 +1,10 @@
-//! Helpers shared by the `generate_*` integration tests.
-#![allow(dead_code)]
+//! `redwatch generate` runs, the files it writes and the committed set, and the compressed
+//! settings of the tests that run generated rules against real time.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use super::process::redwatch;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -19,12 +21,11 @@ pub fn committed_dir() -> PathBuf {
 
 /// Runs `redwatch generate` with `args` (plus `--out out`) and returns its output.
 pub fn generate(out: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_redwatch"))
+    redwatch()
         .arg("generate")
         .arg("--out")
         .arg(out)
         .args(args)
-        .env_remove("RUST_LOG")
         .output()
         .expect("run redwatch generate")
 }
@@ -37,25 +38,6 @@ pub fn generate_ok(out: &Path, args: &[&str]) {
         "redwatch generate {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// Finds an external tool on PATH. Missing tools fail the test when `CI` is set; otherwise the
-/// caller prints a notice and returns early.
-pub fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{name} is required in CI but is not on PATH");
-        }
-        eprintln!(
-            "NOTICE: {name} not found on PATH; skipping this check (it is required when CI is set)"
-        );
-    }
-    found
 }
 
 /// Runs a command and fails the test with its output unless it exits successfully.
@@ -101,6 +83,16 @@ pub fn yaml(path: &Path) -> serde_yaml_ng::Value {
         .unwrap_or_else(|err| panic!("{} is not YAML: {err}", path.display()))
 }
 
+/// Every rule of every group of a Prometheus rule file, in order.
+pub fn rules_of(file: &serde_yaml_ng::Value) -> Vec<serde_yaml_ng::Value> {
+    file["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_sequence().cloned().unwrap_or_default())
+        .collect()
+}
+
 /// Metric-name and matcher pairs of every `name{...}` selector in `expr`.
 pub fn selectors(expr: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
@@ -125,6 +117,7 @@ pub fn selectors(expr: &str) -> Vec<(String, String)> {
 }
 
 /// Compressed settings for tests that run rules against real time: seconds instead of hours.
+/// A test that needs other values says which with [`compressed_with`].
 pub const COMPRESSED: &[&str] = &[
     "--scrape-interval",
     "1s",
@@ -157,3 +150,17 @@ pub const COMPRESSED: &[&str] = &[
     "--repeat-interval",
     "1h",
 ];
+
+/// [`COMPRESSED`] with the values of some of its flags replaced: `(flag, value)` pairs, each flag
+/// one that [`COMPRESSED`] sets.
+pub fn compressed_with(changes: &[(&str, &str)]) -> Vec<String> {
+    let mut flags: Vec<String> = COMPRESSED.iter().map(|s| s.to_string()).collect();
+    for (flag, value) in changes {
+        let at = flags
+            .iter()
+            .position(|f| f == flag)
+            .unwrap_or_else(|| panic!("{flag} is not one of the compressed settings"));
+        flags[at + 1] = (*value).to_owned();
+    }
+    flags
+}

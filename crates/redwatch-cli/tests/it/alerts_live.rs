@@ -10,7 +10,7 @@
 //!
 //! Prometheus first scrapes every job without rules; the rules are then loaded by a reload, and
 //! the cases start together. Timeline, from that start (the generator's "day" is 1m and its
-//! "week" 2m, see [`GENERATOR_FLAGS`]):
+//! "week" 2m, see [`generator_flags`]):
 //!
 //! - `live-errors` (2 instances, healthy load): nothing may fire during a steady warm-up of
 //!   [`ANOMALY_WARMUP`] (≈3 min: anomaly predictions need a week and a day of history); then
@@ -51,9 +51,6 @@
 //! `prometheus` or `prometheus-alertmanager` is missing. With `ALERTS_LIVE_KEEP` set, a failing
 //! run keeps its temporary directory (generated files, configurations, logs, Prometheus data).
 
-mod generate_common;
-mod live_stack;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,51 +60,26 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use generate_common::{generate_ok, tool, yaml};
-use live_stack::{
-    Delivery, Proc, Sample, Serve, StopOnDrop, Webhook, WebhookLog, alertmanager_alerts, daemon,
-    free_port, get_json, http_post, load, loopback, pause, query, tail, wait_ready, wait_traffic,
+use crate::support;
+use crate::support::generate::{compressed_with, generate_ok, yaml};
+use crate::support::http::{get_json, post};
+use crate::support::live_stack::{
+    Delivery, Sample, Serve, StopOnDrop, Webhook, WebhookLog, alertmanager_alerts, daemon, load,
+    pause, query, tail, wait_ready, wait_traffic,
 };
+use crate::support::process::{Proc, free_port, loopback};
+use crate::support::tools::require_tool;
 
-/// The generator's settings for a live run, windows compressed to seconds. The one place to
-/// change when the generator's flags change.
+/// The generator's settings for a live run: the shared compressed settings (windows of
+/// seconds), except for the length of a "week".
 ///
 /// A "day" is a minute and a "week" two minutes (the shortest the generator accepts: two days).
-/// Anomaly predictions need a week and a day of recorded history, so a five-minute week (as in
-/// `generate_common::COMPRESSED`) would keep every anomaly alert silent for the first six
-/// minutes; with two, the anomaly cases can inject their faults after three.
-const GENERATOR_FLAGS: &[&str] = &[
-    "--scrape-interval",
-    "1s",
-    "--evaluation-interval",
-    "1s",
-    "--long-evaluation-interval",
-    "1s",
-    "--rate-window",
-    "5s",
-    "--page-windows",
-    "14.4:20s/5s,6:40s/10s",
-    "--ticket-windows",
-    "3:1m/15s,1:2m/30s",
-    "--slo-period",
-    "5m",
-    "--alert-for",
-    "5s",
-    "--anomaly-for",
-    "5s",
-    "--anomaly-day",
-    "1m",
-    "--anomaly-week",
-    "2m",
-    "--anomaly-smoothing",
-    "5s",
-    "--group-wait",
-    "1s",
-    "--group-interval",
-    "2s",
-    "--repeat-interval",
-    "1h",
-];
+/// Anomaly predictions need a week and a day of recorded history, so the five-minute week of
+/// [`COMPRESSED`](crate::support::generate::COMPRESSED) would keep every anomaly alert silent
+/// for the first six minutes; with two, the anomaly cases can inject their faults after three.
+fn generator_flags() -> Vec<String> {
+    compressed_with(&[("--anomaly-week", "2m")])
+}
 
 /// Which case proves which alert. Every alert of the generated rule files must appear here.
 const CASES: &[CaseDef] = &[
@@ -470,7 +442,7 @@ fn read_rules(dir: &Path) -> (Vec<RuleAlert>, Vec<Recording>) {
 }
 
 fn generator_args(job: &str, targets: &str, alertmanager: u16, webhook: SocketAddr) -> Vec<String> {
-    let mut args: Vec<String> = GENERATOR_FLAGS.iter().map(|s| s.to_string()).collect();
+    let mut args = generator_flags();
     for pair in [
         ["--naming", "otel"],
         ["--job", job],
@@ -1342,41 +1314,36 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 // The test
 // ------------------------------------------------------------------------------------------
 
-#[test]
-fn every_generated_alert_fires_is_delivered_and_resolves() {
-    let Some(prometheus_bin) = tool("prometheus") else {
-        return;
-    };
-    let Some(alertmanager_bin) = tool("prometheus-alertmanager") else {
-        return;
-    };
-    let begin = Instant::now();
-    let temp = tempfile::tempdir().expect("temp dir");
-    let webhook = Webhook::start().expect("webhook receiver");
-    let alertmanager = loopback(free_port());
-    let prometheus = loopback(free_port());
+/// The cases' instances under load, with their generated files, before monitoring starts.
+struct Prepared {
+    cases: Vec<Case>,
+    /// The generated set of each case.
+    dirs: Vec<PathBuf>,
+    /// The recording rules of each case's job.
+    recordings: Vec<(&'static str, Vec<Recording>)>,
+}
 
-    // Instances first: their addresses are the generated scrape targets.
-    let mut cases = Vec::new();
-    let mut dirs = Vec::new();
-    let mut recordings = Vec::new();
+/// Starts every case's instances (their addresses are the generated scrape targets), generates
+/// the case's files, and starts its load: the API is busy before monitoring starts, as in real
+/// life, so Prometheus' first scrape already finds request metrics.
+fn prepare_cases(temp: &Path, alertmanager: SocketAddr, webhook: SocketAddr) -> Prepared {
+    let mut prepared = Prepared {
+        cases: Vec::new(),
+        dirs: Vec::new(),
+        recordings: Vec::new(),
+    };
     for def in CASES {
         let serves: Vec<Serve> = (0..INSTANCES)
             .map(|_| Serve::start(def.naming, def.latency_scale).expect("start redwatch serve"))
             .collect();
         let targets: Vec<String> = serves.iter().map(|s| s.addr().to_string()).collect();
-        let out = temp.path().join(def.job);
-        let args = generator_args(
-            def.job,
-            &targets.join(","),
-            alertmanager.port(),
-            webhook.addr,
-        );
+        let out = temp.join(def.job);
+        let args = generator_args(def.job, &targets.join(","), alertmanager.port(), webhook);
         generate_ok(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
         let dir = out.join("otel");
         let (rules, records) = read_rules(&dir.join("prometheus/rules"));
-        recordings.push((def.job, records));
-        dirs.push(dir);
+        prepared.recordings.push((def.job, records));
+        prepared.dirs.push(dir);
         let mut case = Case {
             job: def.job,
             serves,
@@ -1386,23 +1353,25 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
             start: Instant::now(),
             notes: Vec::new(),
         };
-        // The API is busy before monitoring starts, as in real life: Prometheus' first scrape
-        // already finds request metrics.
         let rate = if def.kind == Kind::Quiet {
             QUIET_RATE
         } else {
             RATE
         };
         case.start_loads(rate).expect("start redwatch load");
-        cases.push(case);
+        prepared.cases.push(case);
     }
-    for case in &cases {
+    for case in &prepared.cases {
         for serve in &case.serves {
             wait_traffic(serve.addr(), Duration::from_secs(30)).expect("traffic reaches serve");
         }
     }
+    prepared
+}
 
-    // Every generated alert has a live case; every claimed alert exists.
+/// Every generated alert has a live case, every claimed alert exists, and every case's rule
+/// files hold the same alerts.
+fn assert_every_alert_has_a_case(cases: &[Case]) {
     let mut names: Vec<&str> = cases[0].rules.iter().map(|r| r.name.as_str()).collect();
     names.dedup();
     let claimed: Vec<&str> = CASES
@@ -1419,7 +1388,7 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
         stale.is_empty(),
         "alerts_live.rs has cases for alerts the generator no longer writes: {stale:?}"
     );
-    for case in &cases {
+    for case in cases {
         let these: Vec<&str> = case.rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             these,
@@ -1432,107 +1401,129 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
             case.job
         );
     }
+}
 
-    // Prometheus first scrapes without rules: a fresh Prometheus discovers its static targets
-    // only after a few seconds, and meanwhile `absent(up{job=...})` holds; with `for` compressed
-    // to seconds, ApiMetricsAbsent would fire for every job at startup. The rules are loaded by
-    // a configuration reload once every job has been scraped, as when rules are deployed to a
-    // running Prometheus.
-    let prometheus_config = union_prometheus_config(&dirs);
-    let mut scrape_only = prometheus_config.clone();
-    scrape_only["rule_files"] = serde_yaml_ng::Value::Sequence(Vec::new());
-    let prometheus_yml = temp.path().join("prometheus.yml");
-    write_yaml(&prometheus_yml, &scrape_only);
-    let alertmanager_yml = temp.path().join("alertmanager.yml");
-    write_yaml(
-        &alertmanager_yml,
-        &yaml(&dirs[0].join("alertmanager/alertmanager.yml")),
-    );
-    let prometheus_log = temp.path().join("prometheus.log");
-    let alertmanager_log = temp.path().join("alertmanager.log");
-    let _alertmanager = daemon(
-        "alertmanager",
-        Command::new(alertmanager_bin)
-            .arg(format!("--config.file={}", alertmanager_yml.display()))
-            .arg(format!(
-                "--storage.path={}",
-                temp.path().join("am-data").display()
-            ))
-            .arg(format!("--web.listen-address={alertmanager}"))
-            .arg("--cluster.listen-address="),
-        &alertmanager_log,
-    )
-    .expect("start alertmanager");
-    let _prometheus = daemon(
-        "prometheus",
-        Command::new(prometheus_bin)
-            .arg(format!("--config.file={}", prometheus_yml.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                temp.path().join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address={prometheus}"))
-            .arg("--web.enable-lifecycle"),
-        &prometheus_log,
-    )
-    .expect("start prometheus");
-    let logs = || {
+/// A running Alertmanager and Prometheus (killed on drop), and their logs.
+struct Monitoring {
+    _alertmanager: Proc,
+    _prometheus: Proc,
+    prometheus_log: PathBuf,
+    alertmanager_log: PathBuf,
+}
+
+impl Monitoring {
+    /// The tails of both logs, for a failure message.
+    fn logs(&self) -> String {
         format!(
             "\n--- prometheus log (tail) ---\n{}\n--- alertmanager log (tail) ---\n{}",
-            tail(&prometheus_log, 40),
-            tail(&alertmanager_log, 40)
+            tail(&self.prometheus_log, 40),
+            tail(&self.alertmanager_log, 40)
         )
+    }
+}
+
+/// Starts Alertmanager with the generated configuration and Prometheus with the union of the
+/// cases' scrape jobs, waits until every job has been scraped, then loads the rules.
+///
+/// Prometheus first scrapes without rules: a fresh Prometheus discovers its static targets only
+/// after a few seconds, and meanwhile `absent(up{job=...})` holds; with `for` compressed to
+/// seconds, ApiMetricsAbsent would fire for every job at startup. The rules are loaded by a
+/// configuration reload once every job has been scraped, as when rules are deployed to a running
+/// Prometheus.
+fn start_monitoring(
+    temp: &Path,
+    binaries: (PathBuf, PathBuf),
+    prepared: &Prepared,
+    prometheus: SocketAddr,
+    alertmanager: SocketAddr,
+) -> Monitoring {
+    let (prometheus_bin, alertmanager_bin) = binaries;
+    let prometheus_config = union_prometheus_config(&prepared.dirs);
+    let mut scrape_only = prometheus_config.clone();
+    scrape_only["rule_files"] = serde_yaml_ng::Value::Sequence(Vec::new());
+    let prometheus_yml = temp.join("prometheus.yml");
+    write_yaml(&prometheus_yml, &scrape_only);
+    let alertmanager_yml = temp.join("alertmanager.yml");
+    write_yaml(
+        &alertmanager_yml,
+        &yaml(&prepared.dirs[0].join("alertmanager/alertmanager.yml")),
+    );
+    let prometheus_log = temp.join("prometheus.log");
+    let alertmanager_log = temp.join("alertmanager.log");
+    let monitoring = Monitoring {
+        _alertmanager: daemon(
+            "alertmanager",
+            Command::new(alertmanager_bin)
+                .arg(format!("--config.file={}", alertmanager_yml.display()))
+                .arg(format!("--storage.path={}", temp.join("am-data").display()))
+                .arg(format!("--web.listen-address={alertmanager}"))
+                .arg("--cluster.listen-address="),
+            &alertmanager_log,
+        )
+        .expect("start alertmanager"),
+        _prometheus: daemon(
+            "prometheus",
+            Command::new(prometheus_bin)
+                .arg(format!("--config.file={}", prometheus_yml.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    temp.join("prom-data").display()
+                ))
+                .arg(format!("--web.listen-address={prometheus}"))
+                .arg("--web.enable-lifecycle"),
+            &prometheus_log,
+        )
+        .expect("start prometheus"),
+        prometheus_log,
+        alertmanager_log,
     };
     for (addr, name) in [(alertmanager, "alertmanager"), (prometheus, "prometheus")] {
         if let Err(err) = wait_ready(addr, "/-/ready", Duration::from_secs(60)) {
-            panic!("{name}: {err}{}", logs());
+            panic!("{name}: {err}{}", monitoring.logs());
         }
     }
     let jobs: Vec<&str> = CASES.iter().map(|def| def.job).collect();
     if let Err(err) = wait_scraped(prometheus, &jobs, Duration::from_secs(60)) {
-        panic!("{err}{}", logs());
+        panic!("{err}{}", monitoring.logs());
     }
     write_yaml(&prometheus_yml, &prometheus_config);
-    match http_post(prometheus, "/-/reload") {
-        Ok((200, _)) => {}
-        other => panic!("reloading Prometheus with the rules: {other:?}{}", logs()),
+    match post(prometheus, "/-/reload") {
+        Ok(response) if response.status == 200 => {}
+        other => panic!(
+            "reloading Prometheus with the rules: {other:?}{}",
+            monitoring.logs()
+        ),
     }
     // Every rule file loaded, as generated.
-    let generated: usize = cases.iter().map(|c| c.rules.len()).sum();
+    let generated: usize = prepared.cases.iter().map(|c| c.rules.len()).sum();
     if let Err(err) = wait_rules(prometheus, generated, Duration::from_secs(30)) {
-        panic!("{err}{}", logs());
+        panic!("{err}{}", monitoring.logs());
     }
     // A reload also drops Prometheus' list of Alertmanagers until its discovery catches up (up
     // to several seconds); alerts sent meanwhile are lost.
     let reloaded = Instant::now();
     if let Err(err) = wait_alertmanager(prometheus, alertmanager, Duration::from_secs(30)) {
-        panic!("{err}{}", logs());
+        panic!("{err}{}", monitoring.logs());
     }
     eprintln!(
         "Prometheus sends to Alertmanager again {} after the reload",
         secs(reloaded.elapsed())
     );
+    monitoring
+}
 
-    let shared = Shared {
-        prometheus,
-        alertmanager,
-        webhook: webhook.log.clone(),
-        t0: Instant::now(),
-        stop: Arc::new(AtomicBool::new(false)),
-    };
-    eprintln!(
-        "setup took {}; cases start (Prometheus {prometheus}, Alertmanager {alertmanager}, webhook {})",
-        secs(begin.elapsed()),
-        webhook.addr
-    );
-
-    let mut results: Vec<(&str, Result<Vec<String>, String>)> = Vec::new();
+/// Runs every case on its own thread (the quiet case on this one, until the others are done)
+/// and the rule-scoping check; the result of each, by job.
+fn run_cases(
+    shared: &Shared,
+    cases: Vec<Case>,
+    recordings: &[(&str, Vec<Recording>)],
+) -> Vec<(&'static str, Result<Vec<String>, String>)> {
+    let mut results = Vec::new();
     thread::scope(|scope| {
         // Stops the case threads when this closure unwinds (they are joined below otherwise).
         let _stop = StopOnDrop(shared.stop.clone());
-        let shared = &shared;
         let mut quiet = None;
-        let recordings = &recordings;
         let mut handles = vec![(
             "rule scoping",
             scope.spawn(move || rule_scoping(shared, recordings)),
@@ -1560,13 +1551,22 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
             results.push((job, result));
         }
     });
+    results
+}
 
+/// Prints every case's notes and returns the failures: the failed cases and malformed webhook
+/// requests.
+fn summarise(
+    begin: Instant,
+    results: &[(&str, Result<Vec<String>, String>)],
+    webhook: &WebhookLog,
+) -> Vec<String> {
     let mut failures = Vec::new();
     eprintln!(
         "\n== alerts_live summary ({} in all)",
         secs(begin.elapsed())
     );
-    for (job, result) in &results {
+    for (job, result) in results {
         match result {
             Ok(notes) => {
                 for note in notes {
@@ -1576,12 +1576,61 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
             Err(err) => failures.push(err.clone()),
         }
     }
-    let errors = webhook.log.errors();
+    let errors = webhook.errors();
     if !errors.is_empty() {
         failures.push(format!(
             "the webhook received malformed requests: {errors:?}"
         ));
     }
+    failures
+}
+
+#[test]
+fn every_generated_alert_fires_is_delivered_and_resolves() {
+    let _heavy = support::exclusive();
+    let Some(prometheus_bin) = require_tool("prometheus", "Debian package prometheus") else {
+        return;
+    };
+    let Some(alertmanager_bin) = require_tool(
+        "prometheus-alertmanager",
+        "Debian package prometheus-alertmanager",
+    ) else {
+        return;
+    };
+    let begin = Instant::now();
+    let temp = tempfile::tempdir().expect("temp dir");
+    let webhook = Webhook::start().expect("webhook receiver");
+    let alertmanager = loopback(free_port());
+    let prometheus = loopback(free_port());
+
+    let prepared = prepare_cases(temp.path(), alertmanager, webhook.addr);
+    assert_every_alert_has_a_case(&prepared.cases);
+    let monitoring = start_monitoring(
+        temp.path(),
+        (prometheus_bin, alertmanager_bin),
+        &prepared,
+        prometheus,
+        alertmanager,
+    );
+
+    let shared = Shared {
+        prometheus,
+        alertmanager,
+        webhook: webhook.log.clone(),
+        t0: Instant::now(),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    eprintln!(
+        "setup took {}; cases start (Prometheus {prometheus}, Alertmanager {alertmanager}, webhook {})",
+        secs(begin.elapsed()),
+        webhook.addr
+    );
+    let Prepared {
+        cases, recordings, ..
+    } = prepared;
+    let results = run_cases(&shared, cases, &recordings);
+
+    let failures = summarise(begin, &results, &webhook.log);
     if !failures.is_empty() && std::env::var_os("ALERTS_LIVE_KEEP").is_some() {
         eprintln!("ALERTS_LIVE_KEEP: kept {}", temp.keep().display());
     }
@@ -1591,6 +1640,6 @@ fn every_generated_alert_fires_is_delivered_and_resolves() {
         failures.len(),
         CASES.len(),
         failures.join("\n\n"),
-        logs()
+        monitoring.logs()
     );
 }

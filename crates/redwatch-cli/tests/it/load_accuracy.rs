@@ -3,18 +3,18 @@
 //! counts. The three rates run one after another in one test so that they do not compete for
 //! the CPU.
 
-mod load_common;
-
 use std::time::Duration;
 
-use load_common::{DEFAULT_WEIGHTS, DemoServer, run_load};
+use crate::support;
+use crate::support::load::{DEFAULT_WEIGHTS, demo_server, run_load};
 
 const RUN_SECONDS: f64 = 10.0;
 
 #[test]
 fn open_loop_hits_the_rate_the_mix_and_the_servers_count() {
+    let _heavy = support::exclusive();
     for rate in [100u64, 1000, 5000] {
-        let server = DemoServer::start();
+        let server = demo_server();
         let url = server.url();
         let rate_text = rate.to_string();
         let run = run_load(

@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_redwatch");
+use crate::support;
+use crate::support::Group;
+use crate::support::process::{Proc, redwatch};
 
 /// (subcommand, flag, an invalid value). Switches (no value) appear with the value their
 /// environment variable is given.
@@ -117,7 +119,7 @@ fn base_args(subcommand: &str, out: &str) -> Vec<(&'static str, String)> {
 
 /// The variable a flag reads, from `--help`.
 fn help_flags(subcommand: &str) -> BTreeMap<String, Option<String>> {
-    let output = Command::new(BIN)
+    let output = redwatch()
         .args([subcommand, "--help"])
         .output()
         .expect("run --help");
@@ -145,50 +147,31 @@ fn help_flags(subcommand: &str) -> BTreeMap<String, Option<String>> {
 }
 
 fn command(subcommand: &str) -> Command {
-    let mut command = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("REDWATCH_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .env_remove("RUST_LOG")
-        .arg(subcommand)
-        .stdin(Stdio::null());
+    let mut command = redwatch();
+    command.arg(subcommand);
     command
 }
 
 /// Runs `command` to completion, or kills it after `limit` (an accepted value may start a
 /// server) and returns `None`.
 fn output_within(command: &mut Command, limit: Duration) -> Option<Output> {
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run redwatch");
-    let mut stderr = child.stderr.take().expect("stderr");
+    let mut proc = Proc::start(
+        "redwatch",
+        command.stdout(Stdio::null()).stderr(Stdio::piped()),
+    );
+    let mut stderr = proc.child.stderr.take().expect("stderr");
     let reader = std::thread::spawn(move || {
         let mut text = Vec::new();
         let _ = stderr.read_to_end(&mut text);
         text
     });
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let stderr = reader.join().unwrap_or_default();
-            return Some(Output {
-                status,
-                stdout: Vec::new(),
-                stderr,
-            });
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Past the limit, the guard kills and reaps the process.
+    let status = proc.wait_within(limit)?;
+    Some(Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reader.join().unwrap_or_default(),
+    })
 }
 
 /// Runs the case once with the flag and once with its variable; returns the failures.
@@ -251,6 +234,7 @@ fn check(subcommand: &str, flag: &str, value: &str, variable: &str) -> Vec<Strin
 
 #[test]
 fn every_flag_and_variable_refuses_an_invalid_value() {
+    let _group = support::shared(Group::Timing);
     let mut failures = Vec::new();
     for subcommand in ["serve", "load", "generate", "demo"] {
         let flags = help_flags(subcommand);
