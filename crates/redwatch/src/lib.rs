@@ -74,6 +74,8 @@ mod metrics;
 mod naming;
 mod process;
 mod registry;
+#[cfg(feature = "axum")]
+mod scrape_thread;
 mod snapshot;
 
 pub use collect::{AppInfo, Collected, ProcessStats, RuntimeStats};

@@ -44,7 +44,7 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     core: Arc<Core>,
     le: LeValues,
     user: Mutex<prometheus_client::registry::Registry>,
@@ -52,6 +52,9 @@ struct Inner {
     bearer_token: Option<String>,
     /// Size of the last exposition, so the next one allocates once.
     last_size: AtomicUsize,
+    /// Renders the scrapes of [`Metrics::router`].
+    #[cfg(feature = "axum")]
+    scrape_thread: crate::scrape_thread::ScrapeThread,
 }
 
 impl Default for Metrics {
@@ -219,8 +222,8 @@ impl Metrics {
     ///
     /// This is the whole `/metrics` endpoint for any HTTP stack; [`Metrics::router`] wraps it
     /// for axum. It blocks (rendering, gzip, `/proc` reads), for milliseconds with many
-    /// series: from async code call it through `tokio::task::spawn_blocking` or the like, as
-    /// [`Metrics::router`] does.
+    /// series: from async code call it through `tokio::task::spawn_blocking` or the like
+    /// ([`Metrics::router`] runs it on a low-priority thread of its own).
     pub fn respond(&self, request_headers: &HeaderMap) -> Response<Full<Bytes>> {
         if let Some(refused) = self.refuse_unauthorized(request_headers) {
             return refused;
@@ -242,8 +245,9 @@ impl Metrics {
     }
 
     /// An axum router serving the exposition on [`Metrics::metrics_path`], to `merge` into an
-    /// application or to serve on its own listener. Each scrape is rendered on Tokio's
-    /// blocking pool, so it never stalls the workers that serve requests.
+    /// application or to serve on its own listener. Scrapes are rendered on a thread of their
+    /// own at a lower CPU priority (nice 10 on Linux), so that a large exposition neither stalls
+    /// the workers that serve requests nor takes CPU from them while they have work.
     #[cfg(feature = "axum")]
     pub fn router<S>(&self) -> axum::Router<S>
     where
@@ -255,20 +259,33 @@ impl Metrics {
             axum::routing::get(move |headers: HeaderMap| {
                 let metrics = metrics.clone();
                 async move {
-                    // Rendering many series, gzip and the /proc reads take milliseconds of
-                    // CPU and file I/O: run them where they cannot stall other requests.
+                    if let Some(response) = metrics
+                        .inner
+                        .scrape_thread
+                        .respond(&metrics, headers.clone())
+                        .await
+                    {
+                        return response;
+                    }
+                    // No thread could be started: Tokio's blocking pool, never the workers.
                     tokio::task::spawn_blocking(move || metrics.respond(&headers))
                         .await
-                        .unwrap_or_else(|_panicked| {
-                            let mut response = Response::new(Full::new(Bytes::from_static(
-                                b"rendering the exposition failed\n",
-                            )));
-                            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                            response
-                        })
+                        .unwrap_or_else(|_panicked| crate::scrape_thread::failed())
                 }
             }),
         )
+    }
+
+    /// A handle that does not keep the metrics alive, for the scrape thread.
+    #[cfg(feature = "axum")]
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The metrics again, while any handle to them is alive.
+    #[cfg(feature = "axum")]
+    pub(crate) fn upgrade(inner: &std::sync::Weak<Inner>) -> Option<Metrics> {
+        inner.upgrade().map(|inner| Metrics { inner })
     }
 
     /// Serves the exposition on its own listener, e.g. a port that only Prometheus can reach,
@@ -551,6 +568,8 @@ impl MetricsBuilder {
                 metrics_path: self.metrics_path,
                 bearer_token: self.bearer_token,
                 last_size: AtomicUsize::new(0),
+                #[cfg(feature = "axum")]
+                scrape_thread: Default::default(),
             }),
         })
     }

@@ -378,20 +378,47 @@ fn label_values_that_look_like_exemplars_survive_the_text_format() {
 
 /// A user collector that notes which thread encodes it.
 #[derive(Debug, Clone, Default)]
-struct ThreadSpy(std::sync::Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>);
+struct ThreadSpy(std::sync::Arc<std::sync::Mutex<Vec<Encoder>>>);
+
+/// The thread that encoded a scrape.
+#[derive(Debug, Clone)]
+struct Encoder {
+    id: std::thread::ThreadId,
+    name: Option<String>,
+    /// Linux: its nice value and its `/proc/PID/task/TID` directory.
+    nice: Option<i64>,
+    task: Option<std::path::PathBuf>,
+}
 
 impl prometheus_client::collector::Collector for ThreadSpy {
     fn encode(
         &self,
         _encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
-        self.0.lock().unwrap().push(std::thread::current().id());
+        // The 19th field of /proc/thread-self/stat, counted after the parenthesised name.
+        let nice = std::fs::read_to_string("/proc/thread-self/stat")
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(16)?
+                    .parse()
+                    .ok()
+            });
+        let task = std::fs::canonicalize("/proc/thread-self").ok();
+        self.0.lock().unwrap().push(Encoder {
+            id: std::thread::current().id(),
+            name: std::thread::current().name().map(str::to_owned),
+            nice,
+            task,
+        });
         Ok(())
     }
 }
 
-/// Rendering, gzip and the `/proc` reads block; the axum endpoint runs them on Tokio's
-/// blocking pool, not on the worker that serves requests. In a current-thread runtime the
+/// Rendering, gzip and the `/proc` reads block; the axum endpoint runs them on a thread of its
+/// own, not on the worker that serves requests. In a current-thread runtime the
 /// only worker is the test's own thread.
 #[tokio::test(flavor = "current_thread")]
 async fn the_axum_endpoint_renders_off_the_async_workers() {
@@ -407,7 +434,57 @@ async fn the_axum_endpoint_renders_off_the_async_workers() {
     assert_eq!(threads.len(), 2);
     let worker = std::thread::current().id();
     assert!(
-        threads.iter().all(|thread| *thread != worker),
+        threads.iter().all(|thread| thread.id != worker),
         "rendered on the async worker"
     );
+}
+
+/// Scrapes through the router render on one thread of the metrics' own, at nice 10 on Linux so
+/// that requests get the CPU first, and the thread ends with the last handle to the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_render_on_one_low_priority_thread_that_ends_with_the_metrics() {
+    let metrics = Metrics::new();
+    let spy = ThreadSpy::default();
+    metrics.with_registry(|registry| registry.register_collector(Box::new(spy.clone())));
+    let app: Router = metrics.router();
+    for _ in 0..3 {
+        let response = get_metrics(app.clone(), &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let encoders = spy.0.lock().unwrap().clone();
+    assert_eq!(encoders.len(), 3);
+    assert!(
+        encoders.iter().all(|e| e.id == encoders[0].id),
+        "one thread renders every scrape: {encoders:?}"
+    );
+    assert_eq!(encoders[0].name.as_deref(), Some("redwatch-scrape"));
+    if cfg!(target_os = "linux") {
+        let own_nice = std::fs::read_to_string("/proc/thread-self/stat")
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(16)?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .expect("this thread's nice value");
+        assert_eq!(encoders[0].nice, Some(own_nice.max(10)), "{encoders:?}");
+        let task = encoders[0]
+            .task
+            .clone()
+            .expect("the thread's /proc directory");
+        assert!(task.exists());
+        drop(app);
+        drop(metrics);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while task.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scrape thread outlived its metrics"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
