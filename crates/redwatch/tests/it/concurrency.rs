@@ -20,6 +20,30 @@ fn app(metrics: &Metrics) -> Router {
         .layer(metrics.layer())
 }
 
+/// `tasks` concurrent tasks each send `per_task` requests, spread over `/a`, `/b/{i}` (202) and
+/// `/c` (500) in turn.
+async fn send_requests(app: &Router, tasks: usize, per_task: usize) {
+    let tasks: Vec<_> = (0..tasks)
+        .map(|task| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    let uri = match (task + i) % 3 {
+                        0 => "/a".to_owned(),
+                        1 => format!("/b/{i}"),
+                        _ => "/c".to_owned(),
+                    };
+                    let request = Request::get(uri).body(Body::empty()).unwrap();
+                    app.clone().oneshot(request).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counts_are_exact_and_scrapes_consistent_under_concurrency() {
     const TASKS: usize = 64;
@@ -43,25 +67,7 @@ async fn counts_are_exact_and_scrapes_consistent_under_concurrency() {
         })
     };
 
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|task| {
-            let app = app.clone();
-            tokio::spawn(async move {
-                for i in 0..PER_TASK {
-                    let uri = match (task + i) % 3 {
-                        0 => "/a".to_owned(),
-                        1 => format!("/b/{i}"),
-                        _ => "/c".to_owned(),
-                    };
-                    let request = Request::get(uri).body(Body::empty()).unwrap();
-                    app.clone().oneshot(request).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
+    send_requests(&app, TASKS, PER_TASK).await;
     running.store(false, Ordering::Relaxed);
     let scrapes = scraper.join().unwrap();
     assert!(scrapes > 0);
@@ -180,25 +186,7 @@ async fn flask_request_total_agrees_with_the_histogram_in_every_scrape() {
             scrapes
         })
     };
-    let tasks: Vec<_> = (0..16)
-        .map(|task| {
-            let app = app.clone();
-            tokio::spawn(async move {
-                for i in 0..5_000usize {
-                    let uri = match (task + i) % 3 {
-                        0 => "/a".to_owned(),
-                        1 => format!("/b/{i}"),
-                        _ => "/c".to_owned(),
-                    };
-                    let request = Request::get(uri).body(Body::empty()).unwrap();
-                    app.clone().oneshot(request).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
+    send_requests(&app, 16, 5_000).await;
     running.store(false, Ordering::Relaxed);
     let scrapes = scraper.join().unwrap();
     assert!(scrapes >= 10, "{scrapes} scrapes");

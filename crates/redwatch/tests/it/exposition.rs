@@ -299,47 +299,16 @@ async fn metrics_can_be_served_on_their_own_listener() {
 
 #[tokio::test]
 async fn promtool_finds_nothing_to_report() {
-    let Some(promtool) = which("promtool") else {
-        assert!(
-            !support::tool_required(),
-            "promtool is required under CI (Debian package prometheus)"
-        );
-        eprintln!("promtool not installed; skipping outside CI");
+    let Some(promtool) = support::tool("promtool") else {
         return;
     };
     for naming in Naming::ALL {
         let metrics = busy_metrics(naming).await;
         let exposition = metrics.render(Format::Prometheus);
-        let mut child = std::process::Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(&exposition).unwrap();
+        if let Err(report) = support::promtool_check_metrics(&promtool, &exposition) {
+            panic!("promtool on {naming}: {report}");
         }
-        let output = child.wait_with_output().unwrap();
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            output.status.success() && report.trim().is_empty(),
-            "promtool on {naming}: {report}"
-        );
     }
-}
-
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(tool))
-            .find(|path| path.is_file())
-    })
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

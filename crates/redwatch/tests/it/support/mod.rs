@@ -181,3 +181,34 @@ pub fn tool(name: &str) -> Option<std::path::PathBuf> {
     }
     found
 }
+
+/// What `promtool check metrics` reports on `exposition` (0.0.4 text): `Ok` when it exits 0 and
+/// prints nothing, which is promtool's way of finding nothing wrong.
+pub fn promtool_check_metrics(promtool: &std::path::Path, exposition: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot run promtool: {error}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(exposition)
+            .map_err(|error| format!("cannot write to promtool: {error}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|error| format!("promtool: {error}"))?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() && report.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(report)
+    }
+}
