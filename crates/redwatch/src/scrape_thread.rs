@@ -25,7 +25,12 @@ pub(crate) const SCRAPE_NICE: i32 = 10;
 /// The scrape thread's name, as `ps -T` and `/proc/PID/task/*/comm` show it.
 pub(crate) const SCRAPE_THREAD_NAME: &str = "redwatch-scrape";
 
-type Job = (HeaderMap, oneshot::Sender<Response<Full<Bytes>>>);
+/// A scrape's headers, the runtime it arrived on (whose gauges it reports) and where to answer.
+type Job = (
+    HeaderMap,
+    Option<tokio::runtime::Handle>,
+    oneshot::Sender<Response<Full<Bytes>>>,
+);
 
 /// The sending end of a [`Metrics`]' scrape thread; the thread ends when it is dropped.
 #[derive(Debug, Default)]
@@ -47,7 +52,8 @@ impl ScrapeThread {
             if jobs.is_none() {
                 *jobs = start(metrics.downgrade());
             }
-            jobs.as_ref()?.send((headers, reply)).ok()?;
+            let runtime = tokio::runtime::Handle::try_current().ok();
+            jobs.as_ref()?.send((headers, runtime, reply)).ok()?;
         }
         Some(answer.await.unwrap_or_else(|_| failed()))
     }
@@ -65,10 +71,12 @@ fn start(metrics: Weak<Inner>) -> Option<Sender<Job>> {
 fn run(metrics: Weak<Inner>, jobs: Receiver<Job>) {
     lower_priority();
     // Ends when the last `Metrics` is dropped: the sender goes with it.
-    while let Ok((headers, reply)) = jobs.recv() {
+    while let Ok((headers, runtime, reply)) = jobs.recv() {
         let Some(metrics) = Metrics::upgrade(&metrics) else {
             return;
         };
+        // The runtime gauges are read from the current runtime: the one that took the scrape.
+        let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
         let response =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| metrics.respond(&headers)))
                 .unwrap_or_else(|_| failed());

@@ -88,6 +88,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("demo", "--mix", "/ep_one"),
     ("demo", "--prometheus", "/nonexistent-redwatch-prometheus"),
     ("demo", "--prometheus-listen", "nowhere"),
+    ("demo", "--scrape-interval", "0s"),
+    ("demo", "--dashboard-rate-window", "soon"),
 ];
 
 /// Valid flags that let each subcommand get as far as checking the one under test, without

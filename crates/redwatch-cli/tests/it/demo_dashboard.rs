@@ -38,10 +38,14 @@ impl Drop for Browser {
 
 /// Runs headless Chromium on `url` with a fresh profile and `what` (`--dump-dom` or
 /// `--screenshot=...`), letting the page run for `budget_ms` of virtual time; returns stdout.
+/// Fails on any message in the page's console: Chromium logs each one (error, warning or log)
+/// as an `INFO:CONSOLE` line on stderr, and the page itself writes none.
 fn chromium(binary: &Path, url: &str, what: &str, budget_ms: u32) -> String {
     let profile = tempfile::tempdir().expect("temporary profile");
     let out_path = profile.path().join("stdout");
     let out = std::fs::File::create(&out_path).expect("chromium's stdout file");
+    let log_path = profile.path().join("stderr");
+    let log = std::fs::File::create(&log_path).expect("chromium's stderr file");
     let child = Command::new(binary)
         .args([
             "--headless",
@@ -52,6 +56,8 @@ fn chromium(binary: &Path, url: &str, what: &str, budget_ms: u32) -> String {
             "--no-first-run",
             "--hide-scrollbars",
             "--window-size=1400,1500",
+            "--enable-logging=stderr",
+            "--v=0",
             what,
         ])
         .arg(format!("--virtual-time-budget={budget_ms}"))
@@ -62,7 +68,7 @@ fn chromium(binary: &Path, url: &str, what: &str, budget_ms: u32) -> String {
         .arg(url)
         .stdin(Stdio::null())
         .stdout(out)
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("chromium starts");
     let mut browser = Browser(child);
@@ -82,6 +88,12 @@ fn chromium(binary: &Path, url: &str, what: &str, budget_ms: u32) -> String {
             }
         }
     }
+    let log = std::fs::read_to_string(log_path).expect("chromium's log");
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(":CONSOLE"))
+        .collect();
+    assert!(console.is_empty(), "the page's console: {console:#?}");
     std::fs::read_to_string(out_path).expect("chromium's output")
 }
 

@@ -248,11 +248,15 @@ impl Drop for Browser {
     }
 }
 
-/// The DOM of `url` after a few seconds of (virtual) time in headless Chromium.
+/// The DOM of `url` after a few seconds of (virtual) time in headless Chromium. Fails on any
+/// message in the page's console: Chromium logs each one as an `INFO:CONSOLE` line on stderr,
+/// and the page itself writes none.
 fn dump_dom(chromium: &Path, url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out_path = profile.path().join("dom.html");
     let out = std::fs::File::create(&out_path).unwrap();
+    let log_path = profile.path().join("stderr");
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(chromium)
         .args([
             "--headless",
@@ -263,6 +267,8 @@ fn dump_dom(chromium: &Path, url: &str) -> String {
             "--no-first-run",
             "--window-size=1400,1600",
             "--virtual-time-budget=4000",
+            "--enable-logging=stderr",
+            "--v=0",
             "--dump-dom",
         ])
         .arg(format!(
@@ -272,7 +278,7 @@ fn dump_dom(chromium: &Path, url: &str) -> String {
         .arg(url)
         .stdin(Stdio::null())
         .stdout(out)
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("chromium starts");
     let mut browser = Browser(child);
@@ -289,6 +295,12 @@ fn dump_dom(chromium: &Path, url: &str) -> String {
             }
         }
     }
+    let log = std::fs::read_to_string(log_path).unwrap();
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(":CONSOLE"))
+        .collect();
+    assert!(console.is_empty(), "the page's console: {console:#?}");
     std::fs::read_to_string(out_path).unwrap()
 }
 

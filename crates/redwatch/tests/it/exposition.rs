@@ -419,6 +419,10 @@ async fn scrapes_render_on_one_low_priority_thread_that_ends_with_the_metrics() 
     for _ in 0..3 {
         let response = get_metrics(app.clone(), &[]).await;
         assert_eq!(response.status(), StatusCode::OK);
+        // The runtime gauges are those of the runtime that took the scrape.
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("\ntokio_runtime_workers 2\n"), "{text}");
     }
     let encoders = spy.0.lock().unwrap().clone();
     assert_eq!(encoders.len(), 3);
