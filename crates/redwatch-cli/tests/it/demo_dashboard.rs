@@ -10,97 +10,24 @@
 //! `docs/dashboard.png` from a minute of the demo's traffic.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::chromium;
 use crate::support::demo_run::{Demo, MIX_ROUTES};
 use crate::support::http::get_async;
 use crate::support::tools::require_tool;
 use crate::support::{self, Group};
 
-/// How long Chromium may take to load, run and dump (or photograph) the page.
-const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
 /// Every chart of the page (the SVGs' ids).
 const CHARTS: [&str; 13] = [
     "c-rps", "c-eps", "c-status", "c-avg", "c-under", "c-p50", "c-p90", "c-p99", "c-heat",
     "c-burn", "c-active", "c-cpu", "c-mem",
 ];
 
-/// Kills the browser when dropped, also when the test panics.
-struct Browser(Child);
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs headless Chromium on `url` with a fresh profile and `what` (`--dump-dom` or
-/// `--screenshot=...`), letting the page run for `budget_ms` of virtual time; returns stdout.
-/// Fails on any message in the page's console: Chromium logs each one (error, warning or log)
-/// as an `INFO:CONSOLE` line on stderr, and the page itself writes none.
-fn chromium(binary: &Path, url: &str, what: &str, budget_ms: u32) -> String {
-    let profile = tempfile::tempdir().expect("temporary profile");
-    let out_path = profile.path().join("stdout");
-    let out = std::fs::File::create(&out_path).expect("chromium's stdout file");
-    let log_path = profile.path().join("stderr");
-    let log = std::fs::File::create(&log_path).expect("chromium's stderr file");
-    let child = Command::new(binary)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=1400,1500",
-            "--enable-logging=stderr",
-            "--v=0",
-            what,
-        ])
-        .arg(format!("--virtual-time-budget={budget_ms}"))
-        .arg(format!(
-            "--user-data-dir={}",
-            profile.path().join("profile").display()
-        ))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(log)
-        .spawn()
-        .expect("chromium starts");
-    let mut browser = Browser(child);
-    let deadline = Instant::now() + BROWSER_TIMEOUT;
-    loop {
-        match browser.0.try_wait().expect("wait for chromium") {
-            Some(status) => {
-                assert!(status.success(), "chromium exited with {status}");
-                break;
-            }
-            None => {
-                assert!(
-                    Instant::now() < deadline,
-                    "chromium took over {BROWSER_TIMEOUT:?}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-    let log = std::fs::read_to_string(log_path).expect("chromium's log");
-    let console: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains(":CONSOLE"))
-        .collect();
-    assert!(console.is_empty(), "the page's console: {console:#?}");
-    std::fs::read_to_string(out_path).expect("chromium's output")
-}
-
 /// The DOM of `url` once the page has fetched and drawn its data.
 async fn dump_dom(binary: &Path, url: String) -> String {
     let binary = binary.to_owned();
-    tokio::task::spawn_blocking(move || chromium(&binary, &url, "--dump-dom", 4000))
+    tokio::task::spawn_blocking(move || chromium::dump_dom(&binary, &url))
         .await
         .expect("chromium thread")
 }
@@ -348,7 +275,7 @@ async fn screenshot_of_the_demo_page() {
         assert!(points(&dom, chart) > 0, "{chart} has no data points");
     }
     let what = format!("--screenshot={}", path.display());
-    tokio::task::spawn_blocking(move || chromium(&browser, &url, &what, 4000))
+    tokio::task::spawn_blocking(move || chromium::headless(&browser, &url, &what, 4000))
         .await
         .expect("chromium thread");
     assert!(path.is_file(), "no screenshot at {}", path.display());

@@ -10,8 +10,7 @@
 use crate::support;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -238,72 +237,6 @@ async fn request(address: SocketAddr, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// Kills the browser when dropped, also when the test panics.
-struct Browser(Child);
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The DOM of `url` after a few seconds of (virtual) time in headless Chromium. Fails on any
-/// message in the page's console: Chromium logs each one as an `INFO:CONSOLE` line on stderr,
-/// and the page itself writes none.
-fn dump_dom(chromium: &Path, url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out_path = profile.path().join("dom.html");
-    let out = std::fs::File::create(&out_path).unwrap();
-    let log_path = profile.path().join("stderr");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--window-size=1400,1600",
-            "--virtual-time-budget=4000",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            profile.path().join("profile").display()
-        ))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(log)
-        .spawn()
-        .expect("chromium starts");
-    let mut browser = Browser(child);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        match browser.0.try_wait().unwrap() {
-            Some(status) => {
-                assert!(status.success(), "chromium exited with {status}");
-                break;
-            }
-            None => {
-                assert!(Instant::now() < deadline, "chromium took over 90 s");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-    let log = std::fs::read_to_string(log_path).unwrap();
-    let console: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains(":CONSOLE"))
-        .collect();
-    assert!(console.is_empty(), "the page's console: {console:#?}");
-    std::fs::read_to_string(out_path).unwrap()
-}
-
 /// The number in attribute `attribute` of the element with id `id`.
 fn attribute_of(dom: &str, id: &str, attribute: &str) -> Option<u64> {
     let pattern = format!(r#"<[a-z]+ [^>]*id="{id}"[^>]*\b{attribute}="(\d+)""#);
@@ -422,7 +355,7 @@ async fn the_page_works_in_headless_chromium() {
     let base = format!("http://{}/dashboard", server.address);
     let overview = tokio::task::spawn_blocking({
         let (chromium, url) = (chromium.clone(), base.clone());
-        move || dump_dom(&chromium, &url)
+        move || support::chromium::dump_dom(&chromium, &url)
     })
     .await
     .unwrap();
@@ -460,7 +393,7 @@ async fn the_page_works_in_headless_chromium() {
     // range.
     let drill = tokio::task::spawn_blocking({
         let (chromium, url) = (chromium.clone(), format!("{base}#route=%2Ffail&range=60"));
-        move || dump_dom(&chromium, &url)
+        move || support::chromium::dump_dom(&chromium, &url)
     })
     .await
     .unwrap();
@@ -490,7 +423,7 @@ async fn the_page_works_in_headless_chromium() {
     // Alerts read from Prometheus: the firing and the pending one, not the inactive one.
     let alerts = tokio::task::spawn_blocking({
         let url = format!("http://{}/with-alerts", server.address);
-        move || dump_dom(&chromium, &url)
+        move || support::chromium::dump_dom(&chromium, &url)
     })
     .await
     .unwrap();

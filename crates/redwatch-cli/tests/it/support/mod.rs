@@ -13,6 +13,9 @@
 //!
 //! and here, the serialisation of the heavy and timing-sensitive tests (see `main.rs`).
 
+/// Headless Chromium, shared with the library's tests.
+#[path = "../../../../redwatch/tests/it/support/chromium.rs"]
+pub mod chromium;
 pub mod demo_run;
 pub mod exposition;
 pub mod generate;

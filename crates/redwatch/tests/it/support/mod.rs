@@ -3,6 +3,9 @@
 //! the required-tool check.
 #![allow(dead_code)]
 
+#[cfg(feature = "dashboard")]
+pub mod chromium;
+
 use std::collections::BTreeMap;
 
 /// One sample line of an exposition.
