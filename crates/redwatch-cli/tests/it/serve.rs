@@ -441,18 +441,23 @@ async fn environment_variables_mirror_the_flags() {
     assert_eq!(info.labels["environment"], "env-test");
 }
 
-/// Waits (bounded, about 5 s) until the server's own gauge shows a GET request in flight.
-async fn get_requests_in_flight(server: &Server) -> bool {
+/// Waits (bounded, about 5 s) until the server has seen at least `count` GET requests to `route`:
+/// in flight (its own gauge) or finished (its request counter).
+async fn requests_reached_server(server: &Server, route: &str, count: usize) -> bool {
     for _ in 0..250 {
-        let active = server
-            .metrics()
-            .await
+        let metrics = server.metrics().await;
+        let active = metrics
             .value(
                 "http_server_active_requests",
                 &[("http_request_method", "GET")],
             )
             .unwrap_or_default();
-        if active >= 1.0 {
+        let finished: f64 = metrics
+            .named("http_server_request_duration_seconds_count")
+            .filter(|s| s.labels.get("http_route").map(String::as_str) == Some(route))
+            .map(|s| s.value)
+            .sum();
+        if active + finished >= count as f64 && active >= 1.0 {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -481,7 +486,7 @@ async fn serving_a_slow_request(
     let addr = server.addr;
     let slow = tokio::spawn(async move { try_get_async(addr, "/ep_four", &[]).await });
     assert!(
-        get_requests_in_flight(&server).await,
+        requests_reached_server(&server, "/ep_four", 1).await,
         "the slow request never started"
     );
     (server, slow)
@@ -505,9 +510,11 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
             (response, Instant::now())
         });
     }
+    // Every request must have reached the server before the signal: one still connecting
+    // afterwards is refused with a 503, as it should be.
     assert!(
-        get_requests_in_flight(&server).await,
-        "no request in flight"
+        requests_reached_server(&server, "/ep_four", IN_FLIGHT).await,
+        "not every request reached the server"
     );
 
     server.signal("TERM");
