@@ -6,6 +6,7 @@ use crate::support;
 use std::io::Read;
 use std::time::Duration;
 
+use crate::support::exposition::Exposition;
 use crate::support::{find, parse, total};
 use axum::Router;
 use axum::body::Body;
@@ -141,7 +142,7 @@ async fn openmetrics_has_family_names_units_and_one_eof() {
         text.contains("le=\"1.0\""),
         "OpenMetrics floats carry a decimal point"
     );
-    let samples = parse(&text);
+    let samples = Exposition::parse_openmetrics(&text).samples;
     assert_eq!(
         total(&samples, "flask_http_request_total", &[("method", "GET")]),
         4.0

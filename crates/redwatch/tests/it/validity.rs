@@ -313,54 +313,8 @@ fn check_common<'a, V: 'a>(
     Ok(())
 }
 
-/// `text` adapted to two limits of openmetrics-parser, after checking what is left out:
-/// - it refuses `# UNIT` on histograms, which OpenMetrics allows (only info and stateset
-///   families must have none), and redwatch gives its duration and size histograms one;
-/// - it takes the descriptors of a family with no samples (which OpenMetrics allows, e.g. the
-///   flask exceptions counter before any panic) for those of the next family.
-fn for_openmetrics_parser(text: &str) -> Result<String, TestCaseError> {
-    let types: BTreeMap<&str, &str> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.split_once(' '))
-        .collect();
-    let sample_names: BTreeSet<&str> = text
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split(['{', ' ']).next())
-        .collect();
-    let suffixes = [
-        "", "_total", "_info", "_bucket", "_count", "_sum", "_created",
-    ];
-    let empty = |family: &str| {
-        !suffixes
-            .iter()
-            .any(|suffix| sample_names.contains(format!("{family}{suffix}").as_str()))
-    };
-    let mut kept = String::with_capacity(text.len());
-    for line in text.lines() {
-        let descriptor = ["# HELP ", "# TYPE ", "# UNIT "]
-            .iter()
-            .find_map(|prefix| line.strip_prefix(prefix))
-            .and_then(|rest| rest.split_once(' '));
-        if let Some((family, rest)) = descriptor {
-            if empty(family) {
-                prop_assert_eq!(types.get(family), Some(&"counter"), "{}", line);
-                continue;
-            }
-            if line.starts_with("# UNIT ") && types.get(family) == Some(&"histogram") {
-                prop_assert!(family.ends_with(&format!("_{rest}")), "{}", line);
-                continue;
-            }
-        }
-        kept.push_str(line);
-        kept.push('\n');
-    }
-    Ok(kept)
-}
-
 fn check_openmetrics(scenario: &Scenario, text: &str) -> Result<(), TestCaseError> {
-    let parsed = for_openmetrics_parser(text)?;
+    let parsed = support::exposition::for_openmetrics_parser(text).map_err(TestCaseError::fail)?;
     let exposition = openmetrics_parser::openmetrics::parse_openmetrics(&parsed)
         .map_err(|error| TestCaseError::fail(format!("{error:?} in\n{text}")))?;
     let read = |name: &str| family(&exposition, name);

@@ -4,7 +4,8 @@
 //!   `redwatch serve` started on an ephemeral port, commands run to their exit with a limit;
 //! - [`http`]: the one HTTP client (blocking, with an async wrapper for the async tests);
 //! - [`demo_run`]: `redwatch demo` running, its startup block read, stopped on drop;
-//! - [`exposition`]: the one parser of the Prometheus text exposition;
+//! - [`exposition`]: the one reader of exposition text (openmetrics-parser, shared with the
+//!   library's tests);
 //! - [`tools`]: the one check for an external tool (a failure in CI, a notice elsewhere);
 //! - [`generate`]: `redwatch generate` runs and the files it writes;
 //! - [`load`]: `redwatch load` runs;
@@ -17,6 +18,8 @@
 #[path = "../../../../redwatch/tests/it/support/chromium.rs"]
 pub mod chromium;
 pub mod demo_run;
+/// The exposition reader, shared with the library's tests.
+#[path = "../../../../redwatch/tests/it/support/exposition.rs"]
 pub mod exposition;
 pub mod generate;
 pub mod http;

@@ -1,92 +1,20 @@
-//! Helpers shared by the integration tests: checks of snapshots, a tiny exposition parser
-//! (for what exists only as text: derived counters, info metrics, user metrics, names) and
-//! the required-tool check.
+//! Helpers shared by the integration tests: checks of snapshots, the exposition reader (for
+//! what exists only as text: derived counters, info metrics, user metrics, names; shared with
+//! the CLI's tests) and the required-tool check.
 #![allow(dead_code)]
 
 #[cfg(feature = "dashboard")]
 pub mod chromium;
 
+pub mod exposition;
+
+pub use exposition::{Sample, find, total};
+
 use std::collections::BTreeMap;
 
-/// One sample line of an exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// Parses the sample lines of a Prometheus text or OpenMetrics exposition.
+/// Parses the Prometheus 0.0.4 text `text` into its samples.
 pub fn parse(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-            let value = match value {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-            };
-            let (name, labels) = match series.split_once('{') {
-                None => (series.to_owned(), BTreeMap::new()),
-                Some((name, rest)) => {
-                    let body = rest.strip_suffix('}').expect("closing brace");
-                    (name.to_owned(), parse_labels(body))
-                }
-            };
-            Sample {
-                name,
-                labels,
-                value,
-            }
-        })
-        .collect()
-}
-
-fn parse_labels(body: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut chars = body.chars().peekable();
-    while chars.peek().is_some() {
-        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
-        assert_eq!(chars.next(), Some('"'), "label value starts with a quote");
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(other) => value.push(other),
-                    None => panic!("dangling escape"),
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        labels.insert(name.trim_start_matches(',').to_owned(), value);
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    labels
-}
-
-/// Samples named `name` whose labels include every pair of `labels`.
-pub fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .filter(|s| {
-            labels
-                .iter()
-                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .collect()
-}
-
-/// The sum of the values of the samples `find` returns.
-pub fn total(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    find(samples, name, labels).iter().map(|s| s.value).sum()
+    exposition::Exposition::parse(text).samples
 }
 
 /// Renders `metrics` in the Prometheus text format and parses it.
