@@ -1,7 +1,8 @@
 //! An axum hello-world served bare, with redwatch, or with axum-prometheus, so that `./run` can
 //! measure what each metrics middleware costs in real HTTP throughput.
 //!
-//! Usage: `axum-overhead --variant bare|noop-layer|redwatch|axum-prometheus [--count-allocations]`
+//! Usage: `axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|axum-prometheus
+//! [--count-allocations]`
 //!
 //! The server binds 127.0.0.1:0, prints `listening on http://ADDR` and serves until killed.
 //! It runs on a multi-thread Tokio runtime with one worker thread, so that the load generator can
@@ -68,7 +69,12 @@ enum Variant {
     /// A layer that does nothing, to separate what axum charges for any `Router::layer` (it boxes
     /// the layered service and its future) from what a metrics middleware adds.
     NoopLayer,
+    /// redwatch as `Metrics::new()` sets it up: the `otel` preset, body sizes off.
     Redwatch,
+    /// The `flask` preset, which also counts `flask_http_request_total`.
+    RedwatchFlask,
+    /// The `otel` preset with the request and response body size histograms.
+    RedwatchBodySizes,
     AxumPrometheus,
 }
 
@@ -77,8 +83,7 @@ struct Options {
     count_allocations: bool,
 }
 
-const USAGE: &str =
-    "usage: axum-overhead --variant bare|noop-layer|redwatch|axum-prometheus [--count-allocations]";
+const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|axum-prometheus [--count-allocations]";
 
 fn parse_options() -> Result<Options, String> {
     let mut variant = None;
@@ -92,6 +97,8 @@ fn parse_options() -> Result<Options, String> {
                     "bare" => Variant::Bare,
                     "noop-layer" => Variant::NoopLayer,
                     "redwatch" => Variant::Redwatch,
+                    "redwatch-flask" => Variant::RedwatchFlask,
+                    "redwatch-body-sizes" => Variant::RedwatchBodySizes,
                     "axum-prometheus" => Variant::AxumPrometheus,
                     other => return Err(format!("unknown variant {other:?}")),
                 });
@@ -121,10 +128,19 @@ fn app(variant: Variant) -> Router {
     match variant {
         Variant::Bare => hello_world(),
         Variant::NoopLayer => hello_world().layer(tower_layer::Identity::new()),
-        Variant::Redwatch => {
-            let metrics = redwatch::Metrics::new();
-            hello_world().merge(metrics.router()).layer(metrics.layer())
-        }
+        Variant::Redwatch => with_redwatch(redwatch::Metrics::new()),
+        Variant::RedwatchFlask => with_redwatch(
+            redwatch::Metrics::builder()
+                .naming(redwatch::Naming::Flask)
+                .build()
+                .expect("a valid configuration"),
+        ),
+        Variant::RedwatchBodySizes => with_redwatch(
+            redwatch::Metrics::builder()
+                .body_sizes(true)
+                .build()
+                .expect("a valid configuration"),
+        ),
         Variant::AxumPrometheus => {
             // The setup from axum-prometheus's README.
             let (prometheus_layer, metric_handle) = axum_prometheus::PrometheusMetricLayer::pair();
@@ -133,6 +149,10 @@ fn app(variant: Variant) -> Router {
                 .layer(prometheus_layer)
         }
     }
+}
+
+fn with_redwatch(metrics: redwatch::Metrics) -> Router {
+    hello_world().merge(metrics.router()).layer(metrics.layer())
 }
 
 async fn serve(options: Options) -> std::io::Result<()> {
