@@ -142,6 +142,34 @@ pub struct MetricsService<S, C = MatchedPathRoute> {
     last_route: Arc<RouteCache>,
 }
 
+impl<S, C> MetricsService<S, C> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service, which then records nothing.
+    ///
+    /// ```
+    /// use tower::{Layer, service_fn};
+    ///
+    /// let metrics = redwatch::Metrics::new();
+    /// let inner = service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// });
+    /// let service = metrics.layer().layer(inner);
+    /// let _inner = service.into_inner();
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for MetricsService<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsService")
