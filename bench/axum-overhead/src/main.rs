@@ -4,6 +4,9 @@
 //! Usage: `axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|axum-prometheus
 //! [--count-allocations]`
 //!
+//! With `--in-process N` it sends N requests through the router in process instead (see
+//! `serve_in_process`), for exact instruction counts of the router and its layers alone.
+//!
 //! The server binds 127.0.0.1:0, prints `listening on http://ADDR` and serves until killed.
 //! It runs on a multi-thread Tokio runtime with one worker thread, so that the load generator can
 //! have the other core to itself.
@@ -81,13 +84,16 @@ enum Variant {
 struct Options {
     variant: Variant,
     count_allocations: bool,
+    /// Serve this many `GET /` in process (no sockets, one thread) instead of listening.
+    in_process: Option<u64>,
 }
 
-const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|axum-prometheus [--count-allocations]";
+const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|axum-prometheus [--count-allocations] [--in-process N]";
 
 fn parse_options() -> Result<Options, String> {
     let mut variant = None;
     let mut count_allocations = false;
+    let mut in_process = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -104,6 +110,13 @@ fn parse_options() -> Result<Options, String> {
                 });
             }
             "--count-allocations" => count_allocations = true,
+            "--in-process" => {
+                let value = args.next().ok_or("--in-process needs a request count")?;
+                let count = value
+                    .parse()
+                    .map_err(|_| format!("--in-process: not a request count: {value:?}"))?;
+                in_process = Some(count);
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -111,6 +124,7 @@ fn parse_options() -> Result<Options, String> {
     Ok(Options {
         variant: variant.ok_or("--variant is required")?,
         count_allocations,
+        in_process,
     })
 }
 
@@ -181,6 +195,41 @@ async fn serve(options: Options) -> std::io::Result<()> {
     axum::serve(listener, app).await
 }
 
+/// Sends `requests` times `GET /` through `app` on `runtime`, each response body read to its
+/// end. Not inlined, so that `valgrind --toggle-collect=axum_overhead::serve_in_process` counts
+/// exactly this: the router and its layers, without sockets, hyper or start-up.
+#[inline(never)]
+fn serve_in_process(
+    runtime: &tokio::runtime::Runtime,
+    app: Router,
+    requests: u64,
+) -> Result<(), String> {
+    use tower_service::Service;
+    // As `axum::serve` does (through `into_make_service`): with the state given, axum builds each
+    // route's layered service once; an app called without it would layer them on every call.
+    let mut app: Router = app.with_state(());
+    runtime.block_on(async move {
+        for _ in 0..requests {
+            let request = axum::http::Request::get("/")
+                .body(axum::body::Body::empty())
+                .map_err(|error| error.to_string())?;
+            std::future::poll_fn(|cx| {
+                Service::<axum::http::Request<axum::body::Body>>::poll_ready(&mut app, cx)
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+            let response = app.call(request).await.map_err(|error| error.to_string())?;
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .map_err(|error| error.to_string())?;
+            if &body[..] != b"Hello, World!" {
+                return Err(format!("unexpected body {body:?}"));
+            }
+        }
+        Ok(())
+    })
+}
+
 fn main() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
@@ -189,6 +238,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(requests) = options.in_process {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("error: cannot start the Tokio runtime: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        // axum-prometheus spawns its upkeep task while the app is built.
+        let app = {
+            let _runtime = runtime.enter();
+            app(options.variant)
+        };
+        return match serve_in_process(&runtime, app, requests) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
