@@ -13,6 +13,7 @@ mod record;
 mod report;
 mod schedule;
 mod settings;
+mod threshold;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -275,7 +276,13 @@ fn summarize(settings: &LoadSettings, end: &RunEnd, recorder: &Recorder) -> Summ
         .iter()
         .map(|e| (e.path.clone(), e.method.to_string()))
         .collect();
-    Summary::build(facts, &entries, &recorder.snapshot(), &recorder.lateness())
+    Summary::build(
+        facts,
+        &entries,
+        &recorder.snapshot(),
+        &recorder.lateness(),
+        &settings.thresholds,
+    )
 }
 
 /// The table on stdout (stderr when the JSON goes to stdout), and the JSON when asked.
@@ -293,14 +300,22 @@ fn write_report(summary: &Summary, json: Option<&JsonOutput>) -> anyhow::Result<
 
 fn exit_code(summary: &Summary, settings: &LoadSettings, end: &RunEnd) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
-    if let Some(threshold) = settings.fail_on_error_rate
-        && summary.error_rate > threshold
-    {
-        eprintln!(
-            "redwatch load: error rate {:.3}% is above --fail-on-error-rate {:.3}%",
-            summary.error_rate * 100.0,
-            threshold * 100.0
-        );
+    for (result, threshold) in summary.thresholds.iter().zip(&settings.thresholds) {
+        if result.passed {
+            continue;
+        }
+        if threshold.from_fail_on_error_rate {
+            eprintln!(
+                "redwatch load: error rate {:.3}% is above --fail-on-error-rate {:.3}%",
+                summary.error_rate * 100.0,
+                threshold.bound * 100.0
+            );
+        } else {
+            eprintln!(
+                "redwatch load: threshold {} failed: measured {}",
+                result.expr, result.display
+            );
+        }
         code = ExitCode::from(1);
     }
     if end.interrupted {

@@ -28,7 +28,7 @@ fn micros(duration: Duration) -> u64 {
 }
 
 /// Counters and histograms of one endpoint.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct EndpointStats {
     /// Requests completed (with a response or an error).
     pub count: u64,
@@ -42,8 +42,15 @@ pub struct EndpointStats {
     pub from_send: Histogram<u64>,
 }
 
+impl Default for EndpointStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl EndpointStats {
-    fn new() -> Self {
+    /// No requests yet.
+    pub fn new() -> Self {
         Self {
             count: 0,
             statuses: BTreeMap::new(),

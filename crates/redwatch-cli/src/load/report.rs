@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::client::ErrorKind;
 use super::record::EndpointStats;
 use super::settings::JsonOutput;
+use super::threshold::{RunFigures, Threshold, ThresholdResult};
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -111,6 +112,8 @@ pub struct Summary {
     /// Ctrl-C ended the run.
     pub interrupted: bool,
     pub endpoints: Vec<EndpointSummary>,
+    /// Each --threshold (and --fail-on-error-rate) with its measured value and outcome.
+    pub thresholds: Vec<ThresholdResult>,
 }
 
 /// Inputs describing the run (everything but the recorded figures).
@@ -159,13 +162,25 @@ impl Summary {
         entries: &[(String, String)],
         stats: &[EndpointStats],
         lateness: &Histogram<u64>,
+        thresholds: &[Threshold],
     ) -> Self {
-        let mut all = stats.first().cloned();
-        if let Some(all) = all.as_mut() {
-            for other in &stats[1..] {
-                all.merge(other);
-            }
+        let mut all = EndpointStats::new();
+        for endpoint in stats {
+            all.merge(endpoint);
         }
+        let figures = RunFigures {
+            all: &all,
+            endpoints: entries
+                .iter()
+                .zip(stats)
+                .map(|((path, method), stats)| (label(path, method), stats))
+                .collect(),
+            achieved_rate: rate(all.count, facts.duration_s),
+            target_rate: facts.target_rate.map(round3),
+            dropped: facts.dropped,
+        };
+        let thresholds = thresholds.iter().map(|t| t.check(&figures)).collect();
+        let all = (!stats.is_empty()).then_some(all);
         let endpoints = entries
             .iter()
             .zip(stats)
@@ -214,6 +229,7 @@ impl Summary {
             unfinished: facts.unfinished,
             interrupted: facts.interrupted,
             endpoints,
+            thresholds,
         }
     }
 
@@ -295,13 +311,8 @@ impl Summary {
     fn table_rows(&self) -> Vec<[String; 10]> {
         let mut rows = vec![TABLE_HEADER.map(str::to_owned)];
         for endpoint in &self.endpoints {
-            let name = if endpoint.method == "GET" {
-                endpoint.path.clone()
-            } else {
-                format!("{} {}", endpoint.method, endpoint.path)
-            };
             rows.push(table_row(
-                name,
+                label(&endpoint.path, &endpoint.method),
                 endpoint.count,
                 endpoint.achieved_rate,
                 &endpoint.status,
@@ -366,6 +377,33 @@ impl Summary {
                 String::new()
             }
         );
+        if !self.thresholds.is_empty() {
+            let failed = self.thresholds.iter().filter(|t| !t.passed).count();
+            let _ = writeln!(
+                out,
+                "thresholds: {} passed, {failed} failed",
+                self.thresholds.len() - failed
+            );
+            for threshold in &self.thresholds {
+                let _ = writeln!(
+                    out,
+                    "  {}  {}  (measured {})",
+                    if threshold.passed { "pass" } else { "FAIL" },
+                    threshold.expr,
+                    threshold.display
+                );
+            }
+        }
+    }
+}
+
+/// An endpoint's name in the table and in thresholds: the path, prefixed with the method when
+/// not GET (as the mix's labels).
+fn label(path: &str, method: &str) -> String {
+    if method == "GET" {
+        path.to_owned()
+    } else {
+        format!("{method} {path}")
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::client::Target;
 use super::mix::{DEFAULT_MIX, Mix};
 use super::schedule::{RateProfile, RateProfileFlag};
+use super::threshold::{Metric, Threshold};
 use crate::duration::duration_flag;
 
 /// Flags of `redwatch load`.
@@ -86,10 +87,23 @@ pub struct LoadArgs {
     pub max_in_flight: usize,
 
     /// Exit with status 1 when (errors without response + 5xx) / requests exceeds this,
-    /// given as a fraction (0.01) or percentage (1%). [default: off]
+    /// given as a fraction (0.01) or percentage (1%); the same as `--threshold
+    /// 'error_rate<=RATE'`. [default: off]
     #[arg(long, env = "REDWATCH_FAIL_ON_ERROR_RATE", value_name = "RATE",
           value_parser = parse_fraction)]
     pub fail_on_error_rate: Option<f64>,
+
+    /// A pass/fail condition for CI, repeatable (or comma-separated); exit status 1 when one
+    /// fails. `[ENDPOINT:]METRIC OP VALUE` with OP one of < <= > >= ==, METRIC one of
+    /// pNN (p50, p90, p99, p99.9; latency from the intended send time), max, mean (VALUE a
+    /// duration such as 300ms), error_rate ((errors + 5xx) / requests, VALUE 1% or 0.01),
+    /// rate (achieved / target rate, open loop; VALUE 99%), dropped (VALUE a count).
+    /// ENDPOINT (a mix entry such as /ep_one or `POST /users/1`) scopes a latency or error_rate.
+    /// E.g. `--threshold p99<300ms --threshold /ep_one:p90<200ms --threshold dropped==0`.
+    /// [default: none]
+    #[arg(long = "threshold", env = "REDWATCH_THRESHOLD", value_name = "EXPR",
+          value_delimiter = ',', value_parser = reason(str::parse::<Threshold>))]
+    pub thresholds: Vec<Threshold>,
 
     /// Speak HTTP/2 without TLS (prior knowledge) instead of HTTP/1.1. [default: off]
     #[arg(long, env = "REDWATCH_H2C")]
@@ -101,7 +115,7 @@ Latency is measured from each request's intended send time (open loop) and from 
 time; both are reported, with how late sends left. Failed requests (no response) are counted by
 kind: timeout, connect, reset, other. Closed-loop workers back off after a failure (10 ms,
 doubling to 1 s) so a dead target is not hammered; open loop keeps to its schedule and counts each
-failed request. Exit status: 0 success, 1 --fail-on-error-rate exceeded,
+failed request. Exit status: 0 success, 1 a --threshold (or --fail-on-error-rate) failed,
 2 bad input, 130 interrupted by SIGINT (Ctrl-C) or SIGTERM (the partial summary and --json are
 still written).";
 
@@ -136,7 +150,8 @@ pub struct LoadSettings {
     pub duration: Option<Duration>,
     pub requests: Option<u64>,
     pub max_in_flight: usize,
-    pub fail_on_error_rate: Option<f64>,
+    /// Every `--threshold`, then the one `--fail-on-error-rate` stands for.
+    pub thresholds: Vec<Threshold>,
     pub json: Option<JsonOutput>,
     pub metrics_listen: Option<SocketAddr>,
     pub linger: Duration,
@@ -157,7 +172,7 @@ impl LoadSettings {
             duration: None,
             requests: None,
             max_in_flight: defaults.max_in_flight,
-            fail_on_error_rate: None,
+            thresholds: Vec::new(),
             json: None,
             metrics_listen: None,
             linger: defaults.linger,
@@ -196,6 +211,8 @@ impl LoadArgs {
                 "the --rate-profile ends at rate 0 and no --duration is set: the run would never end",
             ));
         }
+        let thresholds =
+            checked_thresholds(self.thresholds, self.fail_on_error_rate, &self.mix, &mode)?;
         Ok(LoadSettings {
             target: self.target,
             mode,
@@ -205,13 +222,44 @@ impl LoadArgs {
             duration,
             requests: self.requests,
             max_in_flight: self.max_in_flight,
-            fail_on_error_rate: self.fail_on_error_rate,
+            thresholds,
             json: self.json,
             metrics_listen: self.metrics_listen,
             linger: self.linger,
             h2c: self.h2c,
         })
     }
+}
+
+/// The thresholds, each checked against the mix and the mode: an endpoint it names must be in
+/// the mix, and `rate` needs a target rate (open loop).
+fn checked_thresholds(
+    mut thresholds: Vec<Threshold>,
+    fail_on_error_rate: Option<f64>,
+    mix: &Mix,
+    mode: &Mode,
+) -> Result<Vec<Threshold>, clap::Error> {
+    let labels: Vec<String> = mix.entries().iter().map(|e| e.label()).collect();
+    for threshold in &thresholds {
+        if let Some(endpoint) = &threshold.endpoint
+            && !labels.contains(endpoint)
+        {
+            return Err(crate::invalid(format!(
+                "invalid --threshold {:?}: no endpoint {endpoint:?} in the mix (endpoints: {})",
+                threshold.expr,
+                labels.join(", ")
+            )));
+        }
+        if threshold.metric == Metric::Rate && matches!(mode, Mode::Closed(_)) {
+            return Err(crate::invalid(format!(
+                "invalid --threshold {:?}: rate compares with the target rate, which only an \
+                 open-loop run (--rate, --rate-profile) has",
+                threshold.expr
+            )));
+        }
+    }
+    thresholds.extend(fail_on_error_rate.map(Threshold::error_rate_at_most));
+    Ok(thresholds)
 }
 
 /// A value parser from a parser whose errors are `anyhow` chains, shown on one line.
