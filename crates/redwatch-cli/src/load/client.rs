@@ -9,14 +9,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::mix::MixEntry;
+use super::scenario::Scenario;
 
 /// Per-connection read buffer. hyper's adaptive default starts at 8 KiB and can grow; load
 /// testing keeps hundreds of connections open, and responses are read in chunks of this size
@@ -62,8 +63,16 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// Result of one request: the status code, or why there was none.
-pub type Outcome = Result<u16, ErrorKind>;
+/// A response, read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// Body bytes received (counted as they stream in; the body is never held whole).
+    pub bytes: u64,
+}
+
+/// Result of one request: the response, or why there was none.
+pub type Outcome = Result<Answer, ErrorKind>;
 
 /// The parsed `--target`.
 #[derive(Debug, Clone)]
@@ -138,47 +147,141 @@ impl Target {
         Ok(addrs)
     }
 
-    /// Request template for one mix entry.
-    pub fn template(&self, entry: &MixEntry) -> anyhow::Result<RequestTemplate> {
-        let path = format!("{}{}", self.base_path, entry.path);
-        let absolute: Uri = format!("http://{}{path}", self.authority)
-            .parse()
-            .with_context(|| format!("invalid request URL for mix path {:?}", entry.path))?;
-        let origin: Uri = path
-            .parse()
-            .with_context(|| format!("invalid request path {path:?}"))?;
+    /// Request template for mix entry `index`: with `headers` (--header) on every request, and
+    /// the scenario's path, headers and body for the entry when there is one.
+    pub fn template(
+        &self,
+        index: usize,
+        entry: &MixEntry,
+        headers: &HeaderMap,
+        scenario: Option<&Arc<Scenario>>,
+    ) -> anyhow::Result<RequestTemplate> {
         let host = HeaderValue::from_str(&self.authority).context("invalid --target host")?;
+        let mut all_headers = HeaderMap::new();
+        all_headers.insert(HOST, host);
+        // --header overrides the defaults, and an endpoint's own headers override --header.
+        all_headers.extend(headers.clone());
+        let request = scenario.and_then(|s| s.endpoint(index));
+        if let Some(request) = request {
+            all_headers.extend(request.headers.clone());
+        }
+        let fixed = match scenario {
+            Some(scenario) if !scenario.path_is_fixed(index) => None,
+            _ => Some(self.request_uris(&entry.path)?),
+        };
         Ok(RequestTemplate {
+            index,
             method: entry.method.clone(),
-            absolute,
-            origin,
-            host,
+            fixed,
+            headers: all_headers,
+            scenario: scenario.cloned(),
+            authority: self.authority.clone(),
+            base_path: self.base_path.clone(),
         })
     }
+
+    /// The origin-form (HTTP/1.1) and absolute-form (HTTP/2) URIs of a path.
+    fn request_uris(&self, path: &str) -> anyhow::Result<(Uri, Uri)> {
+        uris(&self.authority, &self.base_path, path)
+    }
+}
+
+fn uris(authority: &str, base_path: &str, path: &str) -> anyhow::Result<(Uri, Uri)> {
+    let joined = format!("{base_path}{path}");
+    let absolute: Uri = format!("http://{authority}{joined}")
+        .parse()
+        .with_context(|| format!("invalid request URL for path {path:?}"))?;
+    let origin: Uri = joined
+        .parse()
+        .with_context(|| format!("invalid request path {joined:?}"))?;
+    Ok((origin, absolute))
 }
 
 /// Everything needed to build one endpoint's request cheaply (all fields are refcounted).
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
+    /// The mix entry's index.
+    index: usize,
     method: Method,
-    absolute: Uri,
+    /// Origin and absolute URI, unless the scenario renders the path per request.
+    fixed: Option<(Uri, Uri)>,
+    /// Host, --header and the endpoint's headers.
+    headers: HeaderMap,
+    scenario: Option<Arc<Scenario>>,
+    authority: String,
+    base_path: String,
+}
+
+/// One request's URIs and body, rendered before it is due to leave.
+#[derive(Debug, Clone)]
+pub struct Prepared {
     origin: Uri,
-    host: HeaderValue,
+    absolute: Uri,
+    body: Option<Bytes>,
 }
 
 impl RequestTemplate {
-    fn build(&self, uri: &Uri) -> Request<Empty<Bytes>> {
-        let mut request = Request::new(Empty::new());
+    /// Request `n`'s URIs and body (`seed` draws its random values). A template that renders
+    /// into an invalid request fails it as `other`; the first such failure is reported once.
+    pub fn prepare(&self, seed: u64, n: u64) -> Result<Prepared, ErrorKind> {
+        let Some(scenario) = &self.scenario else {
+            return self.fixed_parts(None);
+        };
+        let rendered = scenario
+            .render(self.index, seed, n)
+            .map_err(|reason| render_failed(&reason))?;
+        match rendered.path {
+            None => self.fixed_parts(rendered.body),
+            Some(path) => {
+                let (origin, absolute) = uris(&self.authority, &self.base_path, &path)
+                    .map_err(|err| render_failed(&format!("{err:#}")))?;
+                Ok(Prepared {
+                    origin,
+                    absolute,
+                    body: rendered.body,
+                })
+            }
+        }
+    }
+
+    fn fixed_parts(&self, body: Option<Bytes>) -> Result<Prepared, ErrorKind> {
+        let (origin, absolute) = self.fixed.clone().ok_or(ErrorKind::Other)?;
+        Ok(Prepared {
+            origin,
+            absolute,
+            body,
+        })
+    }
+
+    fn build(&self, prepared: &Prepared, absolute: bool) -> Request<Full<Bytes>> {
+        let body = prepared.body.clone().unwrap_or_default();
+        let length = body.len();
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = self.method.clone();
-        *request.uri_mut() = uri.clone();
-        request.headers_mut().insert(HOST, self.host.clone());
-        if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
+        *request.uri_mut() = if absolute {
+            prepared.absolute.clone()
+        } else {
+            prepared.origin.clone()
+        };
+        *request.headers_mut() = self.headers.clone();
+        if length > 0 || matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
             request
                 .headers_mut()
-                .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                .insert(CONTENT_LENGTH, HeaderValue::from(length));
         }
         request
     }
+}
+
+/// Reports the first request a scenario template could not render (the rest only count).
+fn render_failed(reason: &str) -> ErrorKind {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        eprintln!(
+            "redwatch load: a request could not be built, counted as error `other`: {reason}"
+        );
+    });
+    ErrorKind::Other
 }
 
 /// Keep-alive connections for open loop. A request takes the most recently used idle connection
@@ -287,7 +390,7 @@ impl ConnectionPool {
     }
 
     /// Sends one request and reads the whole response body, within the timeout.
-    pub async fn send(&self, template: &RequestTemplate) -> Outcome {
+    pub async fn send(&self, template: &RequestTemplate, prepared: &Prepared) -> Outcome {
         let exchange = async {
             let (mut connection, fresh) = loop {
                 match self.checkout() {
@@ -310,7 +413,7 @@ impl ConnectionPool {
                     }
                 }
             }
-            let outcome = connection.send(template).await;
+            let outcome = connection.send(template, prepared).await;
             match outcome {
                 Ok(_) => {
                     if fresh {
@@ -342,8 +445,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One dedicated connection, owned by one closed-loop worker.
 pub enum Connection {
-    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 impl Connection {
@@ -397,14 +500,10 @@ impl Connection {
     }
 
     /// Sends one request and reads the whole response body (no timeout: the caller applies it).
-    pub async fn send(&mut self, template: &RequestTemplate) -> Outcome {
+    pub async fn send(&mut self, template: &RequestTemplate, prepared: &Prepared) -> Outcome {
         let response = match self {
-            Self::Http1(sender) => sender.send_request(template.build(&template.origin)).await,
-            Self::Http2(sender) => {
-                sender
-                    .send_request(template.build(&template.absolute))
-                    .await
-            }
+            Self::Http1(sender) => sender.send_request(template.build(prepared, false)).await,
+            Self::Http2(sender) => sender.send_request(template.build(prepared, true)).await,
         }
         .map_err(|err| classify_hyper(&err))?;
         read_response(response).await
@@ -433,13 +532,17 @@ async fn handshake(stream: TcpStream, h2c: bool) -> Result<Connection, ErrorKind
 async fn read_response(response: Response<Incoming>) -> Outcome {
     let status = response.status().as_u16();
     // Read the body to the end: the exchange is only complete (and the connection reusable)
-    // once it has arrived, so latency includes it.
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|err| classify_hyper(&err))?;
-    Ok(status)
+    // once it has arrived, so latency includes it. Frames are counted and dropped as they come,
+    // so a large response costs one read buffer, not its size.
+    let mut body = response.into_body();
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| classify_hyper(&err))?;
+        if let Some(data) = frame.data_ref() {
+            bytes += data.len() as u64;
+        }
+    }
+    Ok(Answer { status, bytes })
 }
 
 fn classify_hyper(err: &hyper::Error) -> ErrorKind {
@@ -547,12 +650,22 @@ mod tests {
             method: Method::POST,
             path: "/users/1?x=1".into(),
             weight: 1,
+            name: None,
         };
-        let template = target.template(&entry).unwrap();
-        assert_eq!(template.origin, "/api/users/1?x=1");
-        assert_eq!(template.absolute, "http://127.0.0.1:5000/api/users/1?x=1");
-        let request = template.build(&template.origin);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_static("k"));
+        let template = target.template(0, &entry, &headers, None).unwrap();
+        let prepared = template.prepare(1, 0).unwrap();
+        assert_eq!(prepared.origin, "/api/users/1?x=1");
+        assert_eq!(prepared.absolute, "http://127.0.0.1:5000/api/users/1?x=1");
+        let request = template.build(&prepared, false);
+        assert_eq!(request.uri(), "/api/users/1?x=1");
         assert_eq!(request.headers()[CONTENT_LENGTH], "0");
         assert_eq!(request.headers()[HOST], "127.0.0.1:5000");
+        assert_eq!(request.headers()["x-api-key"], "k");
+        assert_eq!(
+            template.build(&prepared, true).uri(),
+            "http://127.0.0.1:5000/api/users/1?x=1"
+        );
     }
 }

@@ -227,6 +227,8 @@ impl Dispatcher {
                 },
             };
             let endpoint = plan.mix.pick(plan.seed, sent);
+            // Rendered here, in schedule order, so that sequences follow the schedule.
+            let prepared = plan.templates[endpoint].prepare(plan.seed, sent);
             sent += 1;
             let (plan, client, recorder) = (
                 Arc::clone(plan),
@@ -237,7 +239,10 @@ impl Dispatcher {
                 let _slot = permit;
                 let send_at = Instant::now();
                 recorder.on_send(Some(send_at.saturating_duration_since(intended)));
-                let outcome = client.send(&plan.templates[endpoint]).await;
+                let outcome = match prepared {
+                    Ok(prepared) => client.send(&plan.templates[endpoint], &prepared).await,
+                    Err(kind) => Err(kind),
+                };
                 let done = Instant::now();
                 recorder.on_complete(endpoint, outcome, done - intended, done - send_at);
             });
@@ -352,9 +357,12 @@ impl Worker {
                 return;
             }
             let endpoint = self.plan.mix.pick(self.plan.seed, n);
+            let template = &self.plan.templates[endpoint];
+            let prepared = template.prepare(self.plan.seed, n);
             let send_at = Instant::now();
             self.recorder.on_send(None);
             let exchange = async {
+                let prepared = prepared?;
                 // A pooled connection the server has closed is replaced before sending, so an
                 // idle-timeout close is not counted against the target.
                 if let Some(conn) = connection.as_mut()
@@ -367,7 +375,7 @@ impl Worker {
                         Some(Connection::open(&self.addrs, self.h2c, self.plan.timeout).await?);
                 }
                 match connection.as_mut() {
-                    Some(conn) => conn.send(&self.plan.templates[endpoint]).await,
+                    Some(conn) => conn.send(template, &prepared).await,
                     None => Err(ErrorKind::Other),
                 }
             };

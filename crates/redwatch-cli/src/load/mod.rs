@@ -11,6 +11,7 @@ mod metrics;
 mod mix;
 mod record;
 mod report;
+mod scenario;
 mod schedule;
 mod settings;
 mod threshold;
@@ -133,7 +134,12 @@ fn request_templates(settings: &LoadSettings) -> anyhow::Result<Vec<RequestTempl
         .mix
         .entries()
         .iter()
-        .map(|entry| settings.target.template(entry))
+        .enumerate()
+        .map(|(index, entry)| {
+            settings
+                .target
+                .template(index, entry, &settings.headers, settings.scenario.as_ref())
+        })
         .collect()
 }
 

@@ -36,6 +36,8 @@ pub struct EndpointStats {
     pub statuses: BTreeMap<u16, u64>,
     /// Failures without a response, indexed by [`ErrorKind::index`].
     pub errors: [u64; 4],
+    /// Response body bytes received.
+    pub bytes_received: u64,
     /// Latency from the intended send time, µs (includes failed requests up to their failure).
     pub from_intended: Histogram<u64>,
     /// Latency from the actual send time, µs.
@@ -55,6 +57,7 @@ impl EndpointStats {
             count: 0,
             statuses: BTreeMap::new(),
             errors: [0; 4],
+            bytes_received: 0,
             from_intended: new_histogram(),
             from_send: new_histogram(),
         }
@@ -63,6 +66,7 @@ impl EndpointStats {
     /// Adds another endpoint's figures (for the overall line).
     pub fn merge(&mut self, other: &EndpointStats) {
         self.count += other.count;
+        self.bytes_received += other.bytes_received;
         for (status, n) in &other.statuses {
             *self.statuses.entry(*status).or_default() += n;
         }
@@ -184,7 +188,10 @@ impl Recorder {
         let stats = &mut slot.stats;
         stats.count += 1;
         match outcome {
-            Ok(status) => *stats.statuses.entry(status).or_default() += 1,
+            Ok(answer) => {
+                *stats.statuses.entry(answer.status).or_default() += 1;
+                stats.bytes_received += answer.bytes;
+            }
             Err(kind) => stats.errors[kind.index()] += 1,
         }
         let _ = stats
@@ -198,10 +205,10 @@ impl Recorder {
         {
             endpoint_metrics.observe(from_intended.as_secs_f64(), outcome.err());
             match outcome {
-                Ok(status) => by_status
-                    .entry(status)
+                Ok(answer) => by_status
+                    .entry(answer.status)
                     .or_insert_with(|| {
-                        metrics.requests_counter(endpoint_metrics, &status.to_string())
+                        metrics.requests_counter(endpoint_metrics, &answer.status.to_string())
                     })
                     .inc(),
                 Err(_) => error_counter.inc(),
@@ -246,7 +253,11 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::client::ErrorKind;
+    use crate::load::client::{Answer, ErrorKind};
+
+    fn ok(status: u16) -> Outcome {
+        Ok(Answer { status, bytes: 10 })
+    }
 
     #[test]
     fn records_and_merges() {
@@ -255,10 +266,10 @@ mod tests {
             Some(Arc::new(ClientMetrics::new())),
         );
         for (endpoint, outcome, ms) in [
-            (0, Ok(200), 10),
-            (0, Ok(500), 20),
+            (0, ok(200), 10),
+            (0, ok(500), 20),
             (1, Err(ErrorKind::Timeout), 2000),
-            (1, Ok(200), 5),
+            (1, ok(200), 5),
         ] {
             recorder.on_send(Some(Duration::from_millis(1)));
             recorder.on_complete(
@@ -275,6 +286,7 @@ mod tests {
         let mut all = stats[0].clone();
         all.merge(&stats[1]);
         assert_eq!(all.count, 4);
+        assert_eq!(all.bytes_received, 30);
         assert_eq!(all.statuses[&200], 2);
         assert_eq!(all.error_count(), 1);
         assert!(all.from_intended.max() >= 1_999_000);

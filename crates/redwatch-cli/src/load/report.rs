@@ -63,6 +63,8 @@ pub struct EndpointSummary {
     pub errors: u64,
     /// Failures by kind.
     pub error_kinds: BTreeMap<&'static str, u64>,
+    /// Response body bytes received.
+    pub bytes_received: u64,
     /// Latency from the intended send time (coordinated-omission corrected).
     pub latency_ms: Option<Percentiles>,
     /// Latency from the actual send time (what a closed-loop tool would report).
@@ -101,6 +103,8 @@ pub struct Summary {
     pub send_lateness_ms: Option<Percentiles>,
     pub status: BTreeMap<String, u64>,
     pub error_kinds: BTreeMap<&'static str, u64>,
+    /// Response body bytes received.
+    pub bytes_received: u64,
     /// Requests handed to the transport.
     pub sent: u64,
     /// Scheduled requests never sent (--max-in-flight reached until the window closed).
@@ -192,6 +196,7 @@ impl Summary {
                 status: status_map(stats),
                 errors: stats.error_count(),
                 error_kinds: kinds_map(stats),
+                bytes_received: stats.bytes_received,
                 latency_ms: Percentiles::of(&stats.from_intended),
                 latency_from_send_ms: Percentiles::of(&stats.from_send),
             })
@@ -223,6 +228,7 @@ impl Summary {
             send_lateness_ms: Percentiles::of(lateness),
             status: all.as_ref().map(status_map).unwrap_or_default(),
             error_kinds: all.as_ref().map(kinds_map).unwrap_or_default(),
+            bytes_received: all.as_ref().map_or(0, |a| a.bytes_received),
             sent: facts.sent,
             dropped: facts.dropped,
             max_backlog: facts.max_backlog,
@@ -377,6 +383,13 @@ impl Summary {
                 String::new()
             }
         );
+        if self.bytes_received > 0 {
+            let _ = writeln!(
+                out,
+                "response bodies: {} bytes received",
+                self.bytes_received
+            );
+        }
         if !self.thresholds.is_empty() {
             let failed = self.thresholds.iter().filter(|t| !t.passed).count();
             let _ = writeln!(

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use super::client::Target;
 use super::mix::{DEFAULT_MIX, Mix};
+use super::scenario::{Scenario, parse_header_flag};
 use super::schedule::{RateProfile, RateProfileFlag};
 use super::threshold::{Metric, Threshold};
 use crate::duration::duration_flag;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
 
 /// Flags of `redwatch load`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,6 +55,24 @@ pub struct LoadArgs {
     /// e.g. `/ep_one=4,POST /users/1=1`.
     #[arg(long, env = "REDWATCH_MIX", default_value = DEFAULT_MIX, value_parser = mix_flag)]
     pub mix: Mix,
+
+    /// A YAML file of endpoints (instead of --mix), each with its method, path, headers, body
+    /// and weight, and variables templated into paths and bodies (`{{ name }}`): random
+    /// integers, sequences, CSV columns; random values follow --seed. See the README for the
+    /// format. [default: none]
+    #[arg(
+        long,
+        env = "REDWATCH_SCENARIO",
+        value_name = "FILE",
+        conflicts_with = "mix"
+    )]
+    pub scenario: Option<PathBuf>,
+
+    /// A header sent with every request, `Name: value`; repeatable. A scenario endpoint's own
+    /// headers take precedence. [default: none]
+    #[arg(long = "header", short = 'H', env = "REDWATCH_HEADER", value_name = "'NAME: VALUE'",
+          value_delimiter = '\n', value_parser = reason(parse_header_flag))]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 
     /// Per-request timeout, from the moment the request is sent until the whole response body
     /// has arrived; also bounds connecting.
@@ -143,7 +164,12 @@ pub enum JsonOutput {
 pub struct LoadSettings {
     pub target: Target,
     pub mode: Mode,
+    /// The endpoints: --mix, or the --scenario's.
     pub mix: Mix,
+    /// The --scenario, whose endpoints are the mix's.
+    pub scenario: Option<Arc<Scenario>>,
+    /// --header, sent with every request.
+    pub headers: HeaderMap,
     pub seed: u64,
     pub timeout: Duration,
     /// `None` with `requests: None`: until stopped (as embedded in `redwatch demo`).
@@ -167,6 +193,8 @@ impl LoadSettings {
             target,
             mode: Mode::Open(RateProfile::Constant(rate)),
             mix: defaults.mix,
+            scenario: None,
+            headers: HeaderMap::new(),
             seed: rand::random(),
             timeout: defaults.timeout,
             duration: None,
@@ -211,12 +239,22 @@ impl LoadArgs {
                 "the --rate-profile ends at rate 0 and no --duration is set: the run would never end",
             ));
         }
-        let thresholds =
-            checked_thresholds(self.thresholds, self.fail_on_error_rate, &self.mix, &mode)?;
+        let scenario = match &self.scenario {
+            Some(file) => Some(Arc::new(
+                Scenario::load(file).map_err(|err| crate::invalid(format!("{err:#}")))?,
+            )),
+            None => None,
+        };
+        let mix = scenario
+            .as_ref()
+            .map_or(self.mix, |scenario| scenario.mix().clone());
+        let thresholds = checked_thresholds(self.thresholds, self.fail_on_error_rate, &mix, &mode)?;
         Ok(LoadSettings {
             target: self.target,
             mode,
-            mix: self.mix,
+            mix,
+            scenario,
+            headers: self.headers.into_iter().collect(),
             seed: self.seed.unwrap_or_else(rand::random),
             timeout: self.timeout,
             duration,

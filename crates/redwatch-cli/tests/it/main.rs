@@ -37,5 +37,6 @@ mod generate_promtool;
 mod load_accuracy;
 mod load_cli;
 mod load_pause;
+mod load_scenario;
 mod serve;
 mod support;
