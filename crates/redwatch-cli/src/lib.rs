@@ -51,6 +51,8 @@ pub enum Command {
 pub enum Settings {
     Serve(serve::ServeArgs),
     Load(Box<load::LoadSettings>),
+    /// `redwatch load merge`.
+    LoadMerge(load::MergeArgs),
     // Boxed: the generator has many settings, and the others stay small.
     Generate(Box<generate::GenerateSettings>),
     Demo(demo::DemoArgs),
@@ -62,7 +64,10 @@ impl Cli {
     pub fn settings(self) -> Result<Settings, clap::Error> {
         Ok(match self.command {
             Command::Serve(args) => Settings::Serve(args),
-            Command::Load(args) => Settings::Load(Box::new(args.settings()?)),
+            Command::Load(mut args) => match args.command.take() {
+                Some(load::LoadCommand::Merge(merge)) => Settings::LoadMerge(merge),
+                None => Settings::Load(Box::new(args.settings()?)),
+            },
             Command::Generate(args) => Settings::Generate(Box::new(args.settings()?)),
             Command::Demo(args) => Settings::Demo(args),
         })
@@ -74,6 +79,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     match settings {
         Settings::Serve(settings) => serve::run(settings).await,
         Settings::Load(settings) => load::run(*settings).await,
+        Settings::LoadMerge(args) => load::merge(&args),
         Settings::Generate(settings) => generate::run(*settings).await,
         Settings::Demo(settings) => demo::run(settings).await,
     }

@@ -7,6 +7,7 @@
 
 mod client;
 mod driver;
+mod merge;
 mod metrics;
 mod mix;
 mod record;
@@ -15,6 +16,7 @@ mod scenario;
 mod schedule;
 mod settings;
 mod threshold;
+mod timeline;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -33,9 +35,10 @@ use report::{RunFacts, Summary};
 use schedule::RateProfile;
 
 pub use client::Target;
+pub use merge::{MergeArgs, run as merge};
 pub use mix::{DEFAULT_MIX, Mix};
 pub use settings::{
-    JsonOutput, LoadArgs, LoadSettings, Mode, mix_flag, positive_duration, rate_flag,
+    JsonOutput, LoadArgs, LoadCommand, LoadSettings, Mode, mix_flag, positive_duration, rate_flag,
 };
 
 /// How another subcommand (`redwatch demo`) runs the generator inside its own process.
@@ -91,10 +94,30 @@ async fn run_with(
     let templates = request_templates(&settings)?;
     let labels: Vec<String> = settings.mix.entries().iter().map(|e| e.label()).collect();
     let metrics = start_client_metrics(&settings, metrics_listener).await?;
-    let recorder = Arc::new(Recorder::new(&labels, metrics.clone()));
+    let recorder = Arc::new(Recorder::new(
+        &labels,
+        metrics.clone(),
+        settings.timeline.is_some(),
+    ));
     announce(&settings);
 
     let started = Instant::now();
+    let timeline = match &settings.timeline {
+        Some(path) => {
+            let timeline = Arc::new(std::sync::Mutex::new(timeline::Timeline::create(
+                path,
+                labels.clone(),
+                started,
+            )?));
+            let task = tokio::spawn(timeline::every_second(
+                Arc::clone(&timeline),
+                Arc::clone(&recorder),
+                started,
+            ));
+            Some((timeline, task))
+        }
+        None => None,
+    };
     let ticker = tokio::spawn(watch_progress(
         Arc::clone(&recorder),
         started,
@@ -114,6 +137,19 @@ async fn run_with(
     ticker.abort();
     let _ = ticker.await;
     settle_gauges(&recorder);
+    if let Some((timeline, task)) = timeline {
+        task.abort();
+        let _ = task.await;
+        // The rest of the run since the last full second, stragglers included.
+        let written = timeline
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_line(&recorder);
+        // The summary still matters more than the timeline.
+        if let Err(err) = written {
+            eprintln!("redwatch load: {err:#}");
+        }
+    }
 
     let summary = summarize(&settings, &end, &recorder);
     write_report(&summary, settings.json.as_ref())?;
@@ -257,7 +293,7 @@ fn summarize(settings: &LoadSettings, end: &RunEnd, recorder: &Recorder) -> Summ
         }
     });
     let facts = RunFacts {
-        mode: if profile.is_some() { "open" } else { "closed" },
+        mode: if profile.is_some() { "open" } else { "closed" }.to_owned(),
         target: settings.target.display.clone(),
         seed: settings.seed,
         duration_s: elapsed,
@@ -275,12 +311,13 @@ fn summarize(settings: &LoadSettings, end: &RunEnd, recorder: &Recorder) -> Summ
         max_backlog: recorder.max_backlog.load(Ordering::Relaxed),
         unfinished: end.unfinished,
         interrupted: end.interrupted,
+        shard: None,
     };
-    let entries: Vec<(String, String)> = settings
+    let entries: Vec<(String, String, String)> = settings
         .mix
         .entries()
         .iter()
-        .map(|e| (e.path.clone(), e.method.to_string()))
+        .map(|e| (e.label(), e.path.clone(), e.method.to_string()))
         .collect();
     Summary::build(
         facts,

@@ -78,6 +78,24 @@ impl EndpointStats {
         let _ = self.from_send.add(&other.from_send);
     }
 
+    /// Records one finished request.
+    fn add(&mut self, outcome: Outcome, from_intended: Duration, from_send: Duration) {
+        self.count += 1;
+        match outcome {
+            Ok(answer) => {
+                *self.statuses.entry(answer.status).or_default() += 1;
+                self.bytes_received += answer.bytes;
+            }
+            Err(kind) => self.errors[kind.index()] += 1,
+        }
+        let _ = self
+            .from_intended
+            .record(micros(from_intended).min(HISTOGRAM_MAX_MICROS));
+        let _ = self
+            .from_send
+            .record(micros(from_send).min(HISTOGRAM_MAX_MICROS));
+    }
+
     /// Failures without a response.
     pub fn error_count(&self) -> u64 {
         self.errors.iter().sum()
@@ -86,6 +104,8 @@ impl EndpointStats {
 
 struct EndpointSlot {
     stats: EndpointStats,
+    /// The figures since the last [`Recorder::take_windows`], when a timeline is written.
+    window: Option<EndpointStats>,
     /// Prometheus handles, when `--metrics-listen` is on.
     metrics: Option<(EndpointMetrics, HashMap<u16, Counter>, Counter)>,
 }
@@ -120,8 +140,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Recorder {
-    /// A recorder for endpoints with the given labels.
-    pub fn new(labels: &[String], metrics: Option<Arc<ClientMetrics>>) -> Self {
+    /// A recorder for endpoints with the given labels; `windows` also keeps the figures of the
+    /// current interval, for the timeline.
+    pub fn new(labels: &[String], metrics: Option<Arc<ClientMetrics>>, windows: bool) -> Self {
         let endpoints = labels
             .iter()
             .map(|label| {
@@ -132,6 +153,7 @@ impl Recorder {
                 });
                 Mutex::new(EndpointSlot {
                     stats: EndpointStats::new(),
+                    window: windows.then(EndpointStats::new),
                     metrics: handles,
                 })
             })
@@ -185,21 +207,10 @@ impl Recorder {
             return;
         };
         let mut slot = lock(slot);
-        let stats = &mut slot.stats;
-        stats.count += 1;
-        match outcome {
-            Ok(answer) => {
-                *stats.statuses.entry(answer.status).or_default() += 1;
-                stats.bytes_received += answer.bytes;
-            }
-            Err(kind) => stats.errors[kind.index()] += 1,
+        slot.stats.add(outcome, from_intended, from_send);
+        if let Some(window) = slot.window.as_mut() {
+            window.add(outcome, from_intended, from_send);
         }
-        let _ = stats
-            .from_intended
-            .record(micros(from_intended).min(HISTOGRAM_MAX_MICROS));
-        let _ = stats
-            .from_send
-            .record(micros(from_send).min(HISTOGRAM_MAX_MICROS));
         if let (Some(metrics), Some((endpoint_metrics, by_status, error_counter))) =
             (&self.metrics, &mut slot.metrics)
         {
@@ -244,6 +255,21 @@ impl Recorder {
             .collect()
     }
 
+    /// Every endpoint's figures since the previous call (empty without windows), starting the
+    /// next interval.
+    pub fn take_windows(&self) -> Vec<EndpointStats> {
+        self.endpoints
+            .iter()
+            .map(|slot| {
+                lock(slot)
+                    .window
+                    .as_mut()
+                    .map(std::mem::take)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// Copy of the send-lateness histogram.
     pub fn lateness(&self) -> Histogram<u64> {
         lock(&self.lateness).clone()
@@ -264,6 +290,7 @@ mod tests {
         let recorder = Recorder::new(
             &["/a".into(), "/b".into()],
             Some(Arc::new(ClientMetrics::new())),
+            true,
         );
         for (endpoint, outcome, ms) in [
             (0, ok(200), 10),
@@ -280,6 +307,14 @@ mod tests {
             );
         }
         let stats = recorder.snapshot();
+        let windows = recorder.take_windows();
+        assert_eq!(windows[0].count, 2);
+        assert_eq!(windows[1].errors, stats[1].errors);
+        assert_eq!(
+            recorder.take_windows()[0].count,
+            0,
+            "a new interval starts empty"
+        );
         assert_eq!(stats[0].count, 2);
         assert_eq!(stats[0].statuses[&500], 1);
         assert_eq!(stats[1].errors[ErrorKind::Timeout.index()], 1);

@@ -6,7 +6,7 @@ use std::io::Write as _;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::client::ErrorKind;
 use super::record::EndpointStats;
@@ -14,7 +14,7 @@ use super::settings::JsonOutput;
 use super::threshold::{RunFigures, Threshold, ThresholdResult};
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -42,13 +42,43 @@ impl Percentiles {
     }
 }
 
+/// A histogram in HdrHistogram's V2 deflate format, base64 (standard alphabet, padded).
+pub fn encode_histogram(histogram: &Histogram<u64>) -> String {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Serializer as _;
+    let mut bytes = Vec::new();
+    // Serialising into memory fails only for histograms too large to describe, which the fixed
+    // bounds rule out; an empty string then reads back as an error, not as wrong numbers.
+    if hdrhistogram::serialization::V2DeflateSerializer::new()
+        .serialize(histogram, &mut bytes)
+        .is_err()
+    {
+        return String::new();
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The histogram [`encode_histogram`] wrote.
+pub fn decode_histogram(text: &str) -> anyhow::Result<Histogram<u64>> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .context("not base64")?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|err| anyhow::anyhow!("not an HdrHistogram: {err:?}"))
+}
+
 fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
 /// One endpoint's line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EndpointSummary {
+    /// The endpoint's label, as thresholds and the table name it: a scenario entry's name, else
+    /// the path, prefixed with the method when not GET.
+    pub endpoint: String,
     /// The path from the mix.
     pub path: String,
     /// The HTTP method.
@@ -62,20 +92,32 @@ pub struct EndpointSummary {
     /// Failures without a response.
     pub errors: u64,
     /// Failures by kind.
-    pub error_kinds: BTreeMap<&'static str, u64>,
+    pub error_kinds: BTreeMap<String, u64>,
     /// Response body bytes received.
     pub bytes_received: u64,
     /// Latency from the intended send time (coordinated-omission corrected).
     pub latency_ms: Option<Percentiles>,
     /// Latency from the actual send time (what a closed-loop tool would report).
     pub latency_from_send_ms: Option<Percentiles>,
+    /// The HDR histograms behind the percentiles, for `redwatch load merge`.
+    pub histograms: EndpointHistograms,
+}
+
+/// An endpoint's latency histograms (µs, 1 µs to 1 h, 3 significant digits), each in
+/// HdrHistogram's V2 deflate format, base64: what `redwatch load merge` adds up exactly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EndpointHistograms {
+    /// Latency from the intended send time.
+    pub latency: String,
+    /// Latency from the actual send time.
+    pub latency_from_send: String,
 }
 
 /// The whole run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     /// `open` (scheduled rate) or `closed` (fixed concurrency).
-    pub mode: &'static str,
+    pub mode: String,
     pub target: String,
     /// Seed of the endpoint sequence (pass it to --seed to repeat the run's sequence).
     pub seed: u64,
@@ -102,7 +144,7 @@ pub struct Summary {
     /// How late each send left relative to its intended time (open loop only).
     pub send_lateness_ms: Option<Percentiles>,
     pub status: BTreeMap<String, u64>,
-    pub error_kinds: BTreeMap<&'static str, u64>,
+    pub error_kinds: BTreeMap<String, u64>,
     /// Response body bytes received.
     pub bytes_received: u64,
     /// Requests handed to the transport.
@@ -118,11 +160,19 @@ pub struct Summary {
     pub endpoints: Vec<EndpointSummary>,
     /// Each --threshold (and --fail-on-error-rate) with its measured value and outcome.
     pub thresholds: Vec<ThresholdResult>,
+    /// The send-lateness histogram (as [`EndpointHistograms`]); null in closed loop.
+    pub send_lateness_histogram: Option<String>,
+    /// `I/N` when the run was one shard of a larger one (`--shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// How many summaries `redwatch load merge` combined into this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<usize>,
 }
 
 /// Inputs describing the run (everything but the recorded figures).
 pub struct RunFacts {
-    pub mode: &'static str,
+    pub mode: String,
     pub target: String,
     pub seed: u64,
     pub duration_s: f64,
@@ -134,6 +184,7 @@ pub struct RunFacts {
     pub max_backlog: u64,
     pub unfinished: u64,
     pub interrupted: bool,
+    pub shard: Option<String>,
 }
 
 fn status_map(stats: &EndpointStats) -> BTreeMap<String, u64> {
@@ -144,10 +195,10 @@ fn status_map(stats: &EndpointStats) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn kinds_map(stats: &EndpointStats) -> BTreeMap<&'static str, u64> {
+fn kinds_map(stats: &EndpointStats) -> BTreeMap<String, u64> {
     ErrorKind::ALL
         .iter()
-        .map(|kind| (kind.as_str(), stats.errors[kind.index()]))
+        .map(|kind| (kind.as_str().to_owned(), stats.errors[kind.index()]))
         .collect()
 }
 
@@ -160,10 +211,11 @@ fn rate(count: u64, seconds: f64) -> f64 {
 }
 
 impl Summary {
-    /// Builds the summary from per-endpoint figures (`entries` = (path, method) in mix order).
+    /// Builds the summary from per-endpoint figures (`entries` = (label, path, method) in mix
+    /// order).
     pub fn build(
         facts: RunFacts,
-        entries: &[(String, String)],
+        entries: &[(String, String, String)],
         stats: &[EndpointStats],
         lateness: &Histogram<u64>,
         thresholds: &[Threshold],
@@ -177,7 +229,7 @@ impl Summary {
             endpoints: entries
                 .iter()
                 .zip(stats)
-                .map(|((path, method), stats)| (label(path, method), stats))
+                .map(|((label, _, _), stats)| (label.clone(), stats))
                 .collect(),
             achieved_rate: rate(all.count, facts.duration_s),
             target_rate: facts.target_rate.map(round3),
@@ -188,7 +240,8 @@ impl Summary {
         let endpoints = entries
             .iter()
             .zip(stats)
-            .map(|((path, method), stats)| EndpointSummary {
+            .map(|((label, path, method), stats)| EndpointSummary {
+                endpoint: label.clone(),
                 path: path.clone(),
                 method: method.clone(),
                 count: stats.count,
@@ -199,6 +252,10 @@ impl Summary {
                 bytes_received: stats.bytes_received,
                 latency_ms: Percentiles::of(&stats.from_intended),
                 latency_from_send_ms: Percentiles::of(&stats.from_send),
+                histograms: EndpointHistograms {
+                    latency: encode_histogram(&stats.from_intended),
+                    latency_from_send: encode_histogram(&stats.from_send),
+                },
             })
             .collect();
         let (requests, errors, server_errors) = all.as_ref().map_or((0, 0, 0), |all| {
@@ -236,6 +293,9 @@ impl Summary {
             interrupted: facts.interrupted,
             endpoints,
             thresholds,
+            send_lateness_histogram: (!lateness.is_empty()).then(|| encode_histogram(lateness)),
+            shard: facts.shard,
+            merged_from: None,
         }
     }
 
@@ -282,7 +342,7 @@ impl Summary {
 
     /// What ran against what, for how long, and how close it came to its target.
     fn write_title(&self, out: &mut String) {
-        let mode = match (self.mode, self.target_rate) {
+        let mode = match (self.mode.as_str(), self.target_rate) {
             ("open", Some(target)) => format!(
                 "open loop: target {target:.1} req/s, achieved {:.1} req/s ({:+.2}%)",
                 self.achieved_rate,
@@ -318,7 +378,7 @@ impl Summary {
         let mut rows = vec![TABLE_HEADER.map(str::to_owned)];
         for endpoint in &self.endpoints {
             rows.push(table_row(
-                label(&endpoint.path, &endpoint.method),
+                endpoint.endpoint.clone(),
                 endpoint.count,
                 endpoint.achieved_rate,
                 &endpoint.status,
@@ -407,16 +467,6 @@ impl Summary {
                 );
             }
         }
-    }
-}
-
-/// An endpoint's name in the table and in thresholds: the path, prefixed with the method when
-/// not GET (as the mix's labels).
-fn label(path: &str, method: &str) -> String {
-    if method == "GET" {
-        path.to_owned()
-    } else {
-        format!("{method} {path}")
     }
 }
 

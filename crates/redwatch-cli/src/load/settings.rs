@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::client::Target;
+use super::merge::MergeArgs;
 use super::mix::{DEFAULT_MIX, Mix};
 use super::scenario::{Scenario, parse_header_flag};
 use super::schedule::{RateProfile, RateProfileFlag};
@@ -16,8 +17,13 @@ use std::sync::Arc;
 
 /// Flags of `redwatch load`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_long_help = AFTER_HELP)]
+#[command(after_long_help = AFTER_HELP, args_conflicts_with_subcommands = true,
+          subcommand_negates_reqs = true)]
 pub struct LoadArgs {
+    /// `redwatch load merge`, instead of a run.
+    #[command(subcommand)]
+    pub command: Option<LoadCommand>,
+
     /// Base URL of the API under load (http:// only); mix paths are appended to its path.
     #[arg(long, env = "REDWATCH_TARGET", default_value = "http://127.0.0.1:5000",
           value_parser = reason(str::parse::<Target>))]
@@ -84,6 +90,12 @@ pub struct LoadArgs {
     #[arg(long, env = "REDWATCH_JSON", value_name = "PATH", value_parser = parse_json_output)]
     pub json: Option<JsonOutput>,
 
+    /// Write a timeline to PATH: one JSON line per second, per endpoint the requests completed
+    /// in that second, status counts, errors, and p50/p99 from the intended and from the actual
+    /// send time; the last line covers the rest of the run. [default: none]
+    #[arg(long, env = "REDWATCH_TIMELINE", value_name = "PATH", value_parser = parse_timeline)]
+    pub timeline: Option<PathBuf>,
+
     /// Serve the generator's own Prometheus metrics at http://ADDR/metrics. Its variable is
     /// REDWATCH_LOAD_METRICS_LISTEN, so one environment can also set serve's --metrics-listen.
     /// [default: off]
@@ -140,6 +152,15 @@ failed request. Exit status: 0 success, 1 a --threshold (or --fail-on-error-rate
 2 bad input, 130 interrupted by SIGINT (Ctrl-C) or SIGTERM (the partial summary and --json are
 still written).";
 
+/// What `redwatch load` does other than a run.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LoadCommand {
+    /// Combine `--json` summaries (e.g. the shards of one run) into one, exactly: counts add,
+    /// histograms merge, quantiles are computed again. Prints the JSON on stdout, the table on
+    /// stderr.
+    Merge(MergeArgs),
+}
+
 /// How long a `redwatch load` given neither --duration nor --requests runs.
 const DEFAULT_RUN_LENGTH: Duration = Duration::from_secs(10);
 
@@ -179,6 +200,7 @@ pub struct LoadSettings {
     /// Every `--threshold`, then the one `--fail-on-error-rate` stands for.
     pub thresholds: Vec<Threshold>,
     pub json: Option<JsonOutput>,
+    pub timeline: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub linger: Duration,
     pub h2c: bool,
@@ -202,6 +224,7 @@ impl LoadSettings {
             max_in_flight: defaults.max_in_flight,
             thresholds: Vec::new(),
             json: None,
+            timeline: None,
             metrics_listen: None,
             linger: defaults.linger,
             h2c: defaults.h2c,
@@ -262,6 +285,7 @@ impl LoadArgs {
             max_in_flight: self.max_in_flight,
             thresholds,
             json: self.json,
+            timeline: self.timeline,
             metrics_listen: self.metrics_listen,
             linger: self.linger,
             h2c: self.h2c,
@@ -376,6 +400,14 @@ fn parse_json_output(text: &str) -> Result<JsonOutput, String> {
         return Err(format!("the directory {} does not exist", dir.display()));
     }
     Ok(JsonOutput::File(path))
+}
+
+/// A file in an existing directory (checked before the run, not after it).
+fn parse_timeline(text: &str) -> Result<PathBuf, String> {
+    match parse_json_output(text)? {
+        JsonOutput::File(path) => Ok(path),
+        JsonOutput::Stdout => Err("expected a file path".to_owned()),
+    }
 }
 
 #[cfg(test)]

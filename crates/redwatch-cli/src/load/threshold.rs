@@ -223,9 +223,9 @@ pub struct ThresholdResult {
     /// null when there was nothing to measure.
     pub value: Option<f64>,
     /// The value with its unit, for the table.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub display: String,
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub from_fail_on_error_rate: bool,
 }
 
