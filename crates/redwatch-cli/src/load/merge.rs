@@ -17,8 +17,9 @@ use super::threshold::Threshold;
 /// Flags of `redwatch load merge`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MergeArgs {
-    /// `--json` summaries of `redwatch load` runs (e.g. one per `--shard`). The merged summary
-    /// goes to stdout as JSON, its table to stderr.
+    /// `--json` summaries of `redwatch load` runs (e.g. one per `--shard`), or directories of
+    /// them (their `*.json` files). The merged summary goes to stdout as JSON, its table to
+    /// stderr.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
 
@@ -31,8 +32,11 @@ pub struct MergeArgs {
 
 /// Runs `redwatch load merge`.
 pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
-    let summaries = args
-        .files
+    let mut files = Vec::new();
+    for file in &args.files {
+        files.extend(expand(file)?);
+    }
+    let summaries = files
         .iter()
         .map(|file| read(file))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -54,6 +58,29 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::from(1))
     }
+}
+
+/// A file as itself; a directory as its `*.json` files (e.g. a volume the shards wrote to).
+fn expand(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in
+        std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?
+    {
+        let file = entry
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .path();
+        if file.is_file() && file.extension().is_some_and(|e| e == "json") {
+            files.push(file);
+        }
+    }
+    if files.is_empty() {
+        bail!("no *.json summaries in {}", path.display());
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn read(file: &Path) -> anyhow::Result<Summary> {
@@ -186,7 +213,10 @@ pub fn merge(summaries: &[Summary], thresholds: &[Threshold]) -> anyhow::Result<
         // Runs side by side: the merged window is the longest one.
         duration_s: summaries.iter().map(|s| s.duration_s).fold(0.0, f64::max),
         target_rate,
-        rate_profile: if profiles.iter().all(|p| *p == profiles[0]) {
+        // A shard's profile is 1/N of the run's: not the merged run's shape.
+        rate_profile: if summaries.iter().all(|s| s.shard.is_none())
+            && profiles.iter().all(|p| *p == profiles[0])
+        {
             profiles[0].clone()
         } else {
             None

@@ -128,7 +128,7 @@ async fn run_with(
     let plan = Arc::new(Plan {
         templates,
         mix: settings.mix.clone(),
-        seed: settings.seed,
+        seed: settings.request_seed(),
         timeout: settings.timeout,
         duration: settings.duration,
         request_limit: settings.requests,
@@ -219,8 +219,11 @@ fn announce(settings: &LoadSettings) {
         Mode::Open(profile) => format!("{profile} open loop"),
         Mode::Closed(n) => format!("{n} connections closed loop"),
     };
+    let shard = settings
+        .shard
+        .map_or_else(String::new, |shard| format!(", shard {shard}"));
     eprintln!(
-        "redwatch load: {how} against {} {bound}, seed {}",
+        "redwatch load: {how} against {} {bound}, seed {}{shard}",
         settings.target.display, settings.seed
     );
 }
@@ -311,7 +314,7 @@ fn summarize(settings: &LoadSettings, end: &RunEnd, recorder: &Recorder) -> Summ
         max_backlog: recorder.max_backlog.load(Ordering::Relaxed),
         unfinished: end.unfinished,
         interrupted: end.interrupted,
-        shard: None,
+        shard: settings.shard.map(|shard| shard.to_string()),
     };
     let entries: Vec<(String, String, String)> = settings
         .mix

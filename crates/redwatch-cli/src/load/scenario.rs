@@ -32,6 +32,7 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::Deserialize;
 
 use super::mix::{Mix, MixEntry, mix64};
+use super::settings::Shard;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -123,11 +124,21 @@ struct Variable {
     generator: Generator,
     /// Values drawn so far (sequences and sequential CSV columns).
     drawn: AtomicU64,
+    /// This shard's place among `stride` shards: its k-th draw is value number
+    /// `offset + stride * k`, so shards interleave instead of repeating each other's values.
+    offset: u64,
+    stride: u64,
     /// Mixed into the seed, so that two random variables differ.
     salt: u64,
 }
 
 impl Variable {
+    /// The number of this draw among all shards' draws.
+    fn next_draw(&self) -> u64 {
+        let k = self.drawn.fetch_add(1, Ordering::Relaxed);
+        self.offset.wrapping_add(self.stride.wrapping_mul(k))
+    }
+
     fn value(&self, seed: u64, n: u64) -> Value {
         let random = || mix64(seed ^ self.salt, n);
         match &self.generator {
@@ -137,13 +148,13 @@ impl Variable {
                 Value::from(min.wrapping_add_unsigned(offset))
             }
             Generator::Sequence { start, step } => {
-                let k = self.drawn.fetch_add(1, Ordering::Relaxed);
+                let k = self.next_draw();
                 Value::from(start.wrapping_add(step.wrapping_mul(k as i64)))
             }
             Generator::Column { values, order } => {
                 let len = values.len() as u64;
                 let row = match order {
-                    CsvOrder::Sequential => self.drawn.fetch_add(1, Ordering::Relaxed) % len,
+                    CsvOrder::Sequential => self.next_draw() % len,
                     CsvOrder::Random => ((u128::from(random()) * u128::from(len)) >> 64) as u64,
                 };
                 Value::from(values[row as usize].as_str())
@@ -199,12 +210,13 @@ fn body_template(index: usize) -> String {
 }
 
 impl Scenario {
-    /// Reads and checks `file`; errors name the file, the entry and the problem.
-    pub fn load(file: &Path) -> anyhow::Result<Self> {
-        Self::load_inner(file).with_context(|| format!("--scenario {}", file.display()))
+    /// Reads and checks `file` for the whole run or one `--shard`; errors name the file, the
+    /// entry and the problem.
+    pub fn load(file: &Path, shard: Option<Shard>) -> anyhow::Result<Self> {
+        Self::load_inner(file, shard).with_context(|| format!("--scenario {}", file.display()))
     }
 
-    fn load_inner(file: &Path) -> anyhow::Result<Self> {
+    fn load_inner(file: &Path, shard: Option<Shard>) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(file).context("cannot read it")?;
         let parsed: ScenarioFile = serde_yaml_ng::from_str(&text)?;
         let base = file.parent().unwrap_or(Path::new("."));
@@ -219,6 +231,8 @@ impl Scenario {
                     name,
                     generator,
                     drawn: AtomicU64::new(0),
+                    offset: shard.map_or(0, |s| s.index),
+                    stride: shard.map_or(1, |s| s.count),
                     salt: mix64(0x5eed, i as u64),
                 })
             })
@@ -490,7 +504,7 @@ endpoints:
     body: plain
 "#,
         );
-        let scenario = Scenario::load(&file).unwrap();
+        let scenario = Scenario::load(&file, None).unwrap();
         let labels: Vec<String> = scenario.mix().entries().iter().map(|e| e.label()).collect();
         assert_eq!(labels, ["/users/{{ user }}", "create", "/static"]);
         assert_eq!(scenario.mix().entries()[1].method, Method::POST);
@@ -520,6 +534,14 @@ endpoints:
         assert_eq!(bodies[1], r#"{"order": 7, "email": "b@x"}"#);
         assert_eq!(bodies[3], r#"{"order": 11, "email": "a@x"}"#);
         let fixed = scenario.render(2, 7, 0).unwrap();
+        // Shard 1 of 3 takes every third value of the sequence and of the CSV rows, from the
+        // second on.
+        let shard = Scenario::load(&file, Some(Shard { index: 1, count: 3 })).unwrap();
+        let bodies: Vec<Bytes> = (0..2)
+            .map(|n| shard.render(1, 7, n).unwrap().body.unwrap())
+            .collect();
+        assert_eq!(bodies[0], r#"{"order": 7, "email": "b@x"}"#);
+        assert_eq!(bodies[1], r#"{"order": 13, "email": "b@x"}"#);
         assert_eq!((fixed.path, fixed.body), (None, Some(Bytes::from("plain"))));
     }
 
@@ -563,7 +585,7 @@ endpoints:
             ("endpoints: []", &["no endpoints"]),
         ] {
             let file = write(dir.path(), "s.yaml", yaml);
-            let err = format!("{:#}", Scenario::load(&file).expect_err(yaml));
+            let err = format!("{:#}", Scenario::load(&file, None).expect_err(yaml));
             assert!(err.contains("s.yaml"), "{yaml}: {err}");
             for needle in needles {
                 assert!(err.contains(needle), "{yaml}: {needle:?} not in {err}");

@@ -138,6 +138,13 @@ pub struct LoadArgs {
           value_delimiter = ',', value_parser = reason(str::parse::<Threshold>))]
     pub thresholds: Vec<Threshold>,
 
+    /// Run shard I of N (I from 0 to N-1, e.g. a Kubernetes Indexed Job's
+    /// JOB_COMPLETION_INDEX): 1/N of the rate (or of --concurrency and --requests), with a seed
+    /// derived from --seed and I, and sequences and CSV rows interleaved with the other shards'.
+    /// `redwatch load merge` combines the shards' --json summaries. [default: the whole run]
+    #[arg(long, env = "REDWATCH_SHARD", value_name = "I/N", value_parser = reason(Shard::parse))]
+    pub shard: Option<Shard>,
+
     /// Speak HTTP/2 without TLS (prior knowledge) instead of HTTP/1.1. [default: off]
     #[arg(long, env = "REDWATCH_H2C")]
     pub h2c: bool,
@@ -173,6 +180,48 @@ pub enum Mode {
     Closed(usize),
 }
 
+/// `--shard I/N`: this process runs shard `index` (0-based) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// Parses `I/N` with N ≥ 1 and I < N.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let (index, count) = text
+            .trim()
+            .split_once('/')
+            .with_context(|| format!("{text:?}: expected I/N, e.g. 0/4"))?;
+        let number = |part: &str| part.trim().parse::<u64>().ok();
+        let (Some(index), Some(count)) = (number(index), number(count)) else {
+            anyhow::bail!("{text:?}: expected I/N with whole numbers, e.g. 0/4");
+        };
+        if count == 0 || index >= count {
+            anyhow::bail!("{text:?}: I counts from 0 to N-1 (N = {count})");
+        }
+        Ok(Self { index, count })
+    }
+
+    /// This shard's part of `total` whole things: the remainder goes to the first shards.
+    pub fn share(&self, total: u64) -> u64 {
+        total / self.count + u64::from(self.index < total % self.count)
+    }
+
+    /// The seed of this shard's requests, from the run's `--seed`.
+    pub fn seed(&self, seed: u64) -> u64 {
+        super::mix::mix64(seed, self.index ^ 0x5_4a2d_0000)
+    }
+}
+
 /// Where `--json` writes the summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonOutput {
@@ -204,9 +253,16 @@ pub struct LoadSettings {
     pub metrics_listen: Option<SocketAddr>,
     pub linger: Duration,
     pub h2c: bool,
+    /// `--shard`: already applied to the mode, the request count and the scenario.
+    pub shard: Option<Shard>,
 }
 
 impl LoadSettings {
+    /// The seed requests are drawn from: `seed` itself, or the shard's seed derived from it.
+    pub fn request_seed(&self) -> u64 {
+        self.shard.map_or(self.seed, |shard| shard.seed(self.seed))
+    }
+
     /// `rate` requests per second against `target`, until stopped; everything else is the
     /// flags' defaults (not the environment's).
     pub fn open_loop(target: Target, rate: f64) -> Result<Self, clap::Error> {
@@ -228,6 +284,7 @@ impl LoadSettings {
             metrics_listen: None,
             linger: defaults.linger,
             h2c: defaults.h2c,
+            shard: None,
         })
     }
 }
@@ -254,6 +311,10 @@ impl LoadArgs {
                 ));
             }
         };
+        let (mode, requests) = match self.shard {
+            Some(shard) => sharded(shard, mode, self.requests)?,
+            None => (mode, self.requests),
+        };
         if let Mode::Open(profile) = &mode
             && duration.is_none()
             && profile.final_rate().is_some_and(|rate| rate <= 0.0)
@@ -264,7 +325,8 @@ impl LoadArgs {
         }
         let scenario = match &self.scenario {
             Some(file) => Some(Arc::new(
-                Scenario::load(file).map_err(|err| crate::invalid(format!("{err:#}")))?,
+                Scenario::load(file, self.shard)
+                    .map_err(|err| crate::invalid(format!("{err:#}")))?,
             )),
             None => None,
         };
@@ -281,7 +343,7 @@ impl LoadArgs {
             seed: self.seed.unwrap_or_else(rand::random),
             timeout: self.timeout,
             duration,
-            requests: self.requests,
+            requests,
             max_in_flight: self.max_in_flight,
             thresholds,
             json: self.json,
@@ -289,8 +351,39 @@ impl LoadArgs {
             metrics_listen: self.metrics_listen,
             linger: self.linger,
             h2c: self.h2c,
+            shard: self.shard,
         })
     }
+}
+
+/// Shard `shard`'s part of the run: 1/N of the rate, or of the connections; 1/N of the
+/// requests.
+fn sharded(
+    shard: Shard,
+    mode: Mode,
+    requests: Option<u64>,
+) -> Result<(Mode, Option<u64>), clap::Error> {
+    let mode = match mode {
+        Mode::Open(profile) => Mode::Open(profile.scaled(1.0 / shard.count as f64)),
+        Mode::Closed(concurrency) => {
+            let share = shard.share(concurrency as u64);
+            if share == 0 {
+                return Err(crate::invalid(format!(
+                    "--shard {shard}: --concurrency {concurrency} leaves this shard no connection"
+                )));
+            }
+            Mode::Closed(usize::try_from(share).unwrap_or(usize::MAX))
+        }
+    };
+    let requests = match requests.map(|n| (n, shard.share(n))) {
+        Some((n, 0)) => {
+            return Err(crate::invalid(format!(
+                "--shard {shard}: --requests {n} leaves this shard no request"
+            )));
+        }
+        other => other.map(|(_, share)| share),
+    };
+    Ok((mode, requests))
 }
 
 /// The thresholds, each checked against the mix and the mode: an endpoint it names must be in
@@ -439,6 +532,30 @@ mod tests {
         assert_eq!(settings.timeout, Duration::from_secs(2));
         assert_eq!(settings.max_in_flight, 1000);
         assert_eq!((settings.duration, settings.requests), (None, None));
+    }
+
+    #[test]
+    fn shards_split_the_run() {
+        let shard = |text: &str| Shard::parse(text).unwrap();
+        assert_eq!(shard("1/4"), Shard { index: 1, count: 4 });
+        for bad in ["4/4", "0/0", "1", "a/4", "-1/4", "1/4/2"] {
+            assert!(Shard::parse(bad).is_err(), "{bad:?}");
+        }
+        let shares: Vec<u64> = (0..4).map(|i| shard(&format!("{i}/4")).share(10)).collect();
+        assert_eq!(shares, [3, 3, 2, 2]);
+        assert_ne!(shard("0/4").seed(7), shard("1/4").seed(7));
+        let (mode, requests) = sharded(
+            shard("3/4"),
+            Mode::Open(RateProfile::Constant(100.0)),
+            Some(9),
+        )
+        .unwrap();
+        assert_eq!(
+            (mode, requests),
+            (Mode::Open(RateProfile::Constant(25.0)), Some(2))
+        );
+        assert!(sharded(shard("3/4"), Mode::Closed(3), None).is_err());
+        assert!(sharded(shard("3/4"), Mode::Closed(8), Some(3)).is_err());
     }
 
     #[test]

@@ -249,3 +249,96 @@ fn merge_refuses_what_it_cannot_combine() {
     let run = merge(&[]);
     assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
 }
+
+#[test]
+fn four_shards_merged_match_one_run() {
+    let _heavy = support::exclusive();
+    let server = demo_server();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let common = [
+        "--target",
+        &url,
+        "--rate",
+        "1000",
+        "--duration",
+        "3s",
+        "--seed",
+        "5",
+    ];
+    let whole = run_load(&[&common[..], &["--json", "-"]].concat(), LIMIT);
+    assert!(whole.status.success(), "{}", whole.stderr);
+    let whole = whole.json();
+
+    // Four shards side by side, as an Indexed Job would run them.
+    let files: Vec<String> = (0..4)
+        .map(|i| {
+            dir.path()
+                .join(format!("shard-{i}.json"))
+                .to_str()
+                .expect("utf-8")
+                .to_owned()
+        })
+        .collect();
+    let shards: Vec<_> = files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| {
+            let shard = format!("{i}/4");
+            support::load::spawn_load(&[&common[..], &["--shard", &shard, "--json", file]].concat())
+        })
+        .collect();
+    for shard in shards {
+        let run = shard.finish(LIMIT);
+        assert!(run.status.success(), "{}", run.stderr);
+    }
+    let parts: Vec<Value> = files.iter().map(|f| read_json(f.as_ref())).collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert_eq!(part["shard"], format!("{i}/4"));
+        assert_eq!(part["seed"].as_u64(), Some(5));
+        assert_eq!(part["target_rate"].as_f64(), Some(250.0));
+        assert_eq!(part["requests"].as_u64(), Some(750), "{}", part["requests"]);
+    }
+    assert_ne!(
+        parts[0]["endpoints"][0]["count"], parts[1]["endpoints"][0]["count"],
+        "each shard has its own seed"
+    );
+    let forward = merge(&[&files[0], &files[1], &files[2], &files[3]]);
+    assert!(forward.status.success(), "{}", forward.stderr);
+    let backward = merge(&[&files[3], &files[1], &files[0], &files[2]]);
+    assert_eq!(
+        forward.stdout, backward.stdout,
+        "merge depends on the order of the shards"
+    );
+    // A directory stands for its *.json files (the volume of the Kubernetes Indexed Job).
+    let directory = merge(&[dir.path().to_str().expect("utf-8")]);
+    assert_eq!(forward.stdout, directory.stdout);
+    let merged = forward.json();
+    let (merged_json, backward_json) = (merged.clone(), backward.json());
+    for (a, b) in merged_json["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .zip(backward_json["endpoints"].as_array().expect("endpoints"))
+    {
+        assert_eq!(
+            histogram(&a["histograms"]["latency"]),
+            histogram(&b["histograms"]["latency"])
+        );
+    }
+    let within_1_percent = |field: &str| {
+        let (one, sharded) = (
+            whole[field].as_f64().expect(field),
+            merged[field].as_f64().expect(field),
+        );
+        assert!(
+            (sharded / one - 1.0).abs() <= 0.01,
+            "{field}: one run {one}, shards {sharded}"
+        );
+    };
+    within_1_percent("requests");
+    within_1_percent("achieved_rate");
+    assert_eq!(merged["target_rate"].as_f64(), Some(1000.0));
+    assert_eq!(merged["requests"].as_u64(), Some(3000));
+    assert_eq!(merged["dropped"].as_u64(), Some(0));
+}
