@@ -135,6 +135,18 @@ impl Target {
         }
     }
 
+    /// `path` as the server sees it: after the target's base path.
+    pub fn server_path(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
+    }
+
+    /// The usual place of the target's metrics: `/metrics` at the root of its host.
+    pub fn metrics_url(&self) -> anyhow::Result<Uri> {
+        format!("http://{}/metrics", self.authority)
+            .parse()
+            .context("invalid metrics URL")
+    }
+
     /// Resolves the target's addresses (once, before the run).
     pub async fn resolve(&self) -> anyhow::Result<Vec<SocketAddr>> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host(self.authority.as_str())

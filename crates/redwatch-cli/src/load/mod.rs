@@ -6,6 +6,7 @@
 //! (`--concurrency`) keeps N connections busy back to back, for maximum throughput.
 
 mod client;
+mod compare;
 mod driver;
 mod merge;
 mod metrics;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use tokio::sync::watch;
 
 use client::{ConnectionPool, RequestTemplate};
@@ -91,6 +93,15 @@ async fn run_with(
     metrics_listener: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<(ExitCode, EmbeddedOutcome)> {
     let addrs = settings.target.resolve().await?;
+    // Read before anything is sent, so that the difference is this run's requests.
+    let server_before = match &settings.compare_server {
+        Some(url) => Some(
+            compare::scrape(url)
+                .await
+                .context("--compare-server: cannot read the target's metrics")?,
+        ),
+        None => None,
+    };
     let templates = request_templates(&settings)?;
     let labels: Vec<String> = settings.mix.entries().iter().map(|e| e.label()).collect();
     let metrics = start_client_metrics(&settings, metrics_listener).await?;
@@ -151,7 +162,11 @@ async fn run_with(
         }
     }
 
-    let summary = summarize(&settings, &end, &recorder);
+    let mut summary = summarize(&settings, &end, &recorder);
+    if let (Some(url), Some(before)) = (&settings.compare_server, &server_before) {
+        summary.server_comparison =
+            Some(compare_with_server(&settings, &summary, url, before).await);
+    }
     write_report(&summary, settings.json.as_ref())?;
     let code = exit_code(&summary, &settings, &end);
     if !end.interrupted && metrics.is_some() && !settings.linger.is_zero() {
@@ -329,6 +344,68 @@ fn summarize(settings: &LoadSettings, end: &RunEnd, recorder: &Recorder) -> Summ
         &recorder.lateness(),
         &settings.thresholds,
     )
+}
+
+/// The client's figures next to the server's, read again now. The server records a request
+/// as its response ends, a moment after the client may have read it: the read is repeated
+/// (for up to a second) until the server has counted as many requests as the client.
+async fn compare_with_server(
+    settings: &LoadSettings,
+    summary: &Summary,
+    url: &hyper::Uri,
+    before: &compare::ServerView,
+) -> report::ServerComparison {
+    let endpoints: Vec<(String, String, String)> = settings
+        .mix
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                e.label(),
+                e.method.to_string(),
+                settings.target.server_path(&e.path),
+            )
+        })
+        .collect();
+    let client: Vec<compare::ClientFigures> = summary
+        .endpoints
+        .iter()
+        .map(|e| compare::ClientFigures {
+            count: e.count,
+            p50_ms: e.latency_ms.map(|p| p.p50),
+            p99_ms: e.latency_ms.map(|p| p.p99),
+        })
+        .collect();
+    let mut rows = Vec::new();
+    let mut metric = None;
+    for attempt in 0..10 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match compare::scrape(url).await {
+            Ok(after) => {
+                let delta = after.since(before);
+                metric = delta.metric.clone();
+                rows = compare::compare(&endpoints, &client, &delta);
+            }
+            Err(err) => {
+                eprintln!("redwatch load: --compare-server: {err:#}");
+                break;
+            }
+        }
+        let caught_up = rows.iter().all(|row| {
+            row.server
+                .as_ref()
+                .is_none_or(|server| server.count >= row.client.count)
+        });
+        if caught_up {
+            break;
+        }
+    }
+    report::ServerComparison {
+        metric,
+        endpoints: rows,
+    }
 }
 
 /// The table on stdout (stderr when the JSON goes to stdout), and the JSON when asked.

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::client::ErrorKind;
+use super::compare::Comparison;
 use super::record::EndpointStats;
 use super::settings::JsonOutput;
 use super::threshold::{RunFigures, Threshold, ThresholdResult};
@@ -165,9 +166,21 @@ pub struct Summary {
     /// `I/N` when the run was one shard of a larger one (`--shard`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// `--compare-server`: per endpoint, the client's count and latency next to the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_comparison: Option<ServerComparison>,
     /// How many summaries `redwatch load merge` combined into this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_from: Option<usize>,
+}
+
+/// The client's view next to the server's (`--compare-server`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerComparison {
+    /// The server metric the figures come from; null when its exposition had none redwatch
+    /// knows.
+    pub metric: Option<String>,
+    pub endpoints: Vec<Comparison>,
 }
 
 /// Inputs describing the run (everything but the recorded figures).
@@ -295,6 +308,7 @@ impl Summary {
             thresholds,
             send_lateness_histogram: (!lateness.is_empty()).then(|| encode_histogram(lateness)),
             shard: facts.shard,
+            server_comparison: None,
             merged_from: None,
         }
     }
@@ -450,6 +464,9 @@ impl Summary {
                 self.bytes_received
             );
         }
+        if let Some(comparison) = &self.server_comparison {
+            write_comparison(out, comparison);
+        }
         if !self.thresholds.is_empty() {
             let failed = self.thresholds.iter().filter(|t| !t.passed).count();
             let _ = writeln!(
@@ -467,6 +484,65 @@ impl Summary {
                 );
             }
         }
+    }
+}
+
+/// The comparison table: client count, p50, p99 (from the intended send time) and the server's.
+fn write_comparison(out: &mut String, comparison: &ServerComparison) {
+    let Some(metric) = &comparison.metric else {
+        let _ = writeln!(
+            out,
+            "server: no request duration histogram in its metrics (redwatch otel or flask names)"
+        );
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "client and server (server: {metric}, p50/p99 from buckets)"
+    );
+    let ms = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_ms);
+    let mut rows = vec![
+        [
+            "endpoint",
+            "count",
+            "p50",
+            "p99",
+            "server route",
+            "count",
+            "p50",
+            "p99",
+        ]
+        .map(str::to_owned),
+    ];
+    for line in &comparison.endpoints {
+        let server = line.server.as_ref();
+        rows.push([
+            line.endpoint.clone(),
+            line.client.count.to_string(),
+            ms(line.client.p50_ms),
+            ms(line.client.p99_ms),
+            server.map_or_else(|| "(no route)".to_owned(), |s| s.route.clone()),
+            server.map_or_else(|| "-".to_owned(), |s| s.count.to_string()),
+            ms(server.and_then(|s| s.p50_ms)),
+            ms(server.and_then(|s| s.p99_ms)),
+        ]);
+    }
+    let mut widths = [0; 8];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let mut text = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i == 0 || i == 4 {
+                let _ = write!(text, "{cell:<width$}  ");
+            } else {
+                let _ = write!(text, "{cell:>width$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
     }
 }
 

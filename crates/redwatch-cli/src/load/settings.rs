@@ -138,6 +138,19 @@ pub struct LoadArgs {
           value_delimiter = ',', value_parser = reason(str::parse::<Threshold>))]
     pub thresholds: Vec<Threshold>,
 
+    /// Read the target's Prometheus metrics before and after the run and show, per endpoint,
+    /// the server's count, p50 and p99 (from its duration histogram's buckets, interpolated as
+    /// Prometheus does) next to the client's. Understands redwatch's otel and flask presets and
+    /// prometheus_flask_exporter. The metrics are read from --server-metrics. [default: off]
+    #[arg(long, env = "REDWATCH_COMPARE_SERVER")]
+    pub compare_server: bool,
+
+    /// Where --compare-server reads the target's metrics (http:// URL).
+    /// [default: /metrics on the --target's host]
+    #[arg(long, env = "REDWATCH_SERVER_METRICS", value_name = "URL",
+          value_parser = reason(parse_metrics_url))]
+    pub server_metrics: Option<hyper::Uri>,
+
     /// Run shard I of N (I from 0 to N-1, e.g. a Kubernetes Indexed Job's
     /// JOB_COMPLETION_INDEX): 1/N of the rate (or of --concurrency and --requests), with a seed
     /// derived from --seed and I, and sequences and CSV rows interleaved with the other shards'.
@@ -255,6 +268,8 @@ pub struct LoadSettings {
     pub h2c: bool,
     /// `--shard`: already applied to the mode, the request count and the scenario.
     pub shard: Option<Shard>,
+    /// `--compare-server`: where to read the target's metrics.
+    pub compare_server: Option<hyper::Uri>,
 }
 
 impl LoadSettings {
@@ -285,6 +300,7 @@ impl LoadSettings {
             linger: defaults.linger,
             h2c: defaults.h2c,
             shard: None,
+            compare_server: None,
         })
     }
 }
@@ -333,6 +349,18 @@ impl LoadArgs {
         let mix = scenario
             .as_ref()
             .map_or(self.mix, |scenario| scenario.mix().clone());
+        let compare_server = match (self.compare_server, self.server_metrics) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(crate::invalid("--server-metrics needs --compare-server"));
+            }
+            (true, Some(url)) => Some(url),
+            (true, None) => Some(
+                self.target
+                    .metrics_url()
+                    .map_err(|err| crate::invalid(format!("{err:#}")))?,
+            ),
+        };
         let thresholds = checked_thresholds(self.thresholds, self.fail_on_error_rate, &mix, &mode)?;
         Ok(LoadSettings {
             target: self.target,
@@ -352,6 +380,7 @@ impl LoadArgs {
             linger: self.linger,
             h2c: self.h2c,
             shard: self.shard,
+            compare_server,
         })
     }
 }
@@ -493,6 +522,20 @@ fn parse_json_output(text: &str) -> Result<JsonOutput, String> {
         return Err(format!("the directory {} does not exist", dir.display()));
     }
     Ok(JsonOutput::File(path))
+}
+
+/// An http:// URL with a host.
+fn parse_metrics_url(text: &str) -> anyhow::Result<hyper::Uri> {
+    use anyhow::Context;
+    let uri: hyper::Uri = text
+        .trim()
+        .parse()
+        .ok()
+        .with_context(|| format!("{text:?} is not a URL"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        anyhow::bail!("{text:?}: expected an http:// URL, e.g. http://127.0.0.1:9090/metrics");
+    }
+    Ok(uri)
 }
 
 /// A file in an existing directory (checked before the run, not after it).

@@ -36,6 +36,7 @@ mod generate_live;
 mod generate_promtool;
 mod load_accuracy;
 mod load_cli;
+mod load_compare;
 mod load_merge;
 mod load_pause;
 mod load_scenario;

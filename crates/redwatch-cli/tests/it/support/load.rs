@@ -44,7 +44,8 @@ pub struct Seen {
 
 /// An HTTP server in this process (axum, on its own runtime thread) on an ephemeral loopback
 /// port that records every request and answers 200; `GET /big` streams [`BIG_BODY_BYTES`] of
-/// body without ever holding it. Stopped when dropped.
+/// body without ever holding it, `GET /metrics` is an exposition of one counter. Stopped when
+/// dropped.
 pub struct RecordingServer {
     pub addr: std::net::SocketAddr,
     seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
@@ -117,6 +118,9 @@ impl RecordingServer {
                             Body::new(Repeat {
                                 left: BIG_BODY_BYTES,
                             })
+                        } else if uri.path() == "/metrics" {
+                            // An exposition without any request duration histogram.
+                            Body::from("# TYPE other_total counter\nother_total 1\n")
                         } else {
                             Body::from("ok")
                         }
