@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::mix::MixEntry;
 use super::scenario::Scenario;
@@ -77,6 +80,10 @@ pub type Outcome = Result<Answer, ErrorKind>;
 /// The parsed `--target`.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// `https://`: TLS (and HTTP/2 when the server's ALPN chooses it).
+    pub tls: bool,
+    /// The host name, for TLS's server name.
+    host: String,
     /// `host:port` for connecting and the Host header.
     authority: String,
     /// Path prefix to which mix paths are appended (no trailing slash).
@@ -94,18 +101,16 @@ impl std::str::FromStr for Target {
 }
 
 impl Target {
-    /// Parses and checks a target URL (`http://` only).
+    /// Parses and checks a target URL (`http://` or `https://`).
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         let uri: Uri = url.parse().ok().with_context(|| {
             format!("{url:?} is not a URL (expected e.g. http://127.0.0.1:5000)")
         })?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                bail!("{url:?}: https is not supported (redwatch load speaks HTTP/1.1 and h2c)")
-            }
-            _ => bail!("{url:?}: expected an http:// URL"),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => bail!("{url:?}: expected an http:// or https:// URL"),
+        };
         let authority = uri
             .authority()
             .with_context(|| format!("{url:?}: no host"))?;
@@ -118,8 +123,15 @@ impl Target {
         if uri.query().is_some() {
             bail!("{url:?}: put query strings in the --mix paths");
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self {
+            tls,
+            // An IPv6 literal's brackets are not part of the name.
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             authority: format!("{}:{port}", authority.host()),
             base_path: uri.path().trim_end_matches('/').to_owned(),
             display: url.to_owned(),
@@ -129,10 +141,16 @@ impl Target {
     /// The API listening on `addr`, at its root.
     pub fn http(addr: SocketAddr) -> Self {
         Self {
+            tls: false,
+            host: addr.ip().to_string(),
             authority: addr.to_string(),
             base_path: String::new(),
             display: format!("http://{addr}"),
         }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// `path` as the server sees it: after the target's base path.
@@ -142,6 +160,11 @@ impl Target {
 
     /// The usual place of the target's metrics: `/metrics` at the root of its host.
     pub fn metrics_url(&self) -> anyhow::Result<Uri> {
+        if self.tls {
+            bail!(
+                "--compare-server reads metrics over http only: give --server-metrics http://..."
+            );
+        }
         format!("http://{}/metrics", self.authority)
             .parse()
             .context("invalid metrics URL")
@@ -187,6 +210,7 @@ impl Target {
             fixed,
             headers: all_headers,
             scenario: scenario.cloned(),
+            scheme: self.scheme(),
             authority: self.authority.clone(),
             base_path: self.base_path.clone(),
         })
@@ -194,13 +218,13 @@ impl Target {
 
     /// The origin-form (HTTP/1.1) and absolute-form (HTTP/2) URIs of a path.
     fn request_uris(&self, path: &str) -> anyhow::Result<(Uri, Uri)> {
-        uris(&self.authority, &self.base_path, path)
+        uris(self.scheme(), &self.authority, &self.base_path, path)
     }
 }
 
-fn uris(authority: &str, base_path: &str, path: &str) -> anyhow::Result<(Uri, Uri)> {
+fn uris(scheme: &str, authority: &str, base_path: &str, path: &str) -> anyhow::Result<(Uri, Uri)> {
     let joined = format!("{base_path}{path}");
-    let absolute: Uri = format!("http://{authority}{joined}")
+    let absolute: Uri = format!("{scheme}://{authority}{joined}")
         .parse()
         .with_context(|| format!("invalid request URL for path {path:?}"))?;
     let origin: Uri = joined
@@ -220,6 +244,7 @@ pub struct RequestTemplate {
     /// Host, --header and the endpoint's headers.
     headers: HeaderMap,
     scenario: Option<Arc<Scenario>>,
+    scheme: &'static str,
     authority: String,
     base_path: String,
 }
@@ -245,7 +270,7 @@ impl RequestTemplate {
         match rendered.path {
             None => self.fixed_parts(rendered.body),
             Some(path) => {
-                let (origin, absolute) = uris(&self.authority, &self.base_path, &path)
+                let (origin, absolute) = uris(self.scheme, &self.authority, &self.base_path, &path)
                     .map_err(|err| render_failed(&format!("{err:#}")))?;
                 Ok(Prepared {
                     origin,
@@ -296,19 +321,73 @@ fn render_failed(reason: &str) -> ErrorKind {
     ErrorKind::Other
 }
 
-/// Keep-alive connections for open loop. A request takes the most recently used idle connection
-/// or opens a new one, and returns it afterwards, so the pool grows to the concurrency the rate
-/// actually needs (rate × latency) and never beyond `--max-in-flight` connections. With h2c, one
-/// multiplexed connection carries every request.
-pub struct ConnectionPool {
+/// How connections are made: TCP to the target's addresses, then TLS for an https target, then
+/// HTTP/1.1, h2c (prior knowledge), or HTTP/2 when the TLS handshake's ALPN chose it.
+#[derive(Clone)]
+pub struct Transport {
     addrs: Arc<[SocketAddr]>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     h2c: bool,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("addrs", &self.addrs)
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .field("h2c", &self.h2c)
+            .finish()
+    }
+}
+
+impl Transport {
+    /// The transport to `target` at `addrs`; `tls` is the client configuration of an https
+    /// target (its ALPN list offers h2 and http/1.1).
+    pub fn new(
+        target: &Target,
+        addrs: Vec<SocketAddr>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        h2c: bool,
+    ) -> anyhow::Result<Self> {
+        let tls = match (target.tls, tls) {
+            (true, Some(config)) => {
+                let name = ServerName::try_from(target.host.clone())
+                    .with_context(|| format!("invalid TLS server name {:?}", target.host))?;
+                Some((TlsConnector::from(config), name))
+            }
+            (true, None) => bail!("an https target needs a TLS configuration"),
+            (false, _) => None,
+        };
+        Ok(Self {
+            addrs: addrs.into(),
+            tls,
+            h2c,
+        })
+    }
+
+    /// Whether every connection is HTTP/2 from the start (h2c); over TLS it depends on ALPN.
+    fn prior_knowledge_h2(&self) -> bool {
+        self.h2c && self.tls.is_none()
+    }
+}
+
+/// Keep-alive connections for open loop. HTTP/1.1: a request takes the most recently used idle
+/// connection or opens a new one, and returns it afterwards, so the pool grows to the
+/// concurrency the rate actually needs (rate × latency) and never beyond `--max-in-flight`
+/// connections. HTTP/2 (h2c, or chosen by ALPN on the first TLS connection): `--connections`
+/// multiplexed connections, taken in turn by successive requests.
+pub struct ConnectionPool {
+    transport: Transport,
     timeout: Duration,
     /// HTTP/1.1 idle connections, most recently used last (LIFO keeps a hot working set; the
     /// rest idle until the server closes them, and are discarded on checkout).
     idle: Mutex<Vec<Connection>>,
-    /// The shared HTTP/2 connection.
-    shared: Mutex<Option<Connection>>,
+    /// HTTP/2 lanes, one connection each. An async lock, so that the requests of a lane wait
+    /// for the connection being opened rather than each opening their own.
+    lanes: Vec<tokio::sync::Mutex<Option<Connection>>>,
+    next_lane: AtomicUsize,
+    /// The target speaks HTTP/2: h2c, or learned from ALPN.
+    multiplexed: AtomicBool,
     /// Connection attempts back off while the target refuses them (or drops every new
     /// connection): the schedule goes on, but requests due before the back-off ends fail as
     /// `connect` errors without a new attempt, so a dead target is not hammered at the rate.
@@ -350,14 +429,19 @@ impl ConnectBackoff {
 }
 
 impl ConnectionPool {
-    /// An empty pool for `addrs`; `timeout` bounds each request including any connect.
-    pub fn new(addrs: Arc<[SocketAddr]>, timeout: Duration, h2c: bool) -> Self {
+    /// An empty pool; `timeout` bounds each request including any connect; HTTP/2 requests are
+    /// spread over `connections` connections.
+    pub fn new(transport: Transport, timeout: Duration, connections: usize) -> Self {
+        let multiplexed = transport.prior_knowledge_h2();
         Self {
-            addrs,
-            h2c,
+            transport,
             timeout,
             idle: Mutex::new(Vec::new()),
-            shared: Mutex::new(None),
+            lanes: (0..connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next_lane: AtomicUsize::new(0),
+            multiplexed: AtomicBool::new(multiplexed),
             backoff: Mutex::new(ConnectBackoff::default()),
         }
     }
@@ -365,7 +449,7 @@ impl ConnectionPool {
     /// Opens a connection unless connects are backing off after failures.
     async fn connect(&self) -> Result<Connection, ErrorKind> {
         lock(&self.backoff).allows_attempt(Instant::now())?;
-        let opened = Connection::open(&self.addrs, self.h2c, self.timeout).await;
+        let opened = Connection::open(&self.transport, self.timeout).await;
         // Success is only known once a request on the new connection has been answered.
         if let Err(cause) = &opened {
             lock(&self.backoff).failed(Instant::now(), *cause);
@@ -373,65 +457,79 @@ impl ConnectionPool {
         opened
     }
 
-    fn checkout(&self) -> Option<Connection> {
-        if self.h2c {
-            let shared = lock(&self.shared);
-            return shared
-                .as_ref()
-                .filter(|c| !c.is_closed())
-                .and_then(Connection::share);
-        }
-        let mut idle = lock(&self.idle);
-        while let Some(connection) = idle.pop() {
-            if !connection.is_closed() {
+    /// An idle HTTP/1.1 connection the server has not closed.
+    async fn checkout_idle(&self) -> Option<Connection> {
+        loop {
+            let mut connection = lock(&self.idle).pop()?;
+            // A kept connection the server has since closed is replaced before sending, so an
+            // idle-timeout close is not counted against the target.
+            if !connection.is_closed() && connection.ready().await {
                 return Some(connection);
             }
         }
-        None
     }
 
-    fn checkin(&self, connection: Connection) {
-        if connection.is_closed() {
-            return;
+    /// A handle on the next HTTP/2 lane's connection, opened if need be; `true` when fresh.
+    async fn lane_connection(&self) -> Result<(Connection, bool), ErrorKind> {
+        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let mut slot = self.lanes[lane].lock().await;
+        if let Some(connection) = slot.as_mut()
+            && !connection.is_closed()
+            && connection.ready().await
+            && let Some(handle) = connection.share()
+        {
+            return Ok((handle, false));
         }
-        if self.h2c {
-            lock(&self.shared).get_or_insert(connection);
-        } else {
-            lock(&self.idle).push(connection);
+        let connection = self.connect().await?;
+        match connection.share() {
+            Some(handle) => {
+                *slot = Some(connection);
+                Ok((handle, true))
+            }
+            // The server answered this one in HTTP/1.1 after all: use it once.
+            None => Ok((connection, true)),
+        }
+    }
+
+    /// A fresh HTTP/2 connection opened before the protocol was known: from now on requests
+    /// go to the lanes, the first of which gets this connection if it has none.
+    fn learned_multiplexed(&self, connection: &Connection) {
+        let Some(handle) = connection.share() else {
+            return;
+        };
+        self.multiplexed.store(true, Ordering::Relaxed);
+        if let Ok(mut slot) = self.lanes[0].try_lock()
+            && slot.as_ref().is_none_or(Connection::is_closed)
+        {
+            *slot = Some(handle);
         }
     }
 
     /// Sends one request and reads the whole response body, within the timeout.
     pub async fn send(&self, template: &RequestTemplate, prepared: &Prepared) -> Outcome {
         let exchange = async {
-            let (mut connection, fresh) = loop {
-                match self.checkout() {
-                    // A kept connection the server has since closed is replaced before sending,
-                    // so an idle-timeout close is not counted against the target.
-                    Some(mut connection) => {
-                        if connection.ready().await {
-                            break (connection, false);
-                        }
+            let (mut connection, fresh) = if self.multiplexed.load(Ordering::Relaxed) {
+                self.lane_connection().await?
+            } else {
+                match self.checkout_idle().await {
+                    Some(connection) => (connection, false),
+                    None => {
+                        let connection = self.connect().await?;
+                        self.learned_multiplexed(&connection);
+                        (connection, true)
                     }
-                    None => break (self.connect().await?, true),
                 }
             };
-            if self.h2c {
-                // Publish a fresh HTTP/2 connection before using it, so concurrent requests share it.
-                if let Some(shared) = connection.share() {
-                    let mut slot = lock(&self.shared);
-                    if slot.as_ref().is_none_or(Connection::is_closed) {
-                        *slot = Some(shared);
-                    }
-                }
-            }
             let outcome = connection.send(template, prepared).await;
             match outcome {
                 Ok(_) => {
                     if fresh {
                         lock(&self.backoff).succeeded();
                     }
-                    self.checkin(connection);
+                    // HTTP/2 handles are dropped: their connection stays in its lane.
+                    if connection.share().is_none() && !connection.is_closed() {
+                        lock(&self.idle).push(connection);
+                    }
                 }
                 // A target that accepts and then drops every new connection is as dead as one
                 // that refuses them: back off from connecting to it too.
@@ -455,27 +553,31 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One dedicated connection, owned by one closed-loop worker.
+/// One connection: HTTP/1.1, or a handle on a multiplexed HTTP/2 connection.
 pub enum Connection {
     Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
     Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 impl Connection {
-    /// Connects to the first reachable address, within `timeout`.
-    pub async fn open(
-        addrs: &[SocketAddr],
-        h2c: bool,
-        timeout: Duration,
-    ) -> Result<Self, ErrorKind> {
+    /// Connects to the first reachable address (and completes TLS), within `timeout`.
+    pub async fn open(transport: &Transport, timeout: Duration) -> Result<Self, ErrorKind> {
         let connect = async {
             let mut last = ErrorKind::Connect;
-            for addr in addrs {
+            for addr in transport.addrs.iter() {
                 match TcpStream::connect(addr).await {
                     Ok(stream) => {
                         // Nagle would add up to 40 ms to small requests on some stacks.
                         let _ = stream.set_nodelay(true);
-                        return handshake(stream, h2c).await;
+                        let Some((connector, name)) = &transport.tls else {
+                            return handshake(TokioIo::new(stream), transport.h2c).await;
+                        };
+                        let tls = connector
+                            .connect(name.clone(), stream)
+                            .await
+                            .map_err(|err| tls_failed(name, &err))?;
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        return handshake(TokioIo::new(tls), h2).await;
                     }
                     Err(err) => last = classify_io(&err, ErrorKind::Connect),
                 }
@@ -522,9 +624,24 @@ impl Connection {
     }
 }
 
-async fn handshake(stream: TcpStream, h2c: bool) -> Result<Connection, ErrorKind> {
-    let io = TokioIo::new(stream);
-    if h2c {
+/// A failed TLS handshake counts as a `connect` error; the first one is also reported, since
+/// its reason (an unknown certificate authority, a name mismatch) is what needs fixing.
+fn tls_failed(name: &ServerName<'_>, err: &io::Error) -> ErrorKind {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        eprintln!(
+            "redwatch load: TLS handshake with {} failed: {err} (see --cacert, --insecure)",
+            name.to_str()
+        );
+    });
+    ErrorKind::Connect
+}
+
+async fn handshake<I>(io: TokioIo<I>, h2: bool) -> Result<Connection, ErrorKind>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
         let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|err| classify_hyper(&err))?;
@@ -642,10 +759,14 @@ mod tests {
         assert_eq!(target.base_path, "/api");
         let target = Target::parse("http://[::1]:8080").unwrap();
         assert_eq!(target.authority, "[::1]:8080");
+        let target = Target::parse("https://localhost/").unwrap();
+        assert_eq!((target.tls, target.host.as_str()), (true, "localhost"));
+        assert_eq!(target.authority, "localhost:443");
+        assert_eq!(Target::parse("https://[::1]:8443").unwrap().host, "::1");
         for bad in [
             "",
             "127.0.0.1:5000",
-            "https://127.0.0.1",
+            "ftp://127.0.0.1",
             "ftp://x",
             "http://",
             "http://a:b@h/",

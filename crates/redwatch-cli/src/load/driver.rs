@@ -1,13 +1,12 @@
 //! The two ways of driving load: an open-loop schedule and closed-loop workers.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 
-use super::client::{Connection, ConnectionPool, ErrorKind, RequestTemplate};
+use super::client::{Connection, ConnectionPool, ErrorKind, RequestTemplate, Transport};
 use super::mix::Mix;
 use super::record::Recorder;
 use super::schedule::RateProfile;
@@ -297,8 +296,7 @@ fn due_count(profile: &RateProfile, secs: f64, limit: Option<u64>) -> u64 {
 /// Closed loop: `concurrency` workers, each with its own connection, send back to back.
 pub async fn closed_loop(
     plan: Arc<Plan>,
-    addrs: Arc<[SocketAddr]>,
-    h2c: bool,
+    transport: Transport,
     concurrency: usize,
     recorder: Arc<Recorder>,
     stop: watch::Receiver<bool>,
@@ -311,8 +309,7 @@ pub async fn closed_loop(
     for _ in 0..concurrency {
         let worker = Worker {
             plan: Arc::clone(&plan),
-            addrs: Arc::clone(&addrs),
-            h2c,
+            transport: transport.clone(),
             deadline,
             next_request: Arc::clone(&next_request),
             abandoned: Arc::clone(&abandoned),
@@ -331,8 +328,7 @@ pub async fn closed_loop(
 
 struct Worker {
     plan: Arc<Plan>,
-    addrs: Arc<[SocketAddr]>,
-    h2c: bool,
+    transport: Transport,
     deadline: Option<Instant>,
     next_request: Arc<AtomicU64>,
     abandoned: Arc<AtomicU64>,
@@ -371,8 +367,7 @@ impl Worker {
                     connection = None;
                 }
                 if connection.is_none() {
-                    connection =
-                        Some(Connection::open(&self.addrs, self.h2c, self.plan.timeout).await?);
+                    connection = Some(Connection::open(&self.transport, self.plan.timeout).await?);
                 }
                 match connection.as_mut() {
                     Some(conn) => conn.send(template, &prepared).await,

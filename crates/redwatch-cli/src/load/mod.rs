@@ -18,6 +18,7 @@ mod schedule;
 mod settings;
 mod threshold;
 mod timeline;
+mod tls;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use client::{ConnectionPool, RequestTemplate};
+use client::{ConnectionPool, RequestTemplate, Transport};
 use driver::{Plan, RunEnd};
 use metrics::ClientMetrics;
 use record::Recorder;
@@ -144,7 +145,7 @@ async fn run_with(
         duration: settings.duration,
         request_limit: settings.requests,
     });
-    let end = send_requests(&settings, plan, addrs, &recorder, stop_rx.clone()).await;
+    let end = send_requests(&settings, plan, addrs, &recorder, stop_rx.clone()).await?;
     ticker.abort();
     let _ = ticker.await;
     settle_gauges(&recorder);
@@ -257,13 +258,14 @@ async fn send_requests(
     addrs: Vec<SocketAddr>,
     recorder: &Arc<Recorder>,
     stop_rx: watch::Receiver<bool>,
-) -> RunEnd {
-    match &settings.mode {
+) -> anyhow::Result<RunEnd> {
+    let transport = Transport::new(&settings.target, addrs, settings.tls.clone(), settings.h2c)?;
+    Ok(match &settings.mode {
         Mode::Open(profile) => {
             let client = Arc::new(ConnectionPool::new(
-                addrs.into(),
+                transport,
                 settings.timeout,
-                settings.h2c,
+                settings.connections,
             ));
             driver::open_loop(
                 plan,
@@ -276,17 +278,9 @@ async fn send_requests(
             .await
         }
         Mode::Closed(concurrency) => {
-            driver::closed_loop(
-                plan,
-                addrs.into(),
-                settings.h2c,
-                *concurrency,
-                Arc::clone(recorder),
-                stop_rx,
-            )
-            .await
+            driver::closed_loop(plan, transport, *concurrency, Arc::clone(recorder), stop_rx).await
         }
-    }
+    })
 }
 
 /// The gauges as they stand once nothing is sent any more.

@@ -24,7 +24,8 @@ pub struct LoadArgs {
     #[command(subcommand)]
     pub command: Option<LoadCommand>,
 
-    /// Base URL of the API under load (http:// only); mix paths are appended to its path.
+    /// Base URL of the API under load, http:// or https:// (TLS; HTTP/2 when the server's ALPN
+    /// chooses it); mix paths are appended to its path.
     #[arg(long, env = "REDWATCH_TARGET", default_value = "http://127.0.0.1:5000",
           value_parser = reason(str::parse::<Target>))]
     pub target: Target,
@@ -158,6 +159,28 @@ pub struct LoadArgs {
     #[arg(long, env = "REDWATCH_SHARD", value_name = "I/N", value_parser = reason(Shard::parse))]
     pub shard: Option<Shard>,
 
+    /// https: trust the certificate authorities in this PEM file (as well as the built-in Mozilla
+    /// roots), e.g. a private CA or a self-signed certificate. [default: none]
+    #[arg(
+        long,
+        env = "REDWATCH_CACERT",
+        value_name = "FILE",
+        conflicts_with = "insecure"
+    )]
+    pub cacert: Option<PathBuf>,
+
+    /// https: accept any certificate, unverified (for test servers only: the traffic is still
+    /// encrypted, but to whoever answers). [default: off]
+    #[arg(long, env = "REDWATCH_INSECURE")]
+    pub insecure: bool,
+
+    /// Open loop over HTTP/2 (h2c, or https where the server's ALPN chooses h2): spread the
+    /// requests over this many multiplexed connections, taken in turn. HTTP/1.1 opens a
+    /// connection per request in flight whatever this says; closed loop has one per worker.
+    #[arg(long, env = "REDWATCH_CONNECTIONS", default_value = "1",
+          value_parser = count(1usize, 10_000))]
+    pub connections: usize,
+
     /// Speak HTTP/2 without TLS (prior knowledge) instead of HTTP/1.1. [default: off]
     #[arg(long, env = "REDWATCH_H2C")]
     pub h2c: bool,
@@ -270,6 +293,10 @@ pub struct LoadSettings {
     pub shard: Option<Shard>,
     /// `--compare-server`: where to read the target's metrics.
     pub compare_server: Option<hyper::Uri>,
+    /// An https target's TLS configuration (--cacert, --insecure; ALPN h2 and http/1.1).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// HTTP/2 connections of open loop (--connections).
+    pub connections: usize,
 }
 
 impl LoadSettings {
@@ -301,6 +328,8 @@ impl LoadSettings {
             h2c: defaults.h2c,
             shard: None,
             compare_server: None,
+            tls: None,
+            connections: defaults.connections,
         })
     }
 }
@@ -349,6 +378,23 @@ impl LoadArgs {
         let mix = scenario
             .as_ref()
             .map_or(self.mix, |scenario| scenario.mix().clone());
+        let tls = match (self.target.tls, &self.cacert, self.insecure) {
+            (true, cacert, insecure) => Some(Arc::new(
+                super::tls::client_config(cacert.as_deref(), insecure)
+                    .map_err(|err| crate::invalid(format!("{err:#}")))?,
+            )),
+            (false, None, false) => None,
+            (false, _, _) => {
+                return Err(crate::invalid(
+                    "--cacert and --insecure apply to https:// targets only",
+                ));
+            }
+        };
+        if self.h2c && self.target.tls {
+            return Err(crate::invalid(
+                "--h2c is HTTP/2 without TLS; an https target gets HTTP/2 by ALPN",
+            ));
+        }
         let compare_server = match (self.compare_server, self.server_metrics) {
             (false, None) => None,
             (false, Some(_)) => {
@@ -381,6 +427,8 @@ impl LoadArgs {
             h2c: self.h2c,
             shard: self.shard,
             compare_server,
+            tls,
+            connections: self.connections,
         })
     }
 }

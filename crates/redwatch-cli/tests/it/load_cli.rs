@@ -47,7 +47,7 @@ fn bad_input_gets_one_line_and_exit_2() {
     let _group = support::shared(Group::Timing);
     let cases: &[&[&str]] = &[
         &["--target", "127.0.0.1:5000", "--rate", "10"],
-        &["--target", "https://127.0.0.1:5000", "--rate", "10"],
+        &["--target", "ftp://127.0.0.1:5000", "--rate", "10"],
         &["--target", "http://", "--rate", "10"],
         &["--rate", "10", "--mix", "/a=0"],
         &["--rate", "10", "--mix", "ep_one=1"],

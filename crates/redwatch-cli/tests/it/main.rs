@@ -40,5 +40,6 @@ mod load_compare;
 mod load_merge;
 mod load_pause;
 mod load_scenario;
+mod load_tls;
 mod serve;
 mod support;
