@@ -160,12 +160,7 @@ impl Target {
 
     /// The usual place of the target's metrics: `/metrics` at the root of its host.
     pub fn metrics_url(&self) -> anyhow::Result<Uri> {
-        if self.tls {
-            bail!(
-                "--compare-server reads metrics over http only: give --server-metrics http://..."
-            );
-        }
-        format!("http://{}/metrics", self.authority)
+        format!("{}://{}/metrics", self.scheme(), self.authority)
             .parse()
             .context("invalid metrics URL")
     }
@@ -622,6 +617,59 @@ impl Connection {
         .map_err(|err| classify_hyper(&err))?;
         read_response(response).await
     }
+}
+
+/// GETs `url` (http or https, with `tls` for https) on a connection of its own and returns the
+/// body as text; errors for a status other than 2xx or a body over `limit` bytes.
+pub async fn get_text(
+    url: &Uri,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    accept: &'static str,
+    limit: usize,
+) -> anyhow::Result<String> {
+    let origin = url.authority().context("no host in the URL")?;
+    let target = Target::parse(&format!(
+        "{}://{origin}",
+        url.scheme_str().unwrap_or("http")
+    ))?;
+    let transport = Transport::new(&target, target.resolve().await?, tls, false)?;
+    let mut connection = Connection::open(&transport, Duration::from_secs(10))
+        .await
+        .map_err(|kind| anyhow::anyhow!("cannot connect ({kind})"))?;
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let (origin_form, absolute) = target.request_uris(path)?;
+    let mut request = Request::new(Full::new(Bytes::new()));
+    request
+        .headers_mut()
+        .insert(HOST, HeaderValue::from_str(&target.authority)?);
+    request
+        .headers_mut()
+        .insert(hyper::header::ACCEPT, HeaderValue::from_static(accept));
+    let response = match &mut connection {
+        Connection::Http1(sender) => {
+            *request.uri_mut() = origin_form;
+            sender.send_request(request).await
+        }
+        Connection::Http2(sender) => {
+            *request.uri_mut() = absolute;
+            sender.send_request(request).await
+        }
+    }?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("status {status}");
+    }
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            if text.len() + data.len() > limit {
+                bail!("more than {limit} bytes");
+            }
+            text.extend_from_slice(data);
+        }
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
 /// A failed TLS handshake counts as a `connect` error; the first one is also reported, since

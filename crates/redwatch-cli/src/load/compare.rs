@@ -10,13 +10,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::{Request, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hyper::Uri;
 use serde::{Deserialize, Serialize};
+
+use super::client::get_text;
 
 /// The duration histograms this module reads: (metric, method label, route label).
 const HISTOGRAMS: [(&str, &str, &str); 2] = [
@@ -89,29 +89,34 @@ pub fn compare(
         .collect()
 }
 
-/// Reads the text exposition at `url` (http only).
-pub async fn scrape(url: &Uri) -> anyhow::Result<ServerView> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let request = Request::get(url.clone())
+/// Where `--compare-server` reads the target's metrics.
+#[derive(Debug, Clone)]
+pub struct MetricsSource {
+    pub url: Uri,
+    /// For an https URL: the TLS configuration (the target's, with its --cacert or --insecure).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Largest exposition read (a server with a million series stays below it).
+const MAX_EXPOSITION_BYTES: usize = 256 << 20;
+
+/// Reads the text exposition at `source`.
+pub async fn scrape(source: &MetricsSource) -> anyhow::Result<ServerView> {
+    let url = &source.url;
+    let text = tokio::time::timeout(
+        SCRAPE_TIMEOUT,
         // The classic text format: what every exporter serves and the parser reads.
-        .header(hyper::header::ACCEPT, "text/plain;version=0.0.4")
-        .body(Empty::new())
-        .context("invalid metrics URL")?;
-    let fetch = async {
-        let response = client.request(request).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, body))
-    };
-    let (status, body) = tokio::time::timeout(SCRAPE_TIMEOUT, fetch)
-        .await
-        .ok()
-        .with_context(|| format!("GET {url}: no answer within {SCRAPE_TIMEOUT:?}"))?
-        .with_context(|| format!("GET {url}"))?;
-    if !status.is_success() {
-        bail!("GET {url}: status {status}");
-    }
-    let text = String::from_utf8_lossy(&body);
+        get_text(
+            url,
+            source.tls.clone(),
+            "text/plain;version=0.0.4",
+            MAX_EXPOSITION_BYTES,
+        ),
+    )
+    .await
+    .ok()
+    .with_context(|| format!("GET {url}: no answer within {SCRAPE_TIMEOUT:?}"))?
+    .with_context(|| format!("GET {url}"))?;
     ServerView::parse(&text).with_context(|| format!("GET {url}"))
 }
 

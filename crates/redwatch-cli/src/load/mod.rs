@@ -164,9 +164,9 @@ async fn run_with(
     }
 
     let mut summary = summarize(&settings, &end, &recorder);
-    if let (Some(url), Some(before)) = (&settings.compare_server, &server_before) {
+    if let (Some(source), Some(before)) = (&settings.compare_server, &server_before) {
         summary.server_comparison =
-            Some(compare_with_server(&settings, &summary, url, before).await);
+            Some(compare_with_server(&settings, &summary, source, before).await);
     }
     write_report(&summary, settings.json.as_ref())?;
     let code = exit_code(&summary, &settings, &end);
@@ -346,7 +346,7 @@ fn summarize(settings: &LoadSettings, end: &RunEnd, recorder: &Recorder) -> Summ
 async fn compare_with_server(
     settings: &LoadSettings,
     summary: &Summary,
-    url: &hyper::Uri,
+    source: &compare::MetricsSource,
     before: &compare::ServerView,
 ) -> report::ServerComparison {
     let endpoints: Vec<(String, String, String)> = settings
@@ -376,7 +376,7 @@ async fn compare_with_server(
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        match compare::scrape(url).await {
+        match compare::scrape(source).await {
             Ok(after) => {
                 let delta = after.since(before);
                 metric = delta.metric.clone();

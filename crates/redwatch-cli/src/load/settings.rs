@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::client::Target;
+use super::compare::MetricsSource;
 use super::merge::MergeArgs;
 use super::mix::{DEFAULT_MIX, Mix};
 use super::scenario::{Scenario, parse_header_flag};
@@ -146,7 +147,8 @@ pub struct LoadArgs {
     #[arg(long, env = "REDWATCH_COMPARE_SERVER")]
     pub compare_server: bool,
 
-    /// Where --compare-server reads the target's metrics (http:// URL).
+    /// Where --compare-server reads the target's metrics (an http:// or https:// URL; https
+    /// with the --cacert or --insecure of an https target).
     /// [default: /metrics on the --target's host]
     #[arg(long, env = "REDWATCH_SERVER_METRICS", value_name = "URL",
           value_parser = reason(parse_metrics_url))]
@@ -292,7 +294,7 @@ pub struct LoadSettings {
     /// `--shard`: already applied to the mode, the request count and the scenario.
     pub shard: Option<Shard>,
     /// `--compare-server`: where to read the target's metrics.
-    pub compare_server: Option<hyper::Uri>,
+    pub compare_server: Option<MetricsSource>,
     /// An https target's TLS configuration (--cacert, --insecure; ALPN h2 and http/1.1).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// HTTP/2 connections of open loop (--connections).
@@ -400,12 +402,24 @@ impl LoadArgs {
             (false, Some(_)) => {
                 return Err(crate::invalid("--server-metrics needs --compare-server"));
             }
-            (true, Some(url)) => Some(url),
-            (true, None) => Some(
-                self.target
-                    .metrics_url()
-                    .map_err(|err| crate::invalid(format!("{err:#}")))?,
-            ),
+            (true, url) => {
+                let url = match url {
+                    Some(url) => url,
+                    None => self
+                        .target
+                        .metrics_url()
+                        .map_err(|err| crate::invalid(format!("{err:#}")))?,
+                };
+                let tls = match (url.scheme_str(), &tls) {
+                    (Some("https"), Some(tls)) => Some(Arc::clone(tls)),
+                    (Some("https"), None) => Some(Arc::new(
+                        super::tls::client_config(None, false)
+                            .map_err(|err| crate::invalid(format!("{err:#}")))?,
+                    )),
+                    _ => None,
+                };
+                Some(MetricsSource { url, tls })
+            }
         };
         let thresholds = checked_thresholds(self.thresholds, self.fail_on_error_rate, &mix, &mode)?;
         Ok(LoadSettings {
@@ -580,8 +594,10 @@ fn parse_metrics_url(text: &str) -> anyhow::Result<hyper::Uri> {
         .parse()
         .ok()
         .with_context(|| format!("{text:?} is not a URL"))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        anyhow::bail!("{text:?}: expected an http:// URL, e.g. http://127.0.0.1:9090/metrics");
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        anyhow::bail!(
+            "{text:?}: expected an http:// or https:// URL, e.g. http://127.0.0.1:9090/metrics"
+        );
     }
     Ok(uri)
 }

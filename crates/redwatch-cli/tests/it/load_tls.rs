@@ -143,6 +143,33 @@ fn http2_spreads_open_loop_over_the_connections() {
 }
 
 #[test]
+fn compare_server_reads_https_metrics_with_the_targets_trust() {
+    let _group = support::shared(Group::Timing);
+    let server = TlsServer::start(&BOTH);
+    let ca = cacert(&server);
+    let run = load(
+        &server,
+        &[
+            "--cacert",
+            &ca,
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--mix",
+            "/secure=1",
+            "--compare-server",
+        ],
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.json();
+    let line = &summary["server_comparison"]["endpoints"][0];
+    assert_eq!(line["server"]["route"], "/secure", "{summary}");
+    assert_eq!(line["server"]["count"].as_u64(), Some(50), "{summary}");
+    assert_eq!(line["client"]["count"].as_u64(), Some(50));
+}
+
+#[test]
 fn tls_flags_are_checked() {
     let _group = support::shared(Group::Timing);
     let dir = tempfile::tempdir().expect("temp dir");

@@ -1,7 +1,7 @@
 //! An HTTPS server in this process for `redwatch load`'s TLS tests: a self-signed certificate
 //! made by the test (rcgen) for `localhost` and 127.0.0.1, rustls, HTTP/1.1 and HTTP/2 by ALPN,
-//! on an ephemeral loopback port. It records the protocol and connection of every request and
-//! is stopped when dropped.
+//! on an ephemeral loopback port. It records the protocol and connection of every request (but
+//! `GET /metrics`, which counts them as redwatch's otel histogram) and is stopped when dropped.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,20 @@ pub struct TlsSeen {
     /// Which accepted connection carried it (0, 1, ...).
     pub connection: usize,
     pub path: String,
+}
+
+/// `GET /metrics`: every request so far (not counting these) in redwatch's otel histogram, as
+/// `GET /secure` answered within 5 ms.
+fn exposition(requests: usize) -> String {
+    let series =
+        r#"http_request_method="GET",http_route="/secure",http_response_status_code="200""#;
+    format!(
+        "# TYPE http_server_request_duration_seconds histogram\n\
+         http_server_request_duration_seconds_bucket{{{series},le=\"0.005\"}} {requests}\n\
+         http_server_request_duration_seconds_bucket{{{series},le=\"+Inf\"}} {requests}\n\
+         http_server_request_duration_seconds_sum{{{series}}} 0.001\n\
+         http_server_request_duration_seconds_count{{{series}}} {requests}\n"
+    )
 }
 
 pub struct TlsServer {
@@ -90,14 +104,20 @@ impl TlsServer {
                         };
                         let service =
                             hyper::service::service_fn(move |request: Request<Incoming>| {
-                                log.lock().unwrap_or_else(|e| e.into_inner()).push(TlsSeen {
-                                    version: format!("{:?}", request.version()),
-                                    connection,
-                                    path: request.uri().path().to_owned(),
-                                });
+                                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                                let body = if request.uri().path() == "/metrics" {
+                                    Bytes::from(exposition(log.len()))
+                                } else {
+                                    log.push(TlsSeen {
+                                        version: format!("{:?}", request.version()),
+                                        connection,
+                                        path: request.uri().path().to_owned(),
+                                    });
+                                    Bytes::from_static(b"secure")
+                                };
                                 async move {
                                     Ok::<_, std::convert::Infallible>(Response::new(
-                                        http_body_util::Full::new(Bytes::from_static(b"secure")),
+                                        http_body_util::Full::new(body),
                                     ))
                                 }
                             });
