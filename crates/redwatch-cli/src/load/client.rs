@@ -371,6 +371,7 @@ impl Transport {
 /// concurrency the rate actually needs (rate × latency) and never beyond `--max-in-flight`
 /// connections. HTTP/2 (h2c, or chosen by ALPN on the first TLS connection): `--connections`
 /// multiplexed connections, taken in turn by successive requests.
+#[derive(Debug)]
 pub struct ConnectionPool {
     transport: Transport,
     timeout: Duration,
@@ -390,7 +391,7 @@ pub struct ConnectionPool {
 }
 
 /// When the next connection attempt may be made, and how long to wait after another failure.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct ConnectBackoff {
     until: Option<Instant>,
     next_pause: Option<Duration>,
@@ -549,6 +550,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// One connection: HTTP/1.1, or a handle on a multiplexed HTTP/2 connection.
+#[derive(Debug)]
 pub enum Connection {
     Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
     Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),

@@ -209,6 +209,8 @@ pub fn merge(summaries: &[Summary], thresholds: &[Threshold]) -> anyhow::Result<
     let facts = RunFacts {
         mode: first.mode.clone(),
         target: first.target.clone(),
+        // The shards of one run share their --seed; runs with different seeds report the
+        // smallest (each file keeps its own).
         seed: seeds[0],
         // Runs side by side: the merged window is the longest one.
         duration_s: summaries.iter().map(|s| s.duration_s).fold(0.0, f64::max),

@@ -298,7 +298,8 @@ fn latency_ms(histogram: &Histogram<u64>, quantile: Option<f64>) -> Option<f64> 
         Some(q) => histogram.value_at_quantile(q) as f64,
         None => histogram.mean(),
     };
-    Some((micros / 1000.0 * 1000.0).round() / 1000.0)
+    // Whole µs in ms, as the summary rounds its percentiles.
+    Some(micros.round() / 1000.0)
 }
 
 /// (errors + 5xx) / completed requests; 0 without requests.
