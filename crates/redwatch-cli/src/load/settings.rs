@@ -64,16 +64,11 @@ pub struct LoadArgs {
     #[arg(long, env = "REDWATCH_MIX", default_value = DEFAULT_MIX, value_parser = mix_flag)]
     pub mix: Mix,
 
-    /// A YAML file of endpoints (instead of --mix), each with its method, path, headers, body
-    /// and weight, and variables templated into paths and bodies (`{{ name }}`): random
-    /// integers, sequences, CSV columns; random values follow --seed. See the README for the
-    /// format. [default: none]
-    #[arg(
-        long,
-        env = "REDWATCH_SCENARIO",
-        value_name = "FILE",
-        conflicts_with = "mix"
-    )]
+    /// A YAML file of endpoints, each with its method, path, headers, body and weight, and
+    /// variables templated into paths and bodies (`{{ name }}`): random integers, sequences, CSV
+    /// columns; random values follow --seed. It replaces --mix (so that a REDWATCH_MIX in the
+    /// environment does not get in the way). See the README for the format. [default: none]
+    #[arg(long, env = "REDWATCH_SCENARIO", value_name = "FILE")]
     pub scenario: Option<PathBuf>,
 
     /// A header sent with every request, `Name: value`; repeatable (in REDWATCH_HEADER, one per
