@@ -73,7 +73,7 @@ pub struct LoadArgs {
 
     /// A header sent with every request, `Name: value`; repeatable (in REDWATCH_HEADER, one per
     /// line). A scenario endpoint's own headers take precedence. [default: none]
-    #[arg(long = "header", short = 'H', env = "REDWATCH_HEADER", value_name = "'NAME: VALUE'",
+    #[arg(long = "header",  env = "REDWATCH_HEADER", value_name = "'NAME: VALUE'",
           value_delimiter = '\n', value_parser = reason(parse_header_flag))]
     pub headers: Vec<(HeaderName, HeaderValue)>,
 

@@ -66,7 +66,7 @@ fn a_scenario_sends_its_methods_headers_bodies_and_values() {
                 seed,
                 "--header",
                 "Authorization: Bearer t0k",
-                "-H",
+                "--header",
                 "X-Run: a, b",
                 "--json",
                 "-",
