@@ -63,14 +63,15 @@ fn the_servers_counts_and_quantiles_stand_next_to_the_clients() {
         assert_eq!(line["server"]["count"].as_u64(), Some(client), "{line}");
     }
     assert!(line(&summary, "/nowhere")["server"].is_null());
-    // OTel buckets 5, 10, 25 ms: uniform [0, 20 ms] puts p50 near 10 ms and p99 in (10, 25].
+    // OTel buckets 5, 10, 25, 50 ms: uniform [0, 20 ms] puts p50 near 10 ms and p99 in (10, 25]
+    // (in (25, 50] should a request or two be slowed past 25 ms on a busy machine).
     let ep_one = &line(&summary, "/ep_one")["server"];
     let (p50, p99) = (
         ep_one["p50_ms"].as_f64().expect("p50"),
         ep_one["p99_ms"].as_f64().expect("p99"),
     );
     assert!((5.0..=15.0).contains(&p50), "{ep_one}");
-    assert!((10.0..=25.0).contains(&p99), "{ep_one}");
+    assert!(p99 > 10.0 && p99 <= 50.0, "{ep_one}");
     let client_p99 = line(&summary, "/ep_one")["client"]["p99_ms"]
         .as_f64()
         .expect("p99");
