@@ -38,7 +38,8 @@ pub enum Command {
     /// Run the demo API, instrumented with redwatch.
     Serve(serve::ServeArgs),
     /// Generate HTTP load with an open-loop (--rate) or closed-loop (--concurrency) schedule.
-    Load(load::LoadArgs),
+    // Boxed: the generator has many flags, and the others stay small.
+    Load(Box<load::LoadArgs>),
     /// Write Grafana dashboards, Prometheus rules and configs.
     Generate(generate::GenerateArgs),
     /// Run the whole system on this machine: API, load, Prometheus and a live dashboard.
@@ -49,7 +50,9 @@ pub enum Command {
 #[derive(Debug)]
 pub enum Settings {
     Serve(serve::ServeArgs),
-    Load(load::LoadSettings),
+    Load(Box<load::LoadSettings>),
+    /// `redwatch load merge`.
+    LoadMerge(load::MergeArgs),
     // Boxed: the generator has many settings, and the others stay small.
     Generate(Box<generate::GenerateSettings>),
     Demo(demo::DemoArgs),
@@ -61,7 +64,10 @@ impl Cli {
     pub fn settings(self) -> Result<Settings, clap::Error> {
         Ok(match self.command {
             Command::Serve(args) => Settings::Serve(args),
-            Command::Load(args) => Settings::Load(args.settings()?),
+            Command::Load(mut args) => match args.command.take() {
+                Some(load::LoadCommand::Merge(merge)) => Settings::LoadMerge(merge),
+                None => Settings::Load(Box::new(args.settings()?)),
+            },
             Command::Generate(args) => Settings::Generate(Box::new(args.settings()?)),
             Command::Demo(args) => Settings::Demo(args),
         })
@@ -72,7 +78,8 @@ impl Cli {
 pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     match settings {
         Settings::Serve(settings) => serve::run(settings).await,
-        Settings::Load(settings) => load::run(settings).await,
+        Settings::Load(settings) => load::run(*settings).await,
+        Settings::LoadMerge(args) => load::merge(&args),
         Settings::Generate(settings) => generate::run(*settings).await,
         Settings::Demo(settings) => demo::run(settings).await,
     }

@@ -5,18 +5,22 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::mix::MixEntry;
+use super::scenario::Scenario;
 
 /// Per-connection read buffer. hyper's adaptive default starts at 8 KiB and can grow; load
 /// testing keeps hundreds of connections open, and responses are read in chunks of this size
@@ -62,12 +66,24 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// Result of one request: the status code, or why there was none.
-pub type Outcome = Result<u16, ErrorKind>;
+/// A response, read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// Body bytes received (counted as they stream in; the body is never held whole).
+    pub bytes: u64,
+}
+
+/// Result of one request: the response, or why there was none.
+pub type Outcome = Result<Answer, ErrorKind>;
 
 /// The parsed `--target`.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// `https://`: TLS (and HTTP/2 when the server's ALPN chooses it).
+    pub tls: bool,
+    /// The host name, for TLS's server name.
+    host: String,
     /// `host:port` for connecting and the Host header.
     authority: String,
     /// Path prefix to which mix paths are appended (no trailing slash).
@@ -85,18 +101,16 @@ impl std::str::FromStr for Target {
 }
 
 impl Target {
-    /// Parses and checks a target URL (`http://` only).
+    /// Parses and checks a target URL (`http://` or `https://`).
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         let uri: Uri = url.parse().ok().with_context(|| {
             format!("{url:?} is not a URL (expected e.g. http://127.0.0.1:5000)")
         })?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                bail!("{url:?}: https is not supported (redwatch load speaks HTTP/1.1 and h2c)")
-            }
-            _ => bail!("{url:?}: expected an http:// URL"),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => bail!("{url:?}: expected an http:// or https:// URL"),
+        };
         let authority = uri
             .authority()
             .with_context(|| format!("{url:?}: no host"))?;
@@ -109,8 +123,15 @@ impl Target {
         if uri.query().is_some() {
             bail!("{url:?}: put query strings in the --mix paths");
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self {
+            tls,
+            // An IPv6 literal's brackets are not part of the name.
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             authority: format!("{}:{port}", authority.host()),
             base_path: uri.path().trim_end_matches('/').to_owned(),
             display: url.to_owned(),
@@ -120,10 +141,28 @@ impl Target {
     /// The API listening on `addr`, at its root.
     pub fn http(addr: SocketAddr) -> Self {
         Self {
+            tls: false,
+            host: addr.ip().to_string(),
             authority: addr.to_string(),
             base_path: String::new(),
             display: format!("http://{addr}"),
         }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// `path` as the server sees it: after the target's base path.
+    pub fn server_path(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
+    }
+
+    /// The usual place of the target's metrics: `/metrics` at the root of its host.
+    pub fn metrics_url(&self) -> anyhow::Result<Uri> {
+        format!("{}://{}/metrics", self.scheme(), self.authority)
+            .parse()
+            .context("invalid metrics URL")
     }
 
     /// Resolves the target's addresses (once, before the run).
@@ -138,62 +177,213 @@ impl Target {
         Ok(addrs)
     }
 
-    /// Request template for one mix entry.
-    pub fn template(&self, entry: &MixEntry) -> anyhow::Result<RequestTemplate> {
-        let path = format!("{}{}", self.base_path, entry.path);
-        let absolute: Uri = format!("http://{}{path}", self.authority)
-            .parse()
-            .with_context(|| format!("invalid request URL for mix path {:?}", entry.path))?;
-        let origin: Uri = path
-            .parse()
-            .with_context(|| format!("invalid request path {path:?}"))?;
+    /// Request template for mix entry `index`: with `headers` (--header) on every request, and
+    /// the scenario's path, headers and body for the entry when there is one.
+    pub fn template(
+        &self,
+        index: usize,
+        entry: &MixEntry,
+        headers: &HeaderMap,
+        scenario: Option<&Arc<Scenario>>,
+    ) -> anyhow::Result<RequestTemplate> {
         let host = HeaderValue::from_str(&self.authority).context("invalid --target host")?;
+        let mut all_headers = HeaderMap::new();
+        all_headers.insert(HOST, host);
+        // --header overrides the defaults, and an endpoint's own headers override --header.
+        all_headers.extend(headers.clone());
+        let request = scenario.and_then(|s| s.endpoint(index));
+        if let Some(request) = request {
+            all_headers.extend(request.headers.clone());
+        }
+        let fixed = match scenario {
+            Some(scenario) if !scenario.path_is_fixed(index) => None,
+            _ => Some(self.request_uris(&entry.path)?),
+        };
         Ok(RequestTemplate {
+            index,
             method: entry.method.clone(),
-            absolute,
-            origin,
-            host,
+            fixed,
+            headers: all_headers,
+            scenario: scenario.cloned(),
+            scheme: self.scheme(),
+            authority: self.authority.clone(),
+            base_path: self.base_path.clone(),
         })
     }
+
+    /// The origin-form (HTTP/1.1) and absolute-form (HTTP/2) URIs of a path.
+    fn request_uris(&self, path: &str) -> anyhow::Result<(Uri, Uri)> {
+        uris(self.scheme(), &self.authority, &self.base_path, path)
+    }
+}
+
+fn uris(scheme: &str, authority: &str, base_path: &str, path: &str) -> anyhow::Result<(Uri, Uri)> {
+    let joined = format!("{base_path}{path}");
+    let absolute: Uri = format!("{scheme}://{authority}{joined}")
+        .parse()
+        .with_context(|| format!("invalid request URL for path {path:?}"))?;
+    let origin: Uri = joined
+        .parse()
+        .with_context(|| format!("invalid request path {joined:?}"))?;
+    Ok((origin, absolute))
 }
 
 /// Everything needed to build one endpoint's request cheaply (all fields are refcounted).
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
+    /// The mix entry's index.
+    index: usize,
     method: Method,
-    absolute: Uri,
+    /// Origin and absolute URI, unless the scenario renders the path per request.
+    fixed: Option<(Uri, Uri)>,
+    /// Host, --header and the endpoint's headers.
+    headers: HeaderMap,
+    scenario: Option<Arc<Scenario>>,
+    scheme: &'static str,
+    authority: String,
+    base_path: String,
+}
+
+/// One request's URIs and body, rendered before it is due to leave.
+#[derive(Debug, Clone)]
+pub struct Prepared {
     origin: Uri,
-    host: HeaderValue,
+    absolute: Uri,
+    body: Option<Bytes>,
 }
 
 impl RequestTemplate {
-    fn build(&self, uri: &Uri) -> Request<Empty<Bytes>> {
-        let mut request = Request::new(Empty::new());
+    /// Request `n`'s URIs and body (`seed` draws its random values). A template that renders
+    /// into an invalid request fails it as `other`; the first such failure is reported once.
+    pub fn prepare(&self, seed: u64, n: u64) -> Result<Prepared, ErrorKind> {
+        let Some(scenario) = &self.scenario else {
+            return self.fixed_parts(None);
+        };
+        let rendered = scenario
+            .render(self.index, seed, n)
+            .map_err(|reason| render_failed(&reason))?;
+        match rendered.path {
+            None => self.fixed_parts(rendered.body),
+            Some(path) => {
+                let (origin, absolute) = uris(self.scheme, &self.authority, &self.base_path, &path)
+                    .map_err(|err| render_failed(&format!("{err:#}")))?;
+                Ok(Prepared {
+                    origin,
+                    absolute,
+                    body: rendered.body,
+                })
+            }
+        }
+    }
+
+    fn fixed_parts(&self, body: Option<Bytes>) -> Result<Prepared, ErrorKind> {
+        let (origin, absolute) = self.fixed.clone().ok_or(ErrorKind::Other)?;
+        Ok(Prepared {
+            origin,
+            absolute,
+            body,
+        })
+    }
+
+    fn build(&self, prepared: &Prepared, absolute: bool) -> Request<Full<Bytes>> {
+        let body = prepared.body.clone().unwrap_or_default();
+        let length = body.len();
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = self.method.clone();
-        *request.uri_mut() = uri.clone();
-        request.headers_mut().insert(HOST, self.host.clone());
-        if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
+        *request.uri_mut() = if absolute {
+            prepared.absolute.clone()
+        } else {
+            prepared.origin.clone()
+        };
+        *request.headers_mut() = self.headers.clone();
+        if length > 0 || matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
             request
                 .headers_mut()
-                .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                .insert(CONTENT_LENGTH, HeaderValue::from(length));
         }
         request
     }
 }
 
-/// Keep-alive connections for open loop. A request takes the most recently used idle connection
-/// or opens a new one, and returns it afterwards, so the pool grows to the concurrency the rate
-/// actually needs (rate × latency) and never beyond `--max-in-flight` connections. With h2c, one
-/// multiplexed connection carries every request.
-pub struct ConnectionPool {
+/// Reports the first request a scenario template could not render (the rest only count).
+fn render_failed(reason: &str) -> ErrorKind {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        eprintln!(
+            "redwatch load: a request could not be built, counted as error `other`: {reason}"
+        );
+    });
+    ErrorKind::Other
+}
+
+/// How connections are made: TCP to the target's addresses, then TLS for an https target, then
+/// HTTP/1.1, h2c (prior knowledge), or HTTP/2 when the TLS handshake's ALPN chose it.
+#[derive(Clone)]
+pub struct Transport {
     addrs: Arc<[SocketAddr]>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     h2c: bool,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("addrs", &self.addrs)
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .field("h2c", &self.h2c)
+            .finish()
+    }
+}
+
+impl Transport {
+    /// The transport to `target` at `addrs`; `tls` is the client configuration of an https
+    /// target (its ALPN list offers h2 and http/1.1).
+    pub fn new(
+        target: &Target,
+        addrs: Vec<SocketAddr>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        h2c: bool,
+    ) -> anyhow::Result<Self> {
+        let tls = match (target.tls, tls) {
+            (true, Some(config)) => {
+                let name = ServerName::try_from(target.host.clone())
+                    .with_context(|| format!("invalid TLS server name {:?}", target.host))?;
+                Some((TlsConnector::from(config), name))
+            }
+            (true, None) => bail!("an https target needs a TLS configuration"),
+            (false, _) => None,
+        };
+        Ok(Self {
+            addrs: addrs.into(),
+            tls,
+            h2c,
+        })
+    }
+
+    /// Whether every connection is HTTP/2 from the start (h2c); over TLS it depends on ALPN.
+    fn prior_knowledge_h2(&self) -> bool {
+        self.h2c && self.tls.is_none()
+    }
+}
+
+/// Keep-alive connections for open loop. HTTP/1.1: a request takes the most recently used idle
+/// connection or opens a new one, and returns it afterwards, so the pool grows to the
+/// concurrency the rate actually needs (rate × latency) and never beyond `--max-in-flight`
+/// connections. HTTP/2 (h2c, or chosen by ALPN on the first TLS connection): `--connections`
+/// multiplexed connections, taken in turn by successive requests.
+#[derive(Debug)]
+pub struct ConnectionPool {
+    transport: Transport,
     timeout: Duration,
     /// HTTP/1.1 idle connections, most recently used last (LIFO keeps a hot working set; the
     /// rest idle until the server closes them, and are discarded on checkout).
     idle: Mutex<Vec<Connection>>,
-    /// The shared HTTP/2 connection.
-    shared: Mutex<Option<Connection>>,
+    /// HTTP/2 lanes, one connection each. An async lock, so that the requests of a lane wait
+    /// for the connection being opened rather than each opening their own.
+    lanes: Vec<tokio::sync::Mutex<Option<Connection>>>,
+    next_lane: AtomicUsize,
+    /// The target speaks HTTP/2: h2c, or learned from ALPN.
+    multiplexed: AtomicBool,
     /// Connection attempts back off while the target refuses them (or drops every new
     /// connection): the schedule goes on, but requests due before the back-off ends fail as
     /// `connect` errors without a new attempt, so a dead target is not hammered at the rate.
@@ -201,7 +391,7 @@ pub struct ConnectionPool {
 }
 
 /// When the next connection attempt may be made, and how long to wait after another failure.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct ConnectBackoff {
     until: Option<Instant>,
     next_pause: Option<Duration>,
@@ -235,14 +425,19 @@ impl ConnectBackoff {
 }
 
 impl ConnectionPool {
-    /// An empty pool for `addrs`; `timeout` bounds each request including any connect.
-    pub fn new(addrs: Arc<[SocketAddr]>, timeout: Duration, h2c: bool) -> Self {
+    /// An empty pool; `timeout` bounds each request including any connect; HTTP/2 requests are
+    /// spread over `connections` connections.
+    pub fn new(transport: Transport, timeout: Duration, connections: usize) -> Self {
+        let multiplexed = transport.prior_knowledge_h2();
         Self {
-            addrs,
-            h2c,
+            transport,
             timeout,
             idle: Mutex::new(Vec::new()),
-            shared: Mutex::new(None),
+            lanes: (0..connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next_lane: AtomicUsize::new(0),
+            multiplexed: AtomicBool::new(multiplexed),
             backoff: Mutex::new(ConnectBackoff::default()),
         }
     }
@@ -250,7 +445,7 @@ impl ConnectionPool {
     /// Opens a connection unless connects are backing off after failures.
     async fn connect(&self) -> Result<Connection, ErrorKind> {
         lock(&self.backoff).allows_attempt(Instant::now())?;
-        let opened = Connection::open(&self.addrs, self.h2c, self.timeout).await;
+        let opened = Connection::open(&self.transport, self.timeout).await;
         // Success is only known once a request on the new connection has been answered.
         if let Err(cause) = &opened {
             lock(&self.backoff).failed(Instant::now(), *cause);
@@ -258,65 +453,79 @@ impl ConnectionPool {
         opened
     }
 
-    fn checkout(&self) -> Option<Connection> {
-        if self.h2c {
-            let shared = lock(&self.shared);
-            return shared
-                .as_ref()
-                .filter(|c| !c.is_closed())
-                .and_then(Connection::share);
-        }
-        let mut idle = lock(&self.idle);
-        while let Some(connection) = idle.pop() {
-            if !connection.is_closed() {
+    /// An idle HTTP/1.1 connection the server has not closed.
+    async fn checkout_idle(&self) -> Option<Connection> {
+        loop {
+            let mut connection = lock(&self.idle).pop()?;
+            // A kept connection the server has since closed is replaced before sending, so an
+            // idle-timeout close is not counted against the target.
+            if !connection.is_closed() && connection.ready().await {
                 return Some(connection);
             }
         }
-        None
     }
 
-    fn checkin(&self, connection: Connection) {
-        if connection.is_closed() {
-            return;
+    /// A handle on the next HTTP/2 lane's connection, opened if need be; `true` when fresh.
+    async fn lane_connection(&self) -> Result<(Connection, bool), ErrorKind> {
+        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let mut slot = self.lanes[lane].lock().await;
+        if let Some(connection) = slot.as_mut()
+            && !connection.is_closed()
+            && connection.ready().await
+            && let Some(handle) = connection.share()
+        {
+            return Ok((handle, false));
         }
-        if self.h2c {
-            lock(&self.shared).get_or_insert(connection);
-        } else {
-            lock(&self.idle).push(connection);
+        let connection = self.connect().await?;
+        match connection.share() {
+            Some(handle) => {
+                *slot = Some(connection);
+                Ok((handle, true))
+            }
+            // The server answered this one in HTTP/1.1 after all: use it once.
+            None => Ok((connection, true)),
+        }
+    }
+
+    /// A fresh HTTP/2 connection opened before the protocol was known: from now on requests
+    /// go to the lanes, the first of which gets this connection if it has none.
+    fn learned_multiplexed(&self, connection: &Connection) {
+        let Some(handle) = connection.share() else {
+            return;
+        };
+        self.multiplexed.store(true, Ordering::Relaxed);
+        if let Ok(mut slot) = self.lanes[0].try_lock()
+            && slot.as_ref().is_none_or(Connection::is_closed)
+        {
+            *slot = Some(handle);
         }
     }
 
     /// Sends one request and reads the whole response body, within the timeout.
-    pub async fn send(&self, template: &RequestTemplate) -> Outcome {
+    pub async fn send(&self, template: &RequestTemplate, prepared: &Prepared) -> Outcome {
         let exchange = async {
-            let (mut connection, fresh) = loop {
-                match self.checkout() {
-                    // A kept connection the server has since closed is replaced before sending,
-                    // so an idle-timeout close is not counted against the target.
-                    Some(mut connection) => {
-                        if connection.ready().await {
-                            break (connection, false);
-                        }
+            let (mut connection, fresh) = if self.multiplexed.load(Ordering::Relaxed) {
+                self.lane_connection().await?
+            } else {
+                match self.checkout_idle().await {
+                    Some(connection) => (connection, false),
+                    None => {
+                        let connection = self.connect().await?;
+                        self.learned_multiplexed(&connection);
+                        (connection, true)
                     }
-                    None => break (self.connect().await?, true),
                 }
             };
-            if self.h2c {
-                // Publish a fresh HTTP/2 connection before using it, so concurrent requests share it.
-                if let Some(shared) = connection.share() {
-                    let mut slot = lock(&self.shared);
-                    if slot.as_ref().is_none_or(Connection::is_closed) {
-                        *slot = Some(shared);
-                    }
-                }
-            }
-            let outcome = connection.send(template).await;
+            let outcome = connection.send(template, prepared).await;
             match outcome {
                 Ok(_) => {
                     if fresh {
                         lock(&self.backoff).succeeded();
                     }
-                    self.checkin(connection);
+                    // HTTP/2 handles are dropped: their connection stays in its lane.
+                    if connection.share().is_none() && !connection.is_closed() {
+                        lock(&self.idle).push(connection);
+                    }
                 }
                 // A target that accepts and then drops every new connection is as dead as one
                 // that refuses them: back off from connecting to it too.
@@ -340,27 +549,32 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One dedicated connection, owned by one closed-loop worker.
+/// One connection: HTTP/1.1, or a handle on a multiplexed HTTP/2 connection.
+#[derive(Debug)]
 pub enum Connection {
-    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 impl Connection {
-    /// Connects to the first reachable address, within `timeout`.
-    pub async fn open(
-        addrs: &[SocketAddr],
-        h2c: bool,
-        timeout: Duration,
-    ) -> Result<Self, ErrorKind> {
+    /// Connects to the first reachable address (and completes TLS), within `timeout`.
+    pub async fn open(transport: &Transport, timeout: Duration) -> Result<Self, ErrorKind> {
         let connect = async {
             let mut last = ErrorKind::Connect;
-            for addr in addrs {
+            for addr in transport.addrs.iter() {
                 match TcpStream::connect(addr).await {
                     Ok(stream) => {
                         // Nagle would add up to 40 ms to small requests on some stacks.
                         let _ = stream.set_nodelay(true);
-                        return handshake(stream, h2c).await;
+                        let Some((connector, name)) = &transport.tls else {
+                            return handshake(TokioIo::new(stream), transport.h2c).await;
+                        };
+                        let tls = connector
+                            .connect(name.clone(), stream)
+                            .await
+                            .map_err(|err| tls_failed(name, &err))?;
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        return handshake(TokioIo::new(tls), h2).await;
                     }
                     Err(err) => last = classify_io(&err, ErrorKind::Connect),
                 }
@@ -397,23 +611,87 @@ impl Connection {
     }
 
     /// Sends one request and reads the whole response body (no timeout: the caller applies it).
-    pub async fn send(&mut self, template: &RequestTemplate) -> Outcome {
+    pub async fn send(&mut self, template: &RequestTemplate, prepared: &Prepared) -> Outcome {
         let response = match self {
-            Self::Http1(sender) => sender.send_request(template.build(&template.origin)).await,
-            Self::Http2(sender) => {
-                sender
-                    .send_request(template.build(&template.absolute))
-                    .await
-            }
+            Self::Http1(sender) => sender.send_request(template.build(prepared, false)).await,
+            Self::Http2(sender) => sender.send_request(template.build(prepared, true)).await,
         }
         .map_err(|err| classify_hyper(&err))?;
         read_response(response).await
     }
 }
 
-async fn handshake(stream: TcpStream, h2c: bool) -> Result<Connection, ErrorKind> {
-    let io = TokioIo::new(stream);
-    if h2c {
+/// GETs `url` (http or https, with `tls` for https) on a connection of its own and returns the
+/// body as text; errors for a status other than 2xx or a body over `limit` bytes.
+pub async fn get_text(
+    url: &Uri,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    accept: &'static str,
+    limit: usize,
+) -> anyhow::Result<String> {
+    let origin = url.authority().context("no host in the URL")?;
+    let target = Target::parse(&format!(
+        "{}://{origin}",
+        url.scheme_str().unwrap_or("http")
+    ))?;
+    let transport = Transport::new(&target, target.resolve().await?, tls, false)?;
+    let mut connection = Connection::open(&transport, Duration::from_secs(10))
+        .await
+        .map_err(|kind| anyhow::anyhow!("cannot connect ({kind})"))?;
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let (origin_form, absolute) = target.request_uris(path)?;
+    let mut request = Request::new(Full::new(Bytes::new()));
+    request
+        .headers_mut()
+        .insert(HOST, HeaderValue::from_str(&target.authority)?);
+    request
+        .headers_mut()
+        .insert(hyper::header::ACCEPT, HeaderValue::from_static(accept));
+    let response = match &mut connection {
+        Connection::Http1(sender) => {
+            *request.uri_mut() = origin_form;
+            sender.send_request(request).await
+        }
+        Connection::Http2(sender) => {
+            *request.uri_mut() = absolute;
+            sender.send_request(request).await
+        }
+    }?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("status {status}");
+    }
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            if text.len() + data.len() > limit {
+                bail!("more than {limit} bytes");
+            }
+            text.extend_from_slice(data);
+        }
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// A failed TLS handshake counts as a `connect` error; the first one is also reported, since
+/// its reason (an unknown certificate authority, a name mismatch) is what needs fixing.
+fn tls_failed(name: &ServerName<'_>, err: &io::Error) -> ErrorKind {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        eprintln!(
+            "redwatch load: TLS handshake with {} failed: {err} (see --cacert, --insecure)",
+            name.to_str()
+        );
+    });
+    ErrorKind::Connect
+}
+
+async fn handshake<I>(io: TokioIo<I>, h2: bool) -> Result<Connection, ErrorKind>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
         let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|err| classify_hyper(&err))?;
@@ -433,13 +711,17 @@ async fn handshake(stream: TcpStream, h2c: bool) -> Result<Connection, ErrorKind
 async fn read_response(response: Response<Incoming>) -> Outcome {
     let status = response.status().as_u16();
     // Read the body to the end: the exchange is only complete (and the connection reusable)
-    // once it has arrived, so latency includes it.
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|err| classify_hyper(&err))?;
-    Ok(status)
+    // once it has arrived, so latency includes it. Frames are counted and dropped as they come,
+    // so a large response costs one read buffer, not its size.
+    let mut body = response.into_body();
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| classify_hyper(&err))?;
+        if let Some(data) = frame.data_ref() {
+            bytes += data.len() as u64;
+        }
+    }
+    Ok(Answer { status, bytes })
 }
 
 fn classify_hyper(err: &hyper::Error) -> ErrorKind {
@@ -527,10 +809,14 @@ mod tests {
         assert_eq!(target.base_path, "/api");
         let target = Target::parse("http://[::1]:8080").unwrap();
         assert_eq!(target.authority, "[::1]:8080");
+        let target = Target::parse("https://localhost/").unwrap();
+        assert_eq!((target.tls, target.host.as_str()), (true, "localhost"));
+        assert_eq!(target.authority, "localhost:443");
+        assert_eq!(Target::parse("https://[::1]:8443").unwrap().host, "::1");
         for bad in [
             "",
             "127.0.0.1:5000",
-            "https://127.0.0.1",
+            "ftp://127.0.0.1",
             "ftp://x",
             "http://",
             "http://a:b@h/",
@@ -547,12 +833,22 @@ mod tests {
             method: Method::POST,
             path: "/users/1?x=1".into(),
             weight: 1,
+            name: None,
         };
-        let template = target.template(&entry).unwrap();
-        assert_eq!(template.origin, "/api/users/1?x=1");
-        assert_eq!(template.absolute, "http://127.0.0.1:5000/api/users/1?x=1");
-        let request = template.build(&template.origin);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_static("k"));
+        let template = target.template(0, &entry, &headers, None).unwrap();
+        let prepared = template.prepare(1, 0).unwrap();
+        assert_eq!(prepared.origin, "/api/users/1?x=1");
+        assert_eq!(prepared.absolute, "http://127.0.0.1:5000/api/users/1?x=1");
+        let request = template.build(&prepared, false);
+        assert_eq!(request.uri(), "/api/users/1?x=1");
         assert_eq!(request.headers()[CONTENT_LENGTH], "0");
         assert_eq!(request.headers()[HOST], "127.0.0.1:5000");
+        assert_eq!(request.headers()["x-api-key"], "k");
+        assert_eq!(
+            template.build(&prepared, true).uri(),
+            "http://127.0.0.1:5000/api/users/1?x=1"
+        );
     }
 }

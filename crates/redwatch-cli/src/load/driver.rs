@@ -1,13 +1,12 @@
 //! The two ways of driving load: an open-loop schedule and closed-loop workers.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 
-use super::client::{Connection, ConnectionPool, ErrorKind, RequestTemplate};
+use super::client::{Connection, ConnectionPool, ErrorKind, RequestTemplate, Transport};
 use super::mix::Mix;
 use super::record::Recorder;
 use super::schedule::RateProfile;
@@ -227,6 +226,8 @@ impl Dispatcher {
                 },
             };
             let endpoint = plan.mix.pick(plan.seed, sent);
+            // Rendered here, in schedule order, so that sequences follow the schedule.
+            let prepared = plan.templates[endpoint].prepare(plan.seed, sent);
             sent += 1;
             let (plan, client, recorder) = (
                 Arc::clone(plan),
@@ -237,7 +238,10 @@ impl Dispatcher {
                 let _slot = permit;
                 let send_at = Instant::now();
                 recorder.on_send(Some(send_at.saturating_duration_since(intended)));
-                let outcome = client.send(&plan.templates[endpoint]).await;
+                let outcome = match prepared {
+                    Ok(prepared) => client.send(&plan.templates[endpoint], &prepared).await,
+                    Err(kind) => Err(kind),
+                };
                 let done = Instant::now();
                 recorder.on_complete(endpoint, outcome, done - intended, done - send_at);
             });
@@ -292,8 +296,7 @@ fn due_count(profile: &RateProfile, secs: f64, limit: Option<u64>) -> u64 {
 /// Closed loop: `concurrency` workers, each with its own connection, send back to back.
 pub async fn closed_loop(
     plan: Arc<Plan>,
-    addrs: Arc<[SocketAddr]>,
-    h2c: bool,
+    transport: Transport,
     concurrency: usize,
     recorder: Arc<Recorder>,
     stop: watch::Receiver<bool>,
@@ -306,8 +309,7 @@ pub async fn closed_loop(
     for _ in 0..concurrency {
         let worker = Worker {
             plan: Arc::clone(&plan),
-            addrs: Arc::clone(&addrs),
-            h2c,
+            transport: transport.clone(),
             deadline,
             next_request: Arc::clone(&next_request),
             abandoned: Arc::clone(&abandoned),
@@ -326,8 +328,7 @@ pub async fn closed_loop(
 
 struct Worker {
     plan: Arc<Plan>,
-    addrs: Arc<[SocketAddr]>,
-    h2c: bool,
+    transport: Transport,
     deadline: Option<Instant>,
     next_request: Arc<AtomicU64>,
     abandoned: Arc<AtomicU64>,
@@ -352,9 +353,12 @@ impl Worker {
                 return;
             }
             let endpoint = self.plan.mix.pick(self.plan.seed, n);
+            let template = &self.plan.templates[endpoint];
+            let prepared = template.prepare(self.plan.seed, n);
             let send_at = Instant::now();
             self.recorder.on_send(None);
             let exchange = async {
+                let prepared = prepared?;
                 // A pooled connection the server has closed is replaced before sending, so an
                 // idle-timeout close is not counted against the target.
                 if let Some(conn) = connection.as_mut()
@@ -363,11 +367,10 @@ impl Worker {
                     connection = None;
                 }
                 if connection.is_none() {
-                    connection =
-                        Some(Connection::open(&self.addrs, self.h2c, self.plan.timeout).await?);
+                    connection = Some(Connection::open(&self.transport, self.plan.timeout).await?);
                 }
                 match connection.as_mut() {
-                    Some(conn) => conn.send(&self.plan.templates[endpoint]).await,
+                    Some(conn) => conn.send(template, &prepared).await,
                     None => Err(ErrorKind::Other),
                 }
             };

@@ -20,12 +20,17 @@ pub struct MixEntry {
     pub path: String,
     /// Relative weight (> 0).
     pub weight: u32,
+    /// A `--scenario` entry's own name, used as its label.
+    pub name: Option<String>,
 }
 
 impl MixEntry {
-    /// The label used in output and metrics: the path, prefixed with the method when not GET.
+    /// The label used in output and metrics: the scenario's name for the entry if it has one,
+    /// else the path, prefixed with the method when not GET.
     pub fn label(&self) -> String {
-        if self.method == Method::GET {
+        if let Some(name) = &self.name {
+            name.clone()
+        } else if self.method == Method::GET {
             self.path.clone()
         } else {
             format!("{} {}", self.method, self.path)
@@ -78,16 +83,36 @@ impl Mix {
             }
             entries.push(parsed);
         }
+        Ok(Self::weighted(entries))
+    }
+
+    /// A mix of checked entries (a `--scenario`'s); errors name a label used twice.
+    pub fn from_entries(entries: Vec<MixEntry>) -> anyhow::Result<Self> {
+        for (i, entry) in entries.iter().enumerate() {
+            if entries[..i].iter().any(|e| e.label() == entry.label()) {
+                bail!(
+                    "endpoints[{i}]: {:?} is listed twice (give one of them a `name`)",
+                    entry.label()
+                );
+            }
+        }
+        if entries.is_empty() {
+            bail!("no endpoints");
+        }
+        Ok(Self::weighted(entries))
+    }
+
+    fn weighted(entries: Vec<MixEntry>) -> Self {
         let mut cumulative = Vec::with_capacity(entries.len());
         let mut total = 0u64;
         for entry in &entries {
             total += u64::from(entry.weight);
             cumulative.push(total);
         }
-        Ok(Self {
+        Self {
             entries,
             cumulative,
-        })
+        }
     }
 
     /// The entries in spec order.
@@ -144,12 +169,13 @@ fn parse_entry(entry: &str) -> anyhow::Result<MixEntry> {
         method,
         path: path.to_owned(),
         weight,
+        name: None,
     })
 }
 
 /// SplitMix64 finaliser over `seed` and `n`: a cheap, well-distributed hash so that request `n`'s
 /// choice depends on nothing but the seed and its number.
-fn mix64(seed: u64, n: u64) -> u64 {
+pub fn mix64(seed: u64, n: u64) -> u64 {
     let mut z = seed ^ n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

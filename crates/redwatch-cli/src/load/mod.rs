@@ -6,13 +6,19 @@
 //! (`--concurrency`) keeps N connections busy back to back, for maximum throughput.
 
 mod client;
+mod compare;
 mod driver;
+mod merge;
 mod metrics;
 mod mix;
 mod record;
 mod report;
+mod scenario;
 mod schedule;
 mod settings;
+mod threshold;
+mod timeline;
+mod tls;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -21,9 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use tokio::sync::watch;
 
-use client::{ConnectionPool, RequestTemplate};
+use client::{ConnectionPool, RequestTemplate, Transport};
 use driver::{Plan, RunEnd};
 use metrics::ClientMetrics;
 use record::Recorder;
@@ -31,9 +38,10 @@ use report::{RunFacts, Summary};
 use schedule::RateProfile;
 
 pub use client::Target;
+pub use merge::{MergeArgs, run as merge};
 pub use mix::{DEFAULT_MIX, Mix};
 pub use settings::{
-    JsonOutput, LoadArgs, LoadSettings, Mode, mix_flag, positive_duration, rate_flag,
+    JsonOutput, LoadArgs, LoadCommand, LoadSettings, Mode, mix_flag, positive_duration, rate_flag,
 };
 
 /// How another subcommand (`redwatch demo`) runs the generator inside its own process.
@@ -86,13 +94,42 @@ async fn run_with(
     metrics_listener: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<(ExitCode, EmbeddedOutcome)> {
     let addrs = settings.target.resolve().await?;
+    // Read before anything is sent, so that the difference is this run's requests.
+    let server_before = match &settings.compare_server {
+        Some(url) => Some(
+            compare::scrape(url)
+                .await
+                .context("--compare-server: cannot read the target's metrics")?,
+        ),
+        None => None,
+    };
     let templates = request_templates(&settings)?;
     let labels: Vec<String> = settings.mix.entries().iter().map(|e| e.label()).collect();
     let metrics = start_client_metrics(&settings, metrics_listener).await?;
-    let recorder = Arc::new(Recorder::new(&labels, metrics.clone()));
+    let recorder = Arc::new(Recorder::new(
+        &labels,
+        metrics.clone(),
+        settings.timeline.is_some(),
+    ));
     announce(&settings);
 
     let started = Instant::now();
+    let timeline = match &settings.timeline {
+        Some(path) => {
+            let timeline = Arc::new(std::sync::Mutex::new(timeline::Timeline::create(
+                path,
+                labels.clone(),
+                started,
+            )?));
+            let task = tokio::spawn(timeline::every_second(
+                Arc::clone(&timeline),
+                Arc::clone(&recorder),
+                started,
+            ));
+            Some((timeline, task))
+        }
+        None => None,
+    };
     let ticker = tokio::spawn(watch_progress(
         Arc::clone(&recorder),
         started,
@@ -103,17 +140,34 @@ async fn run_with(
     let plan = Arc::new(Plan {
         templates,
         mix: settings.mix.clone(),
-        seed: settings.seed,
+        seed: settings.request_seed(),
         timeout: settings.timeout,
         duration: settings.duration,
         request_limit: settings.requests,
     });
-    let end = send_requests(&settings, plan, addrs, &recorder, stop_rx.clone()).await;
+    let end = send_requests(&settings, plan, addrs, &recorder, stop_rx.clone()).await?;
     ticker.abort();
     let _ = ticker.await;
     settle_gauges(&recorder);
+    if let Some((timeline, task)) = timeline {
+        task.abort();
+        let _ = task.await;
+        // The rest of the run since the last full second, stragglers included.
+        let written = timeline
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_line(&recorder);
+        // The summary still matters more than the timeline.
+        if let Err(err) = written {
+            eprintln!("redwatch load: {err:#}");
+        }
+    }
 
-    let summary = summarize(&settings, &end, &recorder);
+    let mut summary = summarize(&settings, &end, &recorder);
+    if let (Some(source), Some(before)) = (&settings.compare_server, &server_before) {
+        summary.server_comparison =
+            Some(compare_with_server(&settings, &summary, source, before).await);
+    }
     write_report(&summary, settings.json.as_ref())?;
     let code = exit_code(&summary, &settings, &end);
     if !end.interrupted && metrics.is_some() && !settings.linger.is_zero() {
@@ -132,7 +186,12 @@ fn request_templates(settings: &LoadSettings) -> anyhow::Result<Vec<RequestTempl
         .mix
         .entries()
         .iter()
-        .map(|entry| settings.target.template(entry))
+        .enumerate()
+        .map(|(index, entry)| {
+            settings
+                .target
+                .template(index, entry, &settings.headers, settings.scenario.as_ref())
+        })
         .collect()
 }
 
@@ -176,8 +235,11 @@ fn announce(settings: &LoadSettings) {
         Mode::Open(profile) => format!("{profile} open loop"),
         Mode::Closed(n) => format!("{n} connections closed loop"),
     };
+    let shard = settings
+        .shard
+        .map_or_else(String::new, |shard| format!(", shard {shard}"));
     eprintln!(
-        "redwatch load: {how} against {} {bound}, seed {}",
+        "redwatch load: {how} against {} {bound}, seed {}{shard}",
         settings.target.display, settings.seed
     );
 }
@@ -196,13 +258,14 @@ async fn send_requests(
     addrs: Vec<SocketAddr>,
     recorder: &Arc<Recorder>,
     stop_rx: watch::Receiver<bool>,
-) -> RunEnd {
-    match &settings.mode {
+) -> anyhow::Result<RunEnd> {
+    let transport = Transport::new(&settings.target, addrs, settings.tls.clone(), settings.h2c)?;
+    Ok(match &settings.mode {
         Mode::Open(profile) => {
             let client = Arc::new(ConnectionPool::new(
-                addrs.into(),
+                transport,
                 settings.timeout,
-                settings.h2c,
+                settings.connections,
             ));
             driver::open_loop(
                 plan,
@@ -215,17 +278,9 @@ async fn send_requests(
             .await
         }
         Mode::Closed(concurrency) => {
-            driver::closed_loop(
-                plan,
-                addrs.into(),
-                settings.h2c,
-                *concurrency,
-                Arc::clone(recorder),
-                stop_rx,
-            )
-            .await
+            driver::closed_loop(plan, transport, *concurrency, Arc::clone(recorder), stop_rx).await
         }
-    }
+    })
 }
 
 /// The gauges as they stand once nothing is sent any more.
@@ -250,7 +305,7 @@ fn summarize(settings: &LoadSettings, end: &RunEnd, recorder: &Recorder) -> Summ
         }
     });
     let facts = RunFacts {
-        mode: if profile.is_some() { "open" } else { "closed" },
+        mode: if profile.is_some() { "open" } else { "closed" }.to_owned(),
         target: settings.target.display.clone(),
         seed: settings.seed,
         duration_s: elapsed,
@@ -268,14 +323,83 @@ fn summarize(settings: &LoadSettings, end: &RunEnd, recorder: &Recorder) -> Summ
         max_backlog: recorder.max_backlog.load(Ordering::Relaxed),
         unfinished: end.unfinished,
         interrupted: end.interrupted,
+        shard: settings.shard.map(|shard| shard.to_string()),
     };
-    let entries: Vec<(String, String)> = settings
+    let entries: Vec<(String, String, String)> = settings
         .mix
         .entries()
         .iter()
-        .map(|e| (e.path.clone(), e.method.to_string()))
+        .map(|e| (e.label(), e.path.clone(), e.method.to_string()))
         .collect();
-    Summary::build(facts, &entries, &recorder.snapshot(), &recorder.lateness())
+    Summary::build(
+        facts,
+        &entries,
+        &recorder.snapshot(),
+        &recorder.lateness(),
+        &settings.thresholds,
+    )
+}
+
+/// The client's figures next to the server's, read again now. The server records a request
+/// as its response ends, a moment after the client may have read it: the read is repeated
+/// (for up to a second) until the server has counted as many requests as the client.
+async fn compare_with_server(
+    settings: &LoadSettings,
+    summary: &Summary,
+    source: &compare::MetricsSource,
+    before: &compare::ServerView,
+) -> report::ServerComparison {
+    let endpoints: Vec<(String, String, String)> = settings
+        .mix
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                e.label(),
+                e.method.to_string(),
+                settings.target.server_path(&e.path),
+            )
+        })
+        .collect();
+    let client: Vec<compare::ClientFigures> = summary
+        .endpoints
+        .iter()
+        .map(|e| compare::ClientFigures {
+            count: e.count,
+            p50_ms: e.latency_ms.map(|p| p.p50),
+            p99_ms: e.latency_ms.map(|p| p.p99),
+        })
+        .collect();
+    let mut rows = Vec::new();
+    let mut metric = None;
+    for attempt in 0..10 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match compare::scrape(source).await {
+            Ok(after) => {
+                let delta = after.since(before);
+                metric = delta.metric.clone();
+                rows = compare::compare(&endpoints, &client, &delta);
+            }
+            Err(err) => {
+                eprintln!("redwatch load: --compare-server: {err:#}");
+                break;
+            }
+        }
+        let caught_up = rows.iter().all(|row| {
+            row.server
+                .as_ref()
+                .is_none_or(|server| server.count >= row.client.count)
+        });
+        if caught_up {
+            break;
+        }
+    }
+    report::ServerComparison {
+        metric,
+        endpoints: rows,
+    }
 }
 
 /// The table on stdout (stderr when the JSON goes to stdout), and the JSON when asked.
@@ -293,14 +417,22 @@ fn write_report(summary: &Summary, json: Option<&JsonOutput>) -> anyhow::Result<
 
 fn exit_code(summary: &Summary, settings: &LoadSettings, end: &RunEnd) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
-    if let Some(threshold) = settings.fail_on_error_rate
-        && summary.error_rate > threshold
-    {
-        eprintln!(
-            "redwatch load: error rate {:.3}% is above --fail-on-error-rate {:.3}%",
-            summary.error_rate * 100.0,
-            threshold * 100.0
-        );
+    for (result, threshold) in summary.thresholds.iter().zip(&settings.thresholds) {
+        if result.passed {
+            continue;
+        }
+        if threshold.from_fail_on_error_rate {
+            eprintln!(
+                "redwatch load: error rate {:.3}% is above --fail-on-error-rate {:.3}%",
+                summary.error_rate * 100.0,
+                threshold.bound * 100.0
+            );
+        } else {
+            eprintln!(
+                "redwatch load: threshold {} failed: measured {}",
+                result.expr, result.display
+            );
+        }
         code = ExitCode::from(1);
     }
     if end.interrupted {

@@ -28,7 +28,7 @@ fn micros(duration: Duration) -> u64 {
 }
 
 /// Counters and histograms of one endpoint.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct EndpointStats {
     /// Requests completed (with a response or an error).
     pub count: u64,
@@ -36,18 +36,28 @@ pub struct EndpointStats {
     pub statuses: BTreeMap<u16, u64>,
     /// Failures without a response, indexed by [`ErrorKind::index`].
     pub errors: [u64; 4],
+    /// Response body bytes received.
+    pub bytes_received: u64,
     /// Latency from the intended send time, µs (includes failed requests up to their failure).
     pub from_intended: Histogram<u64>,
     /// Latency from the actual send time, µs.
     pub from_send: Histogram<u64>,
 }
 
+impl Default for EndpointStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl EndpointStats {
-    fn new() -> Self {
+    /// No requests yet.
+    pub fn new() -> Self {
         Self {
             count: 0,
             statuses: BTreeMap::new(),
             errors: [0; 4],
+            bytes_received: 0,
             from_intended: new_histogram(),
             from_send: new_histogram(),
         }
@@ -56,6 +66,7 @@ impl EndpointStats {
     /// Adds another endpoint's figures (for the overall line).
     pub fn merge(&mut self, other: &EndpointStats) {
         self.count += other.count;
+        self.bytes_received += other.bytes_received;
         for (status, n) in &other.statuses {
             *self.statuses.entry(*status).or_default() += n;
         }
@@ -67,6 +78,24 @@ impl EndpointStats {
         let _ = self.from_send.add(&other.from_send);
     }
 
+    /// Records one finished request.
+    fn add(&mut self, outcome: Outcome, from_intended: Duration, from_send: Duration) {
+        self.count += 1;
+        match outcome {
+            Ok(answer) => {
+                *self.statuses.entry(answer.status).or_default() += 1;
+                self.bytes_received += answer.bytes;
+            }
+            Err(kind) => self.errors[kind.index()] += 1,
+        }
+        let _ = self
+            .from_intended
+            .record(micros(from_intended).min(HISTOGRAM_MAX_MICROS));
+        let _ = self
+            .from_send
+            .record(micros(from_send).min(HISTOGRAM_MAX_MICROS));
+    }
+
     /// Failures without a response.
     pub fn error_count(&self) -> u64 {
         self.errors.iter().sum()
@@ -75,6 +104,8 @@ impl EndpointStats {
 
 struct EndpointSlot {
     stats: EndpointStats,
+    /// The figures since the last [`Recorder::take_windows`], when a timeline is written.
+    window: Option<EndpointStats>,
     /// Prometheus handles, when `--metrics-listen` is on.
     metrics: Option<(EndpointMetrics, HashMap<u16, Counter>, Counter)>,
 }
@@ -109,8 +140,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Recorder {
-    /// A recorder for endpoints with the given labels.
-    pub fn new(labels: &[String], metrics: Option<Arc<ClientMetrics>>) -> Self {
+    /// A recorder for endpoints with the given labels; `windows` also keeps the figures of the
+    /// current interval, for the timeline.
+    pub fn new(labels: &[String], metrics: Option<Arc<ClientMetrics>>, windows: bool) -> Self {
         let endpoints = labels
             .iter()
             .map(|label| {
@@ -121,6 +153,7 @@ impl Recorder {
                 });
                 Mutex::new(EndpointSlot {
                     stats: EndpointStats::new(),
+                    window: windows.then(EndpointStats::new),
                     metrics: handles,
                 })
             })
@@ -174,27 +207,19 @@ impl Recorder {
             return;
         };
         let mut slot = lock(slot);
-        let stats = &mut slot.stats;
-        stats.count += 1;
-        match outcome {
-            Ok(status) => *stats.statuses.entry(status).or_default() += 1,
-            Err(kind) => stats.errors[kind.index()] += 1,
+        slot.stats.add(outcome, from_intended, from_send);
+        if let Some(window) = slot.window.as_mut() {
+            window.add(outcome, from_intended, from_send);
         }
-        let _ = stats
-            .from_intended
-            .record(micros(from_intended).min(HISTOGRAM_MAX_MICROS));
-        let _ = stats
-            .from_send
-            .record(micros(from_send).min(HISTOGRAM_MAX_MICROS));
         if let (Some(metrics), Some((endpoint_metrics, by_status, error_counter))) =
             (&self.metrics, &mut slot.metrics)
         {
             endpoint_metrics.observe(from_intended.as_secs_f64(), outcome.err());
             match outcome {
-                Ok(status) => by_status
-                    .entry(status)
+                Ok(answer) => by_status
+                    .entry(answer.status)
                     .or_insert_with(|| {
-                        metrics.requests_counter(endpoint_metrics, &status.to_string())
+                        metrics.requests_counter(endpoint_metrics, &answer.status.to_string())
                     })
                     .inc(),
                 Err(_) => error_counter.inc(),
@@ -230,6 +255,21 @@ impl Recorder {
             .collect()
     }
 
+    /// Every endpoint's figures since the previous call (empty without windows), starting the
+    /// next interval.
+    pub fn take_windows(&self) -> Vec<EndpointStats> {
+        self.endpoints
+            .iter()
+            .map(|slot| {
+                lock(slot)
+                    .window
+                    .as_mut()
+                    .map(std::mem::take)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// Copy of the send-lateness histogram.
     pub fn lateness(&self) -> Histogram<u64> {
         lock(&self.lateness).clone()
@@ -239,19 +279,24 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::client::ErrorKind;
+    use crate::load::client::{Answer, ErrorKind};
+
+    fn ok(status: u16) -> Outcome {
+        Ok(Answer { status, bytes: 10 })
+    }
 
     #[test]
     fn records_and_merges() {
         let recorder = Recorder::new(
             &["/a".into(), "/b".into()],
             Some(Arc::new(ClientMetrics::new())),
+            true,
         );
         for (endpoint, outcome, ms) in [
-            (0, Ok(200), 10),
-            (0, Ok(500), 20),
+            (0, ok(200), 10),
+            (0, ok(500), 20),
             (1, Err(ErrorKind::Timeout), 2000),
-            (1, Ok(200), 5),
+            (1, ok(200), 5),
         ] {
             recorder.on_send(Some(Duration::from_millis(1)));
             recorder.on_complete(
@@ -262,12 +307,21 @@ mod tests {
             );
         }
         let stats = recorder.snapshot();
+        let windows = recorder.take_windows();
+        assert_eq!(windows[0].count, 2);
+        assert_eq!(windows[1].errors, stats[1].errors);
+        assert_eq!(
+            recorder.take_windows()[0].count,
+            0,
+            "a new interval starts empty"
+        );
         assert_eq!(stats[0].count, 2);
         assert_eq!(stats[0].statuses[&500], 1);
         assert_eq!(stats[1].errors[ErrorKind::Timeout.index()], 1);
         let mut all = stats[0].clone();
         all.merge(&stats[1]);
         assert_eq!(all.count, 4);
+        assert_eq!(all.bytes_received, 30);
         assert_eq!(all.statuses[&200], 2);
         assert_eq!(all.error_count(), 1);
         assert!(all.from_intended.max() >= 1_999_000);

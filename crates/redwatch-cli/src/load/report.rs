@@ -6,14 +6,16 @@ use std::io::Write as _;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::client::ErrorKind;
+use super::compare::Comparison;
 use super::record::EndpointStats;
 use super::settings::JsonOutput;
+use super::threshold::{RunFigures, Threshold, ThresholdResult};
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -41,13 +43,43 @@ impl Percentiles {
     }
 }
 
+/// A histogram in HdrHistogram's V2 deflate format, base64 (standard alphabet, padded).
+pub fn encode_histogram(histogram: &Histogram<u64>) -> String {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Serializer as _;
+    let mut bytes = Vec::new();
+    // Serialising into memory fails only for histograms too large to describe, which the fixed
+    // bounds rule out; an empty string then reads back as an error, not as wrong numbers.
+    if hdrhistogram::serialization::V2DeflateSerializer::new()
+        .serialize(histogram, &mut bytes)
+        .is_err()
+    {
+        return String::new();
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The histogram [`encode_histogram`] wrote.
+pub fn decode_histogram(text: &str) -> anyhow::Result<Histogram<u64>> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .context("not base64")?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|err| anyhow::anyhow!("not an HdrHistogram: {err:?}"))
+}
+
 fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
 /// One endpoint's line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EndpointSummary {
+    /// The endpoint's label, as thresholds and the table name it: a scenario entry's name, else
+    /// the path, prefixed with the method when not GET.
+    pub endpoint: String,
     /// The path from the mix.
     pub path: String,
     /// The HTTP method.
@@ -61,18 +93,32 @@ pub struct EndpointSummary {
     /// Failures without a response.
     pub errors: u64,
     /// Failures by kind.
-    pub error_kinds: BTreeMap<&'static str, u64>,
+    pub error_kinds: BTreeMap<String, u64>,
+    /// Response body bytes received.
+    pub bytes_received: u64,
     /// Latency from the intended send time (coordinated-omission corrected).
     pub latency_ms: Option<Percentiles>,
     /// Latency from the actual send time (what a closed-loop tool would report).
     pub latency_from_send_ms: Option<Percentiles>,
+    /// The HDR histograms behind the percentiles, for `redwatch load merge`.
+    pub histograms: EndpointHistograms,
+}
+
+/// An endpoint's latency histograms (µs, 1 µs to 1 h, 3 significant digits), each in
+/// HdrHistogram's V2 deflate format, base64: what `redwatch load merge` adds up exactly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EndpointHistograms {
+    /// Latency from the intended send time.
+    pub latency: String,
+    /// Latency from the actual send time.
+    pub latency_from_send: String,
 }
 
 /// The whole run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     /// `open` (scheduled rate) or `closed` (fixed concurrency).
-    pub mode: &'static str,
+    pub mode: String,
     pub target: String,
     /// Seed of the endpoint sequence (pass it to --seed to repeat the run's sequence).
     pub seed: u64,
@@ -99,7 +145,9 @@ pub struct Summary {
     /// How late each send left relative to its intended time (open loop only).
     pub send_lateness_ms: Option<Percentiles>,
     pub status: BTreeMap<String, u64>,
-    pub error_kinds: BTreeMap<&'static str, u64>,
+    pub error_kinds: BTreeMap<String, u64>,
+    /// Response body bytes received.
+    pub bytes_received: u64,
     /// Requests handed to the transport.
     pub sent: u64,
     /// Scheduled requests never sent (--max-in-flight reached until the window closed).
@@ -111,11 +159,33 @@ pub struct Summary {
     /// Ctrl-C ended the run.
     pub interrupted: bool,
     pub endpoints: Vec<EndpointSummary>,
+    /// Each --threshold (and --fail-on-error-rate) with its measured value and outcome.
+    pub thresholds: Vec<ThresholdResult>,
+    /// The send-lateness histogram (as [`EndpointHistograms`]); null in closed loop.
+    pub send_lateness_histogram: Option<String>,
+    /// `I/N` when the run was one shard of a larger one (`--shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// `--compare-server`: per endpoint, the client's count and latency next to the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_comparison: Option<ServerComparison>,
+    /// How many summaries `redwatch load merge` combined into this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<usize>,
+}
+
+/// The client's view next to the server's (`--compare-server`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerComparison {
+    /// The server metric the figures come from; null when its exposition had none redwatch
+    /// knows.
+    pub metric: Option<String>,
+    pub endpoints: Vec<Comparison>,
 }
 
 /// Inputs describing the run (everything but the recorded figures).
 pub struct RunFacts {
-    pub mode: &'static str,
+    pub mode: String,
     pub target: String,
     pub seed: u64,
     pub duration_s: f64,
@@ -127,6 +197,7 @@ pub struct RunFacts {
     pub max_backlog: u64,
     pub unfinished: u64,
     pub interrupted: bool,
+    pub shard: Option<String>,
 }
 
 fn status_map(stats: &EndpointStats) -> BTreeMap<String, u64> {
@@ -137,10 +208,10 @@ fn status_map(stats: &EndpointStats) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn kinds_map(stats: &EndpointStats) -> BTreeMap<&'static str, u64> {
+fn kinds_map(stats: &EndpointStats) -> BTreeMap<String, u64> {
     ErrorKind::ALL
         .iter()
-        .map(|kind| (kind.as_str(), stats.errors[kind.index()]))
+        .map(|kind| (kind.as_str().to_owned(), stats.errors[kind.index()]))
         .collect()
 }
 
@@ -153,23 +224,37 @@ fn rate(count: u64, seconds: f64) -> f64 {
 }
 
 impl Summary {
-    /// Builds the summary from per-endpoint figures (`entries` = (path, method) in mix order).
+    /// Builds the summary from per-endpoint figures (`entries` = (label, path, method) in mix
+    /// order).
     pub fn build(
         facts: RunFacts,
-        entries: &[(String, String)],
+        entries: &[(String, String, String)],
         stats: &[EndpointStats],
         lateness: &Histogram<u64>,
+        thresholds: &[Threshold],
     ) -> Self {
-        let mut all = stats.first().cloned();
-        if let Some(all) = all.as_mut() {
-            for other in &stats[1..] {
-                all.merge(other);
-            }
+        let mut all = EndpointStats::new();
+        for endpoint in stats {
+            all.merge(endpoint);
         }
+        let figures = RunFigures {
+            all: &all,
+            endpoints: entries
+                .iter()
+                .zip(stats)
+                .map(|((label, _, _), stats)| (label.clone(), stats))
+                .collect(),
+            achieved_rate: rate(all.count, facts.duration_s),
+            target_rate: facts.target_rate.map(round3),
+            dropped: facts.dropped,
+        };
+        let thresholds = thresholds.iter().map(|t| t.check(&figures)).collect();
+        let all = (!stats.is_empty()).then_some(all);
         let endpoints = entries
             .iter()
             .zip(stats)
-            .map(|((path, method), stats)| EndpointSummary {
+            .map(|((label, path, method), stats)| EndpointSummary {
+                endpoint: label.clone(),
                 path: path.clone(),
                 method: method.clone(),
                 count: stats.count,
@@ -177,8 +262,13 @@ impl Summary {
                 status: status_map(stats),
                 errors: stats.error_count(),
                 error_kinds: kinds_map(stats),
+                bytes_received: stats.bytes_received,
                 latency_ms: Percentiles::of(&stats.from_intended),
                 latency_from_send_ms: Percentiles::of(&stats.from_send),
+                histograms: EndpointHistograms {
+                    latency: encode_histogram(&stats.from_intended),
+                    latency_from_send: encode_histogram(&stats.from_send),
+                },
             })
             .collect();
         let (requests, errors, server_errors) = all.as_ref().map_or((0, 0, 0), |all| {
@@ -208,12 +298,18 @@ impl Summary {
             send_lateness_ms: Percentiles::of(lateness),
             status: all.as_ref().map(status_map).unwrap_or_default(),
             error_kinds: all.as_ref().map(kinds_map).unwrap_or_default(),
+            bytes_received: all.as_ref().map_or(0, |a| a.bytes_received),
             sent: facts.sent,
             dropped: facts.dropped,
             max_backlog: facts.max_backlog,
             unfinished: facts.unfinished,
             interrupted: facts.interrupted,
             endpoints,
+            thresholds,
+            send_lateness_histogram: (!lateness.is_empty()).then(|| encode_histogram(lateness)),
+            shard: facts.shard,
+            server_comparison: None,
+            merged_from: None,
         }
     }
 
@@ -260,7 +356,7 @@ impl Summary {
 
     /// What ran against what, for how long, and how close it came to its target.
     fn write_title(&self, out: &mut String) {
-        let mode = match (self.mode, self.target_rate) {
+        let mode = match (self.mode.as_str(), self.target_rate) {
             ("open", Some(target)) => format!(
                 "open loop: target {target:.1} req/s, achieved {:.1} req/s ({:+.2}%)",
                 self.achieved_rate,
@@ -295,13 +391,8 @@ impl Summary {
     fn table_rows(&self) -> Vec<[String; 10]> {
         let mut rows = vec![TABLE_HEADER.map(str::to_owned)];
         for endpoint in &self.endpoints {
-            let name = if endpoint.method == "GET" {
-                endpoint.path.clone()
-            } else {
-                format!("{} {}", endpoint.method, endpoint.path)
-            };
             rows.push(table_row(
-                name,
+                endpoint.endpoint.clone(),
                 endpoint.count,
                 endpoint.achieved_rate,
                 &endpoint.status,
@@ -366,6 +457,92 @@ impl Summary {
                 String::new()
             }
         );
+        if self.bytes_received > 0 {
+            let _ = writeln!(
+                out,
+                "response bodies: {} bytes received",
+                self.bytes_received
+            );
+        }
+        if let Some(comparison) = &self.server_comparison {
+            write_comparison(out, comparison);
+        }
+        if !self.thresholds.is_empty() {
+            let failed = self.thresholds.iter().filter(|t| !t.passed).count();
+            let _ = writeln!(
+                out,
+                "thresholds: {} passed, {failed} failed",
+                self.thresholds.len() - failed
+            );
+            for threshold in &self.thresholds {
+                let _ = writeln!(
+                    out,
+                    "  {}  {}  (measured {})",
+                    if threshold.passed { "pass" } else { "FAIL" },
+                    threshold.expr,
+                    threshold.display
+                );
+            }
+        }
+    }
+}
+
+/// The comparison table: client count, p50, p99 (from the intended send time) and the server's.
+fn write_comparison(out: &mut String, comparison: &ServerComparison) {
+    let Some(metric) = &comparison.metric else {
+        let _ = writeln!(
+            out,
+            "server: no request duration histogram in its metrics (redwatch otel or flask names)"
+        );
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "client and server (server: {metric}, p50/p99 from buckets)"
+    );
+    let ms = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_ms);
+    let mut rows = vec![
+        [
+            "endpoint",
+            "count",
+            "p50",
+            "p99",
+            "server route",
+            "count",
+            "p50",
+            "p99",
+        ]
+        .map(str::to_owned),
+    ];
+    for line in &comparison.endpoints {
+        let server = line.server.as_ref();
+        rows.push([
+            line.endpoint.clone(),
+            line.client.count.to_string(),
+            ms(line.client.p50_ms),
+            ms(line.client.p99_ms),
+            server.map_or_else(|| "(no route)".to_owned(), |s| s.route.clone()),
+            server.map_or_else(|| "-".to_owned(), |s| s.count.to_string()),
+            ms(server.and_then(|s| s.p50_ms)),
+            ms(server.and_then(|s| s.p99_ms)),
+        ]);
+    }
+    let mut widths = [0; 8];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let mut text = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i == 0 || i == 4 {
+                let _ = write!(text, "{cell:<width$}  ");
+            } else {
+                let _ = write!(text, "{cell:>width$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
     }
 }
 

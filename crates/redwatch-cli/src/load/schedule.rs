@@ -202,6 +202,26 @@ impl RateProfile {
         }
     }
 
+    /// The same shape at `factor` times the rate (one of N shards: 1/N).
+    pub fn scaled(&self, factor: f64) -> Self {
+        match self {
+            Self::Constant(rate) => Self::Constant(rate * factor),
+            Self::Ramp { from, to, over } => Self::Ramp {
+                from: from * factor,
+                to: to * factor,
+                over: *over,
+            },
+            Self::Step(steps) => {
+                Self::Step(steps.iter().map(|(at, r)| (*at, r * factor)).collect())
+            }
+            Self::Sine { min, max, period } => Self::Sine {
+                min: min * factor,
+                max: max * factor,
+                period: *period,
+            },
+        }
+    }
+
     /// The highest rate the profile ever reaches.
     pub fn peak_rate(&self) -> f64 {
         match self {

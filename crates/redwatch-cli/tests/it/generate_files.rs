@@ -819,7 +819,11 @@ fn kustomize_resources(dir: &Path) -> Vec<String> {
 fn kubernetes_manifests_parse_reference_existing_files_and_validate() {
     let k8s = repo_root().join("deploy/k8s");
     let mut manifests = Vec::new();
-    let mut pending = vec![k8s.join("overlays/replicas")];
+    let mut pending = vec![
+        k8s.join("overlays/replicas"),
+        k8s.join("load-shards"),
+        k8s.join("load-shards/merge"),
+    ];
     let mut seen = BTreeSet::new();
     while let Some(dir) = pending.pop() {
         if !seen.insert(dir.clone()) {
@@ -853,6 +857,8 @@ fn kubernetes_manifests_parse_reference_existing_files_and_validate() {
         "PrometheusRule",
         "ConfigMap",
         "PodDisruptionBudget",
+        "Job",
+        "PersistentVolumeClaim",
     ] {
         assert!(kinds.contains(kind), "no {kind} in {kinds:?}");
     }
@@ -872,6 +878,23 @@ fn kubernetes_manifests_parse_reference_existing_files_and_validate() {
             .is_some_and(|ports| ports.iter().any(|p| p["name"] == "http"))
     );
 
+    // The sharded load test: an Indexed Job whose --shard N is its number of completions.
+    let shards = yaml(&k8s.join("load-shards/shards-job.yaml"));
+    assert_eq!(shards["spec"]["completionMode"], "Indexed");
+    let completions = shards["spec"]["completions"].as_u64().expect("completions");
+    assert_eq!(shards["spec"]["parallelism"].as_u64(), Some(completions));
+    let args: Vec<&str> = shards["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg"))
+        .collect();
+    let shard_flag = args.iter().position(|a| *a == "--shard").expect("--shard");
+    assert_eq!(
+        args[shard_flag + 1],
+        format!("$(JOB_COMPLETION_INDEX)/{completions}")
+    );
+
     // Schema validation of the built-in kinds.
     if let Some(validate) = require_tool("kubernetes-validate", "PyPI package kubernetes-validate")
     {
@@ -882,6 +905,9 @@ fn kubernetes_manifests_parse_reference_existing_files_and_validate() {
             "service/redwatch",
             "poddisruptionbudget/redwatch",
             "configmap/",
+            "job/redwatch-load-shards",
+            "job/redwatch-load-merge",
+            "persistentvolumeclaim/redwatch-load-results",
         ] {
             assert!(
                 output.contains(&format!("passed for resource {kind}")),
@@ -898,6 +924,13 @@ fn kubernetes_manifests_parse_reference_existing_files_and_validate() {
                     .arg(k8s.join(overlay)),
             );
             assert!(rendered.contains("kind: PrometheusRule"), "{overlay}");
+        }
+        for (dir, job) in [
+            ("load-shards", "redwatch-load-shards"),
+            ("load-shards/merge", "redwatch-load-merge"),
+        ] {
+            let rendered = run_ok(Command::new("kubectl").arg("kustomize").arg(k8s.join(dir)));
+            assert!(rendered.contains(&format!("name: {job}")), "{dir}");
         }
     } else {
         eprintln!("NOTICE: kubectl not found; kustomize rendering not checked");

@@ -47,7 +47,7 @@ fn bad_input_gets_one_line_and_exit_2() {
     let _group = support::shared(Group::Timing);
     let cases: &[&[&str]] = &[
         &["--target", "127.0.0.1:5000", "--rate", "10"],
-        &["--target", "https://127.0.0.1:5000", "--rate", "10"],
+        &["--target", "ftp://127.0.0.1:5000", "--rate", "10"],
         &["--target", "http://", "--rate", "10"],
         &["--rate", "10", "--mix", "/a=0"],
         &["--rate", "10", "--mix", "ep_one=1"],
@@ -61,6 +61,10 @@ fn bad_input_gets_one_line_and_exit_2() {
         &["--rate-profile", "square:1..2"],
         &["--rate", "10", "--fail-on-error-rate", "150%"],
         &["--duration", "1s"],
+        &["--rate", "10", "--threshold", "p99<300"],
+        &["--rate", "10", "--threshold", "bogus"],
+        &["--rate", "10", "--threshold", "/nope:p99<1s"],
+        &["--concurrency", "2", "--threshold", "rate>=99%"],
     ];
     for args in cases {
         let run = run_load(args, LIMIT);
@@ -76,6 +80,25 @@ fn bad_input_gets_one_line_and_exit_2() {
         assert!(
             run.stdout.is_empty(),
             "{args:?}: printed a summary for bad input"
+        );
+    }
+}
+
+#[test]
+fn bad_thresholds_are_named_in_the_error() {
+    let _group = support::shared(Group::Timing);
+    for (expr, reason) in [
+        ("p99<300", "unit"),
+        ("p99<<1s", "duration"),
+        ("/nope:p99<1s", "no endpoint \"/nope\""),
+        ("latency<1s", "unknown metric"),
+    ] {
+        let run = run_load(&["--rate", "10", "--threshold", expr], LIMIT);
+        assert_eq!(run.status.code(), Some(2), "{expr}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{expr:?}")) && run.stderr.contains(reason),
+            "{expr}: {}",
+            run.stderr
         );
     }
 }
@@ -415,6 +438,138 @@ fn fail_on_error_rate_sets_the_exit_code() {
     );
     let run = run_failing_above("0.2");
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+}
+
+#[test]
+fn thresholds_are_reported_and_set_the_exit_code() {
+    let (_group, _server, url) = demo_target();
+    let run = |thresholds: &[&str]| {
+        let mut args = vec!["--target", &url, "--rate", "200", "--duration", "1s"];
+        for threshold in thresholds {
+            args.extend(["--threshold", threshold]);
+        }
+        args.extend(["--json", "-"]);
+        run_load(&args, LIMIT)
+    };
+    // The default mix sends 1 in 11 requests to /error (500): about 9%.
+    let passing = [
+        "p99<5s",
+        "/ep_one:p90<5s",
+        "dropped==0",
+        "rate>=95%",
+        "error_rate<20%",
+        "/ep_one:error_rate==0",
+    ];
+    let ok = run(&passing);
+    assert_eq!(ok.status.code(), Some(0), "{}", ok.stderr);
+    let summary = ok.json();
+    let results = summary["thresholds"].as_array().expect("thresholds");
+    assert_eq!(results.len(), passing.len());
+    for (result, expr) in results.iter().zip(passing) {
+        assert_eq!(result["expr"], expr);
+        assert_eq!(result["passed"], true, "{result}");
+    }
+    // Latency is the figure from the intended send time, as in the summary.
+    assert_eq!(results[0]["value"], summary["latency_ms"]["p99"]);
+    assert_eq!(
+        results[1]["value"],
+        summary["endpoints"][0]["latency_ms"]["p90"]
+    );
+    assert_eq!(results[2]["value"].as_f64(), Some(0.0));
+    let error_rate = summary["error_rate"].as_f64().expect("error_rate");
+    assert!((0.03..0.2).contains(&error_rate), "{error_rate}");
+    assert_eq!(results[4]["value"].as_f64(), Some(error_rate));
+    assert!(
+        ok.stderr.contains("thresholds: 6 passed, 0 failed"),
+        "{}",
+        ok.stderr
+    );
+
+    let failing = run(&["error_rate<1%", "max<1us", "dropped==0"]);
+    assert_eq!(failing.status.code(), Some(1), "{}", failing.stderr);
+    let summary = failing.json();
+    let passed: Vec<bool> = summary["thresholds"]
+        .as_array()
+        .expect("thresholds")
+        .iter()
+        .map(|t| t["passed"].as_bool().expect("passed"))
+        .collect();
+    assert_eq!(passed, [false, false, true]);
+    // The table (on stderr with --json -) lists each threshold with its measured value.
+    for line in [
+        "thresholds: 1 passed, 2 failed",
+        "FAIL  error_rate<1%  (measured ",
+        "FAIL  max<1us  (measured ",
+        "pass  dropped==0  (measured 0)",
+        "redwatch load: threshold max<1us failed: measured ",
+    ] {
+        assert!(
+            failing.stderr.contains(line),
+            "{line:?}:\n{}",
+            failing.stderr
+        );
+    }
+}
+
+/// Answers each request after 50 ms, one at a time per connection.
+fn slow_answer(mut stream: std::net::TcpStream) {
+    use std::io::Write;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buffer = [0u8; 4096];
+    let mut pending = Vec::new();
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&buffer[..n]);
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            pending.drain(..end + 4);
+            std::thread::sleep(Duration::from_millis(50));
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if stream.write_all(answer).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn latency_thresholds_judge_the_latency_from_the_intended_send_time() {
+    let _group = support::shared(Group::Timing);
+    let server = RawServer::start(slow_answer);
+    let url = server.url();
+    // One request at a time, 50 ms each, asked for at 100/s: requests queue behind each other.
+    // Each takes 50 ms from its actual send, but up to ~1 s from its intended one.
+    let run = run_load(
+        &[
+            "--target",
+            &url,
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--max-in-flight",
+            "1",
+            "--mix",
+            "/slow=1",
+            "--threshold",
+            "p99<300ms",
+            "--json",
+            "-",
+        ],
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let summary = run.json();
+    let from_send = summary["latency_from_send_ms"]["p99"]
+        .as_f64()
+        .expect("p99");
+    assert!(from_send < 300.0, "from send {from_send}");
+    let result = &summary["thresholds"][0];
+    assert_eq!(result["passed"], false);
+    let value = result["value"].as_f64().expect("value");
+    assert!(value > 300.0, "{result}");
+    assert_eq!(result["value"], summary["latency_ms"]["p99"]);
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (`docker stop`, Kubernetes, `timeout`) both end the run with the

@@ -31,3 +31,135 @@ pub const DEFAULT_WEIGHTS: [(&str, u64); 5] = [
     ("/ep_four", 1),
     ("/error", 1),
 ];
+
+/// One request as an in-process test server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+/// An HTTP server in this process (axum, on its own runtime thread) on an ephemeral loopback
+/// port that records every request and answers 200; `GET /big` streams [`BIG_BODY_BYTES`] of
+/// body without ever holding it, `GET /metrics` is an exposition of one counter. Stopped when
+/// dropped.
+pub struct RecordingServer {
+    pub addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Size of `GET /big`'s body.
+pub const BIG_BODY_BYTES: u64 = 256 << 20;
+
+/// A body of `left` bytes, produced 64 KiB at a time.
+struct Repeat {
+    left: u64,
+}
+
+impl hyper::body::Body for Repeat {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        static CHUNK: [u8; 65536] = [b'x'; 65536];
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(CHUNK.len() as u64);
+        self.left -= n;
+        let data = hyper::body::Bytes::from_static(&CHUNK[..n as usize]);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+impl RecordingServer {
+    pub fn start() -> Self {
+        use axum::body::{Body, Bytes};
+        use axum::http::{HeaderMap, Method, Uri};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                    let log = std::sync::Arc::clone(&log);
+                    async move {
+                        let big = uri.path() == "/big";
+                        log.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
+                            method: method.to_string(),
+                            path: uri
+                                .path_and_query()
+                                .map_or_else(String::new, |p| p.to_string()),
+                            headers,
+                            body: String::from_utf8_lossy(&body).into_owned(),
+                        });
+                        if big {
+                            Body::new(Repeat {
+                                left: BIG_BODY_BYTES,
+                            })
+                        } else if uri.path() == "/metrics" {
+                            // An exposition without any request duration histogram.
+                            Body::from("# TYPE other_total counter\nother_total 1\n")
+                        } else {
+                            Body::from("ok")
+                        }
+                    }
+                };
+                let app = axum::Router::new().fallback(handler);
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        Self {
+            addr,
+            seen,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for RecordingServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

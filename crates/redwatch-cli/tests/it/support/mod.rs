@@ -26,6 +26,7 @@ pub mod http;
 pub mod live_stack;
 pub mod load;
 pub mod process;
+pub mod tls;
 pub mod tools;
 
 use std::sync::{Condvar, Mutex, PoisonError};
