@@ -581,7 +581,10 @@ impl Connection {
             }
             Err(last)
         };
-        tokio::time::timeout(timeout, connect)
+        // Boxed: the TLS handshake's state is kilobytes, and inline it would make every
+        // future that may open a connection (a worker's exchange, for each request) that large,
+        // to be copied on every request; one allocation per connection is cheaper.
+        tokio::time::timeout(timeout, Box::pin(connect))
             .await
             .unwrap_or(Err(ErrorKind::Connect))
     }
