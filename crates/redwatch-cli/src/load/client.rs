@@ -296,6 +296,11 @@ impl RequestTemplate {
             prepared.origin.clone()
         };
         *request.headers_mut() = self.headers.clone();
+        if absolute {
+            // HTTP/2 names the host in `:authority` (from the absolute URI); a Host header
+            // besides it is a duplicate that servers such as nginx answer with 400.
+            request.headers_mut().remove(HOST);
+        }
         if length > 0 || matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
             request
                 .headers_mut()
@@ -646,13 +651,13 @@ pub async fn get_text(
     let mut request = Request::new(Full::new(Bytes::new()));
     request
         .headers_mut()
-        .insert(HOST, HeaderValue::from_str(&target.authority)?);
-    request
-        .headers_mut()
         .insert(hyper::header::ACCEPT, HeaderValue::from_static(accept));
     let response = match &mut connection {
         Connection::Http1(sender) => {
             *request.uri_mut() = origin_form;
+            request
+                .headers_mut()
+                .insert(HOST, HeaderValue::from_str(&target.authority)?);
             sender.send_request(request).await
         }
         Connection::Http2(sender) => {
@@ -849,9 +854,10 @@ mod tests {
         assert_eq!(request.headers()[CONTENT_LENGTH], "0");
         assert_eq!(request.headers()[HOST], "127.0.0.1:5000");
         assert_eq!(request.headers()["x-api-key"], "k");
-        assert_eq!(
-            template.build(&prepared, true).uri(),
-            "http://127.0.0.1:5000/api/users/1?x=1"
-        );
+        let http2 = template.build(&prepared, true);
+        assert_eq!(http2.uri(), "http://127.0.0.1:5000/api/users/1?x=1");
+        // In HTTP/2 the authority travels as `:authority` only.
+        assert!(!http2.headers().contains_key(HOST));
+        assert_eq!(http2.headers()["x-api-key"], "k");
     }
 }
