@@ -10,7 +10,10 @@
 //!   tiers, the SLO period) from the recorded rate-window series, so a 30-day ratio reads a few
 //!   thousand recorded samples per job instead of every raw series of every route;
 //! - the **anomaly** group, at the same slow interval, learns the baselines of
-//!   [`super::anomaly`] and holds the anomaly alerts.
+//!   [`super::anomaly`] and holds the anomaly alerts;
+//! - the **resources** group, at `--evaluation-interval`, holds the alerts on the API's
+//!   containers from cAdvisor's series ([`super::resources`]); it is left out when no
+//!   deployment's containers are configured.
 //!
 //! A group reads the series of another group as recorded at that group's last evaluation, which is
 //! at most one slow interval old, well within Prometheus's five-minute lookback.
