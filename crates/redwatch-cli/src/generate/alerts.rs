@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::anomaly::{Role, Signal};
 use super::rules::{Group, Rule, names, of_job};
 use super::units::{PromDuration, num};
-use super::{BurnWindow, Settings, dashboard};
+use super::{BurnWindow, Settings, dashboard, resources};
 use redwatch::Naming;
 
 pub const ERROR_BUDGET_BURN: &str = "ApiErrorBudgetBurn";
@@ -19,6 +19,8 @@ pub const ERROR_RATIO_ANOMALY: &str = "ApiErrorRatioAnomaly";
 pub const TARGET_DOWN: &str = "ApiTargetDown";
 pub const ALL_TARGETS_DOWN: &str = "ApiAllTargetsDown";
 pub const METRICS_ABSENT: &str = "ApiMetricsAbsent";
+pub const CONTAINER_CPU_THROTTLING: &str = "ApiContainerCpuThrottling";
+pub const CONTAINER_MEMORY_NEAR_LIMIT: &str = "ApiContainerMemoryNearLimit";
 
 /// Severity of the anomaly alerts: they tell that something looks unusual, not that users are
 /// hurt, so they notify but never page (docs/runbooks.md says why).
@@ -29,6 +31,10 @@ pub mod value {
     pub const PERCENT: &str = "{{ $value | humanizePercentage }}";
     pub const SECONDS: &str = "{{ $value | humanizeDuration }}";
     pub const NUMBER: &str = "{{ $value | humanize }}";
+    /// The container an alert is about: `name` on compose, `namespace/pod` on Kubernetes (a
+    /// label the alert lacks renders empty).
+    pub const CONTAINER: &str =
+        "{{ $labels.name }}{{ $labels.namespace }}{{ if $labels.pod }}/{{ $labels.pod }}{{ end }}";
 }
 
 /// One alerting rule before serialisation. Annotations may use `{{ $labels.job }}`,
@@ -48,6 +54,9 @@ pub struct AlertSpec {
     pub description: String,
     /// Set by [`all`] when a Grafana URL is configured.
     pub dashboard_url: Option<String>,
+    /// Labels besides `severity` and `slo`: the API's `job` on alerts whose expression
+    /// aggregates it away (resource alerts read the exporter's series).
+    pub extra_labels: BTreeMap<String, String>,
 }
 
 impl AlertSpec {
@@ -57,6 +66,7 @@ impl AlertSpec {
         if let Some(slo) = self.slo {
             labels.insert("slo".to_owned(), slo.to_owned());
         }
+        labels.extend(self.extra_labels.clone());
         labels
     }
 
@@ -183,6 +193,7 @@ fn burn_alerts(settings: &Settings) -> Vec<AlertSpec> {
                 value::PERCENT
             ),
             dashboard_url: None,
+            extra_labels: BTreeMap::new(),
             description: format!(
                 "{} of the requests of {{{{ $labels.job }}}} were answered with a 5xx status over the long window of a tier ({tiers}; at least {min} failures), against {} allowed by the SLO of {availability}% over {period}: at this pace {urgency}.",
                 value::PERCENT,
@@ -207,6 +218,7 @@ fn burn_alerts(settings: &Settings) -> Vec<AlertSpec> {
                 value::PERCENT
             ),
             dashboard_url: None,
+            extra_labels: BTreeMap::new(),
             description: format!(
                 "{} of the requests of {{{{ $labels.job }}}} took longer than {threshold} over the long window of a tier ({tiers}; at least {min} slow requests), against {} allowed by the SLO of {latency}% under {threshold} over {period}: at this pace {urgency}.",
                 value::PERCENT,
@@ -241,6 +253,7 @@ fn breach_alerts(settings: &Settings) -> Vec<AlertSpec> {
                 value::PERCENT
             ),
             dashboard_url: None,
+            extra_labels: BTreeMap::new(),
             description: format!(
                 "Over the last {base}, {} of the requests of {{{{ $labels.job }}}} were answered with a 5xx status (at least {min} of them), above {percent}% for at least {for_}.",
                 value::PERCENT
@@ -263,6 +276,7 @@ fn breach_alerts(settings: &Settings) -> Vec<AlertSpec> {
                 value::SECONDS
             ),
             dashboard_url: None,
+            extra_labels: BTreeMap::new(),
             description: format!(
                 "Over the last {base}, the mean response time of {{{{ $labels.job }}}} was {} (over at least {min} requests), above {average} for at least {for_}.",
                 value::SECONDS
@@ -305,6 +319,7 @@ fn anomaly_alerts(settings: &Settings) -> Vec<AlertSpec> {
             for_: Some(anomaly.for_),
             summary: format!("The {what} of {{{{ $labels.job }}}} is unusual: {value}"),
             dashboard_url: None,
+            extra_labels: BTreeMap::new(),
             description: format!(
                 "The {what} of {{{{ $labels.job }}}} over {base} ({value}) has been outside {band} and {floor}, for {}. Compare with the recorded series {} and its bands; check for a release, a campaign or an upstream outage.",
                 anomaly.for_,
@@ -372,6 +387,7 @@ fn target_alerts(preset: Naming, settings: &Settings) -> Vec<AlertSpec> {
             for_: Some(for_),
             summary: "{{ $labels.instance }} of {{ $labels.job }} cannot be scraped".to_owned(),
             dashboard_url: None,
+            extra_labels: BTreeMap::new(),
             description: format!(
                 "Prometheus has failed to scrape {{{{ $labels.instance }}}} (job {{{{ $labels.job }}}}) for {for_}: the instance is down, unreachable, or its /metrics fails."
             ),
@@ -385,6 +401,7 @@ fn target_alerts(preset: Naming, settings: &Settings) -> Vec<AlertSpec> {
             for_: Some(for_),
             summary: "Every instance of {{ $labels.job }} is down".to_owned(),
             dashboard_url: None,
+            extra_labels: BTreeMap::new(),
             description: format!(
                 "No instance of {{{{ $labels.job }}}} has been scrapable for {for_}: the API is most likely unavailable to its users."
             ),
@@ -398,9 +415,65 @@ fn target_alerts(preset: Naming, settings: &Settings) -> Vec<AlertSpec> {
             for_: Some(for_),
             summary: "The request metrics of {{ $labels.job }} are missing".to_owned(),
             dashboard_url: None,
+            extra_labels: BTreeMap::new(),
             description: format!(
                 "For {for_}, Prometheus has had no target for job {{{{ $labels.job }}}} or no {count} series from it: scrape discovery, the naming preset or the instrumentation is wrong, and every other alert of this job is blind."
             ),
+        },
+    ]
+}
+
+/// Resource alerts on the API's containers, from cAdvisor's series (see [`resources`]); none when
+/// no deployment's containers are configured.
+fn resource_alerts(settings: &Settings) -> Vec<AlertSpec> {
+    let scopes = resources::scopes(settings);
+    if scopes.is_empty() {
+        return Vec::new();
+    }
+    let job = &settings.job;
+    let container = value::CONTAINER;
+    let labels = BTreeMap::from([("job".to_owned(), job.clone())]);
+    let throttling = num(resources::THROTTLING_THRESHOLD * 100.0);
+    let memory = num(resources::MEMORY_THRESHOLD * 100.0);
+    let throttling_for = PromDuration::from_millis(resources::THROTTLING_FOR_MINUTES * 60_000);
+    let memory_for = PromDuration::from_millis(resources::MEMORY_FOR_MINUTES * 60_000);
+    vec![
+        AlertSpec {
+            name: CONTAINER_CPU_THROTTLING,
+            severity: "info",
+            slo: None,
+            group: Group::Resources,
+            expr: resources::throttling_alert(&scopes),
+            for_: Some(throttling_for),
+            summary: format!(
+                "Container {container} of {job} is CPU-throttled in {} of its scheduling periods",
+                value::PERCENT
+            ),
+            description: format!(
+                "Over the last {}, container {container} of {job} was throttled in {} of its CFS periods (threshold {throttling}%) for {throttling_for}: it reaches its CPU limit, and requests wait for CPU time. Raise the limit or find what burns CPU.",
+                resources::THROTTLING_WINDOW,
+                value::PERCENT
+            ),
+            dashboard_url: None,
+            extra_labels: labels.clone(),
+        },
+        AlertSpec {
+            name: CONTAINER_MEMORY_NEAR_LIMIT,
+            severity: "warning",
+            slo: None,
+            group: Group::Resources,
+            expr: resources::memory_alert(&scopes),
+            for_: Some(memory_for),
+            summary: format!(
+                "Container {container} of {job} uses {} of its memory limit",
+                value::PERCENT
+            ),
+            description: format!(
+                "The working set of container {container} of {job} has been above {memory}% of its memory limit for {memory_for} (now {}): the next allocation burst may get it OOM-killed.",
+                value::PERCENT
+            ),
+            dashboard_url: None,
+            extra_labels: labels,
         },
     ]
 }
@@ -412,6 +485,7 @@ pub fn all(preset: Naming, settings: &Settings) -> Vec<AlertSpec> {
     all.extend(breach_alerts(settings));
     all.extend(target_alerts(preset, settings));
     all.extend(anomaly_alerts(settings));
+    all.extend(resource_alerts(settings));
     let url = dashboard_url(preset, settings);
     for spec in &mut all {
         spec.dashboard_url.clone_from(&url);

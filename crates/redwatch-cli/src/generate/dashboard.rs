@@ -6,6 +6,7 @@ use super::Settings;
 use redwatch::Naming;
 
 use super::naming::{MetricNames, load, process};
+use super::resources::{self, CONTAINER_LEGEND, Host, cadvisor, node};
 use super::units::num;
 
 /// File name of the dashboard under `grafana/dashboards/`.
@@ -88,6 +89,10 @@ impl Layout {
         let row = &mut self.panels[row_index];
         row["collapsed"] = json!(true);
         row["panels"] = json!(children);
+        // A collapsed row takes one grid line; the next row follows it directly.
+        self.y = row["gridPos"]["y"].as_u64().unwrap_or(self.y) + 1;
+        self.x = 0;
+        self.row_height = 0;
     }
 
     fn place(&mut self, width: u64, height: u64) -> Value {
@@ -191,6 +196,8 @@ const SELECTED: &str = "job=~\"$job\", instance=~\"$instance\"";
 /// The load generator's series on the selected jobs and instances.
 const LOAD_SELECTED: &str = "job=~\"$load_job\", instance=~\"$load_instance\"";
 const RATE_INTERVAL: &str = "$__rate_interval";
+/// The hosts selected by the `node` variable (node-exporter's instances).
+const NODE_SELECTED: &str = "instance=~\"$node\"";
 
 /// What the rows' queries are built from.
 struct Queries<'a> {
@@ -478,14 +485,24 @@ fn saturation_row(layout: &mut Layout, queries: &Queries) {
         )],
         json!({}),
     );
+    let cpu = format!("rate({}{{{sel}}}[{ri}])", process::CPU_SECONDS);
     layout.panel(
         "timeseries",
-        "CPU usage",
-        "CPU time used per second of wall time, per instance (100% = one core).",
+        "CPU cores used",
+        "CPU time the process used per second of wall time, per instance: 1 = one core busy.",
+        "suffix: cores",
+        8,
+        vec![q(cpu.clone(), "{{instance}}")],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "CPU % of the host",
+        "CPU time the process used as a share of all cores of its host (cAdvisor's machine_cpu_cores, else node-exporter's count of cores; empty without either exporter). Against a container's CPU limit: see the Containers row.",
         "percentunit",
         8,
         vec![q(
-            format!("rate({}{{{sel}}}[{ri}])", process::CPU_SECONDS),
+            format!("{cpu}\n/ on () group_left ()\n({})", resources::host_cores()),
             "{{instance}}",
         )],
         json!({}),
@@ -570,6 +587,206 @@ fn process_panels(layout: &mut Layout, queries: &Queries) {
     );
 }
 
+/// Whether the generated Prometheus configuration scrapes an exporter: an `--extra-targets` job
+/// whose name contains `name`.
+fn scrapes(settings: &Settings, name: &str) -> bool {
+    settings
+        .extra_targets
+        .iter()
+        .any(|(job, _)| job.to_lowercase().contains(name))
+}
+
+/// The containers row: CPU, memory, disk and network of the API's containers from cAdvisor (see
+/// [`resources`] for how they are selected on compose and Kubernetes). Collapsed when the
+/// generated configuration scrapes no cAdvisor: its panels would be empty.
+fn containers_row(layout: &mut Layout, queries: &Queries) {
+    let settings = queries.settings;
+    let scopes = resources::scopes(settings);
+    if scopes.is_empty() {
+        return;
+    }
+    let ri = RATE_INTERVAL;
+    let legend = CONTAINER_LEGEND;
+    let rx = |name: &str| format!("{legend} {name}");
+    layout.row("Containers (cAdvisor)");
+    layout.panel(
+        "timeseries",
+        "Container CPU % of limit",
+        "CPU time used per container as a share of its CPU limit (cgroup quota / period); of its host's cores when it has no limit (cAdvisor's machine_cpu_cores, else node-exporter's count of cores).",
+        "percentunit",
+        8,
+        vec![q(resources::cpu_ratio(&scopes, ri), legend)],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Container CPU cores used",
+        "CPU time used per container per second of wall time: 1 = one core busy.",
+        "suffix: cores",
+        8,
+        vec![q(resources::cpu_cores(&scopes, ri), legend)],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Container CPU throttling",
+        "Share of CFS scheduling periods in which the container was throttled because it reached its CPU limit (containers with a limit only). Above 25% for 15 minutes alerts (ApiContainerCpuThrottling).",
+        "percentunit",
+        8,
+        vec![q(resources::throttled_ratio(&scopes, ri), legend)],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Container memory % of limit",
+        "Working set (what the kernel cannot reclaim; the OOM killer's and the kubelet's measure) as a share of the container's memory limit; containers without a limit have no line. Above 90% for 15 minutes alerts (ApiContainerMemoryNearLimit).",
+        "percentunit",
+        8,
+        vec![q(resources::memory_ratio(&scopes), legend)],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Container memory",
+        "Working set and resident set size (anonymous memory) per container.",
+        "bytes",
+        8,
+        vec![
+            q(
+                resources::container_gauge(&scopes, cadvisor::MEMORY_WORKING_SET),
+                rx("working set"),
+            ),
+            q(
+                resources::container_gauge(&scopes, cadvisor::MEMORY_RSS),
+                rx("rss"),
+            ),
+        ],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Container disk usage",
+        "Bytes the container uses on its filesystems (its writable layer and volumes cAdvisor accounts to it).",
+        "bytes",
+        8,
+        vec![q(
+            resources::container_gauge(&scopes, cadvisor::FS_USAGE),
+            legend,
+        )],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Container disk I/O",
+        "Bytes read from and written to block devices per second, per container.",
+        "Bps",
+        12,
+        vec![
+            q(
+                resources::container_rate(&scopes, cadvisor::FS_READS, ri),
+                rx("read"),
+            ),
+            q(
+                resources::container_rate(&scopes, cadvisor::FS_WRITES, ri),
+                rx("write"),
+            ),
+        ],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Container network",
+        "Bytes received and transmitted per second, per container (compose) or pod (Kubernetes: the pod's containers share one network namespace).",
+        "Bps",
+        12,
+        vec![
+            q(
+                resources::network_rate(&scopes, cadvisor::NETWORK_RECEIVE, ri),
+                rx("receive"),
+            ),
+            q(
+                resources::network_rate(&scopes, cadvisor::NETWORK_TRANSMIT, ri),
+                rx("transmit"),
+            ),
+        ],
+        json!({}),
+    );
+    if !scrapes(settings, "cadvisor") {
+        layout.collapse_last_row();
+    }
+}
+
+/// The host row: CPU, memory, filesystems, disks and network of the hosts from node-exporter,
+/// selected by the `node` variable. Collapsed when the generated configuration scrapes no
+/// node-exporter.
+fn host_row(layout: &mut Layout, queries: &Queries) {
+    let ri = RATE_INTERVAL;
+    let host = Host {
+        selector: NODE_SELECTED,
+    };
+    layout.row("Host (node-exporter)");
+    layout.panel(
+        "timeseries",
+        "Host CPU %",
+        "Share of the host's CPU time (all cores) not idle.",
+        "percentunit",
+        8,
+        vec![q(host.cpu_ratio(ri), "{{instance}}")],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Host memory %",
+        "Share of the host's memory not available (1 - MemAvailable / MemTotal).",
+        "percentunit",
+        8,
+        vec![q(host.memory_ratio(), "{{instance}}")],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Host filesystem used",
+        "Share of each disk-backed filesystem used, of the space unprivileged users may use (memory-backed tmpfs and ramfs left out).",
+        "percentunit",
+        8,
+        vec![q(host.filesystem_ratio(), "{{instance}} {{mountpoint}}")],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Host disk I/O",
+        "Bytes read from and written to the host's disks per second.",
+        "Bps",
+        12,
+        vec![
+            q(host.rate(node::DISK_READ, "", ri), "{{instance}} read"),
+            q(host.rate(node::DISK_WRITTEN, "", ri), "{{instance}} write"),
+        ],
+        json!({}),
+    );
+    layout.panel(
+        "timeseries",
+        "Host network",
+        "Bytes received and transmitted per second on the host's interfaces other than loopback.",
+        "Bps",
+        12,
+        vec![
+            q(
+                host.rate(node::NETWORK_RECEIVE, resources::NOT_LOOPBACK, ri),
+                "{{instance}} receive",
+            ),
+            q(
+                host.rate(node::NETWORK_TRANSMIT, resources::NOT_LOOPBACK, ri),
+                "{{instance}} transmit",
+            ),
+        ],
+        json!({}),
+    );
+    if !scrapes(queries.settings, "node") {
+        layout.collapse_last_row();
+    }
+}
+
 /// The client view row (collapsed): the load generator's rate and latency next to the server's.
 fn client_view_row(layout: &mut Layout, queries: &Queries) {
     let count = &queries.count;
@@ -621,6 +838,8 @@ pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
     errors_row(&mut layout, &queries);
     latency_row(&mut layout, &queries);
     saturation_row(&mut layout, &queries);
+    containers_row(&mut layout, &queries);
+    host_row(&mut layout, &queries);
     client_view_row(&mut layout, &queries);
     let count = &queries.count;
     let route = queries.names.route;
@@ -632,7 +851,7 @@ pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
     json!({
         "uid": uid(preset),
         "title": format!("API overview ({})", preset.as_str()),
-        "description": format!("HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation and the load generator's view.", preset.as_str()),
+        "description": format!("HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation, the containers' and hosts' resources and the load generator's view.", preset.as_str()),
         "tags": ["redwatch", "http", "slo"],
         "editable": false,
         "graphTooltip": 1,
@@ -667,6 +886,7 @@ pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
             job_variable,
             variable_query("instance", "Instance", &format!("label_values({count}{{job=~\"$job\"}}, instance)"), true),
             variable_query("route", "Route", &format!("label_values({count}{{job=~\"$job\", instance=~\"$instance\"}}, {route})"), true),
+            variable_query("node", "Host", &format!("label_values({}{{mode=\"idle\"}}, instance)", node::CPU_SECONDS), true),
             variable_query("load_job", "Load generator job", &format!("label_values({}, job)", load::REQUESTS), true),
             variable_query("load_instance", "Load generator", &format!("label_values({}{{job=~\"$load_job\"}}, instance)", load::REQUESTS), true),
         ] },

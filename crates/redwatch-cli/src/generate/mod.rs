@@ -10,6 +10,7 @@ mod dashboard;
 mod k8s;
 pub mod naming;
 mod promql;
+pub mod resources;
 mod rule_tests;
 mod rules;
 mod settings;

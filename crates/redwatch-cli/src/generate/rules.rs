@@ -10,7 +10,10 @@
 //!   tiers, the SLO period) from the recorded rate-window series, so a 30-day ratio reads a few
 //!   thousand recorded samples per job instead of every raw series of every route;
 //! - the **anomaly** group, at the same slow interval, learns the baselines of
-//!   [`super::anomaly`] and holds the anomaly alerts.
+//!   [`super::anomaly`] and holds the anomaly alerts;
+//! - the **resources** group, at `--evaluation-interval`, holds the alerts on the API's
+//!   containers from cAdvisor's series ([`super::resources`]); it is left out when no
+//!   deployment's containers are configured.
 //!
 //! A group reads the series of another group as recorded at that group's last evaluation, which is
 //! at most one slow interval old, well within Prometheus's five-minute lookback.
@@ -70,23 +73,26 @@ pub enum Group {
     Fast,
     Slo,
     Anomaly,
+    /// The containers' resource alerts (cAdvisor series), at the fast interval.
+    Resources,
 }
 
 impl Group {
-    pub const ALL: [Group; 3] = [Group::Fast, Group::Slo, Group::Anomaly];
+    pub const ALL: [Group; 4] = [Group::Fast, Group::Slo, Group::Anomaly, Group::Resources];
 
     pub fn name(self, settings: &Settings) -> String {
         let suffix = match self {
             Group::Fast => "fast",
             Group::Slo => "slo",
             Group::Anomaly => "anomaly",
+            Group::Resources => "resources",
         };
         format!("redwatch-{}-{suffix}", settings.job)
     }
 
     pub fn interval(self, settings: &Settings) -> PromDuration {
         match self {
-            Group::Fast => settings.evaluation_interval,
+            Group::Fast | Group::Resources => settings.evaluation_interval,
             Group::Slo | Group::Anomaly => settings.long_evaluation_interval,
         }
     }
@@ -314,11 +320,12 @@ pub fn rule_file(preset: Naming, settings: &Settings) -> RuleFile {
     let specs = alerts::all(preset, settings);
     let groups = Group::ALL
         .iter()
-        .map(|&group| {
+        .filter_map(|&group| {
             let mut rules = match group {
                 Group::Fast => fast_rules(preset, settings),
                 Group::Slo => slo_rules(settings),
                 Group::Anomaly => anomaly::recording_rules(settings),
+                Group::Resources => Vec::new(),
             };
             rules.extend(
                 specs
@@ -326,11 +333,11 @@ pub fn rule_file(preset: Naming, settings: &Settings) -> RuleFile {
                     .filter(|spec| spec.group == group)
                     .map(|spec| spec.to_rule(settings)),
             );
-            RuleGroup {
+            (!rules.is_empty()).then(|| RuleGroup {
                 name: group.name(settings),
                 interval: group.interval(settings).to_string(),
                 rules,
-            }
+            })
         })
         .collect();
     RuleFile { groups }

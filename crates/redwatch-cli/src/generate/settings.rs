@@ -195,6 +195,23 @@ pub struct GenerateFlags {
     )]
     pub extra_targets: List<(String, String)>,
 
+    /// Compose service of the API: cAdvisor's series of its containers
+    /// (`container_label_com_docker_compose_service`) feed the container panels and alerts; empty
+    /// for none
+    #[arg(long, env = "REDWATCH_COMPOSE_SERVICE", default_value = "api", value_parser = compose_service)]
+    pub compose_service: Optional<String>,
+
+    /// PromQL label matchers of the API's pods in the kubelet's cAdvisor series (comma-separated
+    /// inside one value); they feed the container panels and alerts next to the compose service's
+    /// series; empty for none
+    #[arg(
+        long,
+        env = "REDWATCH_KUBERNETES_PODS",
+        default_value = "namespace=\"redwatch\", pod=~\"redwatch-[a-z0-9]+-[a-z0-9]+\"",
+        value_parser = label_matchers
+    )]
+    pub kubernetes_pods: Optional<String>,
+
     /// Alertmanager address (host:port); empty for none
     #[arg(
         long,
@@ -323,6 +340,10 @@ pub struct Settings {
     pub load_targets: Vec<String>,
     /// (job, target) pairs.
     pub extra_targets: Vec<(String, String)>,
+    /// Compose service of the API (cAdvisor's `container_label_com_docker_compose_service`).
+    pub compose_service: Option<String>,
+    /// Label matchers of the API's pods in the kubelet's cAdvisor series.
+    pub kubernetes_pods: Option<String>,
     pub alertmanager: Option<String>,
     pub webhook_url: String,
     pub prometheus_url: String,
@@ -410,6 +431,8 @@ impl GenerateFlags {
             api_targets: self.api_targets.0.clone(),
             load_targets: self.load_targets.0.clone(),
             extra_targets: self.extra_targets.0.clone(),
+            compose_service: self.compose_service.0.clone(),
+            kubernetes_pods: self.kubernetes_pods.0.clone(),
             alertmanager: self.alertmanager.0.clone(),
             webhook_url: self.webhook_url.clone(),
             prometheus_url: self.prometheus_url.clone(),
@@ -846,6 +869,65 @@ fn extra_target(item: &str) -> Result<(String, String), String> {
     Ok((job.to_owned(), scrape_target(target)?))
 }
 
+fn compose_service(text: &str) -> Result<Optional<String>, String> {
+    let name = text.trim();
+    if name.is_empty() {
+        return Ok(Optional(None));
+    }
+    if !is_label_value_safe(name) {
+        return Err(format!(
+            "{name:?} is not a compose service name (letters, digits, - _ . only)"
+        ));
+    }
+    Ok(Optional(Some(name.to_owned())))
+}
+
+/// PromQL label matchers such as `namespace="redwatch", pod=~"redwatch-.+"`: each a label name,
+/// an operator and a double-quoted value without quotes or backslashes inside; empty for none.
+fn label_matchers(text: &str) -> Result<Optional<String>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Optional(None));
+    }
+    // Split on the commas outside the quoted values, so a value may hold a regex like `{1,10}`.
+    let mut items = vec![String::new()];
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            ',' if !quoted => items.push(String::new()),
+            _ => {
+                quoted ^= c == '"';
+                if let Some(last) = items.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    let mut matchers = Vec::new();
+    for item in items.iter().map(|item| item.trim()) {
+        let shape = || {
+            format!("{item:?} is not a label matcher NAME=\"VALUE\" (or !=, =~, !~) in {text:?}")
+        };
+        let at = item.find(['=', '!']).ok_or_else(shape)?;
+        let (name, rest) = item.split_at(at);
+        let name = name.trim();
+        let operator = ["=~", "!~", "!=", "="]
+            .into_iter()
+            .find(|op| rest.starts_with(op))
+            .ok_or_else(shape)?;
+        let value = rest[operator.len()..].trim();
+        let inner = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .ok_or_else(shape)?;
+        if !is_label_name(name) || inner.contains(['"', '\\']) {
+            return Err(shape());
+        }
+        matchers.push(format!("{name}{operator}\"{inner}\""));
+    }
+    Ok(Optional(Some(matchers.join(", "))))
+}
+
 fn const_label(item: &str) -> Result<(String, String), String> {
     let (name, value) = item
         .split_once('=')
@@ -971,6 +1053,27 @@ mod tests {
         );
         flags.latency_threshold = "300ms".parse().unwrap();
         assert!(flags.settings().is_ok());
+    }
+
+    #[test]
+    fn label_matchers_are_checked_and_normalised() {
+        assert_eq!(
+            label_matchers(" namespace = \"a\",pod=~\"b-[a-z]{1,5}\" "),
+            Ok(Optional(Some(
+                "namespace=\"a\", pod=~\"b-[a-z]{1,5}\"".to_owned()
+            )))
+        );
+        assert_eq!(label_matchers(""), Ok(Optional(None)));
+        for bad in [
+            "namespace",
+            "namespace=a",
+            "1a=\"x\"",
+            "a=\"x\\\"\"",
+            "a=\"x\",",
+            "a==\"x\"",
+        ] {
+            assert!(label_matchers(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -99,6 +99,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("generate", "--group-wait", "x"),
     ("generate", "--group-interval", "0s"),
     ("generate", "--repeat-interval", "0s"),
+    ("generate", "--compose-service", "a b"),
+    ("generate", "--kubernetes-pods", "namespace=redwatch"),
     ("demo", "--listen", "nowhere"),
     ("demo", "--log-level", "info,[="),
     ("demo", "--rate", "0"),

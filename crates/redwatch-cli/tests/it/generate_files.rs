@@ -207,15 +207,18 @@ fn dashboard(preset: &str) -> Value {
     serde_json::from_str(&read(&path)).expect("dashboard JSON")
 }
 
+/// The range durations of `expr` (label values, which may hold regex classes, left out).
 fn ranges(expr: &str) -> Vec<String> {
-    expr.split('[')
+    let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join("\"\"");
+    unquoted
+        .split('[')
         .skip(1)
         .map(|part| part.split(']').next().unwrap_or_default().to_owned())
         .collect()
 }
 
 /// Panels the dashboard must have, as `row / title` prefixes.
-const REQUIRED_PANELS: [&str; 22] = [
+const REQUIRED_PANELS: [&str; 36] = [
     "SLO / Availability",
     "SLO / Error budget remaining",
     "SLO / Error budget burn rate",
@@ -230,12 +233,26 @@ const REQUIRED_PANELS: [&str; 22] = [
     "Latency / Response time percentiles",
     "Latency / Response time distribution",
     "Saturation / Active requests",
-    "Saturation / CPU",
+    "Saturation / CPU cores used",
+    "Saturation / CPU % of the host",
     "Saturation / Resident memory",
     "Saturation / Open file descriptors",
     "Saturation / Threads",
     "Saturation / Uptime",
     "Saturation / Version",
+    "Containers (cAdvisor) / Container CPU % of limit",
+    "Containers (cAdvisor) / Container CPU cores used",
+    "Containers (cAdvisor) / Container CPU throttling",
+    "Containers (cAdvisor) / Container memory % of limit",
+    "Containers (cAdvisor) / Container memory",
+    "Containers (cAdvisor) / Container disk usage",
+    "Containers (cAdvisor) / Container disk I/O",
+    "Containers (cAdvisor) / Container network",
+    "Host (node-exporter) / Host CPU %",
+    "Host (node-exporter) / Host memory %",
+    "Host (node-exporter) / Host filesystem used",
+    "Host (node-exporter) / Host disk I/O",
+    "Host (node-exporter) / Host network",
     "Client view (redwatch load) / Client vs server request rate",
     "Client view (redwatch load) / Client vs server latency",
 ];
@@ -264,6 +281,8 @@ fn assert_dashboard_settings(preset: &str, board: &Value) {
     assert_eq!(variable("instance")["multi"], true);
     assert_eq!(variable("instance")["allValue"], ".+");
     assert_eq!(variable("route")["multi"], true);
+    assert_eq!(variable("node")["multi"], true);
+    assert_eq!(variable("node")["allValue"], ".+");
 }
 
 /// Every panel, with the panels of collapsed rows (nested in them) in place.
@@ -304,10 +323,36 @@ fn assert_panel_conventions(context: &str, row: &str, panel: &Value) {
     }
 }
 
+/// The committed settings' selectors of the API's containers: the compose service and the
+/// Kubernetes pods.
+const CONTAINER_SELECTORS: [&str; 2] = [
+    "container_label_com_docker_compose_service=\"api\"",
+    "namespace=\"redwatch\", pod=~\"redwatch-[a-z0-9]+-[a-z0-9]+\"",
+];
+
 /// A panel query filters on the dashboard's variables and uses the allowed ranges only.
 fn assert_query_conventions(context: &str, row: &str, expr: &str) {
     for (name, matchers) in selectors(expr) {
-        if name.starts_with("redwatch_load_") {
+        if name.starts_with("container_") {
+            // cAdvisor's series of the API's containers, as configured at generation.
+            assert!(
+                CONTAINER_SELECTORS
+                    .iter()
+                    .any(|sel| matchers.starts_with(sel)),
+                "{context}: {expr}"
+            );
+        } else if name.starts_with("node_") && row.starts_with("Host") {
+            assert!(
+                matchers.contains("instance=~\"$node\""),
+                "{context}: {expr}"
+            );
+        } else if name.starts_with("node_") || name.starts_with("machine_") {
+            // The host's cores, as the denominator of a CPU share: counted over every host.
+            assert!(
+                name == "machine_cpu_cores" || matchers == "mode=\"idle\"",
+                "{context}: {expr}"
+            );
+        } else if name.starts_with("redwatch_load_") {
             assert!(matchers.contains("job=~\"$load_job\""), "{context}: {expr}");
             assert!(
                 matchers.contains("instance=~\"$load_instance\""),
@@ -325,7 +370,7 @@ fn assert_query_conventions(context: &str, row: &str, expr: &str) {
         }
     }
     assert!(
-        !selectors(expr).is_empty(),
+        !selectors(expr).is_empty() || expr.contains("machine_cpu_cores"),
         "{context}: {expr} selects nothing"
     );
     for range in ranges(expr) {
@@ -352,6 +397,16 @@ fn dashboards_follow_the_conventions() {
             }
             kinds.insert(panel["type"].as_str().unwrap_or_default().to_owned());
             titles.push(format!("{row} / {title}"));
+            // Cores are cores, shares are shares: "CPU usage" once showed cores as a percentage.
+            let unit = panel["fieldConfig"]["defaults"]["unit"]
+                .as_str()
+                .unwrap_or_default();
+            if title.contains("cores") {
+                assert_eq!(unit, "suffix: cores", "{preset}: {title}");
+            }
+            if title.contains('%') {
+                assert_eq!(unit, "percentunit", "{preset}: {title}");
+            }
             assert_panel_conventions(&format!("{preset}: panel {title:?}"), &row, panel);
         }
         assert!(kinds.contains("heatmap"), "{preset}: no heatmap");
@@ -361,6 +416,130 @@ fn dashboards_follow_the_conventions() {
                 "{preset}: no panel {wanted:?} in {titles:#?}"
             );
         }
+    }
+}
+
+/// The rows of a dashboard by title: (collapsed, titles of their panels).
+fn rows(board: &Value) -> Vec<(String, bool, Vec<String>)> {
+    let mut rows: Vec<(String, bool, Vec<String>)> = Vec::new();
+    for panel in board["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or_default().to_owned();
+        if panel["type"] == "row" {
+            let nested = panel["panels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|child| child["title"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            rows.push((title, panel["collapsed"] == true, nested));
+        } else if let Some(row) = rows.last_mut() {
+            row.2.push(title);
+        }
+    }
+    rows
+}
+
+#[test]
+fn resource_rows_follow_the_exporters_and_the_container_settings() {
+    let row = |board: &Value, name: &str| {
+        rows(board)
+            .into_iter()
+            .find(|(title, ..)| title.starts_with(name))
+    };
+    // The committed set scrapes cAdvisor and node-exporter: both rows are open and full.
+    let committed = dashboard("otel");
+    for name in ["Containers", "Host"] {
+        let (title, collapsed, panels) = row(&committed, name).expect(name);
+        assert!(
+            !collapsed,
+            "{title} collapsed although its exporter is scraped"
+        );
+        assert!(panels.len() >= 5, "{title}: {panels:?}");
+    }
+
+    // Without the exporters the rows would be empty: collapsed, their panels inside (no
+    // queries until opened). Without the containers' settings: no container row, no alerts.
+    let temp = tempfile::tempdir().expect("temp dir");
+    generate_ok(
+        &temp.path().join("bare"),
+        &["--naming", "otel", "--extra-targets", ""],
+    );
+    generate_ok(
+        &temp.path().join("none"),
+        &[
+            "--naming",
+            "otel",
+            "--compose-service",
+            "",
+            "--kubernetes-pods",
+            "",
+        ],
+    );
+    let board = |dir: &str| -> Value {
+        serde_json::from_str(&read(
+            &temp
+                .path()
+                .join(dir)
+                .join("otel/grafana/dashboards/api-overview.json"),
+        ))
+        .expect("dashboard JSON")
+    };
+    let bare = board("bare");
+    for name in ["Containers", "Host"] {
+        let (title, collapsed, panels) = row(&bare, name).expect(name);
+        assert!(collapsed, "{title} is open without its exporter");
+        assert!(panels.len() >= 5, "{title}: {panels:?}");
+    }
+    // Rows after a collapsed row follow it directly.
+    let ys: Vec<u64> = bare["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .filter(|panel| panel["type"] == "row")
+        .map(|panel| panel["gridPos"]["y"].as_u64().expect("y"))
+        .collect();
+    assert!(ys.windows(2).all(|pair| pair[0] < pair[1]), "{ys:?}");
+    let last_three = &ys[ys.len() - 3..];
+    assert_eq!(last_three[1], last_three[0] + 1, "{ys:?}");
+    assert_eq!(last_three[2], last_three[1] + 1, "{ys:?}");
+
+    let none = board("none");
+    assert!(
+        row(&none, "Containers").is_none(),
+        "a container row without containers"
+    );
+    let rules = read(
+        &temp
+            .path()
+            .join("none/otel/prometheus/rules/redwatch.rules.yml"),
+    );
+    assert!(!rules.contains("container_"), "{rules}");
+    assert!(!rules.contains("-resources"), "an empty resources group");
+
+    // A compose service of its own, Kubernetes off: only the compose branch.
+    let custom = temp.path().join("custom");
+    generate_ok(
+        &custom,
+        &[
+            "--naming",
+            "otel",
+            "--compose-service",
+            "shop",
+            "--kubernetes-pods",
+            "",
+        ],
+    );
+    let rules = read(&custom.join("otel/prometheus/rules/redwatch.rules.yml"));
+    assert!(rules.contains("{container_label_com_docker_compose_service=\"shop\"}"));
+    assert!(!rules.contains("pod=~"), "{rules}");
+    for bad in [
+        &["--kubernetes-pods", "namespace=redwatch"][..],
+        &["--compose-service", "a b"][..],
+    ] {
+        let output = generate(&temp.path().join("bad"), bad);
+        assert!(!output.status.success(), "{bad:?} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(bad[0]), "{bad:?}: {stderr}");
     }
 }
 
@@ -424,7 +603,7 @@ fn every_alert_has_annotations_severity_and_a_runbook_section() {
                 );
             }
         }
-        assert_eq!(alerts.len(), 10, "{preset}: {alerts:?}");
+        assert_eq!(alerts.len(), 12, "{preset}: {alerts:?}");
     }
 }
 
@@ -452,10 +631,15 @@ fn rules_fit_real_clusters_and_alertmanager_routes_them() {
     // The committed files keep cluster and namespace by default.
     for preset in ["otel", "flask"] {
         let dir = committed_dir().join(preset);
-        assert_aggregations_keep(
-            &read(&dir.join("prometheus/rules/redwatch.rules.yml")),
-            &["cluster", "namespace", "job"],
-        );
+        let rules = read(&dir.join("prometheus/rules/redwatch.rules.yml"));
+        let (api, resources) = rules
+            .split_once("- name: redwatch-redwatch-resources\n")
+            .expect("the resources group comes last");
+        assert_aggregations_keep(api, &["cluster", "namespace", "job"]);
+        // The resource alerts aggregate the exporter's series per container (their `job` is the
+        // exporter's; the alerts carry the API's as a rule label instead).
+        assert!(resources.contains("by (cluster, namespace, instance, name)"));
+        assert!(resources.contains("by (cluster, namespace, pod, container, instance)"));
         let rule = yaml(&dir.join("k8s/prometheusrule.yaml"));
         assert_eq!(
             rule["metadata"]["labels"]["release"], "kube-prometheus-stack",
@@ -501,7 +685,10 @@ fn rules_fit_real_clusters_and_alertmanager_routes_them() {
     );
     let dir = temp.path().join("otel");
     let rules_text = read(&dir.join("prometheus/rules/redwatch.rules.yml"));
-    assert_aggregations_keep(&rules_text, &["tenant", "job"]);
+    let (api_rules, _) = rules_text
+        .split_once("- name: redwatch-redwatch-resources\n")
+        .expect("the resources group comes last");
+    assert_aggregations_keep(api_rules, &["tenant", "job"]);
     assert!(!rules_text.contains("cluster"), "cluster is still kept");
     let rule = yaml(&dir.join("k8s/prometheusrule.yaml"));
     assert_eq!(rule["metadata"]["labels"]["release"], "monitoring");
@@ -558,6 +745,7 @@ fn rule_groups_split_by_evaluation_interval() {
             ("redwatch-redwatch-fast", "15s"),
             ("redwatch-redwatch-slo", "1m"),
             ("redwatch-redwatch-anomaly", "1m"),
+            ("redwatch-redwatch-resources", "15s"),
         ]
     );
     // Only the fast group reads raw series, and only over the rate window; everything longer

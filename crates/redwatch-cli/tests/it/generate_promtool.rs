@@ -108,7 +108,7 @@ fn committed_rule_unit_tests_pass() {
         .collect();
     for handle in handles {
         let output = handle.join().expect("promtool thread");
-        assert_eq!(output.matches("SUCCESS").count(), 3, "{output}");
+        assert_eq!(output.matches("SUCCESS").count(), 4, "{output}");
     }
 }
 
@@ -142,7 +142,7 @@ fn compressed_and_custom_settings_pass_their_own_rule_tests() {
         let dir = temp.path().join(preset);
         check_preset_dir(&promtool, amtool.as_deref(), &dir);
         let output = unit_tests(&promtool, &dir);
-        assert_eq!(output.matches("SUCCESS").count(), 3, "{output}");
+        assert_eq!(output.matches("SUCCESS").count(), 4, "{output}");
     }
 }
 
@@ -206,4 +206,64 @@ fn rule_unit_tests_catch_a_missing_history_requirement() {
         return;
     };
     assert!(text.contains("young service"), "{text}");
+}
+
+/// Generates the compressed otel set, applies `mutate` to the file `file` below its
+/// `prometheus/` directory and runs the resource tests, which must fail; returns promtool's
+/// output.
+fn resource_tests_with_mutated(file: &str, mutate: impl Fn(&str) -> String) -> Option<String> {
+    let promtool = require_tool("promtool", "Debian package prometheus")?;
+    let temp = tempfile::tempdir().expect("temp dir");
+    generate_ok(
+        temp.path(),
+        &[&["--naming", "otel"][..], COMPRESSED].concat(),
+    );
+    let path = temp.path().join("otel/prometheus").join(file);
+    let text = read(&path);
+    let broken = mutate(&text);
+    assert_ne!(text, broken, "the mutation changed nothing");
+    std::fs::write(&path, broken).expect("write");
+    let output = Command::new(&promtool)
+        .current_dir(temp.path().join("otel/prometheus/tests"))
+        .args(["test", "rules", "resources.test.yml"])
+        .output()
+        .expect("run promtool");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the mutation went unnoticed:\n{text}"
+    );
+    Some(text)
+}
+
+#[test]
+fn resource_tests_catch_a_pod_cgroup_taken_for_a_container() {
+    // Without the container filter, the kubelet's pod-level cgroup (container="") is one more
+    // "container", throttled at 100 % and at 97 % of its memory limit.
+    let Some(text) = resource_tests_with_mutated("rules/redwatch.rules.yml", |rules| {
+        rules.replace(", container!=\"\", container!=\"POD\"", "")
+    }) else {
+        return;
+    };
+    assert!(text.contains("ApiContainerCpuThrottling"), "{text}");
+    assert!(text.contains("ApiContainerMemoryNearLimit"), "{text}");
+}
+
+#[test]
+fn resource_tests_catch_a_network_namespace_counted_twice() {
+    // The pod's interface is reported for its cgroup and its pause container: summed without
+    // taking it once, the pod's traffic doubles.
+    let Some(text) = resource_tests_with_mutated("tests/resources.test.yml", |tests| {
+        tests.replace(
+            "(max by (cluster, namespace, pod, instance, interface) (",
+            "((",
+        )
+    }) else {
+        return;
+    };
+    assert!(
+        text.contains("container_network_receive_bytes_total"),
+        "{text}"
+    );
 }

@@ -33,6 +33,7 @@ mod demo_dashboard;
 mod generate_configured;
 mod generate_files;
 mod generate_live;
+mod generate_node_live;
 mod generate_promtool;
 mod load_accuracy;
 mod load_cli;

@@ -6,6 +6,7 @@
 
 mod days;
 mod humanize;
+mod resources;
 mod short;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use redwatch::Naming;
 pub const SLO_TEST_FILE: &str = "slo.test.yml";
 pub const ALERTS_TEST_FILE: &str = "alerts.test.yml";
 pub const DAYS_TEST_FILE: &str = "days.test.yml";
+pub const RESOURCES_TEST_FILE: &str = "resources.test.yml";
 const RULE_FILE: &str = "../rules/redwatch.rules.yml";
 
 #[derive(Debug, Serialize)]
@@ -362,11 +364,17 @@ pub fn test_files(
         ..ctx
     };
     let mut files = Vec::new();
+    // The resource alerts' windows and `for` are fixed (kubernetes-mixin's), whatever the settings.
+    let resources_eval: PromDuration = resources::EVALUATION.parse().map_err(anyhow::Error::msg)?;
     for (name, interval, tests) in [
         (SLO_TEST_FILE, coarse, short::slo_tests(&ctx)),
         (ALERTS_TEST_FILE, fine, short::alert_tests(&ctx)),
         (DAYS_TEST_FILE, days_eval, days::tests(&days_ctx)),
+        (RESOURCES_TEST_FILE, resources_eval, resources::tests(&ctx)),
     ] {
+        if tests.is_empty() {
+            continue;
+        }
         let file = TestFile {
             rule_files: vec![RULE_FILE.to_owned()],
             evaluation_interval: interval.to_string(),
