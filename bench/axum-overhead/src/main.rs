@@ -230,6 +230,14 @@ fn serve_in_process(
     })
 }
 
+/// Builds a runtime with every driver on, or says why not.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("error: cannot start the Tokio runtime: {error}");
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
@@ -239,15 +247,9 @@ fn main() -> ExitCode {
         }
     };
     if let Some(requests) = options.in_process {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match runtime(&mut tokio::runtime::Builder::new_current_thread()) {
             Ok(runtime) => runtime,
-            Err(error) => {
-                eprintln!("error: cannot start the Tokio runtime: {error}");
-                return ExitCode::from(2);
-            }
+            Err(code) => return code,
         };
         // axum-prometheus spawns its upkeep task while the app is built.
         let app = {
@@ -262,16 +264,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(1)) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the Tokio runtime: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(serve(options)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -153,14 +153,7 @@ async fn run_with(
         task.abort();
         let _ = task.await;
         // The rest of the run since the last full second, stragglers included.
-        let written = timeline
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .write_line(&recorder);
-        // The summary still matters more than the timeline.
-        if let Err(err) = written {
-            eprintln!("redwatch load: {err:#}");
-        }
+        timeline::write_line_or_report(&timeline, &recorder);
     }
 
     let mut summary = summarize(&settings, &end, &recorder);

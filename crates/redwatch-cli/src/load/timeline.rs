@@ -141,13 +141,21 @@ pub async fn every_second(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let written = timeline
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .write_line(&recorder);
-        if let Err(err) = written {
-            eprintln!("redwatch load: {err:#}");
+        if !write_line_or_report(&timeline, &recorder) {
             return;
         }
     }
+}
+
+/// Writes the next line; a write error is reported on stderr (the run and its summary matter
+/// more than the timeline) and returns `false`.
+pub fn write_line_or_report(timeline: &Mutex<Timeline>, recorder: &Recorder) -> bool {
+    let written = timeline
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .write_line(recorder);
+    if let Err(err) = &written {
+        eprintln!("redwatch load: {err:#}");
+    }
+    written.is_ok()
 }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -178,16 +178,7 @@ fn start_stack(naming: &'static str, prometheus_bin: &Path) -> Stack {
     let prometheus = loopback(free_port());
     let mut processes = vec![Proc::start(
         "prometheus",
-        Command::new(prometheus_bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus/prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                temp.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prometheus}"))
+        prometheus_command(prometheus_bin, &dir, &temp.path().join("data"), prometheus)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )];

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::support;
 use crate::support::Group;
-use crate::support::generate::{COMPRESSED, generate_ok, read};
+use crate::support::generate::{COMPRESSED, generate_ok, prometheus_command, read};
 use crate::support::live_stack::{daemon, query, tail, wait_ready};
 use crate::support::process::{Proc, Server, free_port, loopback};
 use crate::support::tools::{find_tool, require_tool};
@@ -175,16 +175,7 @@ fn node_exporter_live() {
     let prometheus_log = temp.path().join("prometheus.log");
     let _prometheus: Proc = daemon(
         "prometheus",
-        Command::new(&prometheus_bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus/prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                temp.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prometheus}")),
+        &mut prometheus_command(&prometheus_bin, &dir, &temp.path().join("data"), prometheus),
         &prometheus_log,
     )
     .expect("start prometheus");

@@ -146,38 +146,47 @@ fn compressed_and_custom_settings_pass_their_own_rule_tests() {
     }
 }
 
-/// Generates the compressed otel set, applies `mutate` to its rule file and runs its unit tests,
-/// which must fail; returns promtool's output.
-fn unit_tests_of_mutated_rules(mutate: impl Fn(&str) -> String) -> Option<String> {
+/// Generates the compressed otel set, applies `mutate` to the file `file` below its
+/// `prometheus/` directory and runs the generated unit tests `tests`, which must fail; returns
+/// promtool's output.
+fn promtool_tests_of_mutated(
+    file: &str,
+    tests: &[&str],
+    mutate: impl Fn(&str) -> String,
+) -> Option<String> {
     let promtool = require_tool("promtool", "Debian package prometheus")?;
     let temp = tempfile::tempdir().expect("temp dir");
     generate_ok(
         temp.path(),
         &[&["--naming", "otel"][..], COMPRESSED].concat(),
     );
-    let rules_path = temp.path().join("otel/prometheus/rules/redwatch.rules.yml");
-    let rules = read(&rules_path);
-    let broken = mutate(&rules);
-    assert_ne!(rules, broken, "the mutation changed nothing");
-    std::fs::write(&rules_path, broken).expect("write");
+    let path = temp.path().join("otel/prometheus").join(file);
+    let text = read(&path);
+    let broken = mutate(&text);
+    assert_ne!(text, broken, "the mutation changed nothing");
+    std::fs::write(&path, broken).expect("write");
     let output = Command::new(&promtool)
         .current_dir(temp.path().join("otel/prometheus/tests"))
-        .args([
-            "test",
-            "rules",
-            "slo.test.yml",
-            "alerts.test.yml",
-            "days.test.yml",
-        ])
+        .args(["test", "rules"])
+        .args(tests)
         .output()
         .expect("run promtool");
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success(),
-        "broken rules went unnoticed:\n{text}"
+        "the mutation went unnoticed:\n{text}"
     );
     Some(text)
+}
+
+/// The rule file's unit tests (all but the resource tests) with `mutate` applied to the rules.
+fn unit_tests_of_mutated_rules(mutate: impl Fn(&str) -> String) -> Option<String> {
+    promtool_tests_of_mutated(
+        "rules/redwatch.rules.yml",
+        &["slo.test.yml", "alerts.test.yml", "days.test.yml"],
+        mutate,
+    )
 }
 
 #[test]
@@ -208,33 +217,9 @@ fn rule_unit_tests_catch_a_missing_history_requirement() {
     assert!(text.contains("young service"), "{text}");
 }
 
-/// Generates the compressed otel set, applies `mutate` to the file `file` below its
-/// `prometheus/` directory and runs the resource tests, which must fail; returns promtool's
-/// output.
+/// The resource tests with `mutate` applied to `file` below `prometheus/`.
 fn resource_tests_with_mutated(file: &str, mutate: impl Fn(&str) -> String) -> Option<String> {
-    let promtool = require_tool("promtool", "Debian package prometheus")?;
-    let temp = tempfile::tempdir().expect("temp dir");
-    generate_ok(
-        temp.path(),
-        &[&["--naming", "otel"][..], COMPRESSED].concat(),
-    );
-    let path = temp.path().join("otel/prometheus").join(file);
-    let text = read(&path);
-    let broken = mutate(&text);
-    assert_ne!(text, broken, "the mutation changed nothing");
-    std::fs::write(&path, broken).expect("write");
-    let output = Command::new(&promtool)
-        .current_dir(temp.path().join("otel/prometheus/tests"))
-        .args(["test", "rules", "resources.test.yml"])
-        .output()
-        .expect("run promtool");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "the mutation went unnoticed:\n{text}"
-    );
-    Some(text)
+    promtool_tests_of_mutated(file, &["resources.test.yml"], mutate)
 }
 
 #[test]

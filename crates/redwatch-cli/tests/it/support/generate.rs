@@ -164,3 +164,22 @@ pub fn compressed_with(changes: &[(&str, &str)]) -> Vec<String> {
     }
     flags
 }
+
+/// `prometheus` running the generated configuration of `preset_dir` (e.g. `out/otel`), with its
+/// data in `data` and its web server on `listen`; the caller adds output handling and starts it.
+pub fn prometheus_command(
+    binary: &Path,
+    preset_dir: &Path,
+    data: &Path,
+    listen: std::net::SocketAddr,
+) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .arg(format!(
+            "--config.file={}",
+            preset_dir.join("prometheus/prometheus.yml").display()
+        ))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address={listen}"));
+    command
+}
