@@ -49,8 +49,7 @@ pub struct Seen {
 pub struct RecordingServer {
     pub addr: std::net::SocketAddr,
     seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _running: super::process::ServerThread,
 }
 
 /// Size of `GET /big`'s body.
@@ -138,8 +137,7 @@ impl RecordingServer {
         Self {
             addr,
             seen,
-            stop: Some(stop),
-            thread: Some(thread),
+            _running: super::process::ServerThread::new(stop, thread),
         }
     }
 
@@ -150,16 +148,5 @@ impl RecordingServer {
     /// Every request so far, in arrival order.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for RecordingServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

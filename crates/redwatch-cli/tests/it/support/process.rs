@@ -348,3 +348,34 @@ pub fn parse_startup_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let metrics = rest.strip_suffix("/metrics)")?;
     Some((api.parse().ok()?, metrics.parse().ok()?))
 }
+
+/// An in-process test server's thread: on drop, tells it to stop and waits for it, so that a
+/// failing test leaves nothing running.
+#[derive(Debug)]
+pub struct ServerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    pub fn new(
+        stop: tokio::sync::oneshot::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
+    ) -> Self {
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -43,8 +43,7 @@ pub struct TlsServer {
     pub cert_file: PathBuf,
     _dir: tempfile::TempDir,
     seen: Arc<Mutex<Vec<TlsSeen>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _running: super::process::ServerThread,
 }
 
 impl TlsServer {
@@ -133,8 +132,7 @@ impl TlsServer {
             cert_file,
             _dir: dir,
             seen,
-            stop: Some(stop),
-            thread: Some(thread),
+            _running: super::process::ServerThread::new(stop, thread),
         }
     }
 
@@ -145,16 +143,5 @@ impl TlsServer {
 
     pub fn seen(&self) -> Vec<TlsSeen> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
