@@ -93,51 +93,43 @@ impl RecordingServer {
         let addr = listener.local_addr().expect("addr");
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = std::sync::Arc::clone(&seen);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                    let log = std::sync::Arc::clone(&log);
-                    async move {
-                        let big = uri.path() == "/big";
-                        log.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
-                            method: method.to_string(),
-                            path: uri
-                                .path_and_query()
-                                .map_or_else(String::new, |p| p.to_string()),
-                            headers,
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        });
-                        if big {
-                            Body::new(Repeat {
-                                left: BIG_BODY_BYTES,
-                            })
-                        } else if uri.path() == "/metrics" {
-                            // An exposition without any request duration histogram.
-                            Body::from("# TYPE other_total counter\nother_total 1\n")
-                        } else {
-                            Body::from("ok")
-                        }
+        let running = super::process::ServerThread::spawn(move |stopped| async move {
+            let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let log = std::sync::Arc::clone(&log);
+                async move {
+                    let big = uri.path() == "/big";
+                    log.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
+                        method: method.to_string(),
+                        path: uri
+                            .path_and_query()
+                            .map_or_else(String::new, |p| p.to_string()),
+                        headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    });
+                    if big {
+                        Body::new(Repeat {
+                            left: BIG_BODY_BYTES,
+                        })
+                    } else if uri.path() == "/metrics" {
+                        // An exposition without any request duration histogram.
+                        Body::from("# TYPE other_total counter\nother_total 1\n")
+                    } else {
+                        Body::from("ok")
                     }
-                };
-                let app = axum::Router::new().fallback(handler);
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
+                }
+            };
+            let app = axum::Router::new().fallback(handler);
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
         });
         Self {
             addr,
             seen,
-            _running: super::process::ServerThread::new(stop, thread),
+            _running: running,
         }
     }
 

@@ -358,10 +358,22 @@ pub struct ServerThread {
 }
 
 impl ServerThread {
-    pub fn new(
-        stop: tokio::sync::oneshot::Sender<()>,
-        thread: std::thread::JoinHandle<()>,
-    ) -> Self {
+    /// Runs `serve` on a thread of its own with a one-worker Tokio runtime; `serve` gets the
+    /// receiver that resolves when the guard is dropped, and should return then.
+    pub fn spawn<F, Fut>(serve: F) -> Self
+    where
+        F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(serve(stopped));
+        });
         Self {
             stop: Some(stop),
             thread: Some(thread),

@@ -76,63 +76,54 @@ impl TlsServer {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let connections = AtomicUsize::new(0);
-                loop {
-                    let stream = tokio::select! {
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => stream,
-                            Err(_) => continue,
-                        },
-                        _ = &mut stopped => return,
+        let running = super::process::ServerThread::spawn(move |mut stopped| async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let connections = AtomicUsize::new(0);
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                    _ = &mut stopped => return,
+                };
+                let connection = connections.fetch_add(1, Ordering::Relaxed);
+                let (acceptor, log) = (acceptor.clone(), Arc::clone(&log));
+                tokio::spawn(async move {
+                    // A client that rejects the certificate ends here.
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
                     };
-                    let connection = connections.fetch_add(1, Ordering::Relaxed);
-                    let (acceptor, log) = (acceptor.clone(), Arc::clone(&log));
-                    tokio::spawn(async move {
-                        // A client that rejects the certificate ends here.
-                        let Ok(tls) = acceptor.accept(stream).await else {
-                            return;
-                        };
-                        let service =
-                            hyper::service::service_fn(move |request: Request<Incoming>| {
-                                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                                let body = if request.uri().path() == "/metrics" {
-                                    Bytes::from(exposition(log.len()))
-                                } else {
-                                    log.push(TlsSeen {
-                                        version: format!("{:?}", request.version()),
-                                        connection,
-                                        path: request.uri().path().to_owned(),
-                                    });
-                                    Bytes::from_static(b"secure")
-                                };
-                                async move {
-                                    Ok::<_, std::convert::Infallible>(Response::new(
-                                        http_body_util::Full::new(body),
-                                    ))
-                                }
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                        let body = if request.uri().path() == "/metrics" {
+                            Bytes::from(exposition(log.len()))
+                        } else {
+                            log.push(TlsSeen {
+                                version: format!("{:?}", request.version()),
+                                connection,
+                                path: request.uri().path().to_owned(),
                             });
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(tls), service)
-                            .await;
+                            Bytes::from_static(b"secure")
+                        };
+                        async move {
+                            Ok::<_, std::convert::Infallible>(Response::new(
+                                http_body_util::Full::new(body),
+                            ))
+                        }
                     });
-                }
-            });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
         });
         Self {
             addr,
             cert_file,
             _dir: dir,
             seen,
-            _running: super::process::ServerThread::new(stop, thread),
+            _running: running,
         }
     }
 
