@@ -9,7 +9,7 @@ use std::io::Write;
 
 use crate::collect::{self, AppInfo, ProcessStats, RuntimeStats};
 use crate::naming::{METHODS, process_names};
-use crate::registry::{AtomicHistogram, Config, Series, Shared};
+use crate::registry::{AtomicHistogram, Config, ExemplarSlot, Series, Shared};
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,16 +130,20 @@ impl<'a> Encoder<'a> {
 
     /// Writes the `_bucket`, `_count` and `_sum` lines of one histogram series and returns
     /// the count written. `labels` is the series' full label set including constant labels (never
-    /// empty); `bucket_ends` are the [`bucket_ends`] of its bounds.
+    /// empty); `bucket_ends` are the [`bucket_ends`] of its bounds. `exemplars`, one per
+    /// bucket, are written in OpenMetrics only (the 0.0.4 format has none).
+    #[allow(clippy::too_many_arguments)]
     fn histogram(
         &mut self,
         name: &str,
         labels: &str,
         bucket_ends: &[String],
         histogram: &AtomicHistogram,
+        exemplars: Option<&[ExemplarSlot]>,
         sum_unit: SumUnit,
         cumulative: &mut Vec<u64>,
     ) -> u64 {
+        let exemplars = exemplars.filter(|_| self.format == Format::OpenMetrics);
         debug_assert!(!labels.is_empty());
         let sum = histogram.snapshot(cumulative);
         let mut digits = itoa::Buffer::new();
@@ -157,6 +161,9 @@ impl<'a> Encoder<'a> {
             }
             self.out.extend_from_slice(end.as_bytes());
             self.out.extend_from_slice(digits.format(*count).as_bytes());
+            if let Some(slot) = exemplars.and_then(|slots| slots.get(index)) {
+                write_exemplar(self.out, slot);
+            }
             self.out.push(b'\n');
         }
         let count = cumulative.last().copied().unwrap_or(0);
@@ -173,6 +180,21 @@ impl<'a> Encoder<'a> {
         self.out.push(b'\n');
         count
     }
+}
+
+/// Writes ` # {trace_id="…",span_id="…"} <seconds> <unix seconds>` when the bucket has an
+/// exemplar. The slot is held only while copying it out, so a request never waits for text.
+fn write_exemplar(out: &mut Vec<u8>, slot: &ExemplarSlot) {
+    let exemplar = *slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(exemplar) = exemplar else { return };
+    out.extend_from_slice(b" # {");
+    exemplar.context.write_labels(out);
+    out.extend_from_slice(b"} ");
+    write_nanos_as_seconds(out, exemplar.value_nanos.into(), Format::OpenMetrics);
+    out.push(b' ');
+    write_nanos_as_seconds(out, exemplar.unix_nanos.into(), Format::OpenMetrics);
 }
 
 /// What a histogram's integer sum counts.
@@ -314,6 +336,7 @@ fn encode_red(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>)
             &s.labels,
             durations,
             &s.duration,
+            s.duration_exemplars.as_deref(),
             SumUnit::Nanos,
             &mut cumulative,
         );
@@ -346,6 +369,7 @@ fn encode_red(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>)
                         &s.labels,
                         sizes,
                         histogram,
+                        None,
                         SumUnit::Whole,
                         &mut cumulative,
                     );

@@ -14,7 +14,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::naming::{ABANDONED_STATUS, method_index};
-use crate::registry::{Core, RouteEntry, record_exception};
+use crate::registry::{Core, Exemplar, RouteEntry, offer_exemplar, record_exception};
+use crate::trace::{self, TraceContext};
 
 /// Decides which route template a request belongs to.
 ///
@@ -213,9 +214,15 @@ where
             None
         } else {
             let method = method_index(request.method());
-            let request_size = match route.shared.config.size_bounds_bytes {
+            let config = &route.shared.config;
+            let request_size = match config.size_bounds_bytes {
                 Some(_) => content_length(&request),
                 None => None,
+            };
+            let trace = if config.exemplars {
+                trace::of_request(&request)
+            } else {
+                None
             };
             route.shared.active[usize::from(method)]
                 .0
@@ -227,6 +234,7 @@ where
                 start,
                 request_size,
                 response_size: 0,
+                trace,
             })
         };
         ResponseFuture {
@@ -389,6 +397,8 @@ struct Tracker {
     start: u64,
     request_size: Option<u64>,
     response_size: u64,
+    /// The request's trace, for the duration bucket's exemplar.
+    trace: Option<TraceContext>,
 }
 
 impl Tracker {
@@ -400,10 +410,22 @@ impl Tracker {
             .fetch_sub(1, Ordering::Relaxed);
         let config = &shared.config;
         let (request_size, response_size) = (self.request_size, self.response_size);
+        let trace = self.trace;
         self.route.with_series(self.method, status, |series| {
-            series
+            let bucket = series
                 .duration
                 .observe(&config.duration_bounds_nanos, nanos);
+            if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
+                offer_exemplar(
+                    slots,
+                    bucket,
+                    Exemplar {
+                        context,
+                        value_nanos: nanos,
+                        unix_nanos: unix_nanos_now(),
+                    },
+                );
+            }
             if let Some(bounds) = &config.size_bounds_bytes {
                 if let (Some(histogram), Some(size)) = (&series.request_size, request_size) {
                     histogram.observe(bounds, size);
@@ -419,6 +441,14 @@ impl Tracker {
         // Mark as recorded so that Drop does nothing.
         self.method = u8::MAX;
     }
+}
+
+fn unix_nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        })
 }
 
 impl Drop for Tracker {

@@ -72,11 +72,14 @@ mod exposition;
 mod layer;
 mod metrics;
 mod naming;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod process;
 mod registry;
 #[cfg(feature = "axum")]
 mod scrape_thread;
 mod snapshot;
+mod trace;
 
 pub use collect::{AppInfo, Collected, ProcessStats, RuntimeStats};
 pub use encode::Format;
@@ -90,6 +93,8 @@ pub use naming::{
     ABANDONED_STATUS, DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, MetricNames, Naming,
     OVERFLOW_ROUTE, UNMATCHED_ROUTE, UnknownNaming, process_names,
 };
+
+pub use trace::TraceContext;
 
 pub use snapshot::{
     ActiveRequests, Bucket, ExceptionCount, HistogramSnapshot, SeriesSnapshot, Snapshot,

@@ -12,6 +12,7 @@ use regex::RegexSet;
 
 use crate::encode::escape_label_value;
 use crate::naming::{METHODS, MetricNames, Naming, OVERFLOW_ROUTE, UNMATCHED_ROUTE};
+use crate::trace::TraceContext;
 
 type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -34,9 +35,10 @@ impl AtomicHistogram {
         }
     }
 
-    /// Records `value` (base units) against the upper bounds `bounds` (same units, ascending).
+    /// Records `value` (base units) against the upper bounds `bounds` (same units, ascending)
+    /// and returns the index of the bucket it landed in.
     #[inline]
-    pub(crate) fn observe(&self, bounds: &[u64], value: u64) {
+    pub(crate) fn observe(&self, bounds: &[u64], value: u64) -> usize {
         // A linear scan: most requests land in the first few buckets, so it beats a binary
         // search over the usual dozen bounds.
         let index = bounds
@@ -45,6 +47,7 @@ impl AtomicHistogram {
             .unwrap_or(bounds.len());
         self.counts[index].fetch_add(1, Ordering::Relaxed);
         self.sum.add(value);
+        index
     }
 
     /// Copies the cumulative bucket counts into `cumulative` and returns the sum.
@@ -102,6 +105,29 @@ impl WideSum {
     }
 }
 
+/// The last traced request of one bucket: what OpenMetrics shows as the bucket's exemplar.
+#[derive(Clone, Copy)]
+pub(crate) struct Exemplar {
+    pub(crate) context: TraceContext,
+    /// The observed duration, in nanoseconds.
+    pub(crate) value_nanos: u64,
+    /// When it was observed, in nanoseconds since the Unix epoch.
+    pub(crate) unix_nanos: u64,
+}
+
+/// A bucket's exemplar. A lock, not atomics, because an exemplar is 40 bytes written
+/// together; the request path only ever `try_lock`s it and skips the update when a scrape
+/// or another request holds it, so it never waits.
+pub(crate) type ExemplarSlot = Mutex<Option<Exemplar>>;
+
+/// Stores `exemplar` as the latest of the bucket `index`, unless the slot is busy.
+#[inline]
+pub(crate) fn offer_exemplar(slots: &[ExemplarSlot], index: usize, exemplar: Exemplar) {
+    if let Some(Ok(mut slot)) = slots.get(index).map(Mutex::try_lock) {
+        *slot = Some(exemplar);
+    }
+}
+
 /// One label set of the RED histograms: (method, route, status).
 pub(crate) struct Series {
     pub(crate) method: u8,
@@ -111,6 +137,8 @@ pub(crate) struct Series {
     /// The rendered label pairs, e.g. `http_request_method="GET",http_route="/",...`.
     pub(crate) labels: Box<str>,
     pub(crate) duration: AtomicHistogram,
+    /// One exemplar per duration bucket, when exemplars are on.
+    pub(crate) duration_exemplars: Option<Box<[ExemplarSlot]>>,
     pub(crate) request_size: Option<AtomicHistogram>,
     pub(crate) response_size: Option<AtomicHistogram>,
 }
@@ -127,6 +155,8 @@ pub(crate) struct Config {
     pub(crate) size_bounds_bytes: Option<Vec<u64>>,
     pub(crate) info: Vec<(String, String)>,
     pub(crate) service_name: String,
+    /// Whether durations keep exemplars ([`crate::MetricsBuilder::exemplars`]).
+    pub(crate) exemplars: bool,
     /// Whether the RED families are exposed and snapshotted ([`crate::MetricsBuilder::request_metrics`]).
     pub(crate) request_metrics: bool,
 }
@@ -284,6 +314,11 @@ impl RouteEntry {
             route: Arc::clone(&self.route),
             labels: labels.into(),
             duration: AtomicHistogram::new(config.duration_bounds_nanos.len()),
+            duration_exemplars: config.exemplars.then(|| {
+                (0..=config.duration_bounds_nanos.len())
+                    .map(|_| Mutex::new(None))
+                    .collect()
+            }),
             request_size: size_histogram(),
             response_size: size_histogram(),
         }

@@ -214,9 +214,13 @@ mod tests {
         let entry = core.route("/a\"b");
         // 50 ms, 100 ms (on the bound), 500 ms and 3 s, as GET 200; one 2 s POST 503.
         for nanos in [50_000_000, 100_000_000, 500_000_000, 3_000_000_000] {
-            entry.with_series(0, 200, |s| s.duration.observe(&bounds, nanos));
+            entry.with_series(0, 200, |s| {
+                s.duration.observe(&bounds, nanos);
+            });
         }
-        entry.with_series(2, 503, |s| s.duration.observe(&bounds, 2_000_000_000));
+        entry.with_series(2, 503, |s| {
+            s.duration.observe(&bounds, 2_000_000_000);
+        });
         core.shared.active[2]
             .0
             .fetch_add(3, std::sync::atomic::Ordering::Relaxed);

@@ -165,6 +165,40 @@ fn no_heap_allocation_per_request_after_warm_up() {
     );
 }
 
+/// With exemplars on, neither a request without a trace context nor one with a sampled
+/// `traceparent` (whose exemplar replaces the bucket's last) allocates.
+#[test]
+fn exemplars_allocate_nothing_with_or_without_a_trace_context() {
+    let metrics = Metrics::builder().exemplars(true).build().unwrap();
+    let mut service = metrics
+        .layer()
+        .classify_with(ItemRoute)
+        .layer(bare_service());
+    let paths = ["/items/42".to_owned()];
+    let traced = |count: usize| {
+        let mut requests = requests(&paths, count, || ());
+        for (i, request) in requests.iter_mut().enumerate() {
+            let header = format!("00-{:032x}-{:016x}-01", i + 1, i + 1);
+            request
+                .headers_mut()
+                .insert("traceparent", header.parse().unwrap());
+        }
+        requests
+    };
+    let untraced = allocations_serving(
+        &mut service,
+        requests(&paths, 1_000, || ()),
+        requests(&paths, 10_000, || ()),
+    );
+    let with_context = allocations_serving(&mut service, traced(1_000), traced(10_000));
+    assert_eq!((untraced, with_context), (0, 0));
+    let text = String::from_utf8(metrics.render(redwatch::Format::OpenMetrics)).unwrap();
+    assert!(
+        text.contains(&format!("trace_id=\"{:032x}\"", 10_000)),
+        "{text}"
+    );
+}
+
 /// gRPC-style paths: every request whose route is not the one a service saw first misses the
 /// service's route cache and looks the route up in the registry.
 #[test]

@@ -5,6 +5,7 @@ mod alloc;
 mod concurrency;
 #[cfg(feature = "dashboard")]
 mod dashboard;
+mod exemplars;
 mod exposition;
 mod hostile;
 mod layer;

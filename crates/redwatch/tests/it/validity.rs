@@ -149,6 +149,7 @@ fn metrics_for(scenario: &Scenario) -> Metrics {
         .service_name(scenario.service_name.clone())
         .app_version(scenario.app_version.clone())
         .environment(scenario.environment.clone())
+        .exemplars(true)
         .build()
         .unwrap();
     let bare = tower::service_fn(|_request: Request<()>| {
@@ -156,8 +157,14 @@ fn metrics_for(scenario: &Scenario) -> Metrics {
     });
     let mut service = metrics.layer().classify_with(ExtensionRoute).layer(bare);
     let mut cx = Context::from_waker(Waker::noop());
-    for route in &scenario.routes {
-        let mut request = Request::get("/").body(()).unwrap();
+    for (index, route) in scenario.routes.iter().enumerate() {
+        // Every other request is traced, so that duration buckets carry exemplars.
+        let mut request = Request::get("/");
+        if index % 2 == 0 {
+            let traceparent = format!("00-{:032x}-{:016x}-01", index + 1, index + 1);
+            request = request.header("traceparent", traceparent);
+        }
+        let mut request = request.body(()).unwrap();
         request.extensions_mut().insert(RouteName(route.clone()));
         let mut future = pin!(service.call(request));
         let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {

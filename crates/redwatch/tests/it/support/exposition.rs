@@ -102,6 +102,71 @@ pub fn total(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     find(samples, name, labels).iter().map(|s| s.value).sum()
 }
 
+/// One bucket's exemplar in OpenMetrics text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketExemplar {
+    /// The histogram family, e.g. `http_server_request_duration_seconds`.
+    pub family: String,
+    /// The series' labels, without `le`.
+    pub labels: BTreeMap<String, String>,
+    /// The bucket's upper bound and the one below it (0 for the first).
+    pub upper_bound: f64,
+    pub lower_bound: f64,
+    /// The exemplar's own labels (`trace_id`, `span_id`).
+    pub exemplar_labels: BTreeMap<String, String>,
+    pub value: f64,
+    pub timestamp: Option<f64>,
+}
+
+/// Every bucket exemplar of the OpenMetrics `text`; panics with the parser's error on invalid text.
+pub fn bucket_exemplars(text: &str) -> Vec<BucketExemplar> {
+    let adapted = for_openmetrics_parser(text).unwrap_or_else(|error| {
+        panic!(
+            "{error}:
+{text}"
+        )
+    });
+    let parsed =
+        openmetrics_parser::openmetrics::parse_openmetrics(&adapted).unwrap_or_else(|error| {
+            panic!(
+                "invalid OpenMetrics text ({error:?}):
+{text}"
+            )
+        });
+    let mut found = Vec::new();
+    for (family, metrics) in &parsed.families {
+        for sample in metrics.iter_samples() {
+            let OpenMetricsValue::Histogram(histogram) = &sample.value else {
+                continue;
+            };
+            let labels: BTreeMap<String, String> = sample
+                .get_labelset()
+                .map(|set| set.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            let mut lower_bound = 0.0;
+            for bucket in &histogram.buckets {
+                if let Some(exemplar) = &bucket.exemplar {
+                    found.push(BucketExemplar {
+                        family: family.clone(),
+                        labels: labels.clone(),
+                        upper_bound: bucket.upper_bound,
+                        lower_bound,
+                        exemplar_labels: exemplar
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        value: exemplar.id,
+                        timestamp: exemplar.timestamp,
+                    });
+                }
+                lower_bound = bucket.upper_bound;
+            }
+        }
+    }
+    found
+}
+
 /// `text` adapted to two limits of openmetrics-parser, after checking that what is left out
 /// is as expected:
 /// - it refuses `# UNIT` on histograms, which OpenMetrics allows (only info and stateset
