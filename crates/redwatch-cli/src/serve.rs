@@ -342,7 +342,10 @@ fn metrics(args: &ServeArgs) -> anyhow::Result<Metrics> {
         .naming(args.naming)
         .service_name("redwatch-demo")
         .app_version(&args.app_version)
-        .environment(&args.environment);
+        .environment(&args.environment)
+        // Requests that carry a sampled `traceparent` (`redwatch load --traceparent`) become
+        // exemplars of the latency buckets.
+        .exemplars(true);
     if let Some(token) = &args.metrics_token {
         builder = builder.bearer_token(token);
     }

@@ -158,6 +158,8 @@ impl Prometheus {
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address={addr}"))
+            // Keep the API's exemplars (trace ids on latency buckets) for Grafana to link.
+            .arg("--enable-feature=exemplar-storage")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -177,13 +177,15 @@ impl Target {
         Ok(addrs)
     }
 
-    /// Request template for mix entry `index`: with `headers` (--header) on every request, and
-    /// the scenario's path, headers and body for the entry when there is one.
+    /// Request template for mix entry `index`: with `headers` (--header) on every request, a
+    /// fresh `traceparent` on each when `traceparent` is set, and the scenario's path, headers
+    /// and body for the entry when there is one.
     pub fn template(
         &self,
         index: usize,
         entry: &MixEntry,
         headers: &HeaderMap,
+        traceparent: bool,
         scenario: Option<&Arc<Scenario>>,
     ) -> anyhow::Result<RequestTemplate> {
         let host = HeaderValue::from_str(&self.authority).context("invalid --target host")?;
@@ -204,6 +206,7 @@ impl Target {
             method: entry.method.clone(),
             fixed,
             headers: all_headers,
+            traceparent,
             scenario: scenario.cloned(),
             scheme: self.scheme(),
             authority: self.authority.clone(),
@@ -238,6 +241,8 @@ pub struct RequestTemplate {
     fixed: Option<(Uri, Uri)>,
     /// Host, --header and the endpoint's headers.
     headers: HeaderMap,
+    /// Give each request a new `traceparent` (--traceparent).
+    traceparent: bool,
     scenario: Option<Arc<Scenario>>,
     scheme: &'static str,
     authority: String,
@@ -250,12 +255,21 @@ pub struct Prepared {
     origin: Uri,
     absolute: Uri,
     body: Option<Bytes>,
+    traceparent: Option<HeaderValue>,
 }
 
 impl RequestTemplate {
     /// Request `n`'s URIs and body (`seed` draws its random values). A template that renders
     /// into an invalid request fails it as `other`; the first such failure is reported once.
     pub fn prepare(&self, seed: u64, n: u64) -> Result<Prepared, ErrorKind> {
+        let mut prepared = self.parts(seed, n)?;
+        if self.traceparent {
+            prepared.traceparent = Some(new_traceparent());
+        }
+        Ok(prepared)
+    }
+
+    fn parts(&self, seed: u64, n: u64) -> Result<Prepared, ErrorKind> {
         let Some(scenario) = &self.scenario else {
             return self.fixed_parts(None);
         };
@@ -271,6 +285,7 @@ impl RequestTemplate {
                     origin,
                     absolute,
                     body: rendered.body,
+                    traceparent: None,
                 })
             }
         }
@@ -282,6 +297,7 @@ impl RequestTemplate {
             origin,
             absolute,
             body,
+            traceparent: None,
         })
     }
 
@@ -301,6 +317,11 @@ impl RequestTemplate {
             // besides it is a duplicate that servers such as nginx answer with 400.
             request.headers_mut().remove(HOST);
         }
+        if let Some(traceparent) = &prepared.traceparent {
+            request
+                .headers_mut()
+                .insert("traceparent", traceparent.clone());
+        }
         if length > 0 || matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
             request
                 .headers_mut()
@@ -308,6 +329,16 @@ impl RequestTemplate {
         }
         request
     }
+}
+
+/// A `traceparent` of a new trace, sampled: random trace and span ids, which are never all
+/// zeros (the W3C specification forbids that), as version `00`.
+fn new_traceparent() -> HeaderValue {
+    let trace_id = rand::random::<u128>().max(1);
+    let span_id = rand::random::<u64>().max(1);
+    let text = format!("00-{trace_id:032x}-{span_id:016x}-01");
+    // Hex digits and '-' only: always a valid header value.
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Reports the first request a scenario template could not render (the rest only count).
@@ -845,7 +876,7 @@ mod tests {
         };
         let mut headers = HeaderMap::new();
         headers.insert("x-api-key", HeaderValue::from_static("k"));
-        let template = target.template(0, &entry, &headers, None).unwrap();
+        let template = target.template(0, &entry, &headers, false, None).unwrap();
         let prepared = template.prepare(1, 0).unwrap();
         assert_eq!(prepared.origin, "/api/users/1?x=1");
         assert_eq!(prepared.absolute, "http://127.0.0.1:5000/api/users/1?x=1");
@@ -859,5 +890,32 @@ mod tests {
         // In HTTP/2 the authority travels as `:authority` only.
         assert!(!http2.headers().contains_key(HOST));
         assert_eq!(http2.headers()["x-api-key"], "k");
+    }
+
+    #[test]
+    fn traceparent_gives_each_request_a_new_sampled_trace() {
+        let target = Target::parse("http://127.0.0.1:5000").unwrap();
+        let entry = MixEntry {
+            method: Method::GET,
+            path: "/users/1".into(),
+            weight: 1,
+            name: None,
+        };
+        let headers = HeaderMap::new();
+        let traced = target.template(0, &entry, &headers, true, None).unwrap();
+        let mut traces = std::collections::BTreeSet::new();
+        for n in 0..100 {
+            let request = traced.build(&traced.prepare(1, n).unwrap(), false);
+            let value = request.headers()["traceparent"].as_bytes();
+            // As a server reads it: valid, sampled, version 00.
+            let context = redwatch::TraceContext::from_traceparent(value)
+                .unwrap_or_else(|| panic!("invalid traceparent {value:?}"));
+            assert!(value.starts_with(b"00-") && value.ends_with(b"-01"));
+            traces.insert(context.trace_id());
+        }
+        assert_eq!(traces.len(), 100, "every request starts a trace of its own");
+        let untraced = target.template(0, &entry, &headers, false, None).unwrap();
+        let request = untraced.build(&untraced.prepare(1, 0).unwrap(), false);
+        assert!(!request.headers().contains_key("traceparent"));
     }
 }

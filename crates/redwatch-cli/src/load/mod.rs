@@ -181,9 +181,13 @@ fn request_templates(settings: &LoadSettings) -> anyhow::Result<Vec<RequestTempl
         .iter()
         .enumerate()
         .map(|(index, entry)| {
-            settings
-                .target
-                .template(index, entry, &settings.headers, settings.scenario.as_ref())
+            settings.target.template(
+                index,
+                entry,
+                &settings.headers,
+                settings.traceparent,
+                settings.scenario.as_ref(),
+            )
         })
         .collect()
 }

@@ -77,6 +77,12 @@ pub struct LoadArgs {
           value_delimiter = '\n', value_parser = reason(parse_header_flag))]
     pub headers: Vec<(HeaderName, HeaderValue)>,
 
+    /// Send a W3C `traceparent` header with a new random, sampled trace id on every request, so
+    /// that a server keeping exemplars (`redwatch serve` does) links its latency buckets to
+    /// these requests. [default: off]
+    #[arg(long, env = "REDWATCH_TRACEPARENT")]
+    pub traceparent: bool,
+
     /// Per-request timeout, from the moment the request is sent until the whole response body
     /// has arrived; also bounds connecting.
     #[arg(long, env = "REDWATCH_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
@@ -273,6 +279,8 @@ pub struct LoadSettings {
     pub scenario: Option<Arc<Scenario>>,
     /// --header, sent with every request.
     pub headers: HeaderMap,
+    /// A fresh `traceparent` on every request (--traceparent).
+    pub traceparent: bool,
     pub seed: u64,
     pub timeout: Duration,
     /// `None` with `requests: None`: until stopped (as embedded in `redwatch demo`).
@@ -312,6 +320,7 @@ impl LoadSettings {
             mix: defaults.mix,
             scenario: None,
             headers: HeaderMap::new(),
+            traceparent: defaults.traceparent,
             seed: rand::random(),
             timeout: defaults.timeout,
             duration: None,
@@ -423,6 +432,7 @@ impl LoadArgs {
             mix,
             scenario,
             headers: self.headers.into_iter().collect(),
+            traceparent: self.traceparent,
             seed: self.seed.unwrap_or_else(rand::random),
             timeout: self.timeout,
             duration,

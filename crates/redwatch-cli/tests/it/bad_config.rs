@@ -57,6 +57,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("load", "--shard", "4/4"),
     ("load", "--cacert", "/nonexistent-redwatch-dir/ca.pem"),
     ("load", "--insecure", "maybe"),
+    ("load", "--traceparent", "maybe"),
     ("load", "--connections", "0"),
     ("generate", "--log-level", "info,[="),
     ("generate", "--naming", "all"),

@@ -30,6 +30,7 @@ mod bad_config;
 mod demo;
 mod demo_agrees_with_prometheus;
 mod demo_dashboard;
+mod exemplars_live;
 mod generate_configured;
 mod generate_files;
 mod generate_live;

@@ -165,3 +165,58 @@ async fn exemplars_of_many_series_name_only_the_traces_sent() {
         assert!(sent.contains(&exemplar.exemplar_labels["trace_id"]));
     }
 }
+
+/// With the `opentelemetry` feature, the current span's context (here a remote parent set
+/// through `tracing-opentelemetry`) is the exemplar's trace, before the `traceparent` header.
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn the_current_opentelemetry_span_gives_the_trace() {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+    use tower::{Layer, Service};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let metrics = Metrics::builder().exemplars(true).build().unwrap();
+    let bare = tower::service_fn(|_request: Request<()>| {
+        std::future::ready(Ok::<_, Infallible>(http::Response::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+        )))
+    });
+    let mut service = metrics
+        .layer()
+        .classify_with(redwatch::UriPathRoute)
+        .layer(bare);
+    let parent = SpanContext::new(
+        TraceId::from_bytes([0x11; 16]),
+        SpanId::from_bytes([0x22; 8]),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    let subscriber = tracing_subscriber::registry().with(tracing_opentelemetry::layer());
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("request");
+        span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent.clone()))
+            .unwrap();
+        let _entered = span.enter();
+        let request = Request::get("/traced")
+            .header("traceparent", traceparent(0xa001, 0xb001, "01"))
+            .body(())
+            .unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut future = pin!(service.call(request));
+        let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {
+            panic!("the service answers at once");
+        };
+        drop(response);
+    });
+    let exemplars = exemplars_of(&metrics);
+    assert_eq!(exemplars.len(), 1, "{exemplars:#?}");
+    assert_eq!(exemplars[0].exemplar_labels["trace_id"], "11".repeat(16));
+}
