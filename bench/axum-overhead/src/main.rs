@@ -1,7 +1,8 @@
 //! An axum hello-world served bare, with redwatch, or with axum-prometheus, so that `./run` can
 //! measure what each metrics middleware costs in real HTTP throughput.
 //!
-//! Usage: `axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|axum-prometheus
+//! Usage: `axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|
+//! redwatch-exemplars|redwatch-exemplars-traced|axum-prometheus
 //! [--count-allocations]`
 //!
 //! With `--in-process N` it sends N requests through the router in process instead (see
@@ -78,6 +79,11 @@ enum Variant {
     RedwatchFlask,
     /// The `otel` preset with the request and response body size histograms.
     RedwatchBodySizes,
+    /// Exemplars on, requests without a trace context: what the option costs untraced requests.
+    RedwatchExemplars,
+    /// Exemplars on, every request with a sampled `traceparent` of its own (the driver sends
+    /// them): each request parses it and replaces its bucket's exemplar.
+    RedwatchExemplarsTraced,
     AxumPrometheus,
 }
 
@@ -88,7 +94,7 @@ struct Options {
     in_process: Option<u64>,
 }
 
-const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|axum-prometheus [--count-allocations] [--in-process N]";
+const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-exemplars|redwatch-exemplars-traced|axum-prometheus [--count-allocations] [--in-process N]";
 
 fn parse_options() -> Result<Options, String> {
     let mut variant = None;
@@ -105,6 +111,8 @@ fn parse_options() -> Result<Options, String> {
                     "redwatch" => Variant::Redwatch,
                     "redwatch-flask" => Variant::RedwatchFlask,
                     "redwatch-body-sizes" => Variant::RedwatchBodySizes,
+                    "redwatch-exemplars" => Variant::RedwatchExemplars,
+                    "redwatch-exemplars-traced" => Variant::RedwatchExemplarsTraced,
                     "axum-prometheus" => Variant::AxumPrometheus,
                     other => return Err(format!("unknown variant {other:?}")),
                 });
@@ -155,6 +163,12 @@ fn app(variant: Variant) -> Router {
                 .build()
                 .expect("a valid configuration"),
         ),
+        Variant::RedwatchExemplars | Variant::RedwatchExemplarsTraced => with_redwatch(
+            redwatch::Metrics::builder()
+                .exemplars(true)
+                .build()
+                .expect("a valid configuration"),
+        ),
         Variant::AxumPrometheus => {
             // The setup from axum-prometheus's README.
             let (prometheus_layer, metric_handle) = axum_prometheus::PrometheusMetricLayer::pair();
@@ -195,24 +209,39 @@ async fn serve(options: Options) -> std::io::Result<()> {
     axum::serve(listener, app).await
 }
 
-/// Sends `requests` times `GET /` through `app` on `runtime`, each response body read to its
-/// end. Not inlined, so that `valgrind --toggle-collect=axum_overhead::serve_in_process` counts
-/// exactly this: the router and its layers, without sockets, hyper or start-up.
+type Request = axum::http::Request<axum::body::Body>;
+
+/// `count` requests `GET /`, built before they are sent so that building them is not counted;
+/// for the traced variant each carries a sampled `traceparent` of its own.
+fn requests_for(variant: Variant, count: u64) -> Result<Vec<Request>, String> {
+    (1..=count)
+        .map(|n| {
+            let mut request = axum::http::Request::get("/");
+            if matches!(variant, Variant::RedwatchExemplarsTraced) {
+                request = request.header("traceparent", format!("00-{n:032x}-{n:016x}-01"));
+            }
+            request
+                .body(axum::body::Body::empty())
+                .map_err(|error| error.to_string())
+        })
+        .collect()
+}
+
+/// Sends `requests` through `app` on `runtime`, each response body read to its end. Not
+/// inlined, so that `valgrind --toggle-collect=axum_overhead::serve_in_process` counts exactly
+/// this: the router and its layers, without sockets, hyper or start-up.
 #[inline(never)]
 fn serve_in_process(
     runtime: &tokio::runtime::Runtime,
     app: Router,
-    requests: u64,
+    requests: Vec<Request>,
 ) -> Result<(), String> {
     use tower_service::Service;
     // As `axum::serve` does (through `into_make_service`): with the state given, axum builds each
     // route's layered service once; an app called without it would layer them on every call.
     let mut app: Router = app.with_state(());
     runtime.block_on(async move {
-        for _ in 0..requests {
-            let request = axum::http::Request::get("/")
-                .body(axum::body::Body::empty())
-                .map_err(|error| error.to_string())?;
+        for request in requests {
             std::future::poll_fn(|cx| {
                 Service::<axum::http::Request<axum::body::Body>>::poll_ready(&mut app, cx)
             })
@@ -255,6 +284,13 @@ fn main() -> ExitCode {
         let app = {
             let _runtime = runtime.enter();
             app(options.variant)
+        };
+        let requests = match requests_for(options.variant, requests) {
+            Ok(requests) => requests,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
         };
         return match serve_in_process(&runtime, app, requests) {
             Ok(()) => ExitCode::SUCCESS,

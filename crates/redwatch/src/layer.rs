@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use std::borrow::Cow;
+
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -22,9 +24,12 @@ use crate::trace::{self, TraceContext};
 /// The returned value becomes the route label, so it must come from a small, fixed set
 /// (a route template, a gRPC method); return `None` for requests that matched no route.
 /// Routes beyond [`crate::MetricsBuilder::max_routes`] are recorded as `overflow`.
+///
+/// Borrow the route from the request where you can ([`Cow::Borrowed`]): an owned route costs an
+/// allocation per request. For a closure, see [`classify_fn`].
 pub trait ClassifyRoute: Clone + Send + Sync + 'static {
     /// The route template of `request`, or `None` when no route matched.
-    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<&'a str>;
+    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<Cow<'a, str>>;
 }
 
 /// The default classifier: axum's [`MatchedPath`](axum::extract::MatchedPath).
@@ -36,13 +41,13 @@ pub struct MatchedPathRoute;
 
 impl ClassifyRoute for MatchedPathRoute {
     #[inline]
-    fn classify<'a, B>(&self, _request: &'a Request<B>) -> Option<&'a str> {
+    fn classify<'a, B>(&self, _request: &'a Request<B>) -> Option<Cow<'a, str>> {
         #[cfg(feature = "axum")]
         {
             _request
                 .extensions()
                 .get::<axum::extract::MatchedPath>()
-                .map(|matched| matched.as_str())
+                .map(|matched| Cow::Borrowed(matched.as_str()))
         }
         #[cfg(not(feature = "axum"))]
         {
@@ -58,8 +63,105 @@ pub struct UriPathRoute;
 
 impl ClassifyRoute for UriPathRoute {
     #[inline]
-    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<&'a str> {
-        Some(request.uri().path())
+    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<Cow<'a, str>> {
+        Some(Cow::Borrowed(request.uri().path()))
+    }
+}
+
+/// What a classifier closure sees of a request: everything but its body.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    version: Version,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of `request`.
+    pub fn of<B>(request: &'a Request<B>) -> Self {
+        Self {
+            method: request.method(),
+            uri: request.uri(),
+            version: request.version(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The request URI.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// The HTTP version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// The request extensions (axum's `MatchedPath`, your auth middleware's types, ...).
+    pub fn extensions(&self) -> &'a Extensions {
+        self.extensions
+    }
+}
+
+/// A classifier from a closure: borrow the route from the request, or compute one.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use redwatch::{Metrics, classify_fn};
+///
+/// let metrics = Metrics::new();
+/// // Versioned paths share one route per resource: /v1/users/7 and /v2/users/7 are
+/// // `/users/{id}`; a computed route is owned (one allocation per request).
+/// let layer = metrics.layer().classify_with(classify_fn(|head| {
+///     let path = head.uri().path();
+///     let rest = path.strip_prefix("/v1").or_else(|| path.strip_prefix("/v2"))?;
+///     Some(match rest.split('/').nth(1) {
+///         Some("users") => Cow::Borrowed("/users/{id}"),
+///         Some(other) => Cow::Owned(format!("/{other}")),
+///         None => Cow::Borrowed("/"),
+///     })
+/// }));
+/// # let _ = layer;
+/// ```
+pub fn classify_fn<F>(classify: F) -> ClassifyFn<F>
+where
+    F: for<'a, 'b> Fn(&'b RequestHead<'a>) -> Option<Cow<'a, str>> + Clone + Send + Sync + 'static,
+{
+    ClassifyFn(classify)
+}
+
+/// The classifier [`classify_fn`] makes.
+#[derive(Clone, Copy)]
+pub struct ClassifyFn<F>(F);
+
+impl<F> std::fmt::Debug for ClassifyFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ClassifyFn")
+            .field(&std::any::type_name::<F>())
+            .finish()
+    }
+}
+
+impl<F> ClassifyRoute for ClassifyFn<F>
+where
+    F: for<'a, 'b> Fn(&'b RequestHead<'a>) -> Option<Cow<'a, str>> + Clone + Send + Sync + 'static,
+{
+    #[inline]
+    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<Cow<'a, str>> {
+        (self.0)(&RequestHead::of(request))
     }
 }
 
@@ -201,10 +303,12 @@ where
             Some(route) => match self.last_route.get() {
                 Some((cached, entry)) if **cached == *route => Arc::clone(entry),
                 cached => {
-                    let entry = self.core.route(route);
+                    let entry = self.core.route(&route);
                     // Fill the cache once; building its key on every miss would allocate.
                     if cached.is_none() {
-                        let _ = self.last_route.set((route.into(), Arc::clone(&entry)));
+                        let _ = self
+                            .last_route
+                            .set((route.as_ref().into(), Arc::clone(&entry)));
                     }
                     entry
                 }

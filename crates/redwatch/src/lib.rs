@@ -85,8 +85,8 @@ pub use collect::{AppInfo, Collected, ProcessStats, RuntimeStats};
 pub use encode::Format;
 pub use exposition::negotiate_format;
 pub use layer::{
-    ClassifyRoute, MatchedPathRoute, MetricsLayer, MetricsService, ResponseBody, ResponseFuture,
-    UriPathRoute,
+    ClassifyFn, ClassifyRoute, MatchedPathRoute, MetricsLayer, MetricsService, RequestHead,
+    ResponseBody, ResponseFuture, UriPathRoute, classify_fn,
 };
 pub use metrics::{BuildError, Metrics, MetricsBuilder};
 pub use naming::{

@@ -18,8 +18,8 @@ use tower::Service;
 pub struct ItemRoute;
 
 impl ClassifyRoute for ItemRoute {
-    fn classify<'a, B>(&self, _request: &'a Request<B>) -> Option<&'a str> {
-        Some("/items/{id}")
+    fn classify<'a, B>(&self, _request: &'a Request<B>) -> Option<std::borrow::Cow<'a, str>> {
+        Some("/items/{id}".into())
     }
 }
 

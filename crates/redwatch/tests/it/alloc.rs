@@ -53,8 +53,8 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 struct ItemRoute;
 
 impl ClassifyRoute for ItemRoute {
-    fn classify<'a, B>(&self, _request: &'a Request<B>) -> Option<&'a str> {
-        Some("/items/{id}")
+    fn classify<'a, B>(&self, _request: &'a Request<B>) -> Option<std::borrow::Cow<'a, str>> {
+        Some("/items/{id}".into())
     }
 }
 
@@ -197,6 +197,25 @@ fn exemplars_allocate_nothing_with_or_without_a_trace_context() {
         text.contains(&format!("trace_id=\"{:032x}\"", 10_000)),
         "{text}"
     );
+}
+
+/// A closure that borrows its route from the request allocates nothing either.
+#[test]
+fn a_borrowing_closure_classifier_allocates_nothing() {
+    let metrics = Metrics::new();
+    let mut service = metrics
+        .layer()
+        .classify_with(redwatch::classify_fn(|head| {
+            Some(std::borrow::Cow::Borrowed(head.uri().path()))
+        }))
+        .layer(bare_service());
+    let paths: Vec<String> = (0..8).map(|i| format!("/shop.v1.Catalog/M{i}")).collect();
+    let allocations = allocations_serving(
+        &mut service,
+        requests(&paths, 100, || ()),
+        requests(&paths, 10_000, || ()),
+    );
+    assert_eq!(allocations, 0);
 }
 
 /// gRPC-style paths: every request whose route is not the one a service saw first misses the

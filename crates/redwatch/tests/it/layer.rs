@@ -86,9 +86,9 @@ async fn axum_router_records_method_route_template_and_status() {
 struct GrpcMethods;
 
 impl ClassifyRoute for GrpcMethods {
-    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<&'a str> {
+    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<std::borrow::Cow<'a, str>> {
         let path = request.uri().path();
-        path.starts_with("/shop.Orders/").then_some(path)
+        path.starts_with("/shop.Orders/").then_some(path.into())
     }
 }
 
@@ -133,6 +133,44 @@ async fn plain_tower_services_use_a_classifier() {
     assert_eq!(create, 1);
     assert_eq!(requests(&metrics, |s| s.route == "unmatched"), 1);
     assert_eq!(requests(&metrics, |s| s.route == "/shop.Orders/List"), 1);
+}
+
+/// Closures classify too: one borrows the route from the request, one computes it (here
+/// normalising versioned paths), and both may say "no route".
+#[tokio::test]
+async fn closures_borrow_or_compute_the_route() {
+    use std::borrow::Cow;
+
+    let metrics = Metrics::new();
+    let handler = tower::service_fn(|_request: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::from("ok")))
+    });
+    let borrowed = ServiceBuilder::new()
+        .layer(metrics.layer().classify_with(redwatch::classify_fn(|head| {
+            let path = head.uri().path();
+            path.starts_with("/shop.").then_some(Cow::Borrowed(path))
+        })))
+        .service(handler);
+    let computed = ServiceBuilder::new()
+        .layer(metrics.layer().classify_with(redwatch::classify_fn(|head| {
+            let rest = head.uri().path().strip_prefix("/v")?;
+            let (_version, resource) = rest.split_once('/')?;
+            let resource = resource.split('/').next()?;
+            let method = head.method().as_str().to_ascii_lowercase();
+            Some(Cow::Owned(format!("/{resource}/{{id}} ({method})")))
+        })))
+        .service(handler);
+    let get = |uri: &str| Request::get(uri).body(String::new()).unwrap();
+    for uri in ["/shop.Orders/Create", "/elsewhere"] {
+        borrowed.clone().oneshot(get(uri)).await.unwrap();
+    }
+    for uri in ["/v1/users/7", "/v2/users/8", "/health"] {
+        computed.clone().oneshot(get(uri)).await.unwrap();
+    }
+    assert_eq!(requests(&metrics, |s| s.route == "/shop.Orders/Create"), 1);
+    assert_eq!(requests(&metrics, |s| s.route == "/users/{id} (get)"), 2);
+    assert_eq!(requests(&metrics, |s| s.route == "unmatched"), 2);
+    assert_eq!(metrics.snapshot().series.len(), 3);
 }
 
 fn streaming_app(metrics: &Metrics) -> Router {

@@ -132,11 +132,11 @@ struct RouteName(String);
 struct ExtensionRoute;
 
 impl ClassifyRoute for ExtensionRoute {
-    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<&'a str> {
+    fn classify<'a, B>(&self, request: &'a Request<B>) -> Option<std::borrow::Cow<'a, str>> {
         request
             .extensions()
             .get::<RouteName>()
-            .map(|route| route.0.as_str())
+            .map(|route| route.0.as_str().into())
     }
 }
 
