@@ -18,7 +18,7 @@
 
 use std::fmt;
 
-use http::Request;
+use http::{HeaderName, Request};
 
 /// The ids of the trace and span a request belongs to, as in a W3C `traceparent` header.
 ///
@@ -139,28 +139,43 @@ pub(crate) fn of_request<B>(request: &Request<B>) -> Option<TraceContext> {
     if let Some(context) = crate::otel::current_span_context() {
         return Some(context);
     }
-    let header = request.headers().get("traceparent")?;
+    const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    let header = request.headers().get(TRACEPARENT)?;
     TraceContext::from_traceparent(header.as_bytes())
 }
 
-fn hex_digit(digit: u8) -> Option<u8> {
-    // Lower case only: W3C Trace Context forbids upper-case hex in traceparent.
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        _ => None,
+/// The value of each lower-case hex digit, and [`NOT_HEX`] for every other byte. W3C Trace
+/// Context forbids upper-case hex in `traceparent`.
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        table[b"0123456789abcdef"[digit] as usize] = digit as u8;
+        digit += 1;
     }
-}
+    table
+};
+const NOT_HEX: u8 = 0xff;
 
 fn hex_byte(high: u8, low: u8) -> Option<u8> {
-    Some(hex_digit(high)? << 4 | hex_digit(low)?)
+    let (high, low) = (HEX_VALUES[usize::from(high)], HEX_VALUES[usize::from(low)]);
+    // Valid values are below 16; NOT_HEX sets bit 4 and up.
+    ((high | low) < 16).then_some(high << 4 | low)
 }
 
+/// Decodes `hex` into `out`, two digits a byte; `None` when any is not a lower-case hex digit.
+/// One table lookup per digit and a single check at the end: this runs on traced requests.
 fn hex_into(hex: &[u8], out: &mut [u8]) -> Option<()> {
+    let mut invalid = 0u8;
     for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *byte = hex_byte(pair[0], pair[1])?;
+        let (high, low) = (
+            HEX_VALUES[usize::from(pair[0])],
+            HEX_VALUES[usize::from(pair[1])],
+        );
+        invalid |= high | low;
+        *byte = high << 4 | (low & 0x0f);
     }
-    Some(())
+    (invalid < 16).then_some(())
 }
 
 fn write_hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a [u8] {
