@@ -32,6 +32,7 @@ mod demo_agrees_with_prometheus;
 mod demo_dashboard;
 mod generate_configured;
 mod generate_files;
+mod generate_grafana_types;
 mod generate_live;
 mod generate_node_live;
 mod generate_promtool;
