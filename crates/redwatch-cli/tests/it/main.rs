@@ -36,6 +36,7 @@ mod generate_grafana_types;
 mod generate_live;
 mod generate_node_live;
 mod generate_promtool;
+mod k8s_without_operator;
 mod load_accuracy;
 mod load_cli;
 mod load_compare;
