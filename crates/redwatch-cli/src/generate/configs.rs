@@ -10,6 +10,18 @@ pub const GRAFANA_DASHBOARD_DIR: &str = "/var/lib/grafana/dashboards/redwatch";
 /// The uid of the provisioned Prometheus data source.
 pub const DATASOURCE_UID: &str = "prometheus";
 
+/// What `deploy/k8s/overlays/without-operator` deploys Prometheus, Alertmanager and Grafana as:
+/// their Service names and ports, and where the Prometheus Deployment mounts the rule files.
+pub mod in_cluster {
+    pub const PROMETHEUS_URL: &str = "http://prometheus:9090";
+    pub const ALERTMANAGER: &str = "alertmanager:9093";
+    pub const RULES_DIR: &str = "/etc/prometheus/rules";
+    /// The API's Service port (`deploy/k8s/base/service.yaml`) and the load generator's
+    /// container port, by name.
+    pub const API_PORT: &str = "http";
+    pub const LOAD_PORT: &str = "metrics";
+}
+
 fn yaml(settings: &Settings, value: &Value) -> anyhow::Result<String> {
     Ok(settings.header("#") + &serde_yaml_ng::to_string(value)?)
 }
@@ -51,6 +63,77 @@ pub fn prometheus(settings: &Settings) -> anyhow::Result<String> {
             "alertmanagers": [{ "static_configs": [{ "targets": [alertmanager] }] }],
         });
     }
+    yaml(settings, &config)
+}
+
+/// A scrape job of Kubernetes service discovery in Prometheus' own namespace: the targets whose
+/// `name_label` (a discovery meta label) is `name` and whose port is named `port`, labelled with
+/// their namespace and pod as the Prometheus Operator does.
+fn kubernetes_job(
+    job: &str,
+    role: &str,
+    name_label: &str,
+    name: &str,
+    port_label: &str,
+    port: &str,
+    interval: PromDuration,
+) -> Value {
+    // Job names may hold `.`, the one regex metacharacter they allow.
+    let name = name.replace('.', "\\.");
+    json!({
+        "job_name": job,
+        "scrape_interval": interval.to_string(),
+        "metrics_path": "/metrics",
+        "kubernetes_sd_configs": [{ "role": role, "namespaces": { "own_namespace": true } }],
+        "relabel_configs": [
+            {
+                "action": "keep",
+                "source_labels": [name_label, port_label],
+                "regex": format!("{name};{port}"),
+            },
+            { "source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace" },
+            { "source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod" },
+        ],
+    })
+}
+
+/// `prometheus.yml` for Prometheus inside the cluster, without the Prometheus Operator
+/// (`deploy/k8s/overlays/without-operator`): Kubernetes service discovery in its namespace finds
+/// the API's endpoints behind the Service named after the job (as a ServiceMonitor would) and the
+/// load generator's pods labelled `app.kubernetes.io/name: <load job>` (as its PodMonitor would);
+/// rules are read from [`in_cluster::RULES_DIR`] and alerts go to the in-cluster Alertmanager.
+pub fn prometheus_in_cluster(settings: &Settings) -> anyhow::Result<String> {
+    let interval = settings.scrape_interval;
+    let config = json!({
+        "global": {
+            "scrape_interval": interval.to_string(),
+            "evaluation_interval": settings.evaluation_interval.to_string(),
+        },
+        "rule_files": [format!("{}/*.yml", in_cluster::RULES_DIR)],
+        "alerting": {
+            "alertmanagers": [{ "static_configs": [{ "targets": [in_cluster::ALERTMANAGER] }] }],
+        },
+        "scrape_configs": [
+            kubernetes_job(
+                &settings.job,
+                "endpointslice",
+                "__meta_kubernetes_service_name",
+                &settings.job,
+                "__meta_kubernetes_endpointslice_port_name",
+                in_cluster::API_PORT,
+                interval,
+            ),
+            kubernetes_job(
+                &settings.load_job,
+                "pod",
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                &settings.load_job,
+                "__meta_kubernetes_pod_container_port_name",
+                in_cluster::LOAD_PORT,
+                interval,
+            ),
+        ],
+    });
     yaml(settings, &config)
 }
 
@@ -105,6 +188,11 @@ pub fn alertmanager(settings: &Settings) -> anyhow::Result<String> {
 /// Grafana data source provisioning. `timeInterval` tells Grafana the scrape interval, which
 /// `$__rate_interval` is derived from.
 pub fn grafana_datasource(settings: &Settings) -> anyhow::Result<String> {
+    grafana_datasource_at(settings, &settings.prometheus_url)
+}
+
+/// The data source of [`grafana_datasource`] with Prometheus at `url`.
+pub fn grafana_datasource_at(settings: &Settings, url: &str) -> anyhow::Result<String> {
     let config = json!({
         "apiVersion": 1,
         "datasources": [{
@@ -112,7 +200,7 @@ pub fn grafana_datasource(settings: &Settings) -> anyhow::Result<String> {
             "uid": DATASOURCE_UID,
             "type": "prometheus",
             "access": "proxy",
-            "url": settings.prometheus_url,
+            "url": url,
             "isDefault": true,
             "editable": false,
             "jsonData": { "timeInterval": settings.scrape_interval.to_string(), "httpMethod": "POST" },

@@ -154,13 +154,15 @@ impl Layout {
         });
         if kind == "timeseries" {
             panel["fieldConfig"]["defaults"]["custom"] = json!({ "drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never" });
-            panel["options"]["legend"] = json!({ "displayMode": "table", "placement": "bottom", "calcs": ["mean", "max", "lastNotNull"] });
+            panel["options"]["legend"] = json!({ "showLegend": true, "displayMode": "table", "placement": "bottom", "calcs": ["mean", "max", "lastNotNull"] });
             panel["options"]["tooltip"] = json!({ "mode": "multi", "sort": "desc" });
         }
         self.panels.push(panel);
     }
 }
 
+/// Stat options. Every option Grafana's types (`@grafana/schema`) require is set, those we do not
+/// choose to Grafana's defaults, so the JSON type-checks as Grafana saves it.
 fn stat_options(text_mode: &str) -> Value {
     json!({
         "reduceOptions": { "calcs": ["lastNotNull"], "fields": "", "values": false },
@@ -169,26 +171,33 @@ fn stat_options(text_mode: &str) -> Value {
         "textMode": text_mode,
         "justifyMode": "auto",
         "orientation": "auto",
+        "wideLayout": true,
+        "showPercentChange": false,
+        "percentChangeColorMode": "standard",
     })
 }
 
+/// A query variable. Without a value chosen here, `current` is left out rather than `{}`, and a
+/// single-value variable has no `allValue` rather than `null`: Grafana's types allow neither. Nor
+/// do they have `definition`, which Grafana's editor fills in from the query for display.
 fn variable_query(name: &str, label: &str, query: &str, multi: bool) -> Value {
-    json!({
+    let mut variable = json!({
         "type": "query",
         "name": name,
         "label": label,
         "datasource": datasource(),
         "query": { "qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery" },
-        "definition": query,
         "refresh": 2,
         "sort": 1,
         "multi": multi,
         "includeAll": multi,
-        "allValue": if multi { json!(".+") } else { Value::Null },
-        "current": {},
         "options": [],
         "hide": 0,
-    })
+    });
+    if multi {
+        variable["allValue"] = json!(".+");
+    }
+    variable
 }
 
 /// The API's series on the selected jobs and instances.
@@ -459,10 +468,20 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
             "calculate": false,
             "yAxis": { "unit": "s", "axisPlacement": "left" },
             "rowsFrame": { "layout": "le" },
-            "color": { "mode": "scheme", "scheme": "Oranges", "steps": 64 },
+            // Grafana's defaults besides the scheme, which its types require.
+            "color": {
+                "mode": "scheme",
+                "scheme": "Oranges",
+                "steps": 64,
+                "fill": "dark-orange",
+                "exponent": 0.5,
+                "reverse": false,
+            },
             "cellGap": 1,
             "tooltip": { "mode": "single", "yHistogram": true },
             "legend": { "show": true },
+            "showValue": "auto",
+            "exemplars": { "color": "rgba(255,0,255,0.7)" },
         }),
     );
 }
@@ -878,7 +897,6 @@ pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
                 "name": "datasource",
                 "label": "Data source",
                 "query": "prometheus",
-                "current": {},
                 "hide": 0,
                 "refresh": 1,
                 "options": [],

@@ -43,6 +43,8 @@ pub fn generate_preset(preset: Naming, settings: &Settings) -> anyhow::Result<Ve
     let rules_yaml = rules::to_yaml(&rule_file, settings)?;
     let dashboard = dashboard::api_overview(preset, settings);
     let dashboard_json = serde_json::to_string_pretty(&dashboard)? + "\n";
+    let alertmanager_yaml = configs::alertmanager(settings)?;
+    let provider_yaml = configs::grafana_dashboard_provider(settings)?;
     let mut files = vec![
         GeneratedFile {
             path: "prometheus/prometheus.yml".into(),
@@ -50,11 +52,11 @@ pub fn generate_preset(preset: Naming, settings: &Settings) -> anyhow::Result<Ve
         },
         GeneratedFile {
             path: "prometheus/rules/redwatch.rules.yml".into(),
-            content: rules_yaml,
+            content: rules_yaml.clone(),
         },
         GeneratedFile {
             path: "alertmanager/alertmanager.yml".into(),
-            content: configs::alertmanager(settings)?,
+            content: alertmanager_yaml.clone(),
         },
         GeneratedFile {
             path: format!("grafana/dashboards/{}", dashboard::FILE_NAME).into(),
@@ -66,7 +68,7 @@ pub fn generate_preset(preset: Naming, settings: &Settings) -> anyhow::Result<Ve
         },
         GeneratedFile {
             path: "grafana/provisioning/dashboards/redwatch.yml".into(),
-            content: configs::grafana_dashboard_provider(settings)?,
+            content: provider_yaml.clone(),
         },
     ];
     for (name, content) in rule_tests::test_files(preset, settings)? {
@@ -76,6 +78,15 @@ pub fn generate_preset(preset: Naming, settings: &Settings) -> anyhow::Result<Ve
         });
     }
     files.extend(k8s::files(preset, settings, &rule_file, &dashboard_json)?);
+    files.extend(k8s::without_operator_files(
+        settings,
+        &k8s::SharedFiles {
+            rules_yaml: &rules_yaml,
+            dashboard_json: &dashboard_json,
+            alertmanager_yaml: &alertmanager_yaml,
+            provider_yaml: &provider_yaml,
+        },
+    )?);
     Ok(files)
 }
 
