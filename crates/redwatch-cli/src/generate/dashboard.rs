@@ -32,12 +32,24 @@ struct Layout {
 struct Query {
     expr: String,
     legend: String,
+    /// Grafana also asks Prometheus for the exemplars of the series the query reads.
+    exemplars: bool,
 }
 
 fn q(expr: impl Into<String>, legend: impl Into<String>) -> Query {
     Query {
         expr: expr.into(),
         legend: legend.into(),
+        exemplars: false,
+    }
+}
+
+impl Query {
+    /// Shows the exemplars (trace ids) of the server's duration buckets with this query: only
+    /// they carry exemplars, so only queries of them ask.
+    fn with_exemplars(mut self) -> Self {
+        self.exemplars = true;
+        self
     }
 }
 
@@ -137,6 +149,9 @@ impl Layout {
                 });
                 if kind == "heatmap" {
                     target["format"] = json!("heatmap");
+                }
+                if query.exemplars {
+                    target["exemplar"] = json!(true);
                 }
                 target
             })
@@ -443,6 +458,7 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
                 format!("histogram_quantile({quantile}, sum by ({route}, le) (rate({bucket}{{{rsel}}}[{ri}])))"),
                 format!("p{} {{{{{route}}}}}", num(quantile * 100.0)),
             )
+            .with_exemplars()
         })
         .collect();
     layout.panel(
@@ -836,8 +852,8 @@ fn client_view_row(layout: &mut Layout, queries: &Queries) {
         vec![
             q(format!("histogram_quantile(0.5, sum by (le) (rate({}{{{load_sel}}}[{ri}])))", load::DURATION_BUCKET), "client p50"),
             q(format!("histogram_quantile(0.99, sum by (le) (rate({}{{{load_sel}}}[{ri}])))", load::DURATION_BUCKET), "client p99"),
-            q(format!("histogram_quantile(0.5, sum by (le) (rate({bucket}{{{sel}}}[{ri}])))"), "server p50"),
-            q(format!("histogram_quantile(0.99, sum by (le) (rate({bucket}{{{sel}}}[{ri}])))"), "server p99"),
+            q(format!("histogram_quantile(0.5, sum by (le) (rate({bucket}{{{sel}}}[{ri}])))"), "server p50").with_exemplars(),
+            q(format!("histogram_quantile(0.99, sum by (le) (rate({bucket}{{{sel}}}[{ri}])))"), "server p99").with_exemplars(),
         ],
         json!({}),
     );
