@@ -17,6 +17,7 @@ use tower_service::Service;
 
 use crate::naming::{ABANDONED_STATUS, method_index};
 use crate::registry::{Core, Exemplar, RouteEntry, offer_exemplar, record_exception};
+use crate::request_label::{DisableMetrics, NO_VALUE};
 use crate::trace::{self, TraceContext};
 
 /// Decides which route template a request belongs to.
@@ -323,6 +324,10 @@ where
                 Some(_) => content_length(&request),
                 None => None,
             };
+            let label = match &route.shared.label_values {
+                Some(values) => values.index_of(&request),
+                None => NO_VALUE,
+            };
             let trace = if config.exemplars {
                 trace::of_request(&request)
             } else {
@@ -339,6 +344,7 @@ where
                 request_size,
                 response_size: 0,
                 trace,
+                label,
             })
         };
         ResponseFuture {
@@ -398,8 +404,13 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(response)) => {
                 let mut tracker = tracker.take();
-                if let Some(tracker) = tracker.as_mut() {
-                    tracker.status = response.status().as_u16();
+                if let Some(recording) = tracker.as_mut() {
+                    if response.extensions().get::<DisableMetrics>().is_some() {
+                        recording.discard();
+                        tracker = None;
+                    } else {
+                        recording.status = response.status().as_u16();
+                    }
                 }
                 Poll::Ready(Ok(response.map(|body| ResponseBody {
                     inner: body,
@@ -503,9 +514,19 @@ struct Tracker {
     response_size: u64,
     /// The request's trace, for the duration bucket's exemplar.
     trace: Option<TraceContext>,
+    /// The request label's value index.
+    label: u16,
 }
 
 impl Tracker {
+    /// Forgets the request: it leaves the in-flight gauge and is recorded nowhere.
+    fn discard(&mut self) {
+        self.route.shared.active[usize::from(self.method)]
+            .0
+            .fetch_sub(1, Ordering::Relaxed);
+        self.method = u8::MAX;
+    }
+
     fn finish(&mut self, status: u16, panicked: bool) {
         let shared = &self.route.shared;
         let nanos = shared.clock.delta_as_nanos(self.start, shared.clock.raw());
@@ -515,30 +536,31 @@ impl Tracker {
         let config = &shared.config;
         let (request_size, response_size) = (self.request_size, self.response_size);
         let trace = self.trace;
-        self.route.with_series(self.method, status, |series| {
-            let bucket = series
-                .duration
-                .observe(&config.duration_bounds_nanos, nanos);
-            if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
-                offer_exemplar(
-                    slots,
-                    bucket,
-                    Exemplar {
-                        context,
-                        value_nanos: nanos,
-                        unix_nanos: unix_nanos_now(),
-                    },
-                );
-            }
-            if let Some(bounds) = &config.size_bounds_bytes {
-                if let (Some(histogram), Some(size)) = (&series.request_size, request_size) {
-                    histogram.observe(bounds, size);
+        self.route
+            .with_labelled_series(self.method, status, self.label, |series| {
+                let bucket = series
+                    .duration
+                    .observe(&config.duration_bounds_nanos, nanos);
+                if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
+                    offer_exemplar(
+                        slots,
+                        bucket,
+                        Exemplar {
+                            context,
+                            value_nanos: nanos,
+                            unix_nanos: unix_nanos_now(),
+                        },
+                    );
                 }
-                if let Some(histogram) = &series.response_size {
-                    histogram.observe(bounds, response_size);
+                if let Some(bounds) = &config.size_bounds_bytes {
+                    if let (Some(histogram), Some(size)) = (&series.request_size, request_size) {
+                        histogram.observe(bounds, size);
+                    }
+                    if let Some(histogram) = &series.response_size {
+                        histogram.observe(bounds, response_size);
+                    }
                 }
-            }
-        });
+            });
         if panicked {
             record_exception(shared, self.method, status);
         }

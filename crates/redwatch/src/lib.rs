@@ -76,6 +76,7 @@ mod naming;
 mod otel;
 mod process;
 mod registry;
+mod request_label;
 #[cfg(feature = "axum")]
 mod scrape_thread;
 mod snapshot;
@@ -94,6 +95,7 @@ pub use naming::{
     OVERFLOW_ROUTE, UNMATCHED_ROUTE, UnknownNaming, process_names,
 };
 
+pub use request_label::{DisableMetrics, RequestLabel};
 pub use trace::TraceContext;
 
 pub use snapshot::{

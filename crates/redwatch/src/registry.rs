@@ -12,6 +12,7 @@ use regex::RegexSet;
 
 use crate::encode::escape_label_value;
 use crate::naming::{METHODS, MetricNames, Naming, OVERFLOW_ROUTE, UNMATCHED_ROUTE};
+use crate::request_label::LabelValues;
 use crate::trace::TraceContext;
 
 type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
@@ -132,6 +133,8 @@ pub(crate) fn offer_exemplar(slots: &[ExemplarSlot], index: usize, exemplar: Exe
 pub(crate) struct Series {
     pub(crate) method: u8,
     pub(crate) status: u16,
+    /// The request label's value index ([`NO_VALUE`] without a request label).
+    pub(crate) label: u16,
     /// The route value as recorded (unescaped), for snapshots.
     pub(crate) route: Arc<str>,
     /// The rendered label pairs, e.g. `http_request_method="GET",http_route="/",...`.
@@ -141,6 +144,13 @@ pub(crate) struct Series {
     pub(crate) duration_exemplars: Option<Box<[ExemplarSlot]>>,
     pub(crate) request_size: Option<AtomicHistogram>,
     pub(crate) response_size: Option<AtomicHistogram>,
+}
+
+impl Series {
+    #[inline]
+    fn is(&self, method: u8, status: u16, label: u16) -> bool {
+        self.method == method && self.status == status && self.label == label
+    }
 }
 
 /// Configuration fixed at build time, shared by everything that records or encodes.
@@ -183,6 +193,8 @@ pub(crate) struct Shared {
     /// Every series ever created, in creation order, for the encoder. Append-only and
     /// lock-free, so that creating a series never waits for an encode in progress.
     series: boxcar::Vec<Arc<Series>>,
+    /// The values of the request label, when one is declared.
+    pub(crate) label_values: Option<LabelValues>,
     /// Panicking handlers by (method, status); touched only when a handler panics.
     exceptions: Mutex<BTreeMap<(u8, u16), u64>>,
 }
@@ -218,7 +230,7 @@ pub(crate) struct RouteEntry {
     /// few (method, status) pairs, and this keeps hashing and epoch guards off the hot path.
     slots: [OnceLock<Arc<Series>>; SLOTS],
     /// Series beyond the slots, by `method << 16 | status`.
-    overflow: FastMap<u32, Arc<Series>>,
+    overflow: FastMap<u64, Arc<Series>>,
     /// Serialises series creation, so that a (method, status) pair gets exactly one series.
     create: Mutex<()>,
 }
@@ -239,24 +251,38 @@ impl RouteEntry {
         }
     }
 
-    /// Runs `record` on the series for (method, status), creating it on first use.
-    #[inline]
+    /// Runs `record` on the series for (method, status) without a request label, creating it on
+    /// first use.
+    #[cfg(test)]
     pub(crate) fn with_series(&self, method: u8, status: u16, record: impl FnOnce(&Series)) {
+        self.with_labelled_series(method, status, crate::request_label::NO_VALUE, record)
+    }
+
+    /// Runs `record` on the series for (method, status, request label value index), creating
+    /// it on first use.
+    #[inline]
+    pub(crate) fn with_labelled_series(
+        &self,
+        method: u8,
+        status: u16,
+        label: u16,
+        record: impl FnOnce(&Series),
+    ) {
         for slot in &self.slots {
             match slot.get() {
-                Some(series) if series.method == method && series.status == status => {
+                Some(series) if series.is(method, status, label) => {
                     return record(series);
                 }
                 Some(_) => {}
                 None => break,
             }
         }
-        self.with_series_slow(method, status, record)
+        self.with_series_slow(method, status, label, record)
     }
 
     #[cold]
-    fn with_series_slow(&self, method: u8, status: u16, record: impl FnOnce(&Series)) {
-        let key = u32::from(method) << 16 | u32::from(status);
+    fn with_series_slow(&self, method: u8, status: u16, label: u16, record: impl FnOnce(&Series)) {
+        let key = u64::from(label) << 32 | u64::from(method) << 16 | u64::from(status);
         let overflow = self.overflow.pin();
         if let Some(series) = overflow.get(&key) {
             return record(series);
@@ -265,12 +291,12 @@ impl RouteEntry {
         // Another thread may have created it while we waited for the lock.
         for slot in &self.slots {
             match slot.get() {
-                Some(series) if series.method == method && series.status == status => {
+                Some(series) if series.is(method, status, label) => {
                     return record(series);
                 }
                 Some(_) => {}
                 None => {
-                    let created = Arc::new(self.new_series(method, status));
+                    let created = Arc::new(self.new_series(method, status, label));
                     self.shared.series.push(Arc::clone(&created));
                     // Slots are only set under `create`, so this one is still empty.
                     let stored = slot.get_or_init(|| created);
@@ -281,7 +307,7 @@ impl RouteEntry {
         let series = match overflow.get(&key) {
             Some(series) => series,
             None => {
-                let created = Arc::new(self.new_series(method, status));
+                let created = Arc::new(self.new_series(method, status, label));
                 self.shared.series.push(Arc::clone(&created));
                 overflow.get_or_insert(key, created)
             }
@@ -289,11 +315,16 @@ impl RouteEntry {
         record(series)
     }
 
-    fn new_series(&self, method: u8, status: u16) -> Series {
+    fn new_series(&self, method: u8, status: u16, label: u16) -> Series {
         let config = &self.shared.config;
         let names = config.names();
+        let label_pair = self
+            .shared
+            .label_values
+            .as_ref()
+            .map_or("", |values| values.rendered(label));
         let labels = format!(
-            "{}=\"{}\",{}=\"{}\",{}=\"{}\"{}",
+            "{}=\"{}\",{}=\"{}\",{}=\"{}\"{label_pair}{}",
             names.method_label,
             METHODS[usize::from(method)],
             names.route_label,
@@ -311,6 +342,7 @@ impl RouteEntry {
         Series {
             method,
             status,
+            label,
             route: Arc::clone(&self.route),
             labels: labels.into(),
             duration: AtomicHistogram::new(config.duration_bounds_nanos.len()),
@@ -359,9 +391,15 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(config: Config, exclusions: Exclusions, max_routes: usize) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        exclusions: Exclusions,
+        max_routes: usize,
+        label_values: Option<LabelValues>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             config,
+            label_values,
             clock: quanta::Clock::new(),
             active: Default::default(),
             series: boxcar::Vec::new(),

@@ -52,6 +52,9 @@ pub struct SeriesSnapshot {
     pub route: String,
     /// The three-digit status code.
     pub status: u16,
+    /// The [request label](crate::RequestLabel)'s value, unescaped (`overflow` past the cap,
+    /// empty for a request without one); `None` when no request label is declared.
+    pub request_label: Option<String>,
     /// Request durations, in seconds.
     pub duration: HistogramSnapshot,
     /// Request body sizes, in bytes, when [`crate::MetricsBuilder::body_sizes`] is on.
@@ -167,6 +170,10 @@ pub(crate) fn take(shared: &Shared) -> Snapshot {
             method: METHODS[usize::from(s.method)],
             route: s.route.to_string(),
             status: s.status,
+            request_label: shared
+                .label_values
+                .as_ref()
+                .and_then(|values| values.value(s.label)),
             duration: read(&s.duration, &config.duration_bounds_seconds, 1e9),
             request_size: s.request_size.as_ref().map(|h| read(h, &sizes, 1.0)),
             response_size: s.response_size.as_ref().map(|h| read(h, &sizes, 1.0)),

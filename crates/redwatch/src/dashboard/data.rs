@@ -563,6 +563,7 @@ mod tests {
             method: "GET",
             route: route.to_owned(),
             status,
+            request_label: None,
             duration: HistogramSnapshot {
                 count: cumulative[3],
                 sum,

@@ -199,6 +199,37 @@ fn exemplars_allocate_nothing_with_or_without_a_trace_context() {
     );
 }
 
+/// With a request label, a request whose value was seen before allocates nothing.
+#[test]
+fn a_request_label_allocates_nothing_once_its_values_exist() {
+    let metrics = Metrics::builder()
+        .request_label(redwatch::RequestLabel::from_header("tenant", "x-tenant").max_values(4))
+        .build()
+        .unwrap();
+    let mut service = metrics
+        .layer()
+        .classify_with(ItemRoute)
+        .layer(bare_service());
+    let paths = ["/items/42".to_owned()];
+    // Six tenants against a cap of four: values past it are `overflow`, also without allocating.
+    let tenanted = |count: usize| {
+        let mut requests = requests(&paths, count, || ());
+        for (i, request) in requests.iter_mut().enumerate() {
+            let tenant = format!("tenant-{}", i % 6);
+            request
+                .headers_mut()
+                .insert("x-tenant", tenant.parse().unwrap());
+        }
+        requests
+    };
+    assert_eq!(
+        allocations_serving(&mut service, tenanted(100), tenanted(10_000)),
+        0
+    );
+    // Even requests are GETs with tenants 0, 2, 4 (overflow), odd ones POSTs with 1, 3, 5.
+    assert_eq!(metrics.snapshot().series.len(), 6);
+}
+
 /// A closure that borrows its route from the request allocates nothing either.
 #[test]
 fn a_borrowing_closure_classifier_allocates_nothing() {

@@ -105,7 +105,8 @@ async fn each_bucket_shows_the_last_sampled_trace_that_landed_in_it() {
     let slow = exemplars.iter().find(|e| route_of(e) == "/slow").unwrap();
     assert_eq!(slow.exemplar_labels["trace_id"], format!("{:032x}", 0xc001));
     assert!(slow.value >= 0.030, "{slow:#?}");
-    assert_eq!(slow.upper_bound, 0.05);
+    // At least the 0.05 s bucket (a busy machine may make the sleep longer, never shorter).
+    assert!(slow.upper_bound >= 0.05, "{slow:#?}");
 
     // The 0.0.4 text format has no exemplars.
     let text = String::from_utf8(metrics.render(Format::Prometheus)).unwrap();

@@ -9,5 +9,6 @@ mod exemplars;
 mod exposition;
 mod hostile;
 mod layer;
+mod request_labels;
 mod support;
 mod validity;
