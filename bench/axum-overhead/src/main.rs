@@ -163,12 +163,17 @@ fn app(variant: Variant) -> Router {
                 .build()
                 .expect("a valid configuration"),
         ),
+        #[cfg(feature = "exemplars")]
         Variant::RedwatchExemplars | Variant::RedwatchExemplarsTraced => with_redwatch(
             redwatch::Metrics::builder()
                 .exemplars(true)
                 .build()
                 .expect("a valid configuration"),
         ),
+        #[cfg(not(feature = "exemplars"))]
+        Variant::RedwatchExemplars | Variant::RedwatchExemplarsTraced => {
+            panic!("the exemplar variants need a build with --features exemplars")
+        }
         Variant::AxumPrometheus => {
             // The setup from axum-prometheus's README.
             let (prometheus_layer, metric_handle) = axum_prometheus::PrometheusMetricLayer::pair();

@@ -16,8 +16,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::naming::{ABANDONED_STATUS, method_index};
-use crate::registry::{Core, Exemplar, RouteEntry, offer_exemplar, record_exception};
+use crate::registry::{Core, RouteEntry, record_exception};
+#[cfg(feature = "exemplars")]
+use crate::registry::{Exemplar, offer_exemplar};
 use crate::request_label::{DisableMetrics, NO_VALUE};
+#[cfg(feature = "exemplars")]
 use crate::trace::{self, TraceContext};
 
 /// Decides which route template a request belongs to.
@@ -328,6 +331,7 @@ where
                 Some(values) => values.index_of(&request),
                 None => NO_VALUE,
             };
+            #[cfg(feature = "exemplars")]
             let trace = if config.exemplars {
                 trace::of_request(&request)
             } else {
@@ -343,6 +347,7 @@ where
                 start,
                 request_size,
                 response_size: 0,
+                #[cfg(feature = "exemplars")]
                 trace,
                 label,
             })
@@ -512,7 +517,9 @@ struct Tracker {
     start: u64,
     request_size: Option<u64>,
     response_size: u64,
-    /// The request's trace, for the duration bucket's exemplar.
+    /// The request's trace, for the duration bucket's exemplar. Behind a feature: it makes
+    /// every request's future larger, and futures are moved several times per request.
+    #[cfg(feature = "exemplars")]
     trace: Option<TraceContext>,
     /// The request label's value index.
     label: u16,
@@ -535,16 +542,18 @@ impl Tracker {
             .fetch_sub(1, Ordering::Relaxed);
         let config = &shared.config;
         let (request_size, response_size) = (self.request_size, self.response_size);
+        #[cfg(feature = "exemplars")]
         let trace = self.trace;
         self.route
             .with_labelled_series(self.method, status, self.label, |series| {
-                let bucket = series
+                let _bucket = series
                     .duration
                     .observe(&config.duration_bounds_nanos, nanos);
+                #[cfg(feature = "exemplars")]
                 if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
                     offer_exemplar(
                         slots,
-                        bucket,
+                        _bucket,
                         Exemplar {
                             context,
                             value_nanos: nanos,
@@ -569,6 +578,7 @@ impl Tracker {
     }
 }
 
+#[cfg(feature = "exemplars")]
 fn unix_nanos_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

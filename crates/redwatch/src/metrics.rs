@@ -503,6 +503,8 @@ impl MetricsBuilder {
     /// assert!(text.contains("# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\"}"));
     /// # }
     /// ```
+    #[cfg(feature = "exemplars")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "exemplars")))]
     pub fn exemplars(mut self, enabled: bool) -> Self {
         self.exemplars = enabled;
         self

@@ -122,6 +122,7 @@ pub(crate) struct Exemplar {
 pub(crate) type ExemplarSlot = Mutex<Option<Exemplar>>;
 
 /// Stores `exemplar` as the latest of the bucket `index`, unless the slot is busy.
+#[cfg(feature = "exemplars")]
 #[inline]
 pub(crate) fn offer_exemplar(slots: &[ExemplarSlot], index: usize, exemplar: Exemplar) {
     if let Some(Ok(mut slot)) = slots.get(index).map(Mutex::try_lock) {

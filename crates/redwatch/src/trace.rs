@@ -18,6 +18,7 @@
 
 use std::fmt;
 
+#[cfg(feature = "exemplars")]
 use http::{HeaderName, Request};
 
 /// The ids of the trace and span a request belongs to, as in a W3C `traceparent` header.
@@ -130,6 +131,7 @@ impl fmt::Debug for TraceContext {
 
 /// The trace context of `request` for its exemplar, from the sources listed in the module
 /// docs, in order.
+#[cfg(feature = "exemplars")]
 #[inline]
 pub(crate) fn of_request<B>(request: &Request<B>) -> Option<TraceContext> {
     if let Some(context) = request.extensions().get::<TraceContext>() {

@@ -165,6 +165,7 @@ fn no_heap_allocation_per_request_after_warm_up() {
     );
 }
 
+#[cfg(feature = "exemplars")]
 /// With exemplars on, neither a request without a trace context nor one with a sampled
 /// `traceparent` (whose exemplar replaces the bucket's last) allocates.
 #[test]

@@ -5,6 +5,7 @@ mod alloc;
 mod concurrency;
 #[cfg(feature = "dashboard")]
 mod dashboard;
+#[cfg(feature = "exemplars")]
 mod exemplars;
 mod exposition;
 mod hostile;

@@ -148,10 +148,10 @@ fn metrics_for(scenario: &Scenario) -> Metrics {
         .const_label("tenant", scenario.const_value.clone())
         .service_name(scenario.service_name.clone())
         .app_version(scenario.app_version.clone())
-        .environment(scenario.environment.clone())
-        .exemplars(true)
-        .build()
-        .unwrap();
+        .environment(scenario.environment.clone());
+    #[cfg(feature = "exemplars")]
+    let metrics = metrics.exemplars(true);
+    let metrics = metrics.build().unwrap();
     let bare = tower::service_fn(|_request: Request<()>| {
         std::future::ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())))
     });
