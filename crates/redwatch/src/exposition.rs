@@ -1,8 +1,6 @@
 //! HTTP concerns of serving the exposition: format negotiation, gzip and bearer tokens.
 //! [`crate::Metrics::respond`] and [`crate::Metrics::router`] put them together.
 
-use std::io::Write;
-
 use http::HeaderMap;
 use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION};
 
@@ -36,7 +34,12 @@ pub fn negotiate_format(headers: &HeaderMap) -> Format {
     }
 }
 
+/// Whether the scraper accepts gzip; always `false` without the `gzip` feature, which then
+/// answers uncompressed, as HTTP allows.
 pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
+    if !cfg!(feature = "gzip") {
+        return false;
+    }
     headers.get_all(ACCEPT_ENCODING).iter().any(|value| {
         value.to_str().is_ok_and(|value| {
             value.split(',').any(|coding| {
@@ -53,7 +56,9 @@ pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
     })
 }
 
+#[cfg(feature = "gzip")]
 pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
         flate2::Compression::fast(),
@@ -61,6 +66,11 @@ pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(body);
     encoder.finish().unwrap_or_default()
+}
+
+#[cfg(not(feature = "gzip"))]
+pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
+    body.to_vec()
 }
 
 pub(crate) fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
@@ -103,6 +113,7 @@ mod tests {
         assert_eq!(negotiate_format(&refused), Format::Prometheus);
     }
 
+    #[cfg(feature = "gzip")]
     #[test]
     fn gzip_only_when_accepted() {
         assert!(accepts_gzip(&headers(&[(

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+#[cfg(feature = "regex")]
 use regex::RegexSet;
 
 use crate::encode::escape_label_value;
@@ -321,6 +322,7 @@ pub struct MetricsBuilder {
     body_sizes: bool,
     size_buckets: Vec<f64>,
     exclude_exact: Vec<String>,
+    #[cfg(feature = "regex")]
     exclude_patterns: Vec<String>,
     count_metrics_endpoint: bool,
     metrics_path: String,
@@ -344,6 +346,7 @@ impl Default for MetricsBuilder {
             body_sizes: false,
             size_buckets: DEFAULT_SIZE_BUCKETS.to_vec(),
             exclude_exact: Vec::new(),
+            #[cfg(feature = "regex")]
             exclude_patterns: Vec::new(),
             count_metrics_endpoint: false,
             metrics_path: "/metrics".to_owned(),
@@ -407,6 +410,8 @@ impl MetricsBuilder {
 
     /// Does not record requests to route templates matching this regex (e.g. `^/internal/`).
     /// The regex runs once per distinct route, not per request.
+    #[cfg(feature = "regex")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "regex")))]
     pub fn exclude_routes_matching(mut self, pattern: impl Into<String>) -> Self {
         self.exclude_patterns.push(pattern.into());
         self
@@ -610,6 +615,7 @@ impl MetricsBuilder {
         if !self.count_metrics_endpoint {
             exact.push(self.metrics_path.clone());
         }
+        #[cfg(feature = "regex")]
         let patterns =
             if self.exclude_patterns.is_empty() {
                 None
@@ -641,7 +647,11 @@ impl MetricsBuilder {
         let le = LeValues::new(&config);
         let core = Core::new(
             config,
-            Exclusions { exact, patterns },
+            Exclusions {
+                exact,
+                #[cfg(feature = "regex")]
+                patterns,
+            },
             self.max_routes,
             label_values,
         );

@@ -1,9 +1,10 @@
-//! Process metrics read from `/proc` at scrape time (Linux only; elsewhere they are omitted).
+//! Process metrics read from `/proc` at scrape time (Linux only, with the `process` feature;
+//! otherwise they are omitted).
 
 use crate::collect::ProcessStats;
 
 /// Reads the current process's metrics; `None` where `/proc` is unavailable.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "process"))]
 pub(crate) fn read() -> Option<ProcessStats> {
     use procfs::process::{LimitValue, Process};
 
@@ -29,8 +30,8 @@ pub(crate) fn read() -> Option<ProcessStats> {
     })
 }
 
-/// Reads the current process's metrics; `None` where `/proc` is unavailable.
-#[cfg(not(target_os = "linux"))]
+/// Without `/proc` (or the `process` feature), no process metrics.
+#[cfg(not(all(target_os = "linux", feature = "process")))]
 pub(crate) fn read() -> Option<ProcessStats> {
     None
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+#[cfg(feature = "regex")]
 use regex::RegexSet;
 
 use crate::encode::escape_label_value;
@@ -362,6 +363,7 @@ impl RouteEntry {
 #[derive(Default)]
 pub(crate) struct Exclusions {
     pub(crate) exact: Vec<String>,
+    #[cfg(feature = "regex")]
     pub(crate) patterns: Option<RegexSet>,
 }
 
@@ -371,10 +373,19 @@ impl Exclusions {
             .iter()
             .chain(later)
             .any(|excluded| excluded == route)
-            || self
-                .patterns
-                .as_ref()
-                .is_some_and(|patterns| patterns.is_match(route))
+            || self.matches_a_pattern(route)
+    }
+
+    #[cfg(feature = "regex")]
+    fn matches_a_pattern(&self, route: &str) -> bool {
+        self.patterns
+            .as_ref()
+            .is_some_and(|patterns| patterns.is_match(route))
+    }
+
+    #[cfg(not(feature = "regex"))]
+    fn matches_a_pattern(&self, _route: &str) -> bool {
+        false
     }
 }
 
