@@ -826,6 +826,7 @@ mod tests {
         assert!(refuse(Metrics::builder().const_label("le", "x")).contains("reserved"));
         assert!(refuse(Metrics::builder().duration_buckets(vec![1.0, 0.5])).contains("ascending"));
         assert!(refuse(Metrics::builder().duration_buckets(vec![])).contains("empty"));
+        #[cfg(feature = "regex")]
         assert!(refuse(Metrics::builder().exclude_routes_matching("(")).contains("pattern"));
         assert!(refuse(Metrics::builder().metrics_path("metrics")).contains("start with"));
         assert!(refuse(Metrics::builder().bearer_token("a b")).contains("whitespace"));
