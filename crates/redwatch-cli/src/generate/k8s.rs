@@ -1,11 +1,13 @@
-//! Kubernetes resources generated from the same rules and dashboard: a PrometheusRule (Prometheus
-//! Operator) and a ConfigMap for the Grafana dashboard sidecar, bundled as a kustomization that
-//! `deploy/k8s/base` includes.
+//! Kubernetes resources generated from the same rules and dashboards: a PrometheusRule
+//! (Prometheus Operator) and a ConfigMap of the dashboards for the Grafana dashboard sidecar,
+//! bundled as a kustomization that `deploy/k8s/base` includes.
+
+use std::collections::BTreeMap;
 
 use serde_json::json;
 
 use super::rules::RuleFile;
-use super::{GeneratedFile, Settings, dashboard};
+use super::{GeneratedFile, Settings};
 use redwatch::Naming;
 
 fn yaml(settings: &Settings, value: &serde_json::Value) -> anyhow::Result<String> {
@@ -17,7 +19,7 @@ pub fn files(
     preset: Naming,
     settings: &Settings,
     rules: &RuleFile,
-    dashboard_json: &str,
+    dashboards: &[(&str, String)],
 ) -> anyhow::Result<Vec<GeneratedFile>> {
     let labels = json!({
         "app.kubernetes.io/name": "redwatch",
@@ -47,7 +49,8 @@ pub fn files(
             "labels": dashboard_labels,
             "annotations": { "grafana_folder": "redwatch" },
         },
-        "data": { dashboard::FILE_NAME: dashboard_json },
+        // One key per dashboard file: the sidecar writes each key as a file.
+        "data": dashboards.iter().cloned().collect::<BTreeMap<&str, String>>(),
     });
     let kustomization = json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
