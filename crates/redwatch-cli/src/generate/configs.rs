@@ -115,7 +115,13 @@ pub fn grafana_datasource(settings: &Settings) -> anyhow::Result<String> {
             "url": settings.prometheus_url,
             "isDefault": true,
             "editable": false,
-            "jsonData": { "timeInterval": settings.scrape_interval.to_string(), "httpMethod": "POST" },
+            // `manageAlerts`: Grafana lists this Prometheus's alert rules, which the
+            // dashboards' alert list panel shows.
+            "jsonData": {
+                "timeInterval": settings.scrape_interval.to_string(),
+                "httpMethod": "POST",
+                "manageAlerts": true,
+            },
         }],
     });
     yaml(settings, &config)

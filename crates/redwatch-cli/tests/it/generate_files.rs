@@ -890,7 +890,14 @@ fn assert_runbooks_linked(preset_dir: &Path, runbooks: &str) {
 #[test]
 fn every_alert_runbook_is_one_click_away() {
     for preset in ["otel", "flask"] {
-        assert_runbooks_linked(&committed_dir().join(preset), "docs/runbooks.md");
+        let dir = committed_dir().join(preset);
+        assert_runbooks_linked(&dir, "docs/runbooks.md");
+        // The alert list reads the rules of data sources that manage alerts.
+        let datasource = yaml(&dir.join("grafana/provisioning/datasources/redwatch.yml"));
+        assert_eq!(
+            datasource["datasources"][0]["jsonData"]["manageAlerts"],
+            true
+        );
     }
     // The links follow --runbook-url, as the alerts' annotations do.
     let runbooks = "https://git.example.com/redwatch/blob/main/docs/runbooks.md";
