@@ -153,6 +153,34 @@ fn window_text(windows: &[BurnWindow]) -> String {
     parts.join(", or ")
 }
 
+/// One tier of the burn-rate alerts: a severity and the windows (each with its burn factor) that
+/// fire it. The alerts and the dashboard's burn-rate lines both read these, so they cannot drift.
+#[derive(Debug, Clone, Copy)]
+pub struct BurnTier<'a> {
+    pub severity: &'static str,
+    pub group: Group,
+    pub windows: &'a [BurnWindow],
+    urgency: &'static str,
+}
+
+/// The paging tier (`--page-windows`) and the ticket tier (`--ticket-windows`), in that order.
+pub fn burn_tiers(settings: &Settings) -> [BurnTier<'_>; 2] {
+    [
+        BurnTier {
+            severity: "critical",
+            group: Group::Fast,
+            windows: &settings.page,
+            urgency: "the error budget of the whole period is gone within days",
+        },
+        BurnTier {
+            severity: "warning",
+            group: Group::Slo,
+            windows: &settings.ticket,
+            urgency: "the error budget is used up by the end of the period or sooner",
+        },
+    ]
+}
+
 fn burn_alerts(settings: &Settings) -> Vec<AlertSpec> {
     let mut specs = Vec::new();
     let availability = num(settings.availability * 100.0);
@@ -160,20 +188,13 @@ fn burn_alerts(settings: &Settings) -> Vec<AlertSpec> {
     let threshold = settings.latency_threshold;
     let period = settings.slo_period;
     let min = settings.min_events;
-    for (severity, group, windows, urgency) in [
-        (
-            "critical",
-            Group::Fast,
-            &settings.page,
-            "the error budget of the whole period is gone within days",
-        ),
-        (
-            "warning",
-            Group::Slo,
-            &settings.ticket,
-            "the error budget is used up by the end of the period or sooner",
-        ),
-    ] {
+    for BurnTier {
+        severity,
+        group,
+        windows,
+        urgency,
+    } in burn_tiers(settings)
+    {
         let tiers = window_text(windows);
         specs.push(AlertSpec {
             name: ERROR_BUDGET_BURN,

@@ -203,7 +203,13 @@ pub fn grafana_datasource_at(settings: &Settings, url: &str) -> anyhow::Result<S
             "url": url,
             "isDefault": true,
             "editable": false,
-            "jsonData": { "timeInterval": settings.scrape_interval.to_string(), "httpMethod": "POST" },
+            // `manageAlerts`: Grafana lists this Prometheus's alert rules, which the
+            // dashboards' alert list panel shows.
+            "jsonData": {
+                "timeInterval": settings.scrape_interval.to_string(),
+                "httpMethod": "POST",
+                "manageAlerts": true,
+            },
         }],
     });
     yaml(settings, &config)

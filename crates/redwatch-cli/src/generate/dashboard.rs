@@ -1,23 +1,39 @@
-//! The Grafana dashboard "API overview".
+//! The Grafana dashboards: "API overview" and its per-route drill-down "API route".
 
 use serde_json::{Value, json};
 
 use super::Settings;
 use redwatch::Naming;
 
+use super::alerts::{self, burn_tiers};
 use super::naming::{MetricNames, load, process};
 use super::resources::{self, CONTAINER_LEGEND, Host, cadvisor, node};
-use super::units::num;
+use super::rules::names;
+use super::units::{PromDuration, num};
 
-/// File name of the dashboard under `grafana/dashboards/`.
+/// File name of the overview dashboard under `grafana/dashboards/`.
 pub const FILE_NAME: &str = "api-overview.json";
-/// Dashboard schema of Grafana 11.0 (read unchanged by Grafana 11.x and 12.x).
-/// The dashboard's uid, which Grafana URLs (`/d/UID`) use.
+/// File name of the per-route drill-down dashboard under `grafana/dashboards/`.
+pub const ROUTE_FILE_NAME: &str = "api-route.json";
+
+/// The overview dashboard's uid, which Grafana URLs (`/d/UID`) use.
 pub fn uid(preset: Naming) -> String {
     format!("redwatch-api-overview-{}", preset.as_str())
 }
 
+/// The drill-down dashboard's uid: the route table of the overview links to it.
+pub fn route_uid(preset: Naming) -> String {
+    format!("redwatch-api-route-{}", preset.as_str())
+}
+
+/// Dashboard schema of Grafana 11.0 (read unchanged by Grafana 11.x and 12.x).
 pub const SCHEMA_VERSION: u64 = 39;
+
+/// The drill-down dashboard's variable holding the one route it shows.
+pub const ROUTE_VARIABLE: &str = "route";
+
+/// Most columns of the latency heatmap: each column is one `$__interval`, wide enough to read.
+pub const HEATMAP_MAX_DATA_POINTS: u64 = 60;
 
 /// Panels are laid out left to right on Grafana's 24-column grid.
 struct Layout {
@@ -119,6 +135,7 @@ impl Layout {
         pos
     }
 
+    /// Adds a panel and returns it, for the settings only some panels have (thresholds, links).
     #[allow(clippy::too_many_arguments)]
     fn panel(
         &mut self,
@@ -129,8 +146,11 @@ impl Layout {
         width: u64,
         queries: Vec<Query>,
         options: Value,
-    ) {
+    ) -> &mut Value {
         let height = if kind == "stat" { 5 } else { 8 };
+        // Stats and tables show one value per series: an instant query, not a window per graph
+        // step.
+        let instant = kind == "stat" || kind == "table";
         let grid = self.place(width, height);
         let id = self.id();
         let targets: Vec<Value> = queries
@@ -142,13 +162,11 @@ impl Layout {
                     "refId": ref_id.to_string(),
                     "expr": query.expr,
                     "legendFormat": query.legend,
-                    // Stats show one value: an instant query, not a window per graph step
-                    // (which over `[30d]` would be very expensive).
-                    "range": kind != "stat",
-                    "instant": kind == "stat",
+                    "range": !instant,
+                    "instant": instant,
                 });
-                if kind == "heatmap" {
-                    target["format"] = json!("heatmap");
+                if kind == "heatmap" || kind == "table" {
+                    target["format"] = json!(kind);
                 }
                 if query.exemplars {
                     target["exemplar"] = json!(true);
@@ -172,8 +190,105 @@ impl Layout {
             panel["options"]["legend"] = json!({ "showLegend": true, "displayMode": "table", "placement": "bottom", "calcs": ["mean", "max", "lastNotNull"] });
             panel["options"]["tooltip"] = json!({ "mode": "multi", "sort": "desc" });
         }
-        self.panels.push(panel);
+        self.push(panel)
     }
+
+    /// Adds a finished panel and returns it.
+    fn push(&mut self, panel: Value) -> &mut Value {
+        let index = self.panels.len();
+        self.panels.push(panel);
+        &mut self.panels[index]
+    }
+}
+
+/// Threshold steps: `base` below the first step, then each `(value, colour)` from its value up.
+fn thresholds(base: &str, steps: &[(f64, &str)]) -> Value {
+    let mut list = vec![json!({ "color": base, "value": null })];
+    list.extend(
+        steps
+            .iter()
+            .map(|(value, color)| json!({ "color": color, "value": value })),
+    );
+    json!({ "mode": "absolute", "steps": list })
+}
+
+/// Colours a stat's value by `steps` (see [`thresholds`]).
+fn color_by_thresholds(panel: &mut Value, steps: Value) {
+    panel["fieldConfig"]["defaults"]["thresholds"] = steps;
+    panel["fieldConfig"]["defaults"]["color"] = json!({ "mode": "thresholds" });
+}
+
+/// A share that must reach `objective`: red below it, green from it on.
+fn objective_thresholds(objective: f64) -> Value {
+    thresholds("red", &[(objective, "green")])
+}
+
+/// An error budget left: red once spent (below 0), green while some is left.
+fn budget_thresholds() -> Value {
+    thresholds("red", &[(0.0, "green")])
+}
+
+/// The colour of a burn-rate line: the alert's severity.
+fn severity_color(severity: &str) -> &'static str {
+    match severity {
+        "critical" => "red",
+        _ => "orange",
+    }
+}
+
+/// One line per burn factor of the generated burn-rate alerts ([`burn_tiers`]), coloured by
+/// the alert's severity; a factor both tiers use is drawn once, in the more severe colour.
+fn burn_thresholds(settings: &Settings) -> Value {
+    let mut steps: Vec<(f64, &str)> = burn_tiers(settings)
+        .iter()
+        .flat_map(|tier| {
+            let color = severity_color(tier.severity);
+            tier.windows
+                .iter()
+                .map(move |window| (window.factor, color))
+        })
+        .collect();
+    // By factor, red first, so the deduplication keeps red.
+    steps.sort_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then_with(|| (a.1 != "red").cmp(&(b.1 != "red")))
+    });
+    steps.dedup_by(|later, earlier| later.0 == earlier.0);
+    thresholds("green", &steps)
+}
+
+/// Draws the thresholds as lines across a time series panel.
+fn draw_threshold_lines(panel: &mut Value, steps: Value) {
+    panel["fieldConfig"]["defaults"]["thresholds"] = steps;
+    panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"] = json!({ "mode": "line" });
+}
+
+/// Panel links to the runbook sections of `alerts` (the URLs of their `runbook_url`
+/// annotations).
+fn runbook_links(settings: &Settings, alert_names: &[&str]) -> Value {
+    alert_names
+        .iter()
+        .map(|alert| {
+            // Every field of Grafana's `DashboardLink`, the type of a panel's links.
+            json!({
+                "title": format!("Runbook: {alert}"),
+                "type": "link",
+                "url": alerts::runbook_url(settings, alert),
+                "icon": "doc",
+                "targetBlank": true,
+                "keepTime": false,
+                "includeVars": false,
+                "asDropdown": false,
+                "tags": [],
+                "tooltip": "",
+            })
+        })
+        .collect()
+}
+
+/// Links the panel to the runbooks of the alerts that watch what it shows.
+fn link_runbooks(panel: &mut Value, settings: &Settings, alert_names: &[&str]) {
+    panel["links"] = runbook_links(settings, alert_names);
 }
 
 /// Stat options. Every option Grafana's types (`@grafana/schema`) require is set, those we do not
@@ -225,114 +340,349 @@ const NODE_SELECTED: &str = "instance=~\"$node\"";
 
 /// What the rows' queries are built from.
 struct Queries<'a> {
+    preset: Naming,
     settings: &'a Settings,
     names: MetricNames,
     count: String,
     sum: String,
     bucket: String,
-    /// [`SELECTED`] and the selected routes.
+    /// [`SELECTED`] and the shown routes.
     rsel: String,
 }
 
 impl<'a> Queries<'a> {
-    fn new(preset: Naming, settings: &'a Settings) -> Self {
+    /// Queries of the routes `route_matcher` selects from the `route` variable (e.g.
+    /// `=~"$route"`).
+    fn new(preset: Naming, settings: &'a Settings, route_matcher: &str) -> Self {
         let names = settings.names(preset);
         Self {
+            preset,
             settings,
             count: names.count(),
             sum: names.sum(),
             bucket: names.bucket(),
-            rsel: format!("{SELECTED}, {}=~\"$route\"", names.route),
+            rsel: format!("{SELECTED}, {}{route_matcher}", names.route),
             names,
         }
     }
+}
 
-    /// The share of requests answered with a 5xx over `window`.
-    fn error_share(&self, selector: &str, window: &str) -> String {
-        let (count, status) = (&self.count, self.names.status);
-        format!(
-            "(sum(rate({count}{{{selector}, {status}=~\"5..\"}}[{window}])) or vector(0))\n/\nsum(rate({count}{{{selector}}}[{window}]))"
-        )
+/// A recorded per-job series of the selected job.
+fn recorded(series: &str) -> String {
+    format!("{series}{{job=~\"$job\"}}")
+}
+
+/// The share of the recorded `bad` rate-window series among the recorded requests over the
+/// dashboard's range: sums of recorded samples, weighted by traffic like the raw counters would
+/// be, without reading a raw series over a range that may be 30 days long.
+fn recorded_share_over_range(bad: &str, requests: &str) -> String {
+    format!(
+        "sum(sum_over_time({}[$__range]))\n/\nsum(sum_over_time({}[$__range]))",
+        recorded(bad),
+        recorded(requests)
+    )
+}
+
+/// What the SLO row shows of one SLO: its SLI over the dashboard's range, budget and burn.
+struct SloPanels {
+    slo: &'static str,
+    alert: &'static str,
+    objective: f64,
+    budget: f64,
+    /// The recorded ratio of bad requests over a window.
+    bad_ratio: fn(PromDuration) -> String,
+}
+
+impl SloPanels {
+    fn of(settings: &Settings) -> [SloPanels; 2] {
+        [
+            SloPanels {
+                slo: "availability",
+                alert: alerts::ERROR_BUDGET_BURN,
+                objective: settings.availability,
+                budget: settings.error_budget(),
+                bad_ratio: names::error_ratio,
+            },
+            SloPanels {
+                slo: "latency",
+                alert: alerts::LATENCY_BUDGET_BURN,
+                objective: settings.latency_objective,
+                budget: settings.latency_budget(),
+                bad_ratio: names::slow_ratio,
+            },
+        ]
+    }
+
+    fn budget_remaining(&self, layout: &mut Layout, settings: &Settings, title: &str) {
+        let period = settings.slo_period;
+        let panel = layout.panel(
+            "stat",
+            &format!("{title} ({period})"),
+            &format!(
+                "Share of the {} SLO's error budget ({}% of requests) left over the SLO period of {period}, from the recorded series {}; red once spent (negative: the SLO is breached).",
+                self.slo,
+                num(self.budget * 100.0),
+                names::BUDGET_REMAINING
+            ),
+            "percentunit",
+            4,
+            vec![q(
+                format!(
+                    "min({}{{job=~\"$job\", slo=\"{}\"}})",
+                    names::BUDGET_REMAINING,
+                    self.slo
+                ),
+                "budget remaining",
+            )],
+            stat_options("value"),
+        );
+        color_by_thresholds(panel, budget_thresholds());
+        link_runbooks(panel, settings, &[self.alert]);
+    }
+
+    /// The burn rate over the long window of every alert tier, with a line at each tier's factor.
+    fn burn_rate(&self, layout: &mut Layout, settings: &Settings, title: &str) {
+        let budget = num(self.budget);
+        let mut queries = Vec::new();
+        let mut tiers = Vec::new();
+        for tier in burn_tiers(settings) {
+            for window in tier.windows {
+                queries.push(q(
+                    format!(
+                        "max({}) / {budget}",
+                        recorded(&(self.bad_ratio)(window.long))
+                    ),
+                    format!(
+                        "{} ({} at {}x)",
+                        window.long,
+                        tier.severity,
+                        num(window.factor)
+                    ),
+                ));
+            }
+            tiers.push(format!(
+                "{} at {}",
+                tier.severity,
+                tier.windows
+                    .iter()
+                    .map(|window| format!("{}x over {}", num(window.factor), window.long))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ));
+        }
+        let panel = layout.panel(
+            "timeseries",
+            title,
+            &format!(
+                "How many times faster than sustainable the {} error budget is being spent (1 = exactly on budget), over the long window of each burn-rate alert tier, from recorded series. The lines are the alerts' burn factors ({}); an alert fires when its long and short windows are both above its line.",
+                self.slo,
+                tiers.join("; ")
+            ),
+            "none",
+            8,
+            queries,
+            json!({}),
+        );
+        draw_threshold_lines(panel, burn_thresholds(settings));
+        link_runbooks(panel, settings, &[self.alert]);
     }
 }
 
-/// The SLO row: availability, latency objective, error budget and its burn rate.
+/// The SLO row: both SLIs over the dashboard's range, the error budgets left and their burn
+/// rates, the objectives, and the alerts firing. Every query reads recorded per-job series
+/// (the SLOs are the job's, over all its instances).
 fn slo_row(layout: &mut Layout, queries: &Queries) {
     let settings = queries.settings;
-    let count = &queries.count;
-    let bucket = &queries.bucket;
-    let sel = SELECTED;
     let threshold = settings.latency_threshold;
-    let le = super::promql::le_matcher(settings.threshold_le());
-    let budget = num(settings.error_budget());
-    let period = settings.slo_period;
+    let base = settings.rate_window;
+    let [availability, latency] = SloPanels::of(settings);
     layout.row("SLO");
-    layout.panel(
+    let panel = layout.panel(
         "stat",
         "Availability (selected range)",
-        "Share of requests answered without a 5xx status over the dashboard's time range.",
+        &format!(
+            "Share of requests answered without a 5xx status over the dashboard's time range, from the recorded {base} rates; red below the objective of {}%.",
+            num(settings.availability * 100.0)
+        ),
         "percentunit",
-        5,
+        4,
         vec![q(
-            format!("1 - (\n{}\n)", queries.error_share(sel, "$__range")),
+            format!(
+                "1 - (\n{}\n)",
+                recorded_share_over_range(&names::errors(base), &names::requests(base))
+            ),
             "availability",
         )],
         stat_options("value"),
     );
-    layout.panel(
+    color_by_thresholds(panel, objective_thresholds(availability.objective));
+    link_runbooks(panel, settings, &[availability.alert]);
+    availability.budget_remaining(layout, settings, "Error budget remaining");
+    let panel = layout.panel(
         "stat",
         &format!("Requests under {threshold} (selected range)"),
-        &format!("Share of requests faster than the latency SLO threshold ({threshold}) over the dashboard's time range."),
+        &format!(
+            "Share of requests faster than the latency SLO threshold ({threshold}) over the dashboard's time range, from the recorded {base} rates; red below the objective of {}%.",
+            num(settings.latency_objective * 100.0)
+        ),
         "percentunit",
-        5,
+        4,
         vec![q(
-            format!("sum(rate({bucket}{{{sel}, {le}}}[$__range]))\n/\nsum(rate({count}{{{sel}}}[$__range]))"),
+            format!(
+                "1 - (\n{}\n)",
+                recorded_share_over_range(&names::slow(base), &names::requests(base))
+            ),
             "under threshold",
         )],
         stat_options("value"),
     );
-    layout.panel(
-        "stat",
-        &format!("Error budget remaining ({period})"),
-        &format!(
-            "Share of the availability error budget ({}% of requests) left over the SLO period of {period}; negative means the SLO is breached.",
-            num(settings.error_budget() * 100.0)
-        ),
-        "percentunit",
-        5,
-        vec![q(format!("1 - (\n{}\n) / {budget}", queries.error_share(sel, &period.to_string())), "budget remaining")],
-        stat_options("value"),
-    );
+    color_by_thresholds(panel, objective_thresholds(latency.objective));
+    link_runbooks(panel, settings, &[latency.alert]);
+    latency.budget_remaining(layout, settings, "Latency budget remaining");
     layout.panel(
         "stat",
         "Objectives",
         "The SLO objectives the alert rules were generated with (recorded per job, so not filtered by instance).",
         "percentunit",
-        9,
-        vec![q(format!("max by (slo) ({}{{job=~\"$job\"}})", super::rules::names::OBJECTIVE), "{{slo}}")],
+        8,
+        vec![q(format!("max by (slo) ({})", recorded(names::OBJECTIVE)), "{{slo}}")],
         stat_options("value_and_name"),
     );
-    let burn_queries: Vec<Query> = settings
-        .page
+    availability.burn_rate(layout, settings, "Error budget burn rate");
+    latency.burn_rate(layout, settings, "Latency budget burn rate");
+    alert_list(layout, queries.preset, settings, 8);
+}
+
+/// The alerts of the selected job that are firing or pending, from the Prometheus rules
+/// (Grafana lists data-source-managed rules), with every alert's runbook one click away.
+fn alert_list(layout: &mut Layout, preset: Naming, settings: &Settings, width: u64) {
+    let grid = layout.place(width, 8);
+    let id = layout.id();
+    let every_alert: Vec<&str> = alerts::all(preset, settings)
         .iter()
-        .map(|window| {
-            q(
-                format!(
-                    "(\n{}\n) / {budget}",
-                    queries.error_share(sel, &window.long.to_string())
-                ),
-                format!("burn rate {}", window.long),
-            )
-        })
+        .map(|spec| spec.name)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
-    layout.panel(
-        "timeseries",
-        "Error budget burn rate",
-        "How many times faster than sustainable the availability error budget is being spent, over the long windows of the paging alerts (1 = exactly on budget).",
+    layout.push(json!({
+        "type": "alertlist",
+        "id": id,
+        "title": "Alerts firing and pending",
+        "description": "The generated alerts of the selected job that are firing or pending. The panel's links open each alert's runbook.",
+        "gridPos": grid,
+        "links": runbook_links(settings, &every_alert),
+        "options": {
+            "viewMode": "list",
+            "groupMode": "default",
+            "groupBy": [],
+            "maxItems": 20,
+            // By importance: firing first.
+            "sortOrder": 3,
+            "dashboardAlerts": false,
+            "alertName": "",
+            "alertInstanceLabelFilter": "{job=~\"$job\"}",
+            "showInstances": true,
+            "stateFilter": {
+                "firing": true,
+                "pending": true,
+                "noData": false,
+                "normal": false,
+                "error": true,
+            },
+        },
+        // Required by Grafana's panel type, though the alert list has neither fields nor queries.
+        "fieldConfig": { "defaults": {}, "overrides": [] },
+        "targets": [],
+    }));
+}
+
+/// Column titles of the route table.
+mod route_columns {
+    pub const ROUTE: &str = "Route";
+    pub const REQUESTS: &str = "Requests/s";
+    pub const ERRORS: &str = "5xx share";
+    pub const P99: &str = "p99";
+}
+
+/// The URL of the drill-down dashboard on one route, for a data link on a route cell: the
+/// time range, data source, job and instances go along.
+fn route_dashboard_link(preset: Naming) -> String {
+    format!(
+        "/d/{}?${{__url_time_range}}&${{datasource:queryparam}}&${{job:queryparam}}&${{instance:queryparam}}&var-{ROUTE_VARIABLE}=${{__value.raw}}",
+        route_uid(preset)
+    )
+}
+
+/// A table override: the field named `name` gets `properties`.
+fn field_override(name: &str, properties: Value) -> Value {
+    json!({ "matcher": { "id": "byName", "options": name }, "properties": properties })
+}
+
+/// One row per route from the recorded per-route series (rate, 5xx share, p99 over the rate
+/// window); a click on the route opens its drill-down dashboard.
+fn route_table(layout: &mut Layout, queries: &Queries) {
+    use route_columns::*;
+    let settings = queries.settings;
+    let route = queries.names.route;
+    let base = settings.rate_window;
+    let selected = |series: String| format!("{series}{{job=~\"$job\", {route}=~\"$route\"}}");
+    let panel = layout.panel(
+        "table",
+        "Routes",
+        &format!(
+            "One row per route, from the recorded per-route series over {base} (per job, so not filtered by instance): requests per second, share answered with a 5xx (red above the alert threshold of {}%), p99 response time (red above the latency SLO threshold of {}). Click a route for its own dashboard.",
+            num(settings.error_ratio_threshold * 100.0),
+            settings.latency_threshold
+        ),
         "none",
         24,
-        burn_queries,
-        json!({}),
+        vec![
+            q(format!("sum by ({route}) ({})", selected(names::route_requests(base))), ""),
+            q(format!("max by ({route}) ({})", selected(names::route_error_ratio(base))), ""),
+            q(format!("max by ({route}) ({})", selected(names::route_p99_latency(base))), ""),
+        ],
+        json!({
+            "showHeader": true,
+            "cellHeight": "sm",
+            // The merged frame is the only one (Grafana's default, which its types require).
+            "frameIndex": 0,
+            "sortBy": [{ "displayName": REQUESTS, "desc": true }],
+        }),
+    );
+    panel["transformations"] = json!([
+        { "id": "merge", "options": {} },
+        { "id": "organize", "options": {
+            "excludeByName": { "Time": true },
+            "indexByName": { route: 0, "Value #A": 1, "Value #B": 2, "Value #C": 3 },
+            "renameByName": { route: ROUTE, "Value #A": REQUESTS, "Value #B": ERRORS, "Value #C": P99 },
+        } },
+    ]);
+    let colored = |unit: &str, limit: f64| {
+        json!([
+            { "id": "unit", "value": unit },
+            { "id": "thresholds", "value": thresholds("green", &[(limit, "red")]) },
+            { "id": "custom.cellOptions", "value": { "type": "color-text" } },
+        ])
+    };
+    panel["fieldConfig"]["overrides"] = json!([
+        field_override(
+            ROUTE,
+            json!([{ "id": "links", "value": [{
+            "title": "Open the dashboard of route ${__value.raw}",
+            "url": route_dashboard_link(queries.preset),
+        }] }])
+        ),
+        field_override(REQUESTS, json!([{ "id": "unit", "value": "reqps" }])),
+        field_override(
+            ERRORS,
+            colored("percentunit", settings.error_ratio_threshold)
+        ),
+        field_override(P99, colored("s", settings.threshold_le())),
+    ]);
+    link_runbooks(
+        panel,
+        settings,
+        &[alerts::ERROR_RATIO_BREACH, alerts::LATENCY_BUDGET_BURN],
     );
 }
 
@@ -344,7 +694,8 @@ fn traffic_row(layout: &mut Layout, queries: &Queries) {
     let rsel = &queries.rsel;
     let ri = RATE_INTERVAL;
     layout.row("Traffic");
-    layout.panel(
+    route_table(layout, queries);
+    let panel = layout.panel(
         "timeseries",
         "Requests per second by route",
         "Request rate per route template, all methods and statuses.",
@@ -356,6 +707,7 @@ fn traffic_row(layout: &mut Layout, queries: &Queries) {
         )],
         json!({}),
     );
+    link_runbooks(panel, queries.settings, &[alerts::REQUEST_RATE_ANOMALY]);
     layout.panel(
         "timeseries",
         "Requests per minute by status",
@@ -375,7 +727,7 @@ fn errors_row(layout: &mut Layout, queries: &Queries) {
     let rsel = &queries.rsel;
     let ri = RATE_INTERVAL;
     layout.row("Errors");
-    layout.panel(
+    let panel = layout.panel(
         "timeseries",
         "Server errors (5xx) per second by route",
         "Rate of responses with a 5xx status, per route.",
@@ -387,7 +739,8 @@ fn errors_row(layout: &mut Layout, queries: &Queries) {
         )],
         json!({}),
     );
-    layout.panel(
+    link_runbooks(panel, queries.settings, &[alerts::ERROR_RATIO_BREACH]);
+    let panel = layout.panel(
         "timeseries",
         "Error ratio by route",
         "Share of requests of each route answered with a 5xx status. Routes without errors have no line.",
@@ -400,6 +753,11 @@ fn errors_row(layout: &mut Layout, queries: &Queries) {
             format!("{{{{{route}}}}}"),
         )],
         json!({}),
+    );
+    link_runbooks(
+        panel,
+        queries.settings,
+        &[alerts::ERROR_RATIO_BREACH, alerts::ERROR_RATIO_ANOMALY],
     );
     layout.panel(
         "timeseries",
@@ -427,7 +785,7 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
     let threshold = settings.latency_threshold;
     let le = super::promql::le_matcher(settings.threshold_le());
     layout.row("Latency");
-    layout.panel(
+    let panel = layout.panel(
         "timeseries",
         "Average response time by route",
         "Mean time from request to response per route (histogram sum / count).",
@@ -439,7 +797,15 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
         )],
         json!({}),
     );
-    layout.panel(
+    link_runbooks(
+        panel,
+        settings,
+        &[
+            alerts::LATENCY_AVERAGE_BREACH,
+            alerts::LATENCY_AVERAGE_ANOMALY,
+        ],
+    );
+    let panel = layout.panel(
         "timeseries",
         &format!("Requests under {threshold} by route"),
         &format!("Share of requests of each route that finished within the latency SLO threshold of {threshold} (exact: the threshold is a bucket bound)."),
@@ -451,6 +817,7 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
         )],
         json!({}),
     );
+    link_runbooks(panel, settings, &[alerts::LATENCY_BUDGET_BURN]);
     let quantiles: Vec<Query> = [0.5, 0.9, 0.99]
         .iter()
         .map(|quantile| {
@@ -470,20 +837,39 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
         quantiles,
         json!({}),
     );
-    layout.panel(
+    latency_heatmap(layout, queries, 12);
+}
+
+/// The shortest time span of a heatmap column: four scrape intervals, so that `increase()` over
+/// one column always has samples to work with.
+fn heatmap_min_interval(settings: &Settings) -> PromDuration {
+    settings.scrape_interval.times(4)
+}
+
+/// The latency heatmap: each cell counts the requests of one bucket in one column's time span.
+/// The window of `increase()` is the step between columns (`$__interval`), so the columns
+/// tile the time range without overlap and each request is counted once.
+fn latency_heatmap(layout: &mut Layout, queries: &Queries, width: u64) {
+    let bucket = &queries.bucket;
+    let rsel = &queries.rsel;
+    let min_interval = heatmap_min_interval(queries.settings);
+    let panel = layout.panel(
         "heatmap",
         "Response time distribution",
-        "Requests per histogram bucket and time interval; darker cells hold more requests.",
+        &format!(
+            "Each cell counts the requests whose response time fell in one histogram bucket (the row: above the next lower bucket bound, up to this one) during the cell's time span, which is Grafana's $__interval: the time range split into at most {HEATMAP_MAX_DATA_POINTS} columns, each at least {min_interval} long (four scrape intervals). The counts come from increase() over exactly that span, so they are extrapolated and may be fractional; darker cells hold more requests."
+        ),
         "short",
-        12,
+        width,
         vec![q(
-            format!("sum by (le) (increase({bucket}{{{rsel}}}[{ri}]))"),
+            format!("sum by (le) (increase({bucket}{{{rsel}}}[$__interval]))"),
             "{{le}}",
         )],
         json!({
             "calculate": false,
             "yAxis": { "unit": "s", "axisPlacement": "left" },
-            "rowsFrame": { "layout": "le" },
+            "rowsFrame": { "layout": "le", "value": "Requests" },
+            "cellValues": { "unit": "short", "decimals": 0 },
             // Grafana's defaults besides the scheme, which its types require.
             "color": {
                 "mode": "scheme",
@@ -500,6 +886,8 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
             "exemplars": { "color": "rgba(255,0,255,0.7)" },
         }),
     );
+    panel["interval"] = json!(min_interval.to_string());
+    panel["maxDataPoints"] = json!(HEATMAP_MAX_DATA_POINTS);
 }
 
 /// The saturation row: active requests, CPU, memory and descriptors, then [`process_panels`].
@@ -593,7 +981,7 @@ fn process_panels(layout: &mut Layout, queries: &Queries) {
         ],
         json!({}),
     );
-    layout.panel(
+    let panel = layout.panel(
         "stat",
         "Uptime",
         "Time since each instance's process started.",
@@ -604,6 +992,15 @@ fn process_panels(layout: &mut Layout, queries: &Queries) {
             "{{instance}}",
         )],
         stat_options("value_and_name"),
+    );
+    link_runbooks(
+        panel,
+        queries.settings,
+        &[
+            alerts::TARGET_DOWN,
+            alerts::ALL_TARGETS_DOWN,
+            alerts::METRICS_ABSENT,
+        ],
     );
     layout.panel(
         "stat",
@@ -662,7 +1059,7 @@ fn containers_row(layout: &mut Layout, queries: &Queries) {
         vec![q(resources::cpu_cores(&scopes, ri), legend)],
         json!({}),
     );
-    layout.panel(
+    let panel = layout.panel(
         "timeseries",
         "Container CPU throttling",
         "Share of CFS scheduling periods in which the container was throttled because it reached its CPU limit (containers with a limit only). Above 25% for 15 minutes alerts (ApiContainerCpuThrottling).",
@@ -671,7 +1068,8 @@ fn containers_row(layout: &mut Layout, queries: &Queries) {
         vec![q(resources::throttled_ratio(&scopes, ri), legend)],
         json!({}),
     );
-    layout.panel(
+    link_runbooks(panel, settings, &[alerts::CONTAINER_CPU_THROTTLING]);
+    let panel = layout.panel(
         "timeseries",
         "Container memory % of limit",
         "Working set (what the kernel cannot reclaim; the OOM killer's and the kubelet's measure) as a share of the container's memory limit; containers without a limit have no line. Above 90% for 15 minutes alerts (ApiContainerMemoryNearLimit).",
@@ -680,6 +1078,7 @@ fn containers_row(layout: &mut Layout, queries: &Queries) {
         vec![q(resources::memory_ratio(&scopes), legend)],
         json!({}),
     );
+    link_runbooks(panel, settings, &[alerts::CONTAINER_MEMORY_NEAR_LIMIT]);
     layout.panel(
         "timeseries",
         "Container memory",
@@ -864,29 +1263,78 @@ fn client_view_row(layout: &mut Layout, queries: &Queries) {
     layout.collapse_last_row();
 }
 
-/// The dashboard for one preset: one row after the other, then the variables.
-pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
-    let queries = Queries::new(preset, settings);
-    let mut layout = Layout::new();
-    slo_row(&mut layout, &queries);
-    traffic_row(&mut layout, &queries);
-    errors_row(&mut layout, &queries);
-    latency_row(&mut layout, &queries);
-    saturation_row(&mut layout, &queries);
-    containers_row(&mut layout, &queries);
-    host_row(&mut layout, &queries);
-    client_view_row(&mut layout, &queries);
-    let count = &queries.count;
-    let route = queries.names.route;
-
-    let mut job_variable =
-        variable_query("job", "Job", &format!("label_values({count}, job)"), false);
-    job_variable["current"] =
-        json!({ "selected": true, "text": settings.job, "value": settings.job });
+/// The data source variable every panel reads through.
+fn datasource_variable() -> Value {
     json!({
-        "uid": uid(preset),
-        "title": format!("API overview ({})", preset.as_str()),
-        "description": format!("HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation, the containers' and hosts' resources and the load generator's view.", preset.as_str()),
+        "type": "datasource",
+        "name": "datasource",
+        "label": "Data source",
+        "query": "prometheus",
+        "hide": 0,
+        "refresh": 1,
+        "options": [],
+    })
+}
+
+/// The job variable, on the generated job by default.
+fn job_variable(queries: &Queries) -> Value {
+    let (count, job) = (&queries.count, &queries.settings.job);
+    let mut variable = variable_query("job", "Job", &format!("label_values({count}, job)"), false);
+    variable["current"] = json!({ "selected": true, "text": job, "value": job });
+    variable
+}
+
+fn instance_variable(queries: &Queries) -> Value {
+    let count = &queries.count;
+    variable_query(
+        "instance",
+        "Instance",
+        &format!("label_values({count}{{job=~\"$job\"}}, instance)"),
+        true,
+    )
+}
+
+/// The routes of the selected job and instances; `multi` for the overview's filter, single for
+/// the drill-down that shows one route.
+fn route_variable(queries: &Queries, multi: bool) -> Value {
+    let (count, route) = (&queries.count, queries.names.route);
+    variable_query(
+        ROUTE_VARIABLE,
+        "Route",
+        &format!("label_values({count}{{job=~\"$job\", instance=~\"$instance\"}}, {route})"),
+        multi,
+    )
+}
+
+/// A link in a dashboard's header to another dashboard, keeping the time range and variables.
+fn dashboard_link(title: &str, uid: &str) -> Value {
+    json!({
+        "title": title,
+        "type": "link",
+        "url": format!("/d/{uid}"),
+        "icon": "dashboard",
+        "keepTime": true,
+        "includeVars": true,
+        "targetBlank": false,
+        "asDropdown": false,
+        "tags": [],
+        "tooltip": "",
+    })
+}
+
+/// A dashboard around its panels, variables and header links.
+fn dashboard(
+    uid: String,
+    title: String,
+    description: String,
+    variables: Vec<Value>,
+    links: Vec<Value>,
+    panels: Vec<Value>,
+) -> Value {
+    json!({
+        "uid": uid,
+        "title": title,
+        "description": description,
         "tags": ["redwatch", "http", "slo"],
         "editable": false,
         "graphTooltip": 1,
@@ -897,7 +1345,7 @@ pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
         "timezone": "browser",
         "fiscalYearStartMonth": 0,
         "liveNow": false,
-        "links": [],
+        "links": links,
         "annotations": { "list": [{
             "builtIn": 1,
             "datasource": { "type": "grafana", "uid": "-- Grafana --" },
@@ -907,23 +1355,268 @@ pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
             "name": "Annotations & Alerts",
             "type": "dashboard",
         }] },
-        "templating": { "list": [
-            {
-                "type": "datasource",
-                "name": "datasource",
-                "label": "Data source",
-                "query": "prometheus",
-                "hide": 0,
-                "refresh": 1,
-                "options": [],
-            },
-            job_variable,
-            variable_query("instance", "Instance", &format!("label_values({count}{{job=~\"$job\"}}, instance)"), true),
-            variable_query("route", "Route", &format!("label_values({count}{{job=~\"$job\", instance=~\"$instance\"}}, {route})"), true),
-            variable_query("node", "Host", &format!("label_values({}{{mode=\"idle\"}}, instance)", node::CPU_SECONDS), true),
-            variable_query("load_job", "Load generator job", &format!("label_values({}, job)", load::REQUESTS), true),
-            variable_query("load_instance", "Load generator", &format!("label_values({}{{job=~\"$load_job\"}}, instance)", load::REQUESTS), true),
-        ] },
-        "panels": layout.panels,
+        "templating": { "list": variables },
+        "panels": panels,
     })
+}
+
+/// The overview dashboard for one preset: one row after the other, then the variables.
+pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
+    let queries = Queries::new(preset, settings, "=~\"$route\"");
+    let mut layout = Layout::new();
+    slo_row(&mut layout, &queries);
+    traffic_row(&mut layout, &queries);
+    errors_row(&mut layout, &queries);
+    latency_row(&mut layout, &queries);
+    saturation_row(&mut layout, &queries);
+    containers_row(&mut layout, &queries);
+    host_row(&mut layout, &queries);
+    client_view_row(&mut layout, &queries);
+    let variables = vec![
+        datasource_variable(),
+        job_variable(&queries),
+        instance_variable(&queries),
+        route_variable(&queries, true),
+        variable_query(
+            "node",
+            "Host",
+            &format!(
+                "label_values({}{{mode=\"idle\"}}, instance)",
+                node::CPU_SECONDS
+            ),
+            true,
+        ),
+        variable_query(
+            "load_job",
+            "Load generator job",
+            &format!("label_values({}, job)", load::REQUESTS),
+            true,
+        ),
+        variable_query(
+            "load_instance",
+            "Load generator",
+            &format!(
+                "label_values({}{{job=~\"$load_job\"}}, instance)",
+                load::REQUESTS
+            ),
+            true,
+        ),
+    ];
+    let links = vec![
+        json!({
+            "title": "Alert runbooks",
+            "type": "link",
+            "url": settings.runbook_url,
+            "icon": "doc",
+            "targetBlank": true,
+            "keepTime": false,
+            "includeVars": false,
+            "asDropdown": false,
+            "tags": [],
+            "tooltip": "What each alert means and what to do about it",
+        }),
+        dashboard_link("API route", &route_uid(preset)),
+    ];
+    dashboard(
+        uid(preset),
+        format!("API overview ({})", preset.as_str()),
+        format!(
+            "HTTP API health from redwatch metrics ({} naming): SLOs, traffic, errors, latency, saturation, the containers' and hosts' resources and the load generator's view.",
+            preset.as_str()
+        ),
+        variables,
+        links,
+        layout.panels,
+    )
+}
+
+/// The drill-down's traffic and errors of the one route.
+fn route_traffic_row(layout: &mut Layout, queries: &Queries) {
+    let settings = queries.settings;
+    let status = queries.names.status;
+    let count = &queries.count;
+    let rsel = &queries.rsel;
+    let ri = RATE_INTERVAL;
+    let all = format!("sum(rate({count}{{{rsel}}}[{ri}]))");
+    // `or 0 * all` keeps a route without errors at 0 instead of "No data".
+    let errors = format!("sum(rate({count}{{{rsel}, {status}=~\"5..\"}}[{ri}]))\nor\n0 * {all}");
+    layout.row("Traffic and errors of $route");
+    layout.panel(
+        "timeseries",
+        "Requests per second by status",
+        "Request rate of this route per HTTP status code. 499 = the client went away before the response.",
+        "reqps",
+        8,
+        vec![q(format!("sum by ({status}) (rate({count}{{{rsel}}}[{ri}]))"), format!("{{{{{status}}}}}"))],
+        json!({}),
+    );
+    let panel = layout.panel(
+        "timeseries",
+        "Server errors (5xx) per second",
+        "Rate of this route's responses with a 5xx status.",
+        "reqps",
+        8,
+        vec![q(errors.clone(), "5xx")],
+        json!({}),
+    );
+    link_runbooks(panel, settings, &[alerts::ERROR_RATIO_BREACH]);
+    let panel = layout.panel(
+        "timeseries",
+        "Error ratio",
+        &format!(
+            "Share of this route's requests answered with a 5xx status; the line is the error-ratio alert's threshold of {}% (which the alert applies to the whole job).",
+            num(settings.error_ratio_threshold * 100.0)
+        ),
+        "percentunit",
+        8,
+        vec![q(format!("(\n{errors}\n)\n/\n{all}"), "5xx share")],
+        json!({}),
+    );
+    draw_threshold_lines(
+        panel,
+        thresholds("green", &[(settings.error_ratio_threshold, "red")]),
+    );
+    link_runbooks(
+        panel,
+        settings,
+        &[alerts::ERROR_RATIO_BREACH, alerts::ERROR_RATIO_ANOMALY],
+    );
+}
+
+/// The drill-down's latency of the one route: percentiles and mean, the share under the
+/// threshold, the heatmap.
+fn route_latency_row(layout: &mut Layout, queries: &Queries) {
+    let settings = queries.settings;
+    let (count, sum, bucket) = (&queries.count, &queries.sum, &queries.bucket);
+    let rsel = &queries.rsel;
+    let ri = RATE_INTERVAL;
+    let threshold = settings.latency_threshold;
+    let le = super::promql::le_matcher(settings.threshold_le());
+    layout.row("Latency of $route");
+    let mut latencies: Vec<Query> = [0.5, 0.9, 0.99]
+        .iter()
+        .map(|quantile| {
+            q(
+                format!(
+                    "histogram_quantile({quantile}, sum by (le) (rate({bucket}{{{rsel}}}[{ri}])))"
+                ),
+                format!("p{}", num(quantile * 100.0)),
+            )
+            .with_exemplars()
+        })
+        .collect();
+    latencies.push(q(
+        format!("sum(rate({sum}{{{rsel}}}[{ri}]))\n/\nsum(rate({count}{{{rsel}}}[{ri}]))"),
+        "average",
+    ));
+    let panel = layout.panel(
+        "timeseries",
+        "Response time percentiles (p50 / p90 / p99) and average",
+        &format!("Percentiles of this route's response time, estimated from the histogram buckets by linear interpolation inside a bucket, and the mean (sum / count). The line is the latency SLO threshold of {threshold}."),
+        "s",
+        12,
+        latencies,
+        json!({}),
+    );
+    draw_threshold_lines(
+        panel,
+        thresholds("green", &[(settings.threshold_le(), "red")]),
+    );
+    link_runbooks(
+        panel,
+        settings,
+        &[
+            alerts::LATENCY_AVERAGE_BREACH,
+            alerts::LATENCY_AVERAGE_ANOMALY,
+        ],
+    );
+    let panel = layout.panel(
+        "timeseries",
+        &format!("Requests under {threshold}"),
+        &format!(
+            "Share of this route's requests that finished within the latency SLO threshold of {threshold}; the line is the latency objective of {}% (which the SLO applies to the whole job).",
+            num(settings.latency_objective * 100.0)
+        ),
+        "percentunit",
+        12,
+        vec![q(
+            format!("sum(rate({bucket}{{{rsel}, {le}}}[{ri}]))\n/\nsum(rate({count}{{{rsel}}}[{ri}]))"),
+            "under threshold",
+        )],
+        json!({}),
+    );
+    draw_threshold_lines(panel, objective_thresholds(settings.latency_objective));
+    link_runbooks(panel, settings, &[alerts::LATENCY_BUDGET_BURN]);
+    latency_heatmap(layout, queries, 24);
+}
+
+/// The drill-down's body sizes of the one route (collapsed: the library records them only with
+/// `MetricsBuilder::body_sizes`, so the panels of other APIs stay empty and unqueried).
+fn route_body_size_row(layout: &mut Layout, queries: &Queries) {
+    let names = &queries.names;
+    let rsel = &queries.rsel;
+    let ri = RATE_INTERVAL;
+    layout.row("Body sizes of $route (MetricsBuilder::body_sizes)");
+    for (title, histogram) in [
+        ("Request body size (p50 / p99)", &names.request_body_size),
+        ("Response body size (p50 / p99)", &names.response_body_size),
+    ] {
+        let sizes = [0.5, 0.99]
+            .iter()
+            .map(|quantile| {
+                q(
+                    format!("histogram_quantile({quantile}, sum by (le) (rate({histogram}_bucket{{{rsel}}}[{ri}])))"),
+                    format!("p{}", num(quantile * 100.0)),
+                )
+            })
+            .collect();
+        layout.panel(
+            "timeseries",
+            title,
+            "Body size percentiles of this route's requests, estimated from the size histogram's buckets. Empty unless the API records body sizes (MetricsBuilder::body_sizes).",
+            "bytes",
+            8,
+            sizes,
+            json!({}),
+        );
+    }
+    layout.panel(
+        "timeseries",
+        "Body bytes per second",
+        "Request and response body bytes per second of this route. Empty unless the API records body sizes (MetricsBuilder::body_sizes).",
+        "Bps",
+        8,
+        vec![
+            q(format!("sum(rate({}_sum{{{rsel}}}[{ri}]))", names.request_body_size), "received"),
+            q(format!("sum(rate({}_sum{{{rsel}}}[{ri}]))", names.response_body_size), "sent"),
+        ],
+        json!({}),
+    );
+    layout.collapse_last_row();
+}
+
+/// The drill-down dashboard of one route (the `route` variable), which the overview's route
+/// table links to.
+pub fn api_route(preset: Naming, settings: &Settings) -> Value {
+    let queries = Queries::new(preset, settings, &format!("=\"${ROUTE_VARIABLE}\""));
+    let mut layout = Layout::new();
+    route_traffic_row(&mut layout, &queries);
+    route_latency_row(&mut layout, &queries);
+    route_body_size_row(&mut layout, &queries);
+    dashboard(
+        route_uid(preset),
+        format!("API route ({})", preset.as_str()),
+        format!(
+            "One route of the HTTP API from redwatch metrics ({} naming): its traffic by status, errors, latency percentiles, heatmap and body sizes. The overview's route table links here.",
+            preset.as_str()
+        ),
+        vec![
+            datasource_variable(),
+            job_variable(&queries),
+            instance_variable(&queries),
+            route_variable(&queries, false),
+        ],
+        vec![dashboard_link("API overview", &uid(preset))],
+        layout.panels,
+    )
 }

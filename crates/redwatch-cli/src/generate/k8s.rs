@@ -1,14 +1,16 @@
-//! Kubernetes resources generated from the same rules and dashboard: a PrometheusRule (Prometheus
-//! Operator) and a ConfigMap for the Grafana dashboard sidecar, bundled as a kustomization that
-//! `deploy/k8s/base` includes; and, for clusters without the Operator, the configuration of
-//! Prometheus, Alertmanager and Grafana as ConfigMaps, a kustomization that
-//! `deploy/k8s/overlays/without-operator` includes.
+//! Kubernetes resources generated from the same rules and dashboards: a PrometheusRule
+//! (Prometheus Operator) and a ConfigMap of the dashboards for the Grafana dashboard sidecar,
+//! bundled as a kustomization that `deploy/k8s/base` includes; and, for clusters without the
+//! Operator, the configuration of Prometheus, Alertmanager and Grafana as ConfigMaps, a
+//! kustomization that `deploy/k8s/overlays/without-operator` includes.
+
+use std::collections::BTreeMap;
 
 use serde_json::json;
 
 use super::configs::{self, in_cluster};
 use super::rules::RuleFile;
-use super::{GeneratedFile, Settings, dashboard};
+use super::{GeneratedFile, Settings};
 
 /// Where the configuration for clusters without the Operator goes, below the preset's directory.
 /// kustomize reads files below a kustomization only, so the files its ConfigMaps are made of are
@@ -28,7 +30,8 @@ pub const GRAFANA_DASHBOARDS: &str = "grafana-dashboards";
 /// Files rendered once for every target, reused for Kubernetes.
 pub struct SharedFiles<'a> {
     pub rules_yaml: &'a str,
-    pub dashboard_json: &'a str,
+    /// (file name, JSON) of every dashboard.
+    pub dashboards: &'a [(&'a str, String)],
     pub alertmanager_yaml: &'a str,
     pub provider_yaml: &'a str,
 }
@@ -43,7 +46,7 @@ pub fn files(
     preset: Naming,
     settings: &Settings,
     rules: &RuleFile,
-    dashboard_json: &str,
+    dashboards: &[(&str, String)],
 ) -> anyhow::Result<Vec<GeneratedFile>> {
     let labels = json!({
         "app.kubernetes.io/name": "redwatch",
@@ -73,7 +76,8 @@ pub fn files(
             "labels": dashboard_labels,
             "annotations": { "grafana_folder": "redwatch" },
         },
-        "data": { dashboard::FILE_NAME: dashboard_json },
+        // One key per dashboard file: the sidecar writes each key as a file.
+        "data": dashboards.iter().cloned().collect::<BTreeMap<&str, String>>(),
     });
     let kustomization = json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -107,6 +111,7 @@ pub fn without_operator_files(
     let datasource_file = "grafana-datasource.yml";
     let provider_file = "grafana-dashboard-provider.yml";
     let config_map = |name: &str, files: &[&str]| json!({ "name": name, "files": files });
+    let dashboard_files: Vec<&str> = shared.dashboards.iter().map(|(name, _)| *name).collect();
     let kustomization = json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -122,10 +127,10 @@ pub fn without_operator_files(
             config_map(ALERTMANAGER_CONFIG, &["alertmanager.yml"]),
             config_map(GRAFANA_DATASOURCES, &[datasource_file]),
             config_map(GRAFANA_DASHBOARD_PROVIDERS, &[provider_file]),
-            config_map(GRAFANA_DASHBOARDS, &[dashboard::FILE_NAME]),
+            config_map(GRAFANA_DASHBOARDS, &dashboard_files),
         ],
     });
-    let files = [
+    let mut files = vec![
         ("kustomization.yaml", yaml(settings, &kustomization)?),
         ("prometheus.yml", configs::prometheus_in_cluster(settings)?),
         (rules_file, shared.rules_yaml.to_owned()),
@@ -135,8 +140,13 @@ pub fn without_operator_files(
             configs::grafana_datasource_at(settings, in_cluster::PROMETHEUS_URL)?,
         ),
         (provider_file, shared.provider_yaml.to_owned()),
-        (dashboard::FILE_NAME, shared.dashboard_json.to_owned()),
     ];
+    files.extend(
+        shared
+            .dashboards
+            .iter()
+            .map(|(name, json)| (*name, json.clone())),
+    );
     Ok(files
         .into_iter()
         .map(|(name, content)| GeneratedFile {

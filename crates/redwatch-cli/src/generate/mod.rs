@@ -41,8 +41,20 @@ pub struct GeneratedFile {
 pub fn generate_preset(preset: Naming, settings: &Settings) -> anyhow::Result<Vec<GeneratedFile>> {
     let rule_file = rules::rule_file(preset, settings);
     let rules_yaml = rules::to_yaml(&rule_file, settings)?;
-    let dashboard = dashboard::api_overview(preset, settings);
-    let dashboard_json = serde_json::to_string_pretty(&dashboard)? + "\n";
+    // (file name, JSON) of every dashboard.
+    let dashboards = [
+        (
+            dashboard::FILE_NAME,
+            dashboard::api_overview(preset, settings),
+        ),
+        (
+            dashboard::ROUTE_FILE_NAME,
+            dashboard::api_route(preset, settings),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, board)| Ok((name, serde_json::to_string_pretty(&board)? + "\n")))
+    .collect::<anyhow::Result<Vec<(&str, String)>>>()?;
     let alertmanager_yaml = configs::alertmanager(settings)?;
     let provider_yaml = configs::grafana_dashboard_provider(settings)?;
     let mut files = vec![
@@ -59,10 +71,6 @@ pub fn generate_preset(preset: Naming, settings: &Settings) -> anyhow::Result<Ve
             content: alertmanager_yaml.clone(),
         },
         GeneratedFile {
-            path: format!("grafana/dashboards/{}", dashboard::FILE_NAME).into(),
-            content: dashboard_json.clone(),
-        },
-        GeneratedFile {
             path: "grafana/provisioning/datasources/redwatch.yml".into(),
             content: configs::grafana_datasource(settings)?,
         },
@@ -71,18 +79,24 @@ pub fn generate_preset(preset: Naming, settings: &Settings) -> anyhow::Result<Ve
             content: provider_yaml.clone(),
         },
     ];
+    for (name, content) in &dashboards {
+        files.push(GeneratedFile {
+            path: format!("grafana/dashboards/{name}").into(),
+            content: content.clone(),
+        });
+    }
     for (name, content) in rule_tests::test_files(preset, settings)? {
         files.push(GeneratedFile {
             path: format!("prometheus/tests/{name}").into(),
             content,
         });
     }
-    files.extend(k8s::files(preset, settings, &rule_file, &dashboard_json)?);
+    files.extend(k8s::files(preset, settings, &rule_file, &dashboards)?);
     files.extend(k8s::without_operator_files(
         settings,
         &k8s::SharedFiles {
             rules_yaml: &rules_yaml,
-            dashboard_json: &dashboard_json,
+            dashboards: &dashboards,
             alertmanager_yaml: &alertmanager_yaml,
             provider_yaml: &provider_yaml,
         },

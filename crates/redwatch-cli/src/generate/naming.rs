@@ -45,6 +45,8 @@ impl AppMetrics {
             method: library.method_label,
             status: library.status_label,
             active_requests: format!("{prefix}{}", library.active_requests),
+            request_body_size: format!("{prefix}{}", library.request_body_size),
+            response_body_size: format!("{prefix}{}", library.response_body_size),
             info: library.info,
             version_label: library.version_label,
         }
@@ -64,6 +66,10 @@ pub struct MetricNames {
     pub status: &'static str,
     /// Gauge of requests currently being served.
     pub active_requests: String,
+    /// Base name of the request body size histogram (opt-in: `MetricsBuilder::body_sizes`).
+    pub request_body_size: String,
+    /// Base name of the response body size histogram (opt-in, as the request's).
+    pub response_body_size: String,
     /// Info gauge carrying the service version.
     pub info: &'static str,
     /// Label of `info` holding the version.

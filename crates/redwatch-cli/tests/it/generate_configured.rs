@@ -1,6 +1,7 @@
 //! The generator follows the library's configuration: an API whose metrics have a namespace, a
-//! constant label and custom duration buckets exposes, under each preset, every series the
-//! dashboard and the rules generated for that configuration name, with the labels they match on.
+//! constant label, custom duration buckets and body sizes exposes, under each preset, every series
+//! the dashboards and the rules generated for that configuration name, with the labels they match
+//! on.
 
 use std::collections::BTreeSet;
 
@@ -158,6 +159,8 @@ async fn generated_dashboards_and_rules_name_only_series_the_configured_api_expo
             .namespace(NAMESPACE)
             .const_label(CONST_LABEL.0, CONST_LABEL.1)
             .duration_buckets(BUCKETS.to_vec())
+            // The route dashboard reads the opt-in body size histograms too.
+            .body_sizes(true)
             .build()
             .expect("a valid library configuration");
         let exposition = exposition_after_traffic(&metrics).await;
@@ -173,11 +176,16 @@ async fn generated_dashboards_and_rules_name_only_series_the_configured_api_expo
             .expect("settings for the same configuration");
         let files = generate_preset(naming, &settings).expect("generate");
 
-        let dashboard: Value =
-            serde_json::from_str(file(&files, "grafana/dashboards/api-overview.json"))
-                .expect("dashboard JSON");
-        let exprs: Vec<String> = dashboard_exprs(&dashboard)
-            .into_iter()
+        let dashboards: Vec<Value> = ["api-overview.json", "api-route.json"]
+            .iter()
+            .map(|name| {
+                serde_json::from_str(file(&files, &format!("grafana/dashboards/{name}")))
+                    .expect("dashboard JSON")
+            })
+            .collect();
+        let exprs: Vec<String> = dashboards
+            .iter()
+            .flat_map(dashboard_exprs)
             .chain(rule_exprs(file(
                 &files,
                 "prometheus/rules/redwatch.rules.yml",
@@ -203,12 +211,18 @@ async fn generated_dashboards_and_rules_name_only_series_the_configured_api_expo
                 checked.insert(name);
             }
         }
-        let count = format!("{NAMESPACE}_{}_count", naming.names().duration);
-        let bucket = format!("{NAMESPACE}_{}_bucket", naming.names().duration);
-        assert!(
-            checked.contains(&count) && checked.contains(&bucket),
-            "{naming}: the generated files do not read {count} and {bucket}: {checked:?}"
-        );
+        let names = naming.names();
+        for read in [
+            format!("{NAMESPACE}_{}_count", names.duration),
+            format!("{NAMESPACE}_{}_bucket", names.duration),
+            format!("{NAMESPACE}_{}_bucket", names.request_body_size),
+            format!("{NAMESPACE}_{}_sum", names.response_body_size),
+        ] {
+            assert!(
+                checked.contains(&read),
+                "{naming}: the generated files do not read {read}: {checked:?}"
+            );
+        }
         assert!(
             problems.is_empty(),
             "{naming}: generated files read series the API does not expose:\n{}\n\nexposition:\n{exposition}",

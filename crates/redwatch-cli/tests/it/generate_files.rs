@@ -200,11 +200,32 @@ fn help_states_every_default_and_env_var() {
     }
 }
 
+/// The committed overview dashboard of a preset.
 fn dashboard(preset: &str) -> Value {
-    let path = committed_dir()
-        .join(preset)
-        .join("grafana/dashboards/api-overview.json");
+    dashboard_file(&committed_dir().join(preset), OVERVIEW_FILE)
+}
+
+/// The committed per-route drill-down dashboard of a preset.
+fn route_dashboard(preset: &str) -> Value {
+    dashboard_file(&committed_dir().join(preset), ROUTE_FILE)
+}
+
+const OVERVIEW_FILE: &str = "api-overview.json";
+const ROUTE_FILE: &str = "api-route.json";
+
+/// A generated dashboard under a preset's directory.
+fn dashboard_file(preset_dir: &Path, name: &str) -> Value {
+    let path = preset_dir.join("grafana/dashboards").join(name);
     serde_json::from_str(&read(&path)).expect("dashboard JSON")
+}
+
+/// The route label of a preset.
+fn route_label(preset: &str) -> &'static str {
+    if preset == "flask" {
+        "path"
+    } else {
+        "http_route"
+    }
 }
 
 /// The range durations of `expr` (label values, which may hold regex classes, left out).
@@ -218,11 +239,16 @@ fn ranges(expr: &str) -> Vec<String> {
 }
 
 /// Panels the dashboard must have, as `row / title` prefixes.
-const REQUIRED_PANELS: [&str; 36] = [
+const REQUIRED_PANELS: [&str; 41] = [
     "SLO / Availability",
     "SLO / Error budget remaining",
+    "SLO / Requests under 250ms",
+    "SLO / Latency budget remaining",
     "SLO / Error budget burn rate",
+    "SLO / Latency budget burn rate",
+    "SLO / Alerts firing and pending",
     "SLO / Objectives",
+    "Traffic / Routes",
     "Traffic / Requests per second by route",
     "Traffic / Requests per minute by status",
     "Errors / Server errors (5xx)",
@@ -296,7 +322,16 @@ fn all_panels(board: &Value) -> Vec<Value> {
 }
 
 /// A panel's data source, description, unit and targets.
-fn assert_panel_conventions(context: &str, row: &str, panel: &Value) {
+fn assert_panel_conventions(context: &str, row: &str, route_matcher: Option<&str>, panel: &Value) {
+    if panel["type"] == "alertlist" {
+        // Grafana's own alert state: no data source, no queries; the job's alerts only.
+        assert_eq!(
+            panel["options"]["alertInstanceLabelFilter"], "{job=~\"$job\"}",
+            "{context}"
+        );
+        assert_eq!(panel["options"]["stateFilter"]["firing"], true, "{context}");
+        return;
+    }
     assert_eq!(panel["datasource"]["uid"], "${datasource}", "{context}");
     assert!(
         !panel["description"].as_str().unwrap_or_default().is_empty(),
@@ -313,13 +348,15 @@ fn assert_panel_conventions(context: &str, row: &str, panel: &Value) {
     assert!(!targets.is_empty(), "{context}: no targets");
     for target in targets {
         assert_eq!(target["datasource"]["uid"], "${datasource}", "{context}");
-        if panel["type"] == "stat" {
+        if panel["type"] == "stat" || panel["type"] == "table" {
             assert_eq!(
                 target["instant"], true,
-                "{context}: stats must use instant queries"
+                "{context}: stats and tables must use instant queries"
             );
         }
-        assert_query_conventions(context, row, target["expr"].as_str().expect("expr"));
+        let kind = panel["type"].as_str().unwrap_or_default();
+        let expr = target["expr"].as_str().expect("expr");
+        assert_query_conventions(context, row, kind, route_matcher, expr);
     }
 }
 
@@ -330,8 +367,16 @@ const CONTAINER_SELECTORS: [&str; 2] = [
     "namespace=\"redwatch\", pod=~\"redwatch-[a-z0-9]+-[a-z0-9]+\"",
 ];
 
-/// A panel query filters on the dashboard's variables and uses the allowed ranges only.
-fn assert_query_conventions(context: &str, row: &str, expr: &str) {
+/// A panel query filters on the dashboard's variables (raw API series also on the route, by
+/// `route_matcher`, on the drill-down) and uses the allowed ranges only; `kind` is the panel's
+/// type.
+fn assert_query_conventions(
+    context: &str,
+    row: &str,
+    kind: &str,
+    route_matcher: Option<&str>,
+    expr: &str,
+) {
     for (name, matchers) in selectors(expr) {
         if name.starts_with("container_") {
             // cAdvisor's series of the API's containers, as configured at generation.
@@ -358,8 +403,8 @@ fn assert_query_conventions(context: &str, row: &str, expr: &str) {
                 matchers.contains("instance=~\"$load_instance\""),
                 "{context}: {expr}"
             );
-        } else if name.starts_with("job:") {
-            // Recorded per job (objectives): there is no instance to filter on.
+        } else if name.contains(':') {
+            // Recorded per job (and route): there is no instance to filter on.
             assert!(matchers.contains("job=~\"$job\""), "{context}: {expr}");
         } else {
             assert!(matchers.contains("job=~\"$job\""), "{context}: {expr}");
@@ -367,16 +412,21 @@ fn assert_query_conventions(context: &str, row: &str, expr: &str) {
                 matchers.contains("instance=~\"$instance\""),
                 "{context}: {expr}"
             );
+            if let Some(route_matcher) = route_matcher {
+                assert!(matchers.contains(route_matcher), "{context}: {expr}");
+            }
         }
     }
     assert!(
         !selectors(expr).is_empty() || expr.contains("machine_cpu_cores"),
         "{context}: {expr} selects nothing"
     );
+    // Rates follow the zoom; the heatmap's counts are per column; only the SLO row's shares
+    // span the dashboard's range. Nothing else has a fixed window.
     for range in ranges(expr) {
         let allowed = range == "$__rate_interval"
-            || (row == "SLO"
-                && (range == "$__range" || ["1h", "6h", "30d"].contains(&range.as_str())));
+            || (kind == "heatmap" && range == "$__interval")
+            || (row == "SLO" && range == "$__range");
         assert!(allowed, "{context}: range [{range}] in {expr}");
     }
 }
@@ -407,15 +457,539 @@ fn dashboards_follow_the_conventions() {
             if title.contains('%') {
                 assert_eq!(unit, "percentunit", "{preset}: {title}");
             }
-            assert_panel_conventions(&format!("{preset}: panel {title:?}"), &row, panel);
+            assert_panel_conventions(&format!("{preset}: panel {title:?}"), &row, None, panel);
         }
-        assert!(kinds.contains("heatmap"), "{preset}: no heatmap");
+        for kind in ["heatmap", "table", "alertlist"] {
+            assert!(kinds.contains(kind), "{preset}: no {kind}");
+        }
         for wanted in REQUIRED_PANELS {
             assert!(
                 titles.iter().any(|title| title.starts_with(wanted)),
                 "{preset}: no panel {wanted:?} in {titles:#?}"
             );
         }
+    }
+}
+
+/// Panels the drill-down dashboard must have, as `row / title` prefixes.
+const REQUIRED_ROUTE_PANELS: [&str; 9] = [
+    "Traffic and errors of $route / Requests per second by status",
+    "Traffic and errors of $route / Server errors (5xx) per second",
+    "Traffic and errors of $route / Error ratio",
+    "Latency of $route / Response time percentiles",
+    "Latency of $route / Requests under 250ms",
+    "Latency of $route / Response time distribution",
+    "Body sizes of $route (MetricsBuilder::body_sizes) / Request body size",
+    "Body sizes of $route (MetricsBuilder::body_sizes) / Response body size",
+    "Body sizes of $route (MetricsBuilder::body_sizes) / Body bytes per second",
+];
+
+#[test]
+fn the_route_dashboard_shows_one_route_by_the_conventions() {
+    for preset in ["otel", "flask"] {
+        let board = route_dashboard(preset);
+        assert_eq!(board["uid"], format!("redwatch-api-route-{preset}"));
+        assert_eq!(board["schemaVersion"], dashboard(preset)["schemaVersion"]);
+        let variables = board["templating"]["list"].as_array().expect("variables");
+        let names: Vec<&str> = variables
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["datasource", "job", "instance", "route"],
+            "{preset}"
+        );
+        // One route at a time: matched exactly, not as a regex.
+        let route = &variables[3];
+        assert_eq!(route["multi"], false, "{preset}");
+        assert_eq!(route["includeAll"], false, "{preset}");
+        let route_matcher = format!("{}=\"$route\"", route_label(preset));
+        let mut row = String::new();
+        let mut titles = Vec::new();
+        for panel in &all_panels(&board) {
+            let title = panel["title"].as_str().expect("title").to_owned();
+            if panel["type"] == "row" {
+                row = title;
+                continue;
+            }
+            titles.push(format!("{row} / {title}"));
+            assert_panel_conventions(
+                &format!("{preset}: route panel {title:?}"),
+                &row,
+                Some(&route_matcher),
+                panel,
+            );
+        }
+        for wanted in REQUIRED_ROUTE_PANELS {
+            assert!(
+                titles.iter().any(|title| title.starts_with(wanted)),
+                "{preset}: no panel {wanted:?} in {titles:#?}"
+            );
+        }
+        // Body sizes are opt-in in the library: their row stays collapsed, unqueried.
+        let (_, collapsed, panels) = rows(&board)
+            .into_iter()
+            .find(|(title, ..)| title.starts_with("Body sizes"))
+            .expect("a body size row");
+        assert!(collapsed && panels.len() == 3, "{preset}: {panels:?}");
+    }
+}
+
+/// The panel of `board` whose title starts with `prefix`.
+fn panel_titled<'a>(panels: &'a [Value], prefix: &str) -> &'a Value {
+    panels
+        .iter()
+        .find(|panel| {
+            panel["title"]
+                .as_str()
+                .is_some_and(|title| title.starts_with(prefix))
+        })
+        .unwrap_or_else(|| panic!("no panel {prefix:?}"))
+}
+
+/// A panel's threshold steps as (value, colour); the base step's value is None.
+fn threshold_steps(panel: &Value) -> Vec<(Option<f64>, String)> {
+    panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no thresholds on {}", panel["title"]))
+        .iter()
+        .map(|step| {
+            (
+                step["value"].as_f64(),
+                step["color"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The objective of `slo` as the generated rules record it (`vector(0.999)`).
+fn recorded_objective(rules: &serde_yaml_ng::Value, slo: &str) -> f64 {
+    let rule = rules_of(rules)
+        .into_iter()
+        .find(|rule| {
+            rule["record"] == "job:redwatch_slo_objective:ratio" && rule["labels"]["slo"] == slo
+        })
+        .unwrap_or_else(|| panic!("no recorded objective for {slo}"));
+    let expr = rule["expr"].as_str().unwrap_or_default();
+    expr.strip_prefix("vector(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("objective not a vector: {expr}"))
+}
+
+/// The SLO stats of a preset's generated set are red below the recorded objectives and once a
+/// budget is spent.
+fn assert_slo_thresholds(preset_dir: &Path) {
+    let rules = yaml(&preset_dir.join("prometheus/rules/redwatch.rules.yml"));
+    let panels = all_panels(&dashboard_file(preset_dir, OVERVIEW_FILE));
+    for (title, slo) in [
+        ("Availability", "availability"),
+        ("Requests under", "latency"),
+    ] {
+        let panel = panel_titled(&panels, title);
+        let objective = recorded_objective(&rules, slo);
+        assert_eq!(
+            threshold_steps(panel),
+            [
+                (None, "red".to_owned()),
+                (Some(objective), "green".to_owned())
+            ],
+            "{title}"
+        );
+        assert_eq!(
+            panel["fieldConfig"]["defaults"]["color"]["mode"],
+            "thresholds"
+        );
+    }
+    for title in ["Error budget remaining", "Latency budget remaining"] {
+        let panel = panel_titled(&panels, title);
+        assert_eq!(
+            threshold_steps(panel),
+            [(None, "red".to_owned()), (Some(0.0), "green".to_owned())],
+            "{title}"
+        );
+    }
+}
+
+#[test]
+fn slo_stats_turn_red_when_the_objective_is_missed() {
+    for preset in ["otel", "flask"] {
+        assert_slo_thresholds(&committed_dir().join(preset));
+    }
+    // Other objectives, other steps: they come from the settings, not from the defaults.
+    let temp = tempfile::tempdir().expect("temp dir");
+    generate_ok(
+        temp.path(),
+        &["--naming", "otel", "--slo", "99.5", "--latency-slo", "95"],
+    );
+    let dir = temp.path().join("otel");
+    assert_slo_thresholds(&dir);
+    let panels = all_panels(&dashboard_file(&dir, OVERVIEW_FILE));
+    assert_eq!(
+        threshold_steps(panel_titled(&panels, "Availability"))[1].0,
+        Some(0.995)
+    );
+}
+
+/// The burn factors of the generated burn-rate alerts: `ratio > (FACTOR * BUDGET)` branches.
+fn alert_burn_factors(rules: &serde_yaml_ng::Value) -> Vec<f64> {
+    let mut factors: Vec<f64> = rules_of(rules)
+        .iter()
+        .filter(|rule| {
+            rule["alert"]
+                .as_str()
+                .is_some_and(|name| name.ends_with("BudgetBurn"))
+        })
+        .flat_map(|rule| {
+            let expr = rule["expr"].as_str().unwrap_or_default().to_owned();
+            expr.split("> (")
+                .skip(1)
+                .map(|part| {
+                    let factor = part.split(" * ").next().unwrap_or_default();
+                    factor
+                        .parse::<f64>()
+                        .unwrap_or_else(|_| panic!("factor {factor:?} in {expr}"))
+                })
+                .collect::<Vec<f64>>()
+        })
+        .collect();
+    factors.sort_by(f64::total_cmp);
+    factors.dedup();
+    factors
+}
+
+/// Both burn-rate graphs of a preset's set draw a line at each factor the alerts fire at.
+fn assert_burn_lines(preset_dir: &Path) {
+    let rules = yaml(&preset_dir.join("prometheus/rules/redwatch.rules.yml"));
+    let factors = alert_burn_factors(&rules);
+    assert!(factors.len() >= 2, "{factors:?}");
+    let panels = all_panels(&dashboard_file(preset_dir, OVERVIEW_FILE));
+    for title in ["Error budget burn rate", "Latency budget burn rate"] {
+        let panel = panel_titled(&panels, title);
+        assert_eq!(
+            panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"], "line",
+            "{title}"
+        );
+        let lines: Vec<f64> = threshold_steps(panel)
+            .into_iter()
+            .filter_map(|(value, _)| value)
+            .collect();
+        assert_eq!(lines, factors, "{title}");
+    }
+}
+
+#[test]
+fn burn_rate_graphs_draw_the_factors_the_alerts_fire_at() {
+    for preset in ["otel", "flask"] {
+        let dir = committed_dir().join(preset);
+        assert_burn_lines(&dir);
+        let panels = all_panels(&dashboard(preset));
+        let steps = threshold_steps(panel_titled(&panels, "Error budget burn rate"));
+        assert!(
+            steps.contains(&(Some(14.4), "red".to_owned()))
+                && steps.contains(&(Some(6.0), "red".to_owned())),
+            "the paging factors are red: {steps:?}"
+        );
+    }
+    let temp = tempfile::tempdir().expect("temp dir");
+    generate_ok(
+        temp.path(),
+        &[
+            "--naming",
+            "otel",
+            "--page-windows",
+            "10:1h/5m",
+            "--ticket-windows",
+            "2:1d/2h",
+        ],
+    );
+    assert_burn_lines(&temp.path().join("otel"));
+}
+
+/// Each `name{...}[range]` of `expr` as (name, range), quoted label values left out.
+fn ranged_series(expr: &str) -> Vec<(String, String)> {
+    let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join("\"\"");
+    let mut found = Vec::new();
+    for (at, _) in unquoted.match_indices('[') {
+        let before = &unquoted[..at];
+        let range = unquoted[at + 1..].split(']').next().unwrap_or_default();
+        let name_end = if before.ends_with('}') {
+            before.rfind('{').unwrap_or_default()
+        } else {
+            before.len()
+        };
+        let name: String = before[..name_end]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        found.push((name, range.to_owned()));
+    }
+    found
+}
+
+/// Seconds of a Prometheus duration such as `1d` or `1h30m` (a subquery's range before `:`).
+fn duration_seconds(text: &str) -> f64 {
+    let text = text.split(':').next().unwrap_or_default();
+    let mut total = 0.0;
+    let mut number = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = if c == 'm' && chars.peek() == Some(&'s') {
+            chars.next();
+            0.001
+        } else {
+            match c {
+                's' => 1.0,
+                'm' => 60.0,
+                'h' => 3600.0,
+                'd' => 86400.0,
+                'w' => 7.0 * 86400.0,
+                'y' => 365.0 * 86400.0,
+                _ => panic!("not a duration: {text}"),
+            }
+        };
+        total += number.parse::<f64>().expect("a number") * unit;
+        number.clear();
+    }
+    total
+}
+
+#[test]
+fn long_windows_read_only_recorded_series() {
+    assert_eq!(duration_seconds("1h30m"), 5400.0);
+    assert_eq!(
+        ranged_series("sum(rate(a_count{x=~\"[a-z]\"}[30d])) / b:c:d[$__range]"),
+        [
+            ("a_count".to_owned(), "30d".to_owned()),
+            ("b:c:d".to_owned(), "$__range".to_owned())
+        ]
+    );
+    for preset in ["otel", "flask"] {
+        for board in [dashboard(preset), route_dashboard(preset)] {
+            for panel in all_panels(&board) {
+                for target in panel["targets"].as_array().into_iter().flatten() {
+                    let expr = target["expr"].as_str().unwrap_or_default();
+                    for (name, range) in ranged_series(expr) {
+                        // The dashboard's range may be 30 days: it counts as long.
+                        let long = range == "$__range"
+                            || (!range.starts_with('$') && duration_seconds(&range) >= 86400.0);
+                        assert!(
+                            !long || name.contains(':'),
+                            "{preset}: {}: raw series {name} over [{range}] in {expr}",
+                            panel["title"]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn heatmap_cells_count_the_requests_of_their_interval() {
+    for preset in ["otel", "flask"] {
+        for board in [dashboard(preset), route_dashboard(preset)] {
+            let heatmaps: Vec<Value> = all_panels(&board)
+                .into_iter()
+                .filter(|panel| panel["type"] == "heatmap")
+                .collect();
+            assert_eq!(heatmaps.len(), 1, "{preset}: {}", board["uid"]);
+            let heatmap = &heatmaps[0];
+            let target = &heatmap["targets"][0];
+            assert_eq!(target["format"], "heatmap");
+            let expr = target["expr"].as_str().unwrap_or_default();
+            // Counts per column: increase() over exactly the step between columns.
+            assert!(
+                expr.starts_with("sum by (le) (increase(") && expr.ends_with("[$__interval]))"),
+                "{expr}"
+            );
+            assert_eq!(heatmap["options"]["calculate"], false);
+            // Four scrape intervals of the committed settings (15s) at least per column.
+            assert_eq!(heatmap["interval"], "1m");
+            assert!(heatmap["maxDataPoints"].as_u64().is_some_and(|n| n > 0));
+            let description = heatmap["description"].as_str().unwrap_or_default();
+            assert!(
+                description.contains("Each cell counts the requests")
+                    && description.contains("$__interval"),
+                "{description}"
+            );
+        }
+    }
+}
+
+/// Every link of a panel: its own and its fields' data links.
+fn panel_link_urls(panel: &Value) -> Vec<String> {
+    let own = panel["links"].as_array().cloned().unwrap_or_default();
+    let fields = panel["fieldConfig"]["overrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|o| o["properties"].as_array().cloned().unwrap_or_default())
+        .filter(|property| property["id"] == "links")
+        .flat_map(|property| property["value"].as_array().cloned().unwrap_or_default());
+    own.into_iter()
+        .chain(fields)
+        .filter_map(|link| link["url"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Each alert's `runbook_url` is a link of the alert list and of a panel showing what it
+/// watches; the dashboard's header links the runbooks.
+fn assert_runbooks_linked(preset_dir: &Path, runbooks: &str) {
+    let rules = yaml(&preset_dir.join("prometheus/rules/redwatch.rules.yml"));
+    let board = dashboard_file(preset_dir, OVERVIEW_FILE);
+    let panels = all_panels(&board);
+    let alert_list = panels
+        .iter()
+        .find(|panel| panel["type"] == "alertlist")
+        .expect("an alert list");
+    let listed = panel_link_urls(alert_list);
+    let mut checked = 0;
+    for rule in rules_of(&rules) {
+        let Some(name) = rule["alert"].as_str() else {
+            continue;
+        };
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .expect("runbook_url")
+            .to_owned();
+        assert!(url.starts_with(runbooks), "{url}");
+        assert!(
+            listed.contains(&url),
+            "{name}: {url} not in the alert list's links"
+        );
+        assert!(
+            panels
+                .iter()
+                .filter(|panel| panel["type"] != "alertlist")
+                .any(|panel| panel_link_urls(panel).contains(&url)),
+            "{name}: no panel links {url}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} alerts");
+    assert!(
+        board["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .any(|link| link["url"] == runbooks),
+        "no dashboard link to {runbooks}"
+    );
+}
+
+#[test]
+fn every_alert_runbook_is_one_click_away() {
+    for preset in ["otel", "flask"] {
+        let dir = committed_dir().join(preset);
+        assert_runbooks_linked(&dir, "docs/runbooks.md");
+        // The alert list reads the rules of data sources that manage alerts.
+        let datasource = yaml(&dir.join("grafana/provisioning/datasources/redwatch.yml"));
+        assert_eq!(
+            datasource["datasources"][0]["jsonData"]["manageAlerts"],
+            true
+        );
+    }
+    // The links follow --runbook-url, as the alerts' annotations do.
+    let runbooks = "https://git.example.com/redwatch/blob/main/docs/runbooks.md";
+    let temp = tempfile::tempdir().expect("temp dir");
+    generate_ok(
+        temp.path(),
+        &["--naming", "flask", "--runbook-url", runbooks],
+    );
+    assert_runbooks_linked(&temp.path().join("flask"), runbooks);
+}
+
+#[test]
+fn route_table_rows_open_the_route_dashboard() {
+    for preset in ["otel", "flask"] {
+        let overview = dashboard(preset);
+        let drill_down = route_dashboard(preset);
+        let uid = drill_down["uid"].as_str().expect("uid");
+        assert_ne!(overview["uid"], drill_down["uid"]);
+        let panels = all_panels(&overview);
+        let table = panels
+            .iter()
+            .find(|panel| panel["type"] == "table")
+            .expect("a route table");
+        // The route column is the route label, renamed; the link sits on that column.
+        let rename = &table["transformations"]
+            .as_array()
+            .expect("transformations")
+            .iter()
+            .find(|t| t["id"] == "organize")
+            .expect("organize")["options"]["renameByName"];
+        let route_column = rename[route_label(preset)].as_str().expect("route column");
+        let link_override = table["fieldConfig"]["overrides"]
+            .as_array()
+            .expect("overrides")
+            .iter()
+            .find(|o| o["matcher"]["options"] == route_column)
+            .expect("an override of the route column");
+        let url = link_override["properties"][0]["value"][0]["url"]
+            .as_str()
+            .expect("a data link");
+        assert_eq!(link_override["properties"][0]["id"], "links");
+        assert!(url.starts_with(&format!("/d/{uid}?")), "{url}");
+        assert!(url.contains("var-route=${__value.raw}"), "{url}");
+        // Every variable the link sets exists in the drill-down.
+        let variables: Vec<&str> = drill_down["templating"]["list"]
+            .as_array()
+            .expect("variables")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        let set: Vec<&str> = url
+            .split(['&', '?'])
+            .filter_map(|part| {
+                part.strip_prefix("var-")
+                    .map(|rest| rest.split('=').next().unwrap_or_default())
+                    .or_else(|| {
+                        part.strip_prefix("${")
+                            .and_then(|rest| rest.strip_suffix(":queryparam}"))
+                    })
+            })
+            .collect();
+        assert!(set.contains(&"route") && set.len() >= 4, "{url}");
+        for variable in set {
+            assert!(
+                variables.contains(&variable),
+                "{url}: no variable {variable} in {uid}"
+            );
+        }
+        // The table reads the recorded per-route series.
+        for target in table["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            assert!(expr.contains("job_route:"), "{expr}");
+        }
+        // Both dashboards are provisioned: files in the provisioned directory and keys of the
+        // Kubernetes ConfigMap, the same JSON.
+        let dir = committed_dir().join(preset);
+        let config_map = yaml(&dir.join("k8s/grafana-dashboards.yaml"));
+        for file in [OVERVIEW_FILE, ROUTE_FILE] {
+            assert_eq!(
+                config_map["data"][file].as_str(),
+                Some(read(&dir.join("grafana/dashboards").join(file)).as_str()),
+                "{preset}: {file} is not in the ConfigMap"
+            );
+        }
+        assert!(
+            overview["links"]
+                .as_array()
+                .expect("links")
+                .iter()
+                .any(|link| link["url"] == format!("/d/{uid}")),
+            "the overview links the drill-down"
+        );
     }
 }
 

@@ -6,6 +6,7 @@
 import type { Dashboard, DataQuery, Panel, RowPanel } from '@grafana/schema';
 import type * as Raw from '@grafana/schema/dist/esm/raw/dashboard/x/Dashboard_types.gen';
 import type * as Heatmap from '@grafana/schema/dist/esm/raw/composable/heatmap/panelcfg/x/HeatmapPanelCfg_types.gen';
+import type * as Table from '@grafana/schema/dist/esm/raw/composable/table/panelcfg/x/TablePanelCfg_types.gen';
 import type * as Stat from '@grafana/schema/dist/esm/raw/composable/stat/panelcfg/x/StatPanelCfg_types.gen';
 import type * as TimeSeries from '@grafana/schema/dist/esm/raw/composable/timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen';
 
@@ -41,10 +42,14 @@ type PanelOf<Kind extends string, Options, Custom> = Json<
 };
 
 // Every panel kind the generator writes; a new kind must be added here, with its types.
+// The alert list is the exception: @grafana/schema publishes no options type for it (there is
+// no composable/alertlist), so its options are any object here and generate_files.rs checks them.
 type RedwatchPanel =
   | PanelOf<'timeseries', TimeSeries.Options, TimeSeries.FieldConfig>
   | PanelOf<'stat', Stat.Options, never>
-  | PanelOf<'heatmap', Heatmap.Options, Heatmap.FieldConfig>;
+  | PanelOf<'heatmap', Heatmap.Options, Heatmap.FieldConfig>
+  | PanelOf<'table', Table.Options, Table.FieldConfig>
+  | PanelOf<'alertlist', Record<string, unknown>, never>;
 
 type RedwatchRow = Json<Omit<RowPanel, 'panels'>> & { type: 'row'; panels: RedwatchPanel[] };
 

@@ -99,9 +99,9 @@ fn pod_out(pod: &str, container: Option<&str>) -> Vec<(&'static str, String)> {
 /// Rates over a window carry float noise in the last bit (Prometheus's extrapolation), so panel
 /// queries are compared after `round(..., 2^-20)`, which this applies to the hand-computed
 /// values exactly as Prometheus does (`floor(v * 2^20 + 0.5) / 2^20`; powers of two are exact).
-const ROUND_TO: &str = "1/1048576";
+pub(super) const ROUND_TO: &str = "1/1048576";
 
-fn rounded(value: f64) -> f64 {
+pub(super) fn rounded(value: f64) -> f64 {
     (value * 1_048_576.0 + 0.5).floor() / 1_048_576.0
 }
 

@@ -1,13 +1,14 @@
 //! Tests over minutes to days of constant traffic: exact recorded values, every burn-rate tier,
 //! the static thresholds, target health, and the minimum-events guard of each.
 
-use super::super::alerts;
 use super::super::rules::names;
 use super::super::units::{PromDuration, num};
+use super::super::{alerts, dashboard};
+use super::resources::{ROUND_TO, rounded};
 use super::{Ctx, ExpectedSample, ExprTest, InputSeries, Phase, TestGroup, round_up};
 
 pub(super) fn slo_tests(ctx: &Ctx) -> Vec<TestGroup> {
-    let mut groups = vec![recording_test(ctx)];
+    let mut groups = vec![recording_test(ctx), dashboard_slo_test(ctx)];
     groups.extend(burn_tests(ctx));
     groups
 }
@@ -17,22 +18,13 @@ fn recording_test(ctx: &Ctx) -> TestGroup {
     let s = ctx.settings;
     let job = &s.job;
     let route = s.names(ctx.preset).route;
-    // One evaluation more than the windows need: promtool may evaluate the groups of one tick in
-    // any order, so the slow group can see the fast group's samples one evaluation late.
-    let eval = round_up(s.rate_window.times(2), ctx.coarse).plus(ctx.coarse);
-    let steps = ctx.steps(eval) + 2;
-    let step = ctx.fine.secs_f64();
-    // Whole requests per step keep every counter an integer.
-    let base = (1.0 / step).ceil().max(1.0);
-    let mut input = ctx.traffic("a", &[Phase::steady(steps, 4.0 * base, 0.25, 0.5, 0.125)]);
-    input.extend(ctx.traffic("b", &[Phase::steady(steps, 12.0 * base, 0.25, 0.5, 0.125)]));
+    let (input, eval, total) = steady_traffic(ctx);
     let mut group = ctx.group(
         "recording rules aggregate instances into exact job-level values",
         input,
     );
     let w = s.rate_window;
     let job_labels = format!("{{job=\"{job}\"}}");
-    let total = 16.0 * base;
     let mut expect = |expr: String, labels: String, value: f64| {
         group.promql_expr_test.push(ExprTest {
             expr,
@@ -75,6 +67,114 @@ fn recording_test(ctx: &Ctx) -> TestGroup {
         ),
         // The rule divides by the budget as printed, so compute with the same literal.
         1.0 - 0.25 / num(1.0 - s.availability).parse::<f64>().unwrap_or(f64::NAN),
+    );
+    group
+}
+
+/// The recording test's traffic and evaluation time: two instances on `/ep_one`, a quarter of
+/// the requests failing, half of them slower than the threshold.
+fn steady_traffic(ctx: &Ctx) -> (Vec<InputSeries>, PromDuration, f64) {
+    let s = ctx.settings;
+    // One evaluation more than the windows need: promtool may evaluate the groups of one tick in
+    // any order, so the slow group can see the fast group's samples one evaluation late.
+    let eval = round_up(s.rate_window.times(2), ctx.coarse).plus(ctx.coarse);
+    let steps = ctx.steps(eval) + 2;
+    let step = ctx.fine.secs_f64();
+    // Whole requests per step keep every counter an integer.
+    let base = (1.0 / step).ceil().max(1.0);
+    let mut input = ctx.traffic("a", &[Phase::steady(steps, 4.0 * base, 0.25, 0.5, 0.125)]);
+    input.extend(ctx.traffic("b", &[Phase::steady(steps, 12.0 * base, 0.25, 0.5, 0.125)]));
+    (input, eval, 16.0 * base)
+}
+
+/// What the overview's SLO row and route table show on [`steady_traffic`], computed by hand:
+/// the expected samples of the target `ref_id` of the panel titled `title`.
+fn dashboard_expected(ctx: &Ctx, title: &str, ref_id: &str, total: f64) -> Vec<ExpectedSample> {
+    let s = ctx.settings;
+    let route = s.names(ctx.preset).route;
+    // Queries divide by the budgets as printed, so compute with the same literals.
+    let literal = |value: f64| num(value).parse::<f64>().unwrap_or(f64::NAN);
+    let (error_budget, latency_budget) = (literal(s.error_budget()), literal(s.latency_budget()));
+    let one = |value: f64| {
+        vec![ExpectedSample {
+            labels: "{}".to_owned(),
+            value: rounded(value),
+        }]
+    };
+    let on_route = |value: f64| {
+        vec![ExpectedSample {
+            labels: format!("{{{route}=\"/ep_one\"}}"),
+            value: rounded(value),
+        }]
+    };
+    match (title, ref_id) {
+        ("Availability (selected range)", _) => one(0.75),
+        (title, _) if title.starts_with("Requests under") => one(0.5),
+        (title, _) if title.starts_with("Error budget remaining") => one(1.0 - 0.25 / error_budget),
+        (title, _) if title.starts_with("Latency budget remaining") => {
+            one(1.0 - 0.5 / latency_budget)
+        }
+        ("Error budget burn rate", _) => one(0.25 / error_budget),
+        ("Latency budget burn rate", _) => one(0.5 / latency_budget),
+        ("Objectives", _) => vec![
+            ExpectedSample {
+                labels: "{slo=\"availability\"}".to_owned(),
+                value: rounded(s.availability),
+            },
+            ExpectedSample {
+                labels: "{slo=\"latency\"}".to_owned(),
+                value: rounded(s.latency_objective),
+            },
+        ],
+        ("Routes", "A") => on_route(total),
+        ("Routes", "B") => on_route(0.25),
+        // Half the requests are above the threshold bucket, so p99 is that bucket's bound
+        // (histogram_quantile's answer for the +Inf bucket).
+        ("Routes", "C") => on_route(s.threshold_le()),
+        _ => panic!("no expected values for dashboard panel {title:?} ({ref_id})"),
+    }
+}
+
+/// The overview's SLO row and route table on recorded series: each query, with the variables
+/// as Grafana sends them for this job and the whole test as the range, gives the hand-computed
+/// value.
+fn dashboard_slo_test(ctx: &Ctx) -> TestGroup {
+    let (input, eval, total) = steady_traffic(ctx);
+    let mut group = ctx.group(
+        "dashboard: the SLO row and the route table read exact values from recorded series",
+        input,
+    );
+    let board = dashboard::api_overview(ctx.preset, ctx.settings);
+    let mut in_slo_row = false;
+    for panel in board["panels"].as_array().into_iter().flatten() {
+        let title = panel["title"].as_str().unwrap_or_default();
+        if panel["type"] == "row" {
+            in_slo_row = title == "SLO";
+            continue;
+        }
+        if !(in_slo_row || title == "Routes") {
+            continue;
+        }
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let ref_id = target["refId"].as_str().unwrap_or_default();
+            let expr = target["expr"]
+                .as_str()
+                .unwrap_or_default()
+                .replace("$__range", &eval.to_string())
+                .replace("$job", &ctx.settings.job)
+                .replace("$route", ".+");
+            group.promql_expr_test.push(ExprTest {
+                expr: format!("round(\n{expr}\n, {ROUND_TO})"),
+                eval_time: eval.to_string(),
+                exp_samples: dashboard_expected(ctx, title, ref_id, total),
+            });
+        }
+    }
+    // Five stats, a burn rate per SLO and tier (at least one window each), three columns.
+    assert!(
+        group.promql_expr_test.len() >= 10,
+        "too few SLO panel queries: {}",
+        group.promql_expr_test.len()
     );
     group
 }
