@@ -193,6 +193,7 @@ where
 pub struct MetricsLayer<C = MatchedPathRoute> {
     core: Arc<Core>,
     classifier: C,
+    grpc: bool,
 }
 
 impl MetricsLayer {
@@ -200,6 +201,7 @@ impl MetricsLayer {
         Self {
             core,
             classifier: MatchedPathRoute,
+            grpc: false,
         }
     }
 }
@@ -219,6 +221,34 @@ impl<C> MetricsLayer<C> {
         MetricsLayer {
             core: self.core,
             classifier,
+            grpc: self.grpc,
+        }
+    }
+
+    /// For gRPC services (tonic): the route is the method's path, `/package.Service/Method`,
+    /// and a gRPC response is recorded with its gRPC status, from the `grpc-status` header of
+    /// a trailers-only response or from the trailers, so that a failed call is not an HTTP 200.
+    ///
+    /// The status label keeps HTTP's meaning, so that error ratios and dashboards work as they
+    /// do for HTTP: each gRPC code is recorded as the HTTP status Google's APIs map it to
+    /// (`OK` 200, `CANCELLED` 499, `INVALID_ARGUMENT` 400, `NOT_FOUND` 404, `UNIMPLEMENTED` 501,
+    /// `UNAVAILABLE` 503, `DEADLINE_EXCEEDED` 504, `INTERNAL`, `UNKNOWN` and `DATA_LOSS` 500, ...,
+    /// see [`grpc_status_as_http`]). The 5xx ones are exactly the codes OpenTelemetry counts as
+    /// server errors. A call whose response ends without a status is `UNKNOWN` (500), and one
+    /// abandoned before its trailers is `CANCELLED` (499). Responses that are not gRPC (by
+    /// `content-type`) keep their HTTP status.
+    ///
+    /// ```
+    /// let metrics = redwatch::Metrics::new();
+    /// let layer = metrics.layer().grpc();
+    /// // tonic::transport::Server::builder().layer(layer).add_service(...)
+    /// # let _ = layer;
+    /// ```
+    pub fn grpc(self) -> MetricsLayer<UriPathRoute> {
+        MetricsLayer {
+            core: self.core,
+            classifier: UriPathRoute,
+            grpc: true,
         }
     }
 }
@@ -232,6 +262,7 @@ impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
             core: Arc::clone(&self.core),
             classifier: self.classifier.clone(),
             last_route: Arc::default(),
+            grpc: self.grpc,
         }
     }
 }
@@ -247,6 +278,8 @@ pub struct MetricsService<S, C = MatchedPathRoute> {
     core: Arc<Core>,
     classifier: C,
     last_route: Arc<RouteCache>,
+    /// Record gRPC responses with their gRPC status ([`MetricsLayer::grpc`]).
+    grpc: bool,
 }
 
 impl<S, C> MetricsService<S, C> {
@@ -350,6 +383,11 @@ where
                 #[cfg(feature = "exemplars")]
                 trace,
                 label,
+                grpc: if self.grpc {
+                    GrpcState::Expected
+                } else {
+                    GrpcState::No
+                },
             })
         };
         ResponseFuture {
@@ -415,6 +453,9 @@ where
                         tracker = None;
                     } else {
                         recording.status = response.status().as_u16();
+                        if recording.grpc == GrpcState::Expected {
+                            recording.read_grpc_head(response.headers());
+                        }
                     }
                 }
                 Poll::Ready(Ok(response.map(|body| ResponseBody {
@@ -483,6 +524,10 @@ impl<B: Body> Body for ResponseBody<B> {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         tracker.response_size += bytes::Buf::remaining(data) as u64;
+                    } else if tracker.grpc == GrpcState::AwaitingTrailers
+                        && let Some(trailers) = frame.trailers_ref()
+                    {
+                        tracker.read_grpc_trailers(trailers);
                     }
                 }
                 Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
@@ -523,9 +568,53 @@ struct Tracker {
     trace: Option<TraceContext>,
     /// The request label's value index.
     label: u16,
+    grpc: GrpcState,
+}
+
+/// Where a gRPC call's status is, for [`MetricsLayer::grpc`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GrpcState {
+    /// Not a gRPC layer, or not a gRPC response: the HTTP status stands.
+    No,
+    /// A gRPC layer, before the response head.
+    Expected,
+    /// A gRPC response whose status comes in the trailers; until then `UNKNOWN` (500).
+    AwaitingTrailers,
+    /// The gRPC status is known and recorded in `status`.
+    Known,
 }
 
 impl Tracker {
+    /// Reads a gRPC response's head: a trailers-only response has its `grpc-status` here;
+    /// otherwise it comes in the trailers.
+    fn read_grpc_head(&mut self, headers: &HeaderMap) {
+        let is_grpc = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        if !is_grpc {
+            self.grpc = GrpcState::No;
+            return;
+        }
+        match grpc_status(headers) {
+            Some(status) => {
+                self.status = status;
+                self.grpc = GrpcState::Known;
+            }
+            None => {
+                self.status = grpc_status_as_http(GRPC_UNKNOWN);
+                self.grpc = GrpcState::AwaitingTrailers;
+            }
+        }
+    }
+
+    fn read_grpc_trailers(&mut self, trailers: &HeaderMap) {
+        // A status that is missing or unreadable leaves UNKNOWN.
+        if let Some(status) = grpc_status(trailers) {
+            self.status = status;
+        }
+        self.grpc = GrpcState::Known;
+    }
+
     /// Forgets the request: it leaves the in-flight gauge and is recorded nowhere.
     fn discard(&mut self) {
         self.route.shared.active[usize::from(self.method)]
@@ -578,6 +667,39 @@ impl Tracker {
     }
 }
 
+const GRPC_CANCELLED: u16 = 1;
+const GRPC_UNKNOWN: u16 = 2;
+
+/// The `grpc-status` in `headers`, as the HTTP status it is recorded as.
+fn grpc_status(headers: &HeaderMap) -> Option<u16> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    Some(grpc_status_as_http(code))
+}
+
+/// The HTTP status a gRPC status code is recorded as by [`MetricsLayer::grpc`]: the mapping of
+/// Google's API design guide (`google.rpc.Code`), with `UNKNOWN` (500) for codes it does not
+/// define.
+pub fn grpc_status_as_http(code: u16) -> u16 {
+    match code {
+        0 => 200,  // OK
+        1 => 499,  // CANCELLED
+        3 => 400,  // INVALID_ARGUMENT
+        4 => 504,  // DEADLINE_EXCEEDED
+        5 => 404,  // NOT_FOUND
+        6 => 409,  // ALREADY_EXISTS
+        7 => 403,  // PERMISSION_DENIED
+        8 => 429,  // RESOURCE_EXHAUSTED
+        9 => 400,  // FAILED_PRECONDITION
+        10 => 409, // ABORTED
+        11 => 400, // OUT_OF_RANGE
+        12 => 501, // UNIMPLEMENTED
+        14 => 503, // UNAVAILABLE
+        16 => 401, // UNAUTHENTICATED
+        // UNKNOWN, INTERNAL, DATA_LOSS, and anything else.
+        _ => 500,
+    }
+}
+
 #[cfg(feature = "exemplars")]
 fn unix_nanos_now() -> u64 {
     std::time::SystemTime::now()
@@ -590,8 +712,13 @@ fn unix_nanos_now() -> u64 {
 impl Drop for Tracker {
     fn drop(&mut self) {
         if self.method != u8::MAX {
-            // Dropped without an end of body: an abandoned request or a body cut short.
-            let status = self.status;
+            // Dropped without an end of body: an abandoned request or a body cut short; a gRPC
+            // call cut short before its status is CANCELLED.
+            let status = if self.grpc == GrpcState::AwaitingTrailers {
+                grpc_status_as_http(GRPC_CANCELLED)
+            } else {
+                self.status
+            };
             self.finish(status, false);
         }
     }

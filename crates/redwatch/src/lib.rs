@@ -87,7 +87,7 @@ pub use encode::Format;
 pub use exposition::negotiate_format;
 pub use layer::{
     ClassifyFn, ClassifyRoute, MatchedPathRoute, MetricsLayer, MetricsService, RequestHead,
-    ResponseBody, ResponseFuture, UriPathRoute, classify_fn,
+    ResponseBody, ResponseFuture, UriPathRoute, classify_fn, grpc_status_as_http,
 };
 pub use metrics::{BuildError, Metrics, MetricsBuilder};
 pub use naming::{

@@ -251,6 +251,7 @@ impl Metrics {
     /// own at a lower CPU priority (nice 10 on Linux), so that a large exposition neither stalls
     /// the workers that serve requests nor takes CPU from them while they have work.
     #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub fn router<S>(&self) -> axum::Router<S>
     where
         S: Clone + Send + Sync + 'static,
@@ -301,6 +302,7 @@ impl Metrics {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,

@@ -8,6 +8,7 @@ mod dashboard;
 #[cfg(feature = "exemplars")]
 mod exemplars;
 mod exposition;
+mod grpc;
 mod hostile;
 mod layer;
 mod request_labels;
