@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use crate::collect::{self, AppInfo, ProcessStats, RuntimeStats};
-use crate::naming::{METHODS, process_names};
+use crate::naming::{SCHEMES, process_names};
 use crate::registry::{AtomicHistogram, Config, ExemplarSlot, Series, Shared};
 
 /// An exposition format.
@@ -409,11 +409,22 @@ fn encode_red(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>)
         Kind::Gauge,
         "Number of HTTP server requests in flight.",
     );
-    for (method, active) in METHODS.iter().zip(shared.active.iter()) {
-        let value = active.0.load(std::sync::atomic::Ordering::Relaxed);
-        // Methods never seen stay off the exposition; GET is always there so the gauge exists.
-        if value != 0 || *method == "GET" {
-            let labels = format!("{}=\"{method}\"", names.method_label);
+    for (scheme, method, value) in shared.active_gauges() {
+        // Without a scheme label every request counts under scheme 0.
+        if scheme != 0 && names.scheme_label.is_none() {
+            continue;
+        }
+        // Methods never seen stay off the exposition; GET of the default scheme is always there
+        // so that the gauge exists.
+        let name = config.method_name(method);
+        if value != 0 || (name == "GET" && scheme == config.default_scheme) {
+            let mut labels = format!("{}=\"{name}\"", names.method_label);
+            if let Some(scheme_label) = names.scheme_label {
+                labels.push_str(&format!(
+                    ",{scheme_label}=\"{}\"",
+                    SCHEMES[usize::from(scheme)]
+                ));
+            }
             encoder.int_sample(names.active_requests, &labels, value);
         }
     }
@@ -424,7 +435,7 @@ fn method_status_labels(config: &Config, method: u8, status: u16) -> String {
     format!(
         "{}=\"{}\",{}=\"{status}\"",
         names.method_label,
-        METHODS[usize::from(method)],
+        config.method_name(method),
         names.status_label,
     )
 }

@@ -15,8 +15,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::naming::{ABANDONED_STATUS, method_index};
-use crate::registry::{Core, RouteEntry, record_exception};
+use crate::naming::ABANDONED_STATUS;
+use crate::registry::{Core, RouteEntry, SeriesKey, record_exception};
 #[cfg(feature = "exemplars")]
 use crate::registry::{Exemplar, offer_exemplar};
 use crate::request_label::{DisableMetrics, NO_VALUE};
@@ -357,8 +357,9 @@ where
         let tracker = if route.excluded {
             None
         } else {
-            let method = method_index(request.method());
             let config = &route.shared.config;
+            let method = config.method_index(request.method());
+            let (scheme, version) = config.protocol_of(&request);
             let request_size = match config.size_bounds_bytes {
                 Some(_) => content_length(&request),
                 None => None,
@@ -373,8 +374,9 @@ where
             } else {
                 None
             };
-            route.shared.active[usize::from(method)]
-                .0
+            route
+                .shared
+                .active(scheme, method)
                 .fetch_add(1, Ordering::Relaxed);
             Some(Tracker {
                 route,
@@ -386,6 +388,8 @@ where
                 #[cfg(feature = "exemplars")]
                 trace,
                 label,
+                scheme,
+                version,
                 grpc: if self.grpc {
                     GrpcState::Expected
                 } else {
@@ -571,6 +575,8 @@ struct Tracker {
     trace: Option<TraceContext>,
     /// The request label's value index.
     label: u16,
+    scheme: u8,
+    version: u8,
     grpc: GrpcState,
 }
 
@@ -620,8 +626,9 @@ impl Tracker {
 
     /// Forgets the request: it leaves the in-flight gauge and is recorded nowhere.
     fn discard(&mut self) {
-        self.route.shared.active[usize::from(self.method)]
-            .0
+        self.route
+            .shared
+            .active(self.scheme, self.method)
             .fetch_sub(1, Ordering::Relaxed);
         self.method = u8::MAX;
     }
@@ -629,39 +636,45 @@ impl Tracker {
     fn finish(&mut self, status: u16, panicked: bool) {
         let shared = &self.route.shared;
         let nanos = shared.clock.delta_as_nanos(self.start, shared.clock.raw());
-        shared.active[usize::from(self.method)]
-            .0
+        shared
+            .active(self.scheme, self.method)
             .fetch_sub(1, Ordering::Relaxed);
         let config = &shared.config;
         let (request_size, response_size) = (self.request_size, self.response_size);
         #[cfg(feature = "exemplars")]
         let trace = self.trace;
-        self.route
-            .with_labelled_series(self.method, status, self.label, |series| {
-                let _bucket = series
-                    .duration
-                    .observe(&config.duration_bounds_nanos, nanos);
-                #[cfg(feature = "exemplars")]
-                if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
-                    offer_exemplar(
-                        slots,
-                        _bucket,
-                        Exemplar {
-                            context,
-                            value_nanos: nanos,
-                            unix_nanos: unix_nanos_now(),
-                        },
-                    );
+        let key = SeriesKey {
+            method: self.method,
+            status,
+            label: self.label,
+            scheme: self.scheme,
+            version: self.version,
+        };
+        self.route.with_series_of(key, |series| {
+            let _bucket = series
+                .duration
+                .observe(&config.duration_bounds_nanos, nanos);
+            #[cfg(feature = "exemplars")]
+            if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
+                offer_exemplar(
+                    slots,
+                    _bucket,
+                    Exemplar {
+                        context,
+                        value_nanos: nanos,
+                        unix_nanos: unix_nanos_now(),
+                    },
+                );
+            }
+            if let Some(bounds) = &config.size_bounds_bytes {
+                if let (Some(histogram), Some(size)) = (&series.request_size, request_size) {
+                    histogram.observe(bounds, size);
                 }
-                if let Some(bounds) = &config.size_bounds_bytes {
-                    if let (Some(histogram), Some(size)) = (&series.request_size, request_size) {
-                        histogram.observe(bounds, size);
-                    }
-                    if let Some(histogram) = &series.response_size {
-                        histogram.observe(bounds, response_size);
-                    }
+                if let Some(histogram) = &series.response_size {
+                    histogram.observe(bounds, response_size);
                 }
-            });
+            }
+        });
         if panicked {
             record_exception(shared, self.method, status);
         }

@@ -16,7 +16,10 @@ use crate::encode::escape_label_value;
 use crate::encode::{self, Format, LeValues};
 use crate::exposition::{accepts_gzip, bearer_matches, gzip, negotiate_format};
 use crate::layer::MetricsLayer;
-use crate::naming::{DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, Naming};
+use crate::naming::{
+    DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, MAX_KNOWN_METHODS, METHODS, Naming,
+    OTHER_METHOD, SCHEMES,
+};
 use crate::registry::{Config, Core, Exclusions};
 use crate::request_label::{LabelSource, LabelValues, RequestLabel};
 use crate::snapshot::{self, Snapshot};
@@ -336,6 +339,8 @@ pub struct MetricsBuilder {
     request_metrics: bool,
     exemplars: bool,
     request_label: Option<RequestLabel>,
+    known_methods: Option<Vec<String>>,
+    url_scheme: String,
 }
 
 impl Default for MetricsBuilder {
@@ -360,6 +365,8 @@ impl Default for MetricsBuilder {
             request_metrics: true,
             exemplars: false,
             request_label: None,
+            known_methods: None,
+            url_scheme: "http".to_owned(),
         }
     }
 }
@@ -527,6 +534,34 @@ impl MetricsBuilder {
         self
     }
 
+    /// The methods that get their own label value (default: the methods of RFC 9110 and PATCH,
+    /// as OpenTelemetry lists them); every other method is recorded as `_OTHER`, so that
+    /// clients cannot add series by inventing methods. OpenTelemetry asks for this list to be
+    /// configurable: for example to add `QUERY`, or to leave out methods an API never serves.
+    /// At most 16, each a valid method token, case-sensitive as HTTP methods are.
+    ///
+    /// ```
+    /// let metrics = redwatch::Metrics::builder()
+    ///     .known_methods(["GET", "POST", "QUERY"])
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = metrics;
+    /// ```
+    pub fn known_methods<M: Into<String>>(mut self, methods: impl IntoIterator<Item = M>) -> Self {
+        self.known_methods = Some(methods.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The `url_scheme` of requests whose URI carries no scheme (`http`, the default, or
+    /// `https`), as HTTP/1.1 requests in origin form do: set `https` when the server terminates
+    /// TLS itself, or when every client reaches it through HTTPS. HTTP/2 requests carry their
+    /// `:scheme`, which is used as it is. `Forwarded` and `X-Forwarded-Proto` are not read:
+    /// clients can set them to anything.
+    pub fn url_scheme(mut self, scheme: impl Into<String>) -> Self {
+        self.url_scheme = scheme.into();
+        self
+    }
+
     /// Checks the configuration and builds the metrics.
     pub fn build(self) -> Result<Metrics, BuildError> {
         let names = self.naming.names();
@@ -579,6 +614,19 @@ impl MetricsBuilder {
                     ));
                 }
                 Some(LabelValues::new(label))
+            }
+        };
+        let (methods, default_methods) = match &self.known_methods {
+            None => (&METHODS[..], true),
+            Some(methods) => (known_methods(methods)?, false),
+        };
+        let default_scheme = match SCHEMES.iter().position(|scheme| *scheme == self.url_scheme) {
+            Some(index) => index as u8,
+            None => {
+                return Err(BuildError(format!(
+                    "url scheme {:?} must be http or https",
+                    self.url_scheme
+                )));
             }
         };
         check_bounds("duration", &self.duration_buckets)?;
@@ -645,6 +693,9 @@ impl MetricsBuilder {
             service_name: self.service_name,
             request_metrics: self.request_metrics,
             exemplars: self.exemplars,
+            methods,
+            default_methods,
+            default_scheme,
         };
         let le = LeValues::new(&config);
         let core = Core::new(
@@ -685,6 +736,36 @@ fn check_name(what: &str, name: &str) -> Result<(), BuildError> {
             "invalid {what} {name:?}: use letters, digits and '_', not starting with a digit"
         )))
     }
+}
+
+/// The method label values of a [`MetricsBuilder::known_methods`] list, `_OTHER` last. They live
+/// as long as the process: series and snapshots hand them out as `&'static str`, and a process
+/// builds its metrics once or a few times.
+fn known_methods(methods: &[String]) -> Result<&'static [&'static str], BuildError> {
+    if methods.is_empty() || methods.len() > MAX_KNOWN_METHODS {
+        return Err(BuildError(format!(
+            "known methods: give 1 to {MAX_KNOWN_METHODS}, not {}",
+            methods.len()
+        )));
+    }
+    for (index, method) in methods.iter().enumerate() {
+        if http::Method::from_bytes(method.as_bytes()).is_err() || method == OTHER_METHOD {
+            return Err(BuildError(format!(
+                "known method {method:?} is not an HTTP method token"
+            )));
+        }
+        if methods[..index].contains(method) {
+            return Err(BuildError(format!(
+                "known method {method:?} is listed twice"
+            )));
+        }
+    }
+    let names: Vec<&'static str> = methods
+        .iter()
+        .map(|method| &*Box::leak(method.clone().into_boxed_str()))
+        .chain(std::iter::once(OTHER_METHOD))
+        .collect();
+    Ok(Box::leak(names.into_boxed_slice()))
 }
 
 fn check_bounds(what: &str, bounds: &[f64]) -> Result<(), BuildError> {

@@ -45,6 +45,12 @@ pub struct MetricNames {
     pub route_label: &'static str,
     /// Label holding the three-digit status code.
     pub status_label: &'static str,
+    /// Label holding the request's URI scheme, `http` or `https` (`otel` only).
+    pub scheme_label: Option<&'static str>,
+    /// Label holding the HTTP version, `1.1`, `2`, ... (`otel` only).
+    pub protocol_version_label: Option<&'static str>,
+    /// Label holding the status code of a server error (5xx), on those series only (`otel` only).
+    pub error_type_label: Option<&'static str>,
     /// Info gauge (value 1) carrying the application's version and environment.
     pub info: &'static str,
     /// Label of [`MetricNames::info`] holding the application's version.
@@ -63,6 +69,9 @@ const OTEL: MetricNames = MetricNames {
     method_label: "http_request_method",
     route_label: "http_route",
     status_label: "http_response_status_code",
+    scheme_label: Some("url_scheme"),
+    protocol_version_label: Some("network_protocol_version"),
+    error_type_label: Some("error_type"),
     info: "target_info",
     version_label: "service_version",
     environment_label: "deployment_environment_name",
@@ -78,6 +87,9 @@ const FLASK: MetricNames = MetricNames {
     method_label: "method",
     route_label: "path",
     status_label: "status",
+    scheme_label: None,
+    protocol_version_label: None,
+    error_type_label: None,
     info: "app_info",
     version_label: "version",
     environment_label: "environment",
@@ -183,7 +195,32 @@ pub const OVERFLOW_ROUTE: &str = "overflow";
 /// timeout, dropped future): nginx's "client closed request".
 pub const ABANDONED_STATUS: u16 = 499;
 
-/// HTTP methods that get their own label value; all others are recorded as `_OTHER`.
+/// The label value of methods outside the known list.
+pub(crate) const OTHER_METHOD: &str = "_OTHER";
+
+/// The most methods [`crate::MetricsBuilder::known_methods`] takes.
+pub(crate) const MAX_KNOWN_METHODS: usize = 16;
+
+/// URI schemes, by index: what a request's `url_scheme` can be.
+pub(crate) const SCHEMES: [&str; 2] = ["http", "https"];
+
+/// HTTP versions, by index, as OpenTelemetry writes them in `network.protocol.version`.
+pub(crate) const PROTOCOL_VERSIONS: [&str; 5] = ["0.9", "1.0", "1.1", "2", "3"];
+
+/// The index of `version` in [`PROTOCOL_VERSIONS`].
+#[inline]
+pub(crate) fn version_index(version: http::Version) -> u8 {
+    match version {
+        http::Version::HTTP_09 => 0,
+        http::Version::HTTP_10 => 1,
+        http::Version::HTTP_2 => 3,
+        http::Version::HTTP_3 => 4,
+        _ => 2,
+    }
+}
+
+/// HTTP methods that get their own label value by default (the methods of RFC 9110 and
+/// PATCH, as OpenTelemetry lists them); all others are recorded as `_OTHER`.
 pub(crate) const METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
 ];

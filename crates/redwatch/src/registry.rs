@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use regex::RegexSet;
 
 use crate::encode::escape_label_value;
-use crate::naming::{METHODS, MetricNames, Naming, OVERFLOW_ROUTE, UNMATCHED_ROUTE};
+use crate::naming::{
+    MetricNames, Naming, OTHER_METHOD, OVERFLOW_ROUTE, PROTOCOL_VERSIONS, SCHEMES, UNMATCHED_ROUTE,
+    method_index, version_index,
+};
 use crate::request_label::LabelValues;
 use crate::trace::TraceContext;
 
@@ -131,12 +134,53 @@ pub(crate) fn offer_exemplar(slots: &[ExemplarSlot], index: usize, exemplar: Exe
     }
 }
 
-/// One label set of the RED histograms: (method, route, status).
-pub(crate) struct Series {
+/// Every label of a series but its route, as indices: what tells a route's series apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SeriesKey {
+    /// Index into [`Config::methods`].
     pub(crate) method: u8,
     pub(crate) status: u16,
-    /// The request label's value index ([`NO_VALUE`] without a request label).
+    /// The request label's value index ([`crate::request_label::NO_VALUE`] without one).
     pub(crate) label: u16,
+    /// Index into [`SCHEMES`] (0 when the preset has no scheme label).
+    pub(crate) scheme: u8,
+    /// Index into [`PROTOCOL_VERSIONS`] (0 when the preset has no version label).
+    pub(crate) version: u8,
+}
+
+impl SeriesKey {
+    /// A series of `method` and `status` without the other labels, for tests.
+    #[cfg(test)]
+    pub(crate) fn of(method: u8, status: u16) -> Self {
+        Self {
+            method,
+            status,
+            label: crate::request_label::NO_VALUE,
+            scheme: 0,
+            version: 0,
+        }
+    }
+
+    /// The key in one integer, so that a series is found with one comparison.
+    #[inline]
+    fn packed(self) -> u64 {
+        u64::from(self.label) << 40
+            | u64::from(self.scheme) << 32
+            | u64::from(self.version) << 24
+            | u64::from(self.method) << 16
+            | u64::from(self.status)
+    }
+}
+
+/// One label set of the RED histograms: (method, route, status, and the others of the preset).
+pub(crate) struct Series {
+    /// [`SeriesKey::packed`] of this series' key.
+    packed: u64,
+    pub(crate) method: u8,
+    pub(crate) status: u16,
+    pub(crate) label: u16,
+    pub(crate) scheme: u8,
+    pub(crate) version: u8,
     /// The route value as recorded (unescaped), for snapshots.
     pub(crate) route: Arc<str>,
     /// The rendered label pairs, e.g. `http_request_method="GET",http_route="/",...`.
@@ -150,8 +194,8 @@ pub(crate) struct Series {
 
 impl Series {
     #[inline]
-    fn is(&self, method: u8, status: u16, label: u16) -> bool {
-        self.method == method && self.status == status && self.label == label
+    fn is(&self, packed: u64) -> bool {
+        self.packed == packed
     }
 }
 
@@ -171,11 +215,54 @@ pub(crate) struct Config {
     pub(crate) exemplars: bool,
     /// Whether the RED families are exposed and snapshotted ([`crate::MetricsBuilder::request_metrics`]).
     pub(crate) request_metrics: bool,
+    /// The method label values, known methods first and `_OTHER` last
+    /// ([`crate::MetricsBuilder::known_methods`]).
+    pub(crate) methods: &'static [&'static str],
+    /// Whether `methods` is the default list, which has a fast lookup.
+    pub(crate) default_methods: bool,
+    /// The scheme of requests whose URI has none (HTTP/1.1 origin form), as an index into
+    /// [`SCHEMES`] ([`crate::MetricsBuilder::url_scheme`]).
+    pub(crate) default_scheme: u8,
 }
 
 impl Config {
     pub(crate) fn names(&self) -> &'static MetricNames {
         self.naming.names()
+    }
+
+    /// The index of `method` in [`Config::methods`].
+    #[inline]
+    pub(crate) fn method_index(&self, method: &http::Method) -> u8 {
+        if self.default_methods {
+            return method_index(method);
+        }
+        let known = self.methods.len() - 1;
+        self.methods[..known]
+            .iter()
+            .position(|name| *name == method.as_str())
+            .unwrap_or(known) as u8
+    }
+
+    /// The label value of method index `method`.
+    pub(crate) fn method_name(&self, method: u8) -> &'static str {
+        self.methods
+            .get(usize::from(method))
+            .copied()
+            .unwrap_or(OTHER_METHOD)
+    }
+
+    /// The scheme and version indices of `request`, or zeros when the preset labels neither.
+    #[inline]
+    pub(crate) fn protocol_of<B>(&self, request: &http::Request<B>) -> (u8, u8) {
+        if self.names().scheme_label.is_none() {
+            return (0, 0);
+        }
+        let scheme = match request.uri().scheme() {
+            Some(scheme) if *scheme == http::uri::Scheme::HTTPS => 1,
+            Some(scheme) if *scheme == http::uri::Scheme::HTTP => 0,
+            _ => self.default_scheme,
+        };
+        (scheme, version_index(request.version()))
     }
 }
 
@@ -191,7 +278,8 @@ pub(crate) struct Shared {
     /// The TSC where it is invariant (a few ns per reading, versus tens for `Instant::now`
     /// in a VM), the OS monotonic clock otherwise.
     pub(crate) clock: quanta::Clock,
-    pub(crate) active: [ActiveGauge; METHODS.len()],
+    /// By scheme, then method: `active[scheme * methods.len() + method]`.
+    active: Box<[ActiveGauge]>,
     /// Every series ever created, in creation order, for the encoder. Append-only and
     /// lock-free, so that creating a series never waits for an encode in progress.
     series: boxcar::Vec<Arc<Series>>,
@@ -202,6 +290,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The in-flight gauge of requests of `scheme` and `method`.
+    #[inline]
+    pub(crate) fn active(&self, scheme: u8, method: u8) -> &AtomicI64 {
+        let index = usize::from(scheme) * self.config.methods.len() + usize::from(method);
+        &self.active[index].0
+    }
+
+    /// Every in-flight gauge, as (scheme, method, value).
+    pub(crate) fn active_gauges(&self) -> impl Iterator<Item = (u8, u8, i64)> + '_ {
+        let methods = self.config.methods.len();
+        self.active.iter().enumerate().map(move |(index, gauge)| {
+            (
+                (index / methods) as u8,
+                (index % methods) as u8,
+                gauge.0.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// The series created so far, in creation order; one created during the iteration may
     /// or may not be included.
     pub(crate) fn series(&self) -> impl Iterator<Item = &Series> {
@@ -253,52 +360,46 @@ impl RouteEntry {
         }
     }
 
-    /// Runs `record` on the series for (method, status) without a request label, creating it on
+    /// Runs `record` on the series for (method, status) without other labels, creating it on
     /// first use.
     #[cfg(test)]
     pub(crate) fn with_series(&self, method: u8, status: u16, record: impl FnOnce(&Series)) {
-        self.with_labelled_series(method, status, crate::request_label::NO_VALUE, record)
+        self.with_series_of(SeriesKey::of(method, status), record)
     }
 
-    /// Runs `record` on the series for (method, status, request label value index), creating
-    /// it on first use.
+    /// Runs `record` on the series of `key`, creating it on first use.
     #[inline]
-    pub(crate) fn with_labelled_series(
-        &self,
-        method: u8,
-        status: u16,
-        label: u16,
-        record: impl FnOnce(&Series),
-    ) {
+    pub(crate) fn with_series_of(&self, key: SeriesKey, record: impl FnOnce(&Series)) {
+        let packed = key.packed();
         for slot in &self.slots {
             match slot.get() {
-                Some(series) if series.is(method, status, label) => {
+                Some(series) if series.is(packed) => {
                     return record(series);
                 }
                 Some(_) => {}
                 None => break,
             }
         }
-        self.with_series_slow(method, status, label, record)
+        self.with_series_slow(key, record)
     }
 
     #[cold]
-    fn with_series_slow(&self, method: u8, status: u16, label: u16, record: impl FnOnce(&Series)) {
-        let key = u64::from(label) << 32 | u64::from(method) << 16 | u64::from(status);
+    fn with_series_slow(&self, key: SeriesKey, record: impl FnOnce(&Series)) {
+        let packed = key.packed();
         let overflow = self.overflow.pin();
-        if let Some(series) = overflow.get(&key) {
+        if let Some(series) = overflow.get(&packed) {
             return record(series);
         }
         let _creating = self.create.lock().unwrap_or_else(PoisonError::into_inner);
         // Another thread may have created it while we waited for the lock.
         for slot in &self.slots {
             match slot.get() {
-                Some(series) if series.is(method, status, label) => {
+                Some(series) if series.is(packed) => {
                     return record(series);
                 }
                 Some(_) => {}
                 None => {
-                    let created = Arc::new(self.new_series(method, status, label));
+                    let created = Arc::new(self.new_series(key));
                     self.shared.series.push(Arc::clone(&created));
                     // Slots are only set under `create`, so this one is still empty.
                     let stored = slot.get_or_init(|| created);
@@ -306,35 +407,62 @@ impl RouteEntry {
                 }
             }
         }
-        let series = match overflow.get(&key) {
+        let series = match overflow.get(&packed) {
             Some(series) => series,
             None => {
-                let created = Arc::new(self.new_series(method, status, label));
+                let created = Arc::new(self.new_series(key));
                 self.shared.series.push(Arc::clone(&created));
-                overflow.get_or_insert(key, created)
+                overflow.get_or_insert(packed, created)
             }
         };
         record(series)
     }
 
-    fn new_series(&self, method: u8, status: u16, label: u16) -> Series {
+    fn new_series(&self, key: SeriesKey) -> Series {
+        let SeriesKey {
+            method,
+            status,
+            label,
+            scheme,
+            version,
+        } = key;
         let config = &self.shared.config;
         let names = config.names();
-        let label_pair = self
-            .shared
-            .label_values
-            .as_ref()
-            .map_or("", |values| values.rendered(label));
-        let labels = format!(
-            "{}=\"{}\",{}=\"{}\",{}=\"{}\"{label_pair}{}",
+        let mut labels = format!(
+            "{}=\"{}\",{}=\"{}\",{}=\"{}\"",
             names.method_label,
-            METHODS[usize::from(method)],
+            config.method_name(method),
             names.route_label,
             self.escaped_route,
             names.status_label,
             status,
-            config.const_labels,
         );
+        // OpenTelemetry's `error.type`: for a server, the status code of a 5xx response. Other
+        // series have it empty, which Prometheus reads as absent: every series of a family then
+        // has the same label names, as strict parsers of the text formats require.
+        if let Some(error_type) = names.error_type_label {
+            if status >= 500 {
+                labels.push_str(&format!(",{error_type}=\"{status}\""));
+            } else {
+                labels.push_str(&format!(",{error_type}=\"\""));
+            }
+        }
+        if let Some(scheme_label) = names.scheme_label {
+            labels.push_str(&format!(
+                ",{scheme_label}=\"{}\"",
+                SCHEMES[usize::from(scheme)]
+            ));
+        }
+        if let Some(version_label) = names.protocol_version_label {
+            labels.push_str(&format!(
+                ",{version_label}=\"{}\"",
+                PROTOCOL_VERSIONS[usize::from(version)]
+            ));
+        }
+        if let Some(values) = &self.shared.label_values {
+            labels.push_str(values.rendered(label));
+        }
+        labels.push_str(&config.const_labels);
         let size_histogram = || {
             config
                 .size_bounds_bytes
@@ -342,9 +470,12 @@ impl RouteEntry {
                 .map(|bounds| AtomicHistogram::new(bounds.len()))
         };
         Series {
+            packed: key.packed(),
             method,
             status,
             label,
+            scheme,
+            version,
             route: Arc::clone(&self.route),
             labels: labels.into(),
             duration: AtomicHistogram::new(config.duration_bounds_nanos.len()),
@@ -409,11 +540,12 @@ impl Core {
         max_routes: usize,
         label_values: Option<LabelValues>,
     ) -> Self {
+        let gauges = SCHEMES.len() * config.methods.len();
         let shared = Arc::new(Shared {
             config,
             label_values,
             clock: quanta::Clock::new(),
-            active: Default::default(),
+            active: (0..gauges).map(|_| ActiveGauge::default()).collect(),
             series: boxcar::Vec::new(),
             exceptions: Mutex::new(BTreeMap::new()),
         });

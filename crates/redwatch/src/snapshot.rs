@@ -4,10 +4,8 @@
 //! taken from that same pass, so `count` always equals the `+Inf` bucket and buckets never
 //! decrease, even while requests are recorded.
 
-use std::sync::atomic::Ordering;
-
 use crate::collect::{self, Collected};
-use crate::naming::{METHODS, Naming};
+use crate::naming::{Naming, PROTOCOL_VERSIONS, SCHEMES};
 use crate::registry::{AtomicHistogram, Shared};
 
 /// The RED series, gauges and scrape-time values of one [`crate::Metrics`] at one moment.
@@ -52,6 +50,10 @@ pub struct SeriesSnapshot {
     pub route: String,
     /// The three-digit status code.
     pub status: u16,
+    /// The URI scheme, `http` or `https`; `None` under a preset without the label (`flask`).
+    pub url_scheme: Option<&'static str>,
+    /// The HTTP version (`1.1`, `2`, ...); `None` under a preset without the label (`flask`).
+    pub protocol_version: Option<&'static str>,
     /// The [request label](crate::RequestLabel)'s value, unescaped (`overflow` past the cap,
     /// empty for a request without one); `None` when no request label is declared.
     pub request_label: Option<String>,
@@ -130,6 +132,7 @@ impl Snapshot {
 /// Reads every series of `shared`, the gauges, and collects the scrape-time values.
 pub(crate) fn take(shared: &Shared) -> Snapshot {
     let config = &shared.config;
+    let names = config.names();
     let sizes: Vec<f64> = config
         .size_bounds_bytes
         .iter()
@@ -167,9 +170,13 @@ pub(crate) fn take(shared: &Shared) -> Snapshot {
     let series = shared
         .series()
         .map(|s| SeriesSnapshot {
-            method: METHODS[usize::from(s.method)],
+            method: config.method_name(s.method),
             route: s.route.to_string(),
             status: s.status,
+            url_scheme: names.scheme_label.map(|_| SCHEMES[usize::from(s.scheme)]),
+            protocol_version: names
+                .protocol_version_label
+                .map(|_| PROTOCOL_VERSIONS[usize::from(s.version)]),
             request_label: shared
                 .label_values
                 .as_ref()
@@ -179,20 +186,23 @@ pub(crate) fn take(shared: &Shared) -> Snapshot {
             response_size: s.response_size.as_ref().map(|h| read(h, &sizes, 1.0)),
         })
         .collect();
-    let active = METHODS
+    // By method, summed over schemes.
+    let mut active: Vec<ActiveRequests> = config
+        .methods
         .iter()
-        .zip(shared.active.iter())
-        .map(|(&method, gauge)| ActiveRequests {
-            method,
-            value: gauge.0.load(Ordering::Relaxed),
-        })
+        .map(|&method| ActiveRequests { method, value: 0 })
         .collect();
+    for (_scheme, method, value) in shared.active_gauges() {
+        if let Some(gauge) = active.get_mut(usize::from(method)) {
+            gauge.value += value;
+        }
+    }
     // A copy, so that a panicking handler never waits for this snapshot.
     let exceptions = shared.exceptions().clone();
     let exceptions = exceptions
         .into_iter()
         .map(|((method, status), count)| ExceptionCount {
-            method: METHODS[usize::from(method)],
+            method: config.method_name(method),
             status,
             count,
         })
@@ -228,8 +238,8 @@ mod tests {
         entry.with_series(2, 503, |s| {
             s.duration.observe(&bounds, 2_000_000_000);
         });
-        core.shared.active[2]
-            .0
+        core.shared
+            .active(0, 2)
             .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
 
         let snapshot = metrics.snapshot();
@@ -262,9 +272,11 @@ mod tests {
         // The exposition shows the same numbers.
         let text = String::from_utf8(metrics.render(Format::Prometheus)).unwrap();
         assert!(text.contains(
-            "http_server_request_duration_seconds_bucket{http_request_method=\"GET\",http_route=\"/a\\\"b\",http_response_status_code=\"200\",le=\"1\"} 3"
+            "http_server_request_duration_seconds_bucket{http_request_method=\"GET\",http_route=\"/a\\\"b\",http_response_status_code=\"200\",error_type=\"\",url_scheme=\"http\",network_protocol_version=\"0.9\",le=\"1\"} 3"
+        ), "{text}");
+        assert!(text.contains(
+            "http_server_active_requests{http_request_method=\"POST\",url_scheme=\"http\"} 3"
         ));
-        assert!(text.contains("http_server_active_requests{http_request_method=\"POST\"} 3"));
     }
 
     #[test]

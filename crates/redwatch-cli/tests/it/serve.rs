@@ -109,7 +109,7 @@ async fn latency_scale_zero_turns_the_sleeps_off() {
                 ("le", le),
             ]
         };
-        let fast = metrics.value("http_server_request_duration_seconds_bucket", &labels("1"));
+        let fast = metrics.value_with("http_server_request_duration_seconds_bucket", &labels("1"));
         assert_eq!(fast, Some(SAMPLES as f64), "{path} requests under 1 s");
     }
 }
@@ -228,18 +228,18 @@ fn check_request_series(preset: &Preset, metrics: &Exposition) {
             (preset.route, route),
             (preset.status, status.as_str()),
         ];
-        let count = metrics.value(&format!("{}_count", preset.duration), &labels);
+        let count = metrics.value_with(&format!("{}_count", preset.duration), &labels);
         assert_eq!(count, Some(1.0), "{path}: {route} {status} count");
         let mut with_inf = labels.to_vec();
         with_inf.push(("le", "+Inf"));
-        let inf = metrics.value(&format!("{}_bucket", preset.duration), &with_inf);
+        let inf = metrics.value_with(&format!("{}_bucket", preset.duration), &with_inf);
         assert_eq!(inf, Some(1.0), "{path}: +Inf bucket");
-        let sum = metrics.value(&format!("{}_sum", preset.duration), &labels);
+        let sum = metrics.value_with(&format!("{}_sum", preset.duration), &labels);
         assert!(sum.is_some_and(|s| s >= 0.0), "{path}: sum {sum:?}");
     }
     // /cpu burns about 100 ms, and the histogram saw it.
     let cpu = metrics
-        .value(
+        .value_with(
             &format!("{}_sum", preset.duration),
             &[
                 (preset.method, "GET"),
@@ -261,7 +261,7 @@ fn check_request_series(preset: &Preset, metrics: &Exposition) {
     );
     // Nothing in flight while /metrics is served.
     assert_eq!(
-        metrics.value(preset.active, &[(preset.method, "GET")]),
+        metrics.value_with(preset.active, &[(preset.method, "GET")]),
         Some(0.0)
     );
 }
@@ -279,18 +279,23 @@ fn check_process_and_runtime_series(metrics: &Exposition) {
         "tokio_runtime_alive_tasks",
         "tokio_runtime_global_queue_depth",
     ] {
-        assert!(metrics.value(name, &[]).is_some(), "{name} missing");
+        assert!(metrics.value_with(name, &[]).is_some(), "{name} missing");
     }
     assert!(
         metrics
-            .value("process_resident_memory_bytes", &[])
+            .value_with("process_resident_memory_bytes", &[])
             .unwrap_or_default()
             > 0.0
     );
-    assert!(metrics.value("process_open_fds", &[]).unwrap_or_default() >= 3.0);
     assert!(
         metrics
-            .value("tokio_runtime_workers", &[])
+            .value_with("process_open_fds", &[])
+            .unwrap_or_default()
+            >= 3.0
+    );
+    assert!(
+        metrics
+            .value_with("tokio_runtime_workers", &[])
             .unwrap_or_default()
             >= 1.0
     );
@@ -308,7 +313,7 @@ async fn otel_preset_shows_a_series_for_every_endpoint() {
         ("deployment_environment_name", "staging"),
     ];
     assert_eq!(
-        metrics.value("target_info", &info),
+        metrics.value_with("target_info", &info),
         Some(1.0),
         "{}",
         metrics.text
@@ -324,7 +329,7 @@ async fn flask_preset_shows_a_series_for_every_endpoint() {
     check_process_and_runtime_series(&metrics);
     // The counter prometheus_flask_exporter dashboards use for rates, by method and status.
     let total = |status| {
-        metrics.value(
+        metrics.value_with(
             "flask_http_request_total",
             &[("method", "GET"), ("status", status)],
         )
@@ -340,7 +345,7 @@ async fn flask_preset_shows_a_series_for_every_endpoint() {
     assert!(metrics.has_type("flask_http_request_exceptions_total", "counter"));
     let app_info = [("version", "9.8.7"), ("environment", "staging")];
     assert_eq!(
-        metrics.value("app_info", &app_info),
+        metrics.value_with("app_info", &app_info),
         Some(1.0),
         "{}",
         metrics.text
@@ -373,7 +378,7 @@ async fn metrics_listen_moves_metrics_to_their_own_port() {
         ("http_response_status_code", "200"),
     ];
     assert_eq!(
-        metrics.value("http_server_request_duration_seconds_count", &labels),
+        metrics.value_with("http_server_request_duration_seconds_count", &labels),
         Some(1.0)
     );
 }
@@ -434,7 +439,7 @@ async fn environment_variables_mirror_the_flags() {
     let metrics = Exposition::parse(&allowed.body);
     let labels = [("method", "GET"), ("path", "/ep_four"), ("status", "200")];
     assert_eq!(
-        metrics.value("flask_http_request_duration_seconds_count", &labels),
+        metrics.value_with("flask_http_request_duration_seconds_count", &labels),
         Some(1.0)
     );
     let info = metrics.named("app_info").next().expect("app_info");
@@ -447,7 +452,7 @@ async fn requests_reached_server(server: &Server, route: &str, count: usize) -> 
     for _ in 0..250 {
         let metrics = server.metrics().await;
         let active = metrics
-            .value(
+            .value_with(
                 "http_server_active_requests",
                 &[("http_request_method", "GET")],
             )

@@ -563,6 +563,8 @@ mod tests {
             method: "GET",
             route: route.to_owned(),
             status,
+            url_scheme: Some("http"),
+            protocol_version: Some("1.1"),
             request_label: None,
             duration: HistogramSnapshot {
                 count: cumulative[3],

@@ -137,11 +137,13 @@ impl History {
             let Some(&i) = self.index.get(&key) else {
                 continue;
             };
+            // Series that differ only in labels the dashboard does not show (a request label,
+            // the otel preset's scheme and version) add up.
             let slot = &mut buckets[i * per_series..(i + 1) * per_series];
             for (value, bucket) in slot.iter_mut().zip(&series.duration.buckets) {
-                *value = bucket.cumulative_count;
+                *value += bucket.cumulative_count;
             }
-            sums[i] = series.duration.sum;
+            sums[i] += series.duration.sum;
         }
         let process = snapshot.collected.process.as_ref();
         if self.samples.len() >= self.capacity {
@@ -278,6 +280,38 @@ mod tests {
                 metrics.snapshot().series.len() - kept
             );
         }
+    }
+
+    /// Two series that differ only in a label the dashboard does not show (here the HTTP
+    /// version) count together, not the last one alone.
+    #[test]
+    fn series_differing_in_hidden_labels_add_up() {
+        let metrics = Metrics::new();
+        let service = tower::service_fn(|_request: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        });
+        let mut service = metrics.layer().classify_with(UriPathRoute).layer(service);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for version in [
+                http::Version::HTTP_11,
+                http::Version::HTTP_2,
+                http::Version::HTTP_2,
+            ] {
+                let request = http::Request::get("/r").version(version).body(()).unwrap();
+                drop(service.ready().await.unwrap().call(request).await.unwrap());
+            }
+        });
+        assert_eq!(metrics.snapshot().series.len(), 2);
+        let mut history = History::new(5, 10, crate::DEFAULT_DURATION_BUCKETS.to_vec());
+        history.push(0, &metrics.snapshot());
+        assert_eq!(history.series.len(), 1);
+        let sample = history.samples.back().unwrap();
+        let per_series = history.buckets_per_series();
+        // The +Inf bucket of the one dashboard series counts all three requests.
+        assert_eq!(sample.buckets[per_series - 1], 3);
     }
 
     #[test]

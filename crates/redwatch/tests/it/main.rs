@@ -11,6 +11,7 @@ mod exposition;
 mod grpc;
 mod hostile;
 mod layer;
+mod otel_attributes;
 mod request_labels;
 mod support;
 mod validity;

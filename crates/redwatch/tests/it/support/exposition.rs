@@ -59,6 +59,19 @@ impl Exposition {
             .map(|s| s.value)
     }
 
+    /// The value of the one sample named `name` whose labels include `labels`; others may be
+    /// there too (e.g. the otel preset's `url_scheme`). `None` when no sample matches; a panic
+    /// when several do, since the caller then meant a sum.
+    pub fn value_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let found = find(&self.samples, name, labels);
+        assert!(
+            found.len() <= 1,
+            "{} samples of {name} have {labels:?}: {found:?}",
+            found.len()
+        );
+        found.first().map(|sample| sample.value)
+    }
+
     /// Every sample named `name` (the free [`find`] and [`total`] match on part of the labels).
     pub fn named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Sample> + use<'a> {
         let name = name.to_owned();
