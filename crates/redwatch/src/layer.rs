@@ -516,9 +516,7 @@ impl Tracker {
         let (request_size, response_size) = (self.request_size, self.response_size);
         let trace = self.trace;
         self.route.with_series(self.method, status, |series| {
-            let bucket = series
-                .duration
-                .observe(&config.duration_bounds_nanos, nanos);
+            let bucket = series.observe_duration(&config.duration_bounds_nanos, nanos);
             if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
                 offer_exemplar(
                     slots,

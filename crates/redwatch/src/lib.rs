@@ -72,9 +72,13 @@ mod exposition;
 mod layer;
 mod metrics;
 mod naming;
+#[cfg(feature = "native-histograms")]
+mod native;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod process;
+#[cfg(feature = "native-histograms")]
+mod protobuf;
 mod registry;
 #[cfg(feature = "axum")]
 mod scrape_thread;
@@ -93,6 +97,9 @@ pub use naming::{
     ABANDONED_STATUS, DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, MetricNames, Naming,
     OVERFLOW_ROUTE, UNMATCHED_ROUTE, UnknownNaming, process_names,
 };
+#[cfg(feature = "native-histograms")]
+#[cfg_attr(docsrs, doc(cfg(feature = "native-histograms")))]
+pub use protobuf::CONTENT_TYPE as PROTOBUF_CONTENT_TYPE;
 
 pub use trace::TraceContext;
 
