@@ -177,7 +177,8 @@ pub(crate) struct Config {
     /// Whether the RED families are exposed and snapshotted ([`crate::MetricsBuilder::request_metrics`]).
     pub(crate) request_metrics: bool,
     /// Whether durations are also kept as native histograms (`MetricsBuilder::native_histograms`;
-    /// always false without the `native-histograms` feature).
+    /// always false without the `native-histograms` feature, which alone reads it).
+    #[cfg_attr(not(feature = "native-histograms"), allow(dead_code))]
     pub(crate) native_histograms: bool,
 }
 

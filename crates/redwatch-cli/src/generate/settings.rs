@@ -264,6 +264,7 @@ pub struct GenerateFlags {
     /// the library's `MetricsBuilder::native_histograms`) instead of its classic buckets.
     /// Prometheus must scrape them (`--enable-feature=native-histograms`) and keep the classic
     /// series too (`always_scrape_classic_histograms: true`), which the other rules read
+    /// [default: off]
     #[arg(long, env = "REDWATCH_NATIVE_HISTOGRAMS")]
     pub native_histograms: bool,
 
