@@ -2,7 +2,7 @@
 //! measure what each metrics middleware costs in real HTTP throughput.
 //!
 //! Usage: `axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|
-//! redwatch-exemplars|redwatch-exemplars-traced|axum-prometheus
+//! redwatch-exemplars|redwatch-exemplars-traced|redwatch-native|axum-prometheus
 //! [--count-allocations]`
 //!
 //! With `--in-process N` it sends N requests through the router in process instead (see
@@ -84,6 +84,8 @@ enum Variant {
     /// Exemplars on, every request with a sampled `traceparent` of its own (the driver sends
     /// them): each request parses it and replaces its bucket's exemplar.
     RedwatchExemplarsTraced,
+    /// Native histograms on: each request is also counted in its native duration bucket.
+    RedwatchNative,
     AxumPrometheus,
 }
 
@@ -94,7 +96,7 @@ struct Options {
     in_process: Option<u64>,
 }
 
-const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-exemplars|redwatch-exemplars-traced|axum-prometheus [--count-allocations] [--in-process N]";
+const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-exemplars|redwatch-exemplars-traced|redwatch-native|axum-prometheus [--count-allocations] [--in-process N]";
 
 fn parse_options() -> Result<Options, String> {
     let mut variant = None;
@@ -113,6 +115,7 @@ fn parse_options() -> Result<Options, String> {
                     "redwatch-body-sizes" => Variant::RedwatchBodySizes,
                     "redwatch-exemplars" => Variant::RedwatchExemplars,
                     "redwatch-exemplars-traced" => Variant::RedwatchExemplarsTraced,
+                    "redwatch-native" => Variant::RedwatchNative,
                     "axum-prometheus" => Variant::AxumPrometheus,
                     other => return Err(format!("unknown variant {other:?}")),
                 });
@@ -173,6 +176,17 @@ fn app(variant: Variant) -> Router {
         #[cfg(not(feature = "exemplars"))]
         Variant::RedwatchExemplars | Variant::RedwatchExemplarsTraced => {
             panic!("the exemplar variants need a build with --features exemplars")
+        }
+        #[cfg(feature = "native-histograms")]
+        Variant::RedwatchNative => with_redwatch(
+            redwatch::Metrics::builder()
+                .native_histograms(true)
+                .build()
+                .expect("a valid configuration"),
+        ),
+        #[cfg(not(feature = "native-histograms"))]
+        Variant::RedwatchNative => {
+            panic!("the native variant needs a build with --features native-histograms")
         }
         Variant::AxumPrometheus => {
             // The setup from axum-prometheus's README.

@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// to see what scraping a large exposition costs the API (see bench/soak). At most 1000000.
     #[arg(long, env = "REDWATCH_EXTRA_SERIES", default_value = "0", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub extra_series: u32,
+
+    /// Also keep the request durations as native histograms, served in the Prometheus protobuf
+    /// format to a Prometheus started with `--enable-feature=native-histograms` (text scrapes are
+    /// unchanged).
+    #[arg(long, env = "REDWATCH_NATIVE_HISTOGRAMS")]
+    pub native_histograms: bool,
 }
 
 /// Parses `IP:PORT`, with a message that says what is expected.
@@ -345,7 +351,8 @@ fn metrics(args: &ServeArgs) -> anyhow::Result<Metrics> {
         .environment(&args.environment)
         // Requests that carry a sampled `traceparent` (`redwatch load --traceparent`) become
         // exemplars of the latency buckets.
-        .exemplars(true);
+        .exemplars(true)
+        .native_histograms(args.native_histograms);
     if let Some(token) = &args.metrics_token {
         builder = builder.bearer_token(token);
     }

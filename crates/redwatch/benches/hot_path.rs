@@ -33,6 +33,24 @@ fn noop_service(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    #[cfg(feature = "native-histograms")]
+    {
+        let native = redwatch::Metrics::builder()
+            .native_histograms(true)
+            .build()
+            .unwrap();
+        let mut layered = native
+            .layer()
+            .classify_with(common::ItemRoute)
+            .layer(common::noop());
+        group.bench_function("with_redwatch_native", |b| {
+            b.iter_batched(
+                common::request,
+                |request| common::serve_one(&mut layered, black_box(request)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     group.finish();
 }
 

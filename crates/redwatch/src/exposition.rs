@@ -34,6 +34,45 @@ pub fn negotiate_format(headers: &HeaderMap) -> Format {
     }
 }
 
+/// Whether the scraper prefers the Prometheus protobuf format (length-delimited
+/// `io.prometheus.client.MetricFamily` messages) to every text format it accepts, as Prometheus
+/// does when its native histograms are on.
+#[cfg(feature = "native-histograms")]
+pub(crate) fn prefers_protobuf(headers: &HeaderMap) -> bool {
+    let mut protobuf_q = 0.0f32;
+    let mut text_q = 0.0f32;
+    for value in headers.get_all(ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for range in value.split(',') {
+            let mut params = range.split(';');
+            let media_type = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            let (mut q, mut proto, mut delimited) = (1.0f32, false, false);
+            for param in params {
+                let Some((name, value)) = param.split_once('=') else {
+                    continue;
+                };
+                let value = value.trim().trim_matches('"');
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = value.parse().unwrap_or(0.0),
+                    "proto" => proto = value == "io.prometheus.client.MetricFamily",
+                    "encoding" => delimited = value.eq_ignore_ascii_case("delimited"),
+                    _ => {}
+                }
+            }
+            match media_type.as_str() {
+                "application/vnd.google.protobuf" if proto && delimited => {
+                    protobuf_q = protobuf_q.max(q);
+                }
+                "application/openmetrics-text" | "text/plain" | "text/*" | "*/*" => {
+                    text_q = text_q.max(q);
+                }
+                _ => {}
+            }
+        }
+    }
+    protobuf_q > 0.0 && protobuf_q >= text_q
+}
+
 /// Whether the scraper accepts gzip; always `false` without the `gzip` feature, which then
 /// answers uncompressed, as HTTP allows.
 pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -111,6 +150,37 @@ mod tests {
         assert_eq!(negotiate_format(&curl), Format::Prometheus);
         let refused = headers(&[(ACCEPT, "application/openmetrics-text;q=0, text/plain")]);
         assert_eq!(negotiate_format(&refused), Format::Prometheus);
+    }
+
+    #[cfg(feature = "native-histograms")]
+    #[test]
+    fn protobuf_only_when_preferred() {
+        // Prometheus 2.42 with --enable-feature=native-histograms.
+        let prometheus_2 = headers(&[(
+            ACCEPT,
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )]);
+        assert!(prefers_protobuf(&prometheus_2));
+        // Prometheus 3 with native histograms: PrometheusProto first in scrape_protocols.
+        let prometheus_3 = headers(&[(
+            ACCEPT,
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+        )]);
+        assert!(prefers_protobuf(&prometheus_3));
+        for refused in [
+            // Prometheus 3's default: text first.
+            "application/openmetrics-text;version=1.0.0;q=0.5,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.4",
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text",
+            "application/vnd.google.protobuf;encoding=delimited",
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0",
+            "*/*",
+        ] {
+            assert!(
+                !prefers_protobuf(&headers(&[(ACCEPT, refused)])),
+                "{refused}"
+            );
+        }
+        assert!(!prefers_protobuf(&HeaderMap::new()));
     }
 
     #[cfg(feature = "gzip")]

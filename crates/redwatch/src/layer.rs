@@ -651,9 +651,7 @@ impl Tracker {
             version: self.version,
         };
         self.route.with_series_of(key, |series| {
-            let _bucket = series
-                .duration
-                .observe(&config.duration_bounds_nanos, nanos);
+            let _bucket = series.observe_duration(&config.duration_bounds_nanos, nanos);
             #[cfg(feature = "exemplars")]
             if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
                 offer_exemplar(

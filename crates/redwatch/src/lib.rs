@@ -72,9 +72,13 @@ mod exposition;
 mod layer;
 mod metrics;
 mod naming;
+#[cfg(feature = "native-histograms")]
+mod native;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod process;
+#[cfg(feature = "native-histograms")]
+mod protobuf;
 mod registry;
 mod request_label;
 #[cfg(feature = "axum")]
@@ -94,6 +98,9 @@ pub use naming::{
     ABANDONED_STATUS, DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS, MetricNames, Naming,
     OVERFLOW_ROUTE, UNMATCHED_ROUTE, UnknownNaming, process_names,
 };
+#[cfg(feature = "native-histograms")]
+#[cfg_attr(docsrs, doc(cfg(feature = "native-histograms")))]
+pub use protobuf::CONTENT_TYPE as PROTOBUF_CONTENT_TYPE;
 
 pub use request_label::{DisableMetrics, RequestLabel};
 pub use trace::TraceContext;

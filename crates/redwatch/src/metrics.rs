@@ -190,6 +190,35 @@ impl Metrics {
         out
     }
 
+    /// The exposition in the format `request_headers` ask for, and its content type.
+    fn render_negotiated(&self, request_headers: &HeaderMap) -> (Vec<u8>, &'static str) {
+        #[cfg(feature = "native-histograms")]
+        if self.inner.core.shared.config.native_histograms
+            && crate::exposition::prefers_protobuf(request_headers)
+        {
+            return (self.render_protobuf(), crate::protobuf::CONTENT_TYPE);
+        }
+        let format = negotiate_format(request_headers);
+        (self.render(format), format.content_type())
+    }
+
+    /// Encodes every metric in the Prometheus protobuf format (length-delimited
+    /// `io.prometheus.client.MetricFamily` messages, [`PROTOBUF_CONTENT_TYPE`](crate::PROTOBUF_CONTENT_TYPE)):
+    /// redwatch's families, with the native duration histograms when
+    /// [`native_histograms`](MetricsBuilder::native_histograms) is on, and the registered ones.
+    /// [`Metrics::respond`] serves it to scrapers that prefer it when native histograms are on.
+    /// It blocks, like [`Metrics::render`].
+    #[cfg(feature = "native-histograms")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "native-histograms")))]
+    pub fn render_protobuf(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.inner.last_size.load(Ordering::Relaxed) + 1024);
+        let user = self.with_registry(|registry| {
+            prometheus_client::encoding::prometheus_protobuf::encode(registry)
+        });
+        crate::protobuf::encode(&self.inner.core.shared, user, &mut out);
+        out
+    }
+
     /// A typed, consistent view of every RED series (counts, sums and cumulative buckets,
     /// read as the exposition reads them), the in-flight gauges and the process, runtime and
     /// info values, for code that wants numbers rather than text. It reads `/proc`, like
@@ -233,10 +262,9 @@ impl Metrics {
         if let Some(refused) = self.refuse_unauthorized(request_headers) {
             return refused;
         }
-        let format = negotiate_format(request_headers);
-        let body = self.render(format);
+        let (body, content_type) = self.render_negotiated(request_headers);
         let mut response = Response::builder()
-            .header(CONTENT_TYPE, format.content_type())
+            .header(CONTENT_TYPE, content_type)
             .header(http::header::VARY, "Accept, Accept-Encoding");
         let body = if accepts_gzip(request_headers) {
             response = response.header(CONTENT_ENCODING, "gzip");
@@ -341,6 +369,7 @@ pub struct MetricsBuilder {
     request_label: Option<RequestLabel>,
     known_methods: Option<Vec<String>>,
     url_scheme: String,
+    native_histograms: bool,
 }
 
 impl Default for MetricsBuilder {
@@ -367,6 +396,7 @@ impl Default for MetricsBuilder {
             request_label: None,
             known_methods: None,
             url_scheme: "http".to_owned(),
+            native_histograms: false,
         }
     }
 }
@@ -562,6 +592,37 @@ impl MetricsBuilder {
         self
     }
 
+    /// Also keeps each duration series as a native histogram (off by default), served in the
+    /// Prometheus protobuf format to scrapers that ask for it, as Prometheus does when started
+    /// with `--enable-feature=native-histograms`. The protobuf response carries every family of
+    /// the text formats, the registered ones included, and the duration histograms with both
+    /// their classic buckets and the native ones; the text formats stay as they are.
+    ///
+    /// The native histogram has a fixed layout: schema 3 (bucket bounds 2^(1/8) ≈ 1.09 apart,
+    /// so a quantile is within about 9 % of the truth), buckets from 1 µs to 2^14 s (4.6 h;
+    /// longer requests count in the top bucket) and a zero bucket for the rest. Each series
+    /// takes 2.2 KB more; a request costs one relaxed atomic addition more, after a few integer
+    /// operations on its duration, and allocates nothing.
+    ///
+    /// ```
+    /// use redwatch::Metrics;
+    /// use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+    ///
+    /// let metrics = Metrics::builder().native_histograms(true).build().unwrap();
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert(ACCEPT, HeaderValue::from_static(
+    ///     "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+    /// ));
+    /// let response = metrics.respond(&headers);
+    /// assert_eq!(response.headers()[CONTENT_TYPE], redwatch::PROTOBUF_CONTENT_TYPE);
+    /// ```
+    #[cfg(feature = "native-histograms")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "native-histograms")))]
+    pub fn native_histograms(mut self, enabled: bool) -> Self {
+        self.native_histograms = enabled;
+        self
+    }
+
     /// Checks the configuration and builds the metrics.
     pub fn build(self) -> Result<Metrics, BuildError> {
         let names = self.naming.names();
@@ -696,6 +757,7 @@ impl MetricsBuilder {
             methods,
             default_methods,
             default_scheme,
+            native_histograms: self.native_histograms,
         };
         let le = LeValues::new(&config);
         let core = Core::new(

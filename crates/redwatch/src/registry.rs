@@ -190,6 +190,23 @@ pub(crate) struct Series {
     pub(crate) duration_exemplars: Option<Box<[ExemplarSlot]>>,
     pub(crate) request_size: Option<AtomicHistogram>,
     pub(crate) response_size: Option<AtomicHistogram>,
+    /// The duration as a native histogram too, when native histograms are on.
+    #[cfg(feature = "native-histograms")]
+    pub(crate) native_duration: Option<crate::native::NativeHistogram>,
+}
+
+impl Series {
+    /// Records a request's duration and returns the classic bucket it landed in. The native
+    /// histogram is counted first, so that an encoder reading the classic buckets before the
+    /// native ones finds no more classic observations than native ones (see `protobuf`).
+    #[inline]
+    pub(crate) fn observe_duration(&self, bounds_nanos: &[u64], nanos: u64) -> usize {
+        #[cfg(feature = "native-histograms")]
+        if let Some(native) = &self.native_duration {
+            native.observe(nanos);
+        }
+        self.duration.observe(bounds_nanos, nanos)
+    }
 }
 
 impl Series {
@@ -223,6 +240,10 @@ pub(crate) struct Config {
     /// The scheme of requests whose URI has none (HTTP/1.1 origin form), as an index into
     /// [`SCHEMES`] ([`crate::MetricsBuilder::url_scheme`]).
     pub(crate) default_scheme: u8,
+    /// Whether durations are also kept as native histograms (`MetricsBuilder::native_histograms`;
+    /// always false without the `native-histograms` feature, which alone reads it).
+    #[cfg_attr(not(feature = "native-histograms"), allow(dead_code))]
+    pub(crate) native_histograms: bool,
 }
 
 impl Config {
@@ -486,6 +507,10 @@ impl RouteEntry {
             }),
             request_size: size_histogram(),
             response_size: size_histogram(),
+            #[cfg(feature = "native-histograms")]
+            native_duration: config
+                .native_histograms
+                .then(crate::native::NativeHistogram::new),
         }
     }
 }

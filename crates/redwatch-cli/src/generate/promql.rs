@@ -19,6 +19,8 @@ pub fn le_matcher(seconds: f64) -> String {
 pub struct Sli<'a> {
     pub names: &'a MetricNames,
     pub job: &'a str,
+    /// Quantiles read the native histogram rather than the classic buckets.
+    pub native: bool,
 }
 
 impl Sli<'_> {
@@ -75,11 +77,55 @@ impl Sli<'_> {
             self.selector("")
         )
     }
+
+    /// The `quantile` of the request duration over `window`, by `by`: from the native histogram
+    /// when it is on (precise to its bucket width, about 9 %, whatever the classic buckets),
+    /// from the classic buckets otherwise.
+    pub fn quantile(&self, quantile: f64, by: &str, window: PromDuration) -> String {
+        let histogram = if self.native {
+            format!(
+                "sum by ({by}) (rate({}{}[{window}]))",
+                self.names.duration,
+                self.selector("")
+            )
+        } else {
+            self.buckets(by, window)
+        };
+        format!("histogram_quantile({}, {histogram})", num(quantile))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_quantiles_read_the_histogram_itself() {
+        let names = super::super::naming::AppMetrics {
+            namespace: None,
+            const_labels: Vec::new(),
+            duration_buckets: redwatch::DEFAULT_DURATION_BUCKETS.to_vec(),
+        }
+        .names(redwatch::Naming::Otel);
+        let window: PromDuration = "5m".parse().unwrap();
+        let classic = Sli {
+            names: &names,
+            job: "api",
+            native: false,
+        };
+        assert_eq!(
+            classic.quantile(0.99, "job, http_route", window),
+            "histogram_quantile(0.99, sum by (job, http_route, le) (rate(http_server_request_duration_seconds_bucket{job=\"api\"}[5m])))"
+        );
+        let native = Sli {
+            native: true,
+            ..classic
+        };
+        assert_eq!(
+            native.quantile(0.99, "job, http_route", window),
+            "histogram_quantile(0.99, sum by (job, http_route) (rate(http_server_request_duration_seconds{job=\"api\"}[5m])))"
+        );
+    }
 
     #[test]
     fn le_matcher_accepts_both_notations_of_integral_bounds() {

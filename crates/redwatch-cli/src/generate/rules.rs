@@ -198,6 +198,7 @@ pub fn fast_rules(preset: Naming, settings: &Settings) -> Vec<Rule> {
     let sli = Sli {
         names: &names,
         job: &settings.job,
+        native: settings.native_histograms,
     };
     let by_job = settings.by_job();
     let threshold = settings.threshold_le();
@@ -236,7 +237,7 @@ pub fn fast_rules(preset: Naming, settings: &Settings) -> Vec<Rule> {
     ));
     rules.push(Rule::record(
         names::p99_latency(base),
-        format!("histogram_quantile(0.99, {})", sli.buckets(&by_job, base)),
+        sli.quantile(0.99, &by_job, base),
     ));
     let by_route = format!("{by_job}, {}", names.route);
     rules.push(Rule::record(
@@ -256,7 +257,7 @@ pub fn fast_rules(preset: Naming, settings: &Settings) -> Vec<Rule> {
     ));
     rules.push(Rule::record(
         names::route_p99_latency(base),
-        format!("histogram_quantile(0.99, {})", sli.buckets(&by_route, base)),
+        sli.quantile(0.99, &by_route, base),
     ));
     rules
 }

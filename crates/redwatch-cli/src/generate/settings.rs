@@ -260,6 +260,14 @@ pub struct GenerateFlags {
     )]
     pub rule_labels: List<(String, String)>,
 
+    /// Latency quantiles read the API's native histograms (`redwatch serve --native-histograms`,
+    /// the library's `MetricsBuilder::native_histograms`) instead of its classic buckets.
+    /// Prometheus must scrape them (`--enable-feature=native-histograms`) and keep the classic
+    /// series too (`always_scrape_classic_histograms: true`), which the other rules read
+    /// [default: off]
+    #[arg(long, env = "REDWATCH_NATIVE_HISTOGRAMS")]
+    pub native_histograms: bool,
+
     /// Alertmanager: how long to wait for more alerts of a new group before notifying
     #[arg(long, env = "REDWATCH_GROUP_WAIT", default_value = "30s")]
     pub group_wait: PromDuration,
@@ -354,6 +362,8 @@ pub struct Settings {
     pub group_wait: PromDuration,
     pub group_interval: PromDuration,
     pub repeat_interval: PromDuration,
+    /// Latency quantiles read the native histograms.
+    pub native_histograms: bool,
 }
 
 /// What `redwatch generate` writes, and where.
@@ -442,6 +452,7 @@ impl GenerateFlags {
             group_wait: self.group_wait,
             group_interval: self.group_interval,
             repeat_interval: self.repeat_interval,
+            native_histograms: self.native_histograms,
         };
         settings.check_slow_windows()?;
         Ok(settings)

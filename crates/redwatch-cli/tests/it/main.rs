@@ -45,5 +45,6 @@ mod load_merge;
 mod load_pause;
 mod load_scenario;
 mod load_tls;
+mod native_histograms_live;
 mod serve;
 mod support;

@@ -130,8 +130,9 @@ fn allocations_per_request(metrics: &Metrics) -> usize {
     )
 }
 
-fn configurations() -> [(&'static str, Metrics); 2] {
-    [
+fn configurations() -> Vec<(&'static str, Metrics)> {
+    #[allow(unused_mut)]
+    let mut configurations = vec![
         ("otel preset", Metrics::new()),
         (
             "flask preset with body sizes",
@@ -142,7 +143,13 @@ fn configurations() -> [(&'static str, Metrics); 2] {
                 .build()
                 .unwrap(),
         ),
-    ]
+    ];
+    #[cfg(feature = "native-histograms")]
+    configurations.push((
+        "native histograms",
+        Metrics::builder().native_histograms(true).build().unwrap(),
+    ));
+    configurations
 }
 
 #[test]
