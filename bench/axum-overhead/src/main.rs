@@ -2,7 +2,7 @@
 //! measure what each metrics middleware costs in real HTTP throughput.
 //!
 //! Usage: `axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|
-//! redwatch-exemplars|redwatch-exemplars-traced|redwatch-native|axum-prometheus
+//! redwatch-request-label|redwatch-exemplars|redwatch-exemplars-traced|redwatch-native|axum-prometheus
 //! [--count-allocations]`
 //!
 //! With `--in-process N` it sends N requests through the router in process instead (see
@@ -79,6 +79,9 @@ enum Variant {
     RedwatchFlask,
     /// The `otel` preset with the request and response body size histograms.
     RedwatchBodySizes,
+    /// A request label from the `x-tenant` header (every request carries `acme`; the driver
+    /// sends it).
+    RedwatchRequestLabel,
     /// Exemplars on, requests without a trace context: what the option costs untraced requests.
     RedwatchExemplars,
     /// Exemplars on, every request with a sampled `traceparent` of its own (the driver sends
@@ -96,7 +99,7 @@ struct Options {
     in_process: Option<u64>,
 }
 
-const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-exemplars|redwatch-exemplars-traced|redwatch-native|axum-prometheus [--count-allocations] [--in-process N]";
+const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-request-label|redwatch-exemplars|redwatch-exemplars-traced|redwatch-native|axum-prometheus [--count-allocations] [--in-process N]";
 
 fn parse_options() -> Result<Options, String> {
     let mut variant = None;
@@ -113,6 +116,7 @@ fn parse_options() -> Result<Options, String> {
                     "redwatch" => Variant::Redwatch,
                     "redwatch-flask" => Variant::RedwatchFlask,
                     "redwatch-body-sizes" => Variant::RedwatchBodySizes,
+                    "redwatch-request-label" => Variant::RedwatchRequestLabel,
                     "redwatch-exemplars" => Variant::RedwatchExemplars,
                     "redwatch-exemplars-traced" => Variant::RedwatchExemplarsTraced,
                     "redwatch-native" => Variant::RedwatchNative,
@@ -163,6 +167,12 @@ fn app(variant: Variant) -> Router {
         Variant::RedwatchBodySizes => with_redwatch(
             redwatch::Metrics::builder()
                 .body_sizes(true)
+                .build()
+                .expect("a valid configuration"),
+        ),
+        Variant::RedwatchRequestLabel => with_redwatch(
+            redwatch::Metrics::builder()
+                .request_label(redwatch::RequestLabel::from_header("tenant", "x-tenant"))
                 .build()
                 .expect("a valid configuration"),
         ),
@@ -238,6 +248,9 @@ fn requests_for(variant: Variant, count: u64) -> Result<Vec<Request>, String> {
             let mut request = axum::http::Request::get("/");
             if matches!(variant, Variant::RedwatchExemplarsTraced) {
                 request = request.header("traceparent", format!("00-{n:032x}-{n:016x}-01"));
+            }
+            if matches!(variant, Variant::RedwatchRequestLabel) {
+                request = request.header("x-tenant", "acme");
             }
             request
                 .body(axum::body::Body::empty())

@@ -11,6 +11,25 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use tower::{Layer, ServiceExt};
 
+/// Times `metrics`' layer around the no-op service, `request` building each request (untimed).
+fn bench_layer<C: redwatch::ClassifyRoute>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    layer: redwatch::MetricsLayer<C>,
+    request: fn() -> http::Request<()>,
+) {
+    let mut layered = layer.layer(common::noop());
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            request,
+            |request| common::serve_one(&mut layered, black_box(request)),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// The layer with each optional part off (the default) and on, in one run, so that each part's
+/// cost is the difference to `with_redwatch`.
 fn noop_service(c: &mut Criterion) {
     let mut group = c.benchmark_group("noop_service");
     let mut bare = common::noop();
@@ -21,35 +40,79 @@ fn noop_service(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let metrics = redwatch::Metrics::new();
-    let mut layered = metrics
-        .layer()
-        .classify_with(common::ItemRoute)
-        .layer(common::noop());
-    group.bench_function("with_redwatch", |b| {
-        b.iter_batched(
+    let item = common::ItemRoute;
+    let default = redwatch::Metrics::new();
+    bench_layer(
+        &mut group,
+        "with_redwatch",
+        default.layer().classify_with(item.clone()),
+        common::request,
+    );
+
+    let labelled = redwatch::Metrics::builder()
+        .request_label(redwatch::RequestLabel::from_header("tenant", "x-tenant"))
+        .build()
+        .unwrap();
+    bench_layer(
+        &mut group,
+        "with_redwatch_request_label",
+        labelled.layer().classify_with(item.clone()),
+        || {
+            http::Request::get("/items/42")
+                .header("x-tenant", "acme")
+                .body(())
+                .unwrap()
+        },
+    );
+
+    // The gRPC status check on a non-gRPC response: the cost for an HTTP route behind it.
+    let grpc = redwatch::Metrics::new();
+    bench_layer(
+        &mut group,
+        "with_redwatch_grpc",
+        grpc.layer().grpc(),
+        common::request,
+    );
+
+    #[cfg(feature = "exemplars")]
+    {
+        let exemplars = redwatch::Metrics::builder()
+            .exemplars(true)
+            .build()
+            .unwrap();
+        bench_layer(
+            &mut group,
+            "with_redwatch_exemplars",
+            exemplars.layer().classify_with(item.clone()),
             common::request,
-            |request| common::serve_one(&mut layered, black_box(request)),
-            BatchSize::SmallInput,
-        )
-    });
+        );
+        bench_layer(
+            &mut group,
+            "with_redwatch_exemplars_traced",
+            exemplars.layer().classify_with(item.clone()),
+            || {
+                http::Request::get("/items/42")
+                    .header(
+                        "traceparent",
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    )
+                    .body(())
+                    .unwrap()
+            },
+        );
+    }
     #[cfg(feature = "native-histograms")]
     {
         let native = redwatch::Metrics::builder()
             .native_histograms(true)
             .build()
             .unwrap();
-        let mut layered = native
-            .layer()
-            .classify_with(common::ItemRoute)
-            .layer(common::noop());
-        group.bench_function("with_redwatch_native", |b| {
-            b.iter_batched(
-                common::request,
-                |request| common::serve_one(&mut layered, black_box(request)),
-                BatchSize::SmallInput,
-            )
-        });
+        bench_layer(
+            &mut group,
+            "with_redwatch_native",
+            native.layer().classify_with(item),
+            common::request,
+        );
     }
     group.finish();
 }
