@@ -330,13 +330,39 @@ fn variable_query(name: &str, label: &str, query: &str, multi: bool) -> Value {
     variable
 }
 
-/// The API's series on the selected jobs and instances.
-const SELECTED: &str = "job=~\"$job\", instance=~\"$instance\"";
-/// The load generator's series on the selected jobs and instances.
-const LOAD_SELECTED: &str = "job=~\"$load_job\", instance=~\"$load_instance\"";
+/// The cluster variable's value for "All": `.*`, which unlike `.+` also matches a series without
+/// the label, so the dashboards work unchanged on one Prometheus, whose series have no
+/// `cluster` (only `external_labels` on the way to a central store add it).
+pub const ALL_CLUSTERS: &str = ".*";
+
+/// Selects the clusters shown: every query of the API's (and its load generator's, containers'
+/// and hosts') series has it.
+pub const CLUSTER_SELECTED: &str = "cluster=~\"$cluster\"";
+
+/// The cluster variable: the `cluster` label that `external_labels` give each Prometheus's
+/// series in a central store (Thanos, Mimir, VictoriaMetrics, a remote-write receiver).
+fn cluster_variable(queries: &Queries) -> Value {
+    let mut variable = variable_query(
+        "cluster",
+        "Cluster",
+        &format!("label_values({}, cluster)", queries.count),
+        true,
+    );
+    variable["allValue"] = json!(ALL_CLUSTERS);
+    variable
+}
+
+/// The API's series on the selected clusters, jobs and instances.
+const SELECTED: &str = "cluster=~\"$cluster\", job=~\"$job\", instance=~\"$instance\"";
+/// The load generator's series on the selected clusters, jobs and instances.
+const LOAD_SELECTED: &str =
+    "cluster=~\"$cluster\", job=~\"$load_job\", instance=~\"$load_instance\"";
 const RATE_INTERVAL: &str = "$__rate_interval";
-/// The hosts selected by the `node` variable (node-exporter's instances).
-const NODE_SELECTED: &str = "instance=~\"$node\"";
+/// The hosts selected by the `cluster` and `node` variables (node-exporter's instances).
+const NODE_SELECTED: &str = "cluster=~\"$cluster\", instance=~\"$node\"";
+/// What panels that sum over instances say about clusters.
+const OVER_CLUSTERS: &str =
+    "All selected clusters and instances together (pick one cluster to see it alone).";
 
 /// What the rows' queries are built from.
 struct Queries<'a> {
@@ -367,9 +393,10 @@ impl<'a> Queries<'a> {
     }
 }
 
-/// A recorded per-job series of the selected job.
+/// A recorded per-job series of the selected clusters and job (recorded per cluster: the rules
+/// keep `cluster`).
 fn recorded(series: &str) -> String {
-    format!("{series}{{job=~\"$job\"}}")
+    format!("{series}{{cluster=~\"$cluster\", job=~\"$job\"}}")
 }
 
 /// The share of the recorded `bad` rate-window series among the recorded requests over the
@@ -419,7 +446,7 @@ impl SloPanels {
             "stat",
             &format!("{title} ({period})"),
             &format!(
-                "Share of the {} SLO's error budget ({}% of requests) left over the SLO period of {period}, from the recorded series {}; red once spent (negative: the SLO is breached).",
+                "Share of the {} SLO's error budget ({}% of requests) left over the SLO period of {period}, from the recorded series {}; red once spent (negative: the SLO is breached). Recorded per cluster: with several clusters selected, the one with the least left.",
                 self.slo,
                 num(self.budget * 100.0),
                 names::BUDGET_REMAINING
@@ -428,7 +455,7 @@ impl SloPanels {
             4,
             vec![q(
                 format!(
-                    "min({}{{job=~\"$job\", slo=\"{}\"}})",
+                    "min({}{{cluster=~\"$cluster\", job=~\"$job\", slo=\"{}\"}})",
                     names::BUDGET_REMAINING,
                     self.slo
                 ),
@@ -474,7 +501,7 @@ impl SloPanels {
             "timeseries",
             title,
             &format!(
-                "How many times faster than sustainable the {} error budget is being spent (1 = exactly on budget), over the long window of each burn-rate alert tier, from recorded series. The lines are the alerts' burn factors ({}); an alert fires when its long and short windows are both above its line.",
+                "How many times faster than sustainable the {} error budget is being spent (1 = exactly on budget), over the long window of each burn-rate alert tier, from recorded series. The lines are the alerts' burn factors ({}); an alert fires when its long and short windows are both above its line. Recorded and alerted per cluster: with several clusters selected, the fastest burn.",
                 self.slo,
                 tiers.join("; ")
             ),
@@ -501,7 +528,7 @@ fn slo_row(layout: &mut Layout, queries: &Queries) {
         "stat",
         "Availability (selected range)",
         &format!(
-            "Share of requests answered without a 5xx status over the dashboard's time range, from the recorded {base} rates; red below the objective of {}%.",
+            "Share of requests answered without a 5xx status over the dashboard's time range, from the recorded {base} rates of the selected clusters together; red below the objective of {}%.",
             num(settings.availability * 100.0)
         ),
         "percentunit",
@@ -522,7 +549,7 @@ fn slo_row(layout: &mut Layout, queries: &Queries) {
         "stat",
         &format!("Requests under {threshold} (selected range)"),
         &format!(
-            "Share of requests faster than the latency SLO threshold ({threshold}) over the dashboard's time range, from the recorded {base} rates; red below the objective of {}%.",
+            "Share of requests faster than the latency SLO threshold ({threshold}) over the dashboard's time range, from the recorded {base} rates of the selected clusters together; red below the objective of {}%.",
             num(settings.latency_objective * 100.0)
         ),
         "percentunit",
@@ -542,10 +569,13 @@ fn slo_row(layout: &mut Layout, queries: &Queries) {
     layout.panel(
         "stat",
         "Objectives",
-        "The SLO objectives the alert rules were generated with (recorded per job, so not filtered by instance).",
+        "The SLO objectives the alert rules were generated with (constants recorded per job, the same in every cluster, so not filtered by cluster or instance).",
         "percentunit",
         8,
-        vec![q(format!("max by (slo) ({})", recorded(names::OBJECTIVE)), "{{slo}}")],
+        vec![q(
+            format!("max by (slo) ({}{{job=~\"$job\"}})", names::OBJECTIVE),
+            "{{slo}}",
+        )],
         stat_options("value_and_name"),
     );
     availability.burn_rate(layout, settings, "Error budget burn rate");
@@ -568,7 +598,7 @@ fn alert_list(layout: &mut Layout, preset: Naming, settings: &Settings, width: u
         "type": "alertlist",
         "id": id,
         "title": "Alerts firing and pending",
-        "description": "The generated alerts of the selected job that are firing or pending. The panel's links open each alert's runbook.",
+        "description": "The generated alerts of the selected clusters and job that are firing or pending. The panel's links open each alert's runbook.",
         "gridPos": grid,
         "links": runbook_links(settings, &every_alert),
         "options": {
@@ -580,7 +610,7 @@ fn alert_list(layout: &mut Layout, preset: Naming, settings: &Settings, width: u
             "sortOrder": 3,
             "dashboardAlerts": false,
             "alertName": "",
-            "alertInstanceLabelFilter": "{job=~\"$job\"}",
+            "alertInstanceLabelFilter": "{cluster=~\"$cluster\", job=~\"$job\"}",
             "showInstances": true,
             "stateFilter": {
                 "firing": true,
@@ -605,10 +635,10 @@ mod route_columns {
 }
 
 /// The URL of the drill-down dashboard on one route, for a data link on a route cell: the
-/// time range, data source, job and instances go along.
+/// time range, data source, clusters, job and instances go along.
 fn route_dashboard_link(preset: Naming) -> String {
     format!(
-        "/d/{}?${{__url_time_range}}&${{datasource:queryparam}}&${{job:queryparam}}&${{instance:queryparam}}&var-{ROUTE_VARIABLE}=${{__value.raw}}",
+        "/d/{}?${{__url_time_range}}&${{datasource:queryparam}}&${{cluster:queryparam}}&${{job:queryparam}}&${{instance:queryparam}}&var-{ROUTE_VARIABLE}=${{__value.raw}}",
         route_uid(preset)
     )
 }
@@ -625,12 +655,14 @@ fn route_table(layout: &mut Layout, queries: &Queries) {
     let settings = queries.settings;
     let route = queries.names.route;
     let base = settings.rate_window;
-    let selected = |series: String| format!("{series}{{job=~\"$job\", {route}=~\"$route\"}}");
+    let selected = |series: String| {
+        format!("{series}{{cluster=~\"$cluster\", job=~\"$job\", {route}=~\"$route\"}}")
+    };
     let panel = layout.panel(
         "table",
         "Routes",
         &format!(
-            "One row per route, from the recorded per-route series over {base} (per job, so not filtered by instance): requests per second, share answered with a 5xx (red above the alert threshold of {}%), p99 response time (red above the latency SLO threshold of {}). Click a route for its own dashboard.",
+            "One row per route, from the recorded per-route series over {base} (per cluster and job, so not filtered by instance): requests per second of the selected clusters together, and the worst selected cluster's share answered with a 5xx (red above the alert threshold of {}%) and p99 response time (red above the latency SLO threshold of {}). Click a route for its own dashboard.",
             num(settings.error_ratio_threshold * 100.0),
             settings.latency_threshold
         ),
@@ -698,7 +730,7 @@ fn traffic_row(layout: &mut Layout, queries: &Queries) {
     let panel = layout.panel(
         "timeseries",
         "Requests per second by route",
-        "Request rate per route template, all methods and statuses.",
+        &format!("Request rate per route template, all methods and statuses. {OVER_CLUSTERS}"),
         "reqps",
         12,
         vec![q(
@@ -711,7 +743,7 @@ fn traffic_row(layout: &mut Layout, queries: &Queries) {
     layout.panel(
         "timeseries",
         "Requests per minute by status",
-        "Request rate per HTTP status code, in requests per minute. 499 = the client went away before the response.",
+        &format!("Request rate per HTTP status code, in requests per minute. 499 = the client went away before the response. {OVER_CLUSTERS}"),
         "suffix: req/min",
         12,
         vec![q(format!("sum by ({status}) (rate({count}{{{rsel}}}[{ri}])) * 60"), format!("{{{{{status}}}}}"))],
@@ -730,7 +762,7 @@ fn errors_row(layout: &mut Layout, queries: &Queries) {
     let panel = layout.panel(
         "timeseries",
         "Server errors (5xx) per second by route",
-        "Rate of responses with a 5xx status, per route.",
+        &format!("Rate of responses with a 5xx status, per route. {OVER_CLUSTERS}"),
         "reqps",
         8,
         vec![q(
@@ -743,7 +775,7 @@ fn errors_row(layout: &mut Layout, queries: &Queries) {
     let panel = layout.panel(
         "timeseries",
         "Error ratio by route",
-        "Share of requests of each route answered with a 5xx status. Routes without errors have no line.",
+        &format!("Share of requests of each route answered with a 5xx status. Routes without errors have no line. {OVER_CLUSTERS}"),
         "percentunit",
         8,
         vec![q(
@@ -762,7 +794,7 @@ fn errors_row(layout: &mut Layout, queries: &Queries) {
     layout.panel(
         "timeseries",
         "Client (4xx) vs server (5xx) errors",
-        "Rate of 4xx responses (the client's fault, including 404 for unknown paths and 499 for abandoned requests) next to 5xx responses (the server's fault).",
+        &format!("Rate of 4xx responses (the client's fault, including 404 for unknown paths and 499 for abandoned requests) next to 5xx responses (the server's fault). {OVER_CLUSTERS}"),
         "reqps",
         8,
         vec![
@@ -788,7 +820,7 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
     let panel = layout.panel(
         "timeseries",
         "Average response time by route",
-        "Mean time from request to response per route (histogram sum / count).",
+        &format!("Mean time from request to response per route (histogram sum / count). {OVER_CLUSTERS}"),
         "s",
         12,
         vec![q(
@@ -808,7 +840,7 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
     let panel = layout.panel(
         "timeseries",
         &format!("Requests under {threshold} by route"),
-        &format!("Share of requests of each route that finished within the latency SLO threshold of {threshold} (exact: the threshold is a bucket bound)."),
+        &format!("Share of requests of each route that finished within the latency SLO threshold of {threshold} (exact: the threshold is a bucket bound). {OVER_CLUSTERS}"),
         "percentunit",
         12,
         vec![q(
@@ -831,7 +863,7 @@ fn latency_row(layout: &mut Layout, queries: &Queries) {
     layout.panel(
         "timeseries",
         "Response time percentiles by route (p50 / p90 / p99)",
-        "Percentiles estimated from the histogram buckets by linear interpolation inside a bucket; precise to the bucket bounds.",
+        &format!("Percentiles estimated from the histogram buckets by linear interpolation inside a bucket; precise to the bucket bounds. {OVER_CLUSTERS}"),
         "s",
         12,
         quantiles,
@@ -857,7 +889,7 @@ fn latency_heatmap(layout: &mut Layout, queries: &Queries, width: u64) {
         "heatmap",
         "Response time distribution",
         &format!(
-            "Each cell counts the requests whose response time fell in one histogram bucket (the row: above the next lower bucket bound, up to this one) during the cell's time span, which is Grafana's $__interval: the time range split into at most {HEATMAP_MAX_DATA_POINTS} columns, each at least {min_interval} long (four scrape intervals). The counts come from increase() over exactly that span, so they are extrapolated and may be fractional; darker cells hold more requests."
+            "Each cell counts the requests whose response time fell in one histogram bucket (the row: above the next lower bucket bound, up to this one) during the cell's time span, which is Grafana's $__interval: the time range split into at most {HEATMAP_MAX_DATA_POINTS} columns, each at least {min_interval} long (four scrape intervals). The counts come from increase() over exactly that span, so they are extrapolated and may be fractional; darker cells hold more requests. {OVER_CLUSTERS}"
         ),
         "short",
         width,
@@ -899,12 +931,12 @@ fn saturation_row(layout: &mut Layout, queries: &Queries) {
     layout.panel(
         "timeseries",
         "Active requests",
-        "Requests being served right now, per instance.",
+        "Requests being served right now, per instance (kept apart by cluster: instance names may repeat in another cluster).",
         "short",
         8,
         vec![q(
-            format!("sum by (instance) ({}{{{sel}}})", names.active_requests),
-            "{{instance}}",
+            format!("sum by (cluster, instance) ({}{{{sel}}})", names.active_requests),
+            "{{instance}} {{cluster}}",
         )],
         json!({}),
     );
@@ -1033,7 +1065,14 @@ fn scrapes(settings: &Settings, name: &str) -> bool {
 /// generated configuration scrapes no cAdvisor: its panels would be empty.
 fn containers_row(layout: &mut Layout, queries: &Queries) {
     let settings = queries.settings;
-    let scopes = resources::scopes(settings);
+    // The alerts' selectors of the API's containers, narrowed to the selected clusters.
+    let scopes: Vec<resources::Scope> = resources::scopes(settings)
+        .into_iter()
+        .map(|mut scope| {
+            scope.selector = format!("{}, {CLUSTER_SELECTED}", scope.selector);
+            scope
+        })
+        .collect();
     if scopes.is_empty() {
         return;
     }
@@ -1232,7 +1271,7 @@ fn client_view_row(layout: &mut Layout, queries: &Queries) {
     layout.panel(
         "timeseries",
         "Client vs server request rate",
-        "Requests per second sent by the load generator (`redwatch load --metrics-listen`, client side) and its target rate, next to what the server counted. Empty when no load generator is scraped.",
+        &format!("Requests per second sent by the load generator (`redwatch load --metrics-listen`, client side) and its target rate, next to what the server counted. Empty when no load generator is scraped. {OVER_CLUSTERS}"),
         "reqps",
         12,
         vec![
@@ -1245,7 +1284,7 @@ fn client_view_row(layout: &mut Layout, queries: &Queries) {
     layout.panel(
         "timeseries",
         "Client vs server latency (p50 / p99)",
-        "Latency seen by the load generator, measured from the intended send time (so queueing counts), next to the server's own histogram. The gap is network, connection and queueing time.",
+        &format!("Latency seen by the load generator, measured from the intended send time (so queueing counts), next to the server's own histogram. The gap is network, connection and queueing time. {OVER_CLUSTERS}"),
         "s",
         12,
         vec![
@@ -1279,7 +1318,12 @@ fn datasource_variable() -> Value {
 /// The job variable, on the generated job by default.
 fn job_variable(queries: &Queries) -> Value {
     let (count, job) = (&queries.count, &queries.settings.job);
-    let mut variable = variable_query("job", "Job", &format!("label_values({count}, job)"), false);
+    let mut variable = variable_query(
+        "job",
+        "Job",
+        &format!("label_values({count}{{{CLUSTER_SELECTED}}}, job)"),
+        false,
+    );
     variable["current"] = json!({ "selected": true, "text": job, "value": job });
     variable
 }
@@ -1289,7 +1333,7 @@ fn instance_variable(queries: &Queries) -> Value {
     variable_query(
         "instance",
         "Instance",
-        &format!("label_values({count}{{job=~\"$job\"}}, instance)"),
+        &format!("label_values({count}{{cluster=~\"$cluster\", job=~\"$job\"}}, instance)"),
         true,
     )
 }
@@ -1301,7 +1345,7 @@ fn route_variable(queries: &Queries, multi: bool) -> Value {
     variable_query(
         ROUTE_VARIABLE,
         "Route",
-        &format!("label_values({count}{{job=~\"$job\", instance=~\"$instance\"}}, {route})"),
+        &format!("label_values({count}{{{SELECTED}}}, {route})"),
         multi,
     )
 }
@@ -1374,6 +1418,7 @@ pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
     client_view_row(&mut layout, &queries);
     let variables = vec![
         datasource_variable(),
+        cluster_variable(&queries),
         job_variable(&queries),
         instance_variable(&queries),
         route_variable(&queries, true),
@@ -1381,7 +1426,7 @@ pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
             "node",
             "Host",
             &format!(
-                "label_values({}{{mode=\"idle\"}}, instance)",
+                "label_values({}{{{CLUSTER_SELECTED}, mode=\"idle\"}}, instance)",
                 node::CPU_SECONDS
             ),
             true,
@@ -1389,14 +1434,17 @@ pub fn api_overview(preset: Naming, settings: &Settings) -> Value {
         variable_query(
             "load_job",
             "Load generator job",
-            &format!("label_values({}, job)", load::REQUESTS),
+            &format!(
+                "label_values({}{{{CLUSTER_SELECTED}}}, job)",
+                load::REQUESTS
+            ),
             true,
         ),
         variable_query(
             "load_instance",
             "Load generator",
             &format!(
-                "label_values({}{{job=~\"$load_job\"}}, instance)",
+                "label_values({}{{{CLUSTER_SELECTED}, job=~\"$load_job\"}}, instance)",
                 load::REQUESTS
             ),
             true,
@@ -1444,7 +1492,7 @@ fn route_traffic_row(layout: &mut Layout, queries: &Queries) {
     layout.panel(
         "timeseries",
         "Requests per second by status",
-        "Request rate of this route per HTTP status code. 499 = the client went away before the response.",
+        &format!("Request rate of this route per HTTP status code. 499 = the client went away before the response. {OVER_CLUSTERS}"),
         "reqps",
         8,
         vec![q(format!("sum by ({status}) (rate({count}{{{rsel}}}[{ri}]))"), format!("{{{{{status}}}}}"))],
@@ -1453,7 +1501,7 @@ fn route_traffic_row(layout: &mut Layout, queries: &Queries) {
     let panel = layout.panel(
         "timeseries",
         "Server errors (5xx) per second",
-        "Rate of this route's responses with a 5xx status.",
+        &format!("Rate of this route's responses with a 5xx status. {OVER_CLUSTERS}"),
         "reqps",
         8,
         vec![q(errors.clone(), "5xx")],
@@ -1464,7 +1512,7 @@ fn route_traffic_row(layout: &mut Layout, queries: &Queries) {
         "timeseries",
         "Error ratio",
         &format!(
-            "Share of this route's requests answered with a 5xx status; the line is the error-ratio alert's threshold of {}% (which the alert applies to the whole job).",
+            "Share of this route's requests answered with a 5xx status; the line is the error-ratio alert's threshold of {}% (which the alert applies to the whole job). {OVER_CLUSTERS}",
             num(settings.error_ratio_threshold * 100.0)
         ),
         "percentunit",
@@ -1512,7 +1560,7 @@ fn route_latency_row(layout: &mut Layout, queries: &Queries) {
     let panel = layout.panel(
         "timeseries",
         "Response time percentiles (p50 / p90 / p99) and average",
-        &format!("Percentiles of this route's response time, estimated from the histogram buckets by linear interpolation inside a bucket, and the mean (sum / count). The line is the latency SLO threshold of {threshold}."),
+        &format!("Percentiles of this route's response time, estimated from the histogram buckets by linear interpolation inside a bucket, and the mean (sum / count). The line is the latency SLO threshold of {threshold}. {OVER_CLUSTERS}"),
         "s",
         12,
         latencies,
@@ -1534,7 +1582,7 @@ fn route_latency_row(layout: &mut Layout, queries: &Queries) {
         "timeseries",
         &format!("Requests under {threshold}"),
         &format!(
-            "Share of this route's requests that finished within the latency SLO threshold of {threshold}; the line is the latency objective of {}% (which the SLO applies to the whole job).",
+            "Share of this route's requests that finished within the latency SLO threshold of {threshold}; the line is the latency objective of {}% (which the SLO applies to the whole job). {OVER_CLUSTERS}",
             num(settings.latency_objective * 100.0)
         ),
         "percentunit",
@@ -1573,7 +1621,7 @@ fn route_body_size_row(layout: &mut Layout, queries: &Queries) {
         layout.panel(
             "timeseries",
             title,
-            "Body size percentiles of this route's requests, estimated from the size histogram's buckets. Empty unless the API records body sizes (MetricsBuilder::body_sizes).",
+            &format!("Body size percentiles of this route's requests, estimated from the size histogram's buckets. Empty unless the API records body sizes (MetricsBuilder::body_sizes). {OVER_CLUSTERS}"),
             "bytes",
             8,
             sizes,
@@ -1583,7 +1631,7 @@ fn route_body_size_row(layout: &mut Layout, queries: &Queries) {
     layout.panel(
         "timeseries",
         "Body bytes per second",
-        "Request and response body bytes per second of this route. Empty unless the API records body sizes (MetricsBuilder::body_sizes).",
+        &format!("Request and response body bytes per second of this route. Empty unless the API records body sizes (MetricsBuilder::body_sizes). {OVER_CLUSTERS}"),
         "Bps",
         8,
         vec![
@@ -1612,6 +1660,7 @@ pub fn api_route(preset: Naming, settings: &Settings) -> Value {
         ),
         vec![
             datasource_variable(),
+            cluster_variable(&queries),
             job_variable(&queries),
             instance_variable(&queries),
             route_variable(&queries, false),

@@ -239,6 +239,8 @@ pub fn network_rate(scopes: &[Scope], name: &str, window: &str) -> String {
 }
 
 /// Host queries over the node-exporter series matching `selector` (matchers without braces).
+/// Per-host aggregations keep `cluster` too: the same instance name may be a host of another
+/// cluster in a central store.
 pub struct Host<'a> {
     pub selector: &'a str,
 }
@@ -257,7 +259,7 @@ impl Host<'_> {
     /// Share of the host's CPU time not idle.
     pub fn cpu_ratio(&self, window: &str) -> String {
         format!(
-            "1 - avg by (instance) (rate({}[{window}]))",
+            "1 - avg by (cluster, instance) (rate({}[{window}]))",
             self.of(node::CPU_SECONDS, "mode=\"idle\"")
         )
     }
@@ -283,7 +285,7 @@ impl Host<'_> {
     /// A counter's rate summed per host, `extra` matchers added.
     pub fn rate(&self, name: &str, extra: &str, window: &str) -> String {
         format!(
-            "sum by (instance) (rate({}[{window}]))",
+            "sum by (cluster, instance) (rate({}[{window}]))",
             self.of(name, extra)
         )
     }

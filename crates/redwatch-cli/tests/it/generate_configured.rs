@@ -108,7 +108,8 @@ fn series_read(expr: &str) -> Vec<(String, String)> {
     found
 }
 
-/// The label names and exact `le` values a selector's matchers ask for (target labels aside).
+/// The label names and exact `le` values a selector's matchers ask for (target labels aside, and
+/// `cluster`, which a Prometheus's `external_labels` add on the way to a central store).
 fn matched_labels(matchers: &str) -> Vec<(String, Option<String>)> {
     matchers
         .split(", ")
@@ -121,7 +122,8 @@ fn matched_labels(matchers: &str) -> Vec<(String, Option<String>)> {
                 .strip_prefix("=\"")
                 .and_then(|value| value.strip_suffix('"'))
                 .map(str::to_owned);
-            (!name.is_empty() && name != "job" && name != "instance").then_some((name, exact))
+            (!name.is_empty() && !["job", "instance", "cluster"].contains(&name.as_str()))
+                .then_some((name, exact))
         })
         .collect()
 }

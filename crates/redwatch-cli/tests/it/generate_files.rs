@@ -309,6 +309,21 @@ fn assert_dashboard_settings(preset: &str, board: &Value) {
     assert_eq!(variable("route")["multi"], true);
     assert_eq!(variable("node")["multi"], true);
     assert_eq!(variable("node")["allValue"], ".+");
+    assert_cluster_variable(preset, variable("cluster"));
+}
+
+/// The cluster variable: several clusters or all of them, where "All" is `.*`, which also
+/// matches the series of a single Prometheus (no `cluster` label), unlike `.+`.
+fn assert_cluster_variable(preset: &str, cluster: &Value) {
+    assert_eq!(cluster["type"], "query", "{preset}");
+    assert_eq!(cluster["multi"], true, "{preset}");
+    assert_eq!(cluster["includeAll"], true, "{preset}");
+    assert_eq!(cluster["allValue"], ".*", "{preset}");
+    let query = cluster["query"]["query"].as_str().unwrap_or_default();
+    assert!(
+        query.starts_with("label_values(") && query.ends_with(", cluster)"),
+        "{preset}: {query}"
+    );
 }
 
 /// Every panel, with the panels of collapsed rows (nested in them) in place.
@@ -326,7 +341,7 @@ fn assert_panel_conventions(context: &str, row: &str, route_matcher: Option<&str
     if panel["type"] == "alertlist" {
         // Grafana's own alert state: no data source, no queries; the job's alerts only.
         assert_eq!(
-            panel["options"]["alertInstanceLabelFilter"], "{job=~\"$job\"}",
+            panel["options"]["alertInstanceLabelFilter"], "{cluster=~\"$cluster\", job=~\"$job\"}",
             "{context}"
         );
         assert_eq!(panel["options"]["stateFilter"]["firing"], true, "{context}");
@@ -497,11 +512,12 @@ fn the_route_dashboard_shows_one_route_by_the_conventions() {
             .collect();
         assert_eq!(
             names,
-            ["datasource", "job", "instance", "route"],
+            ["datasource", "cluster", "job", "instance", "route"],
             "{preset}"
         );
+        assert_cluster_variable(preset, &variables[1]);
         // One route at a time: matched exactly, not as a regex.
-        let route = &variables[3];
+        let route = &variables[4];
         assert_eq!(route["multi"], false, "{preset}");
         assert_eq!(route["includeAll"], false, "{preset}");
         let route_matcher = format!("{}=\"$route\"", route_label(preset));
@@ -533,6 +549,58 @@ fn the_route_dashboard_shows_one_route_by_the_conventions() {
             .find(|(title, ..)| title.starts_with("Body sizes"))
             .expect("a body size row");
         assert!(collapsed && panels.len() == 3, "{preset}: {panels:?}");
+    }
+}
+
+/// The cluster matcher every dashboard query selects series with.
+const CLUSTER_MATCHER: &str = "cluster=~\"$cluster\"";
+
+/// Every query of both dashboards selects the chosen clusters, so that on a central store
+/// (remote write, Thanos, Mimir) a cluster is shown alone and "All" is every cluster; the only
+/// selectors without it are constants of the rule set and the host's cores of a CPU share's
+/// denominator. The variables that list jobs, instances, routes, hosts and load generators
+/// offer those of the chosen clusters.
+#[test]
+fn every_query_selects_the_cluster() {
+    for preset in ["otel", "flask"] {
+        for board in [dashboard(preset), route_dashboard(preset)] {
+            let uid = board["uid"].as_str().unwrap_or_default().to_owned();
+            let mut checked = 0;
+            for panel in &all_panels(&board) {
+                let title = panel["title"].as_str().unwrap_or_default();
+                if panel["type"] == "alertlist" {
+                    let filter = panel["options"]["alertInstanceLabelFilter"]
+                        .as_str()
+                        .unwrap_or_default();
+                    assert!(filter.contains(CLUSTER_MATCHER), "{uid}: {title}: {filter}");
+                }
+                for target in panel["targets"].as_array().into_iter().flatten() {
+                    let expr = target["expr"].as_str().expect("expr");
+                    for (name, matchers) in selectors(expr) {
+                        let exempt = name == "job:redwatch_slo_objective:ratio"
+                            || name == "machine_cpu_cores"
+                            || (name == "node_cpu_seconds_total" && matchers == "mode=\"idle\"");
+                        assert!(
+                            exempt || matchers.contains(CLUSTER_MATCHER),
+                            "{uid}: {title}: {name}{{{matchers}}} in {expr}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            assert!(checked >= 20, "{uid}: only {checked} selectors");
+            for variable in board["templating"]["list"].as_array().expect("variables") {
+                let name = variable["name"].as_str().unwrap_or_default();
+                if name == "datasource" || name == "cluster" {
+                    continue;
+                }
+                let query = variable["query"]["query"].as_str().unwrap_or_default();
+                assert!(
+                    query.contains(CLUSTER_MATCHER),
+                    "{uid}: variable {name}: {query}"
+                );
+            }
+        }
     }
 }
 
@@ -959,7 +1027,10 @@ fn route_table_rows_open_the_route_dashboard() {
                     })
             })
             .collect();
-        assert!(set.contains(&"route") && set.len() >= 4, "{url}");
+        assert!(
+            set.contains(&"route") && set.contains(&"cluster") && set.len() >= 5,
+            "{url}"
+        );
         for variable in set {
             assert!(
                 variables.contains(&variable),

@@ -130,6 +130,8 @@ fn dashboard_queries(dashboard: &Value, job: &str, route: &str) -> Vec<(String, 
                 .replace("$load_job", ".+")
                 .replace("$load_instance", ".+")
                 .replace("$job", job)
+                // "All": `.*` also matches the series of one Prometheus, which have no cluster.
+                .replace("$cluster", ".*")
                 .replace("$instance", ".+")
                 .replace("$route", route);
             let title = format!(

@@ -97,6 +97,7 @@ fn host_queries(board: &Value, job: &str) -> Vec<(String, String, String)> {
                 .unwrap_or_default()
                 .replace("$__rate_interval", &format!("{WINDOW_SECS}s"))
                 .replace("$node", ".+")
+                .replace("$cluster", ".*")
                 .replace("$job", job)
                 .replace("$instance", ".+");
             queries.push((

@@ -85,10 +85,22 @@ fn committed_configs_and_rules_pass_promtool_and_amtool() {
     for preset in ["otel", "flask"] {
         check_preset_dir(&promtool, amtool.as_deref(), &committed_dir().join(preset));
     }
-    run_ok(
+    // Beyond one Prometheus: an edge that remote-writes, the central receiver with the rules,
+    // and the federation alternative.
+    let output = run_ok(
         Command::new(&promtool)
             .current_dir(repo_root().join("deploy/k8s"))
-            .args(["check", "config", "prometheus-beyond-one.yml"]),
+            .args(["check", "config"])
+            .args([
+                "prometheus-beyond-one.yml",
+                "prometheus-central.yml",
+                "prometheus-federate.yml",
+            ]),
+    );
+    assert_eq!(
+        output.matches("is valid prometheus config").count(),
+        3,
+        "{output}"
     );
 }
 

@@ -15,7 +15,7 @@
 //!   coordinated omission (`load_accuracy`, `load_pause`);
 //! - `let _group = support::shared(Group::…);` — beside the tests of the same group only:
 //!   `Patient`, heavy tests whose checks have generous bounds and measure no time (`demo`,
-//!   `generate_live`, `generate_promtool`: they slow each other down, but cannot fail each other;
+//!   `generate_live`, `generate_promtool`, `remote_write_live`: they slow each other down, but cannot fail each other;
 //!   the demo's checks for leftover processes look for its own children and temporary directory
 //!   only, not for any Prometheus), and `Timing`, light tests that measure rates, latencies or
 //!   deadlines (`load_cli`, `serve`, `bad_config`), as they did within their former binaries;
@@ -46,5 +46,6 @@ mod load_pause;
 mod load_scenario;
 mod load_tls;
 mod native_histograms_live;
+mod remote_write_live;
 mod serve;
 mod support;

@@ -164,6 +164,17 @@ impl Ctx<'_> {
     }
 
     fn traffic(&self, instance: &str, phases: &[Phase]) -> Vec<InputSeries> {
+        self.traffic_in(None, instance, phases)
+    }
+
+    /// [`Ctx::traffic`] of an instance in `cluster`, labelled as a central store (remote write,
+    /// Thanos, Mimir) holds it: by the `cluster` of its Prometheus's `external_labels`.
+    fn traffic_in(
+        &self,
+        cluster: Option<&str>,
+        instance: &str,
+        phases: &[Phase],
+    ) -> Vec<InputSeries> {
         let names = self.settings.names(self.preset);
         let step = self.fine.secs_f64();
         let threshold = num(self.settings.threshold_le());
@@ -176,8 +187,11 @@ impl Ctx<'_> {
             if phases.iter().all(|phase| share_of(phase) == 0.0) {
                 continue;
             }
+            let cluster = cluster
+                .map(|cluster| format!("cluster=\"{cluster}\", "))
+                .unwrap_or_default();
             let labels = format!(
-                "job=\"{job}\", instance=\"{instance}\", {}=\"GET\", {}=\"/ep_one\", {}=\"{status}\"{}",
+                "{cluster}job=\"{job}\", instance=\"{instance}\", {}=\"GET\", {}=\"/ep_one\", {}=\"{status}\"{}",
                 names.method,
                 names.route,
                 names.status,

@@ -544,6 +544,7 @@ fn panels(ctx: &Ctx, with_machine_cores: bool) -> TestGroup {
                 .unwrap_or_default()
                 .replace("$__rate_interval", "5m")
                 .replace("$node", ".+")
+                .replace("$cluster", dashboard::ALL_CLUSTERS)
                 .replace("$job", job)
                 .replace("$instance", ".+");
             let exp_samples = expected(&title, legend, with_machine_cores, job)

@@ -9,6 +9,7 @@ use super::{Ctx, ExpectedSample, ExprTest, InputSeries, Phase, TestGroup, round_
 
 pub(super) fn slo_tests(ctx: &Ctx) -> Vec<TestGroup> {
     let mut groups = vec![recording_test(ctx), dashboard_slo_test(ctx)];
+    groups.extend(clusters_test(ctx));
     groups.extend(burn_tests(ctx));
     groups
 }
@@ -74,17 +75,188 @@ fn recording_test(ctx: &Ctx) -> TestGroup {
 /// The recording test's traffic and evaluation time: two instances on `/ep_one`, a quarter of
 /// the requests failing, half of them slower than the threshold.
 fn steady_traffic(ctx: &Ctx) -> (Vec<InputSeries>, PromDuration, f64) {
+    let (eval, steps, base) = steady_timing(ctx);
+    let mut input = ctx.traffic("a", &[Phase::steady(steps, 4.0 * base, 0.25, 0.5, 0.125)]);
+    input.extend(ctx.traffic("b", &[Phase::steady(steps, 12.0 * base, 0.25, 0.5, 0.125)]));
+    (input, eval, 16.0 * base)
+}
+
+/// The evaluation time, input steps and unit rate (requests per second) of the tests of steady
+/// traffic.
+fn steady_timing(ctx: &Ctx) -> (PromDuration, u64, f64) {
     let s = ctx.settings;
     // One evaluation more than the windows need: promtool may evaluate the groups of one tick in
     // any order, so the slow group can see the fast group's samples one evaluation late.
     let eval = round_up(s.rate_window.times(2), ctx.coarse).plus(ctx.coarse);
     let steps = ctx.steps(eval) + 2;
-    let step = ctx.fine.secs_f64();
     // Whole requests per step keep every counter an integer.
-    let base = (1.0 / step).ceil().max(1.0);
-    let mut input = ctx.traffic("a", &[Phase::steady(steps, 4.0 * base, 0.25, 0.5, 0.125)]);
-    input.extend(ctx.traffic("b", &[Phase::steady(steps, 12.0 * base, 0.25, 0.5, 0.125)]));
-    (input, eval, 16.0 * base)
+    let base = (1.0 / ctx.fine.secs_f64()).ceil().max(1.0);
+    (eval, steps, base)
+}
+
+/// One cluster's steady traffic in [`clusters_test`].
+struct ClusterTraffic {
+    cluster: &'static str,
+    /// Requests per second, in units of [`steady_timing`]'s base rate.
+    rate: f64,
+    errors: f64,
+    slow: f64,
+    latency: f64,
+}
+
+/// The two clusters of [`clusters_test`]: different rates and shares, so that merging them would
+/// show.
+const CLUSTERS: [ClusterTraffic; 2] = [
+    ClusterTraffic {
+        cluster: "a",
+        rate: 4.0,
+        errors: 0.25,
+        slow: 0.5,
+        latency: 0.125,
+    },
+    ClusterTraffic {
+        cluster: "b",
+        rate: 12.0,
+        errors: 0.5,
+        slow: 0.25,
+        latency: 0.25,
+    },
+];
+
+/// A central store's view (remote write, Thanos, Mimir): two clusters' series, labelled by the
+/// `cluster` of each Prometheus's `external_labels`, with the same instance name in both. The
+/// recorded series stay per cluster, with each cluster's own values; their sum over clusters
+/// is the global rate; and the dashboard's SLO row and route table show each cluster alone and
+/// both together. Only when the rules keep `cluster` (`--aggregation-labels`).
+fn clusters_test(ctx: &Ctx) -> Option<TestGroup> {
+    let s = ctx.settings;
+    if !s.aggregation_labels.iter().any(|label| label == "cluster") {
+        return None;
+    }
+    let job = &s.job;
+    let route = s.names(ctx.preset).route;
+    let (eval, steps, base) = steady_timing(ctx);
+    let input = CLUSTERS
+        .iter()
+        .flat_map(|c| {
+            let phase = Phase::steady(steps, c.rate * base, c.errors, c.slow, c.latency);
+            ctx.traffic_in(Some(c.cluster), "api:5000", &[phase])
+        })
+        .collect();
+    let mut group = ctx.group(
+        "recording rules keep clusters apart on a central store, and the dashboard shows each and all",
+        input,
+    );
+    let w = s.rate_window;
+    // The rules divide by the budget as printed, so compute with the same literal.
+    let budget = num(s.error_budget()).parse::<f64>().unwrap_or(f64::NAN);
+    let mut expect = |expr: String, exp_samples: Vec<ExpectedSample>| {
+        group.promql_expr_test.push(ExprTest {
+            expr,
+            eval_time: eval.to_string(),
+            exp_samples,
+        });
+    };
+    // One sample per cluster of `series`, with `extra` labels and the cluster's `value`.
+    let per_cluster = |series: &str, extra: &str, value: fn(&ClusterTraffic) -> f64, scale: f64| {
+        CLUSTERS
+            .iter()
+            .map(|c| ExpectedSample {
+                labels: format!(
+                    "{series}{{cluster=\"{}\", job=\"{job}\"{extra}}}",
+                    c.cluster
+                ),
+                value: value(c) * scale,
+            })
+            .collect::<Vec<_>>()
+    };
+    let requests: fn(&ClusterTraffic) -> f64 = |c| c.rate;
+    for (series, value, scale) in [
+        (names::requests(w), requests, base),
+        (
+            names::errors(w),
+            |c: &ClusterTraffic| c.rate * c.errors,
+            base,
+        ),
+        (names::error_ratio(w), |c: &ClusterTraffic| c.errors, 1.0),
+        (names::slow_ratio(w), |c: &ClusterTraffic| c.slow, 1.0),
+        (names::mean_latency(w), |c: &ClusterTraffic| c.latency, 1.0),
+    ] {
+        expect(series.clone(), per_cluster(&series, "", value, scale));
+    }
+    let route_requests = names::route_requests(w);
+    let on_route = format!(", {route}=\"/ep_one\"");
+    expect(
+        route_requests.clone(),
+        per_cluster(&route_requests, &on_route, requests, base),
+    );
+    let mut remaining = per_cluster(
+        names::BUDGET_REMAINING,
+        ", slo=\"availability\"",
+        |c| c.errors,
+        1.0,
+    );
+    for sample in &mut remaining {
+        sample.value = 1.0 - sample.value / budget;
+    }
+    expect(
+        format!("{}{{slo=\"availability\"}}", names::BUDGET_REMAINING),
+        remaining,
+    );
+    // The global rate: the clusters' recorded rates summed.
+    let total: f64 = CLUSTERS.iter().map(|c| c.rate * base).sum();
+    expect(
+        format!("sum without (cluster) ({})", names::requests(w)),
+        vec![ExpectedSample {
+            labels: format!("{{job=\"{job}\"}}"),
+            value: total,
+        }],
+    );
+    // The dashboard with one cluster chosen, then "All".
+    let board = dashboard::api_overview(ctx.preset, s);
+    let expr_of = |title: &str, ref_id: &str, cluster: &str| -> String {
+        let panels = board["panels"].as_array().into_iter().flatten();
+        let expr = panels
+            .filter(|panel| panel["title"] == title)
+            .flat_map(|panel| panel["targets"].as_array().into_iter().flatten())
+            .find(|target| target["refId"] == ref_id)
+            .and_then(|target| target["expr"].as_str())
+            .unwrap_or_else(|| panic!("no query {ref_id} of dashboard panel {title:?}"));
+        expr.replace("$__range", &eval.to_string())
+            .replace("$cluster", cluster)
+            .replace("$job", job)
+            .replace("$route", ".+")
+    };
+    let all_requests: f64 = CLUSTERS.iter().map(|c| c.rate).sum();
+    let all_errors: f64 = CLUSTERS.iter().map(|c| c.rate * c.errors).sum();
+    let choices = CLUSTERS
+        .iter()
+        .map(|c| (c.cluster, 1.0 - c.errors, c.rate * base))
+        .chain([(
+            dashboard::ALL_CLUSTERS,
+            1.0 - all_errors / all_requests,
+            total,
+        )]);
+    for (cluster, availability, requests) in choices {
+        expect(
+            format!(
+                "round(\n{}\n, {ROUND_TO})",
+                expr_of("Availability (selected range)", "A", cluster)
+            ),
+            vec![ExpectedSample {
+                labels: "{}".to_owned(),
+                value: rounded(availability),
+            }],
+        );
+        expect(
+            format!("round(\n{}\n, {ROUND_TO})", expr_of("Routes", "A", cluster)),
+            vec![ExpectedSample {
+                labels: format!("{{{route}=\"/ep_one\"}}"),
+                value: rounded(requests),
+            }],
+        );
+    }
+    Some(group)
 }
 
 /// What the overview's SLO row and route table show on [`steady_traffic`], computed by hand:
@@ -167,6 +339,7 @@ fn dashboard_slo_test(ctx: &Ctx) -> TestGroup {
                 .unwrap_or_default()
                 .replace("$__range", &eval.to_string())
                 .replace("$job", &ctx.settings.job)
+                .replace("$cluster", dashboard::ALL_CLUSTERS)
                 .replace("$route", ".+");
             group.promql_expr_test.push(ExprTest {
                 expr: format!("round(\n{expr}\n, {ROUND_TO})"),
@@ -190,6 +363,7 @@ fn burn_tests(ctx: &Ctx) -> Vec<TestGroup> {
     let mut groups = vec![burn_above_every_threshold(&case)];
     groups.extend(burn_between_ticket_and_page(&case));
     groups.push(burn_within_budget(&case));
+    groups.extend(burn_in_one_cluster(&case));
     groups
 }
 
@@ -289,6 +463,50 @@ fn burn_between_ticket_and_page(case: &BurnCase) -> Option<TestGroup> {
             alert,
             vec![ctx.expect(alert, Some("warning"), None, Some(between(budget)))],
         ));
+    }
+    Some(group)
+}
+
+/// On a central store, a cluster burning its budget pages for that cluster alone, while the
+/// other (with the same instance name) stays within budget. Only when the rules keep `cluster`.
+fn burn_in_one_cluster(case: &BurnCase) -> Option<TestGroup> {
+    let ctx = case.ctx;
+    let s = ctx.settings;
+    if !s.aggregation_labels.iter().any(|label| label == "cluster") {
+        return None;
+    }
+    let hot = |budget: f64| (1.0 + case.max_factor * budget) / 2.0;
+    let calm = |budget: f64| budget * case.min_factor / 2.0;
+    let cluster = |name: &str, share: &dyn Fn(f64) -> f64| {
+        let phase = Phase::steady(
+            case.steps,
+            case.rate,
+            share(s.error_budget()),
+            share(s.latency_budget()),
+            0.05,
+        );
+        ctx.traffic_in(Some(name), "api:5000", &[phase])
+    };
+    let mut input = cluster("hot", &hot);
+    input.extend(cluster("calm", &calm));
+    let mut group = ctx.group(
+        "on a central store, the cluster burning its budget pages alone",
+        input,
+    );
+    for (alert, budget) in case.alerts() {
+        let expected = ["critical", "warning"]
+            .into_iter()
+            .map(|severity| {
+                let mut expected = ctx.expect(alert, Some(severity), None, Some(hot(budget)));
+                expected
+                    .exp_labels
+                    .insert("cluster".to_owned(), "hot".to_owned());
+                expected
+            })
+            .collect();
+        group
+            .alert_rule_test
+            .push(Ctx::alert_test(case.eval, alert, expected));
     }
     Some(group)
 }
