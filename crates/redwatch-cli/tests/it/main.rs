@@ -27,6 +27,7 @@
 
 mod alerts_live;
 mod bad_config;
+mod dashboard_truth_live;
 mod demo;
 mod demo_agrees_with_prometheus;
 mod demo_dashboard;
