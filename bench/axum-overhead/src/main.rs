@@ -2,7 +2,7 @@
 //! measure what each metrics middleware costs in real HTTP throughput.
 //!
 //! Usage: `axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|
-//! redwatch-request-label|redwatch-exemplars|redwatch-exemplars-traced|redwatch-native|axum-prometheus
+//! redwatch-request-label|redwatch-exemplars|redwatch-native|axum-prometheus
 //! [--count-allocations]`
 //!
 //! With `--in-process N` it sends N requests through the router in process instead (see
@@ -79,14 +79,10 @@ enum Variant {
     RedwatchFlask,
     /// The `otel` preset with the request and response body size histograms.
     RedwatchBodySizes,
-    /// A request label from the `x-tenant` header (every request carries `acme`; the driver
-    /// sends it).
+    /// A request label from the `x-tenant` header (every request carries `acme`).
     RedwatchRequestLabel,
-    /// Exemplars on, requests without a trace context: what the option costs untraced requests.
+    /// Exemplars on: every request's `traceparent` is parsed and replaces its bucket's exemplar.
     RedwatchExemplars,
-    /// Exemplars on, every request with a sampled `traceparent` of its own (the driver sends
-    /// them): each request parses it and replaces its bucket's exemplar.
-    RedwatchExemplarsTraced,
     /// Native histograms on: each request is also counted in its native duration bucket.
     RedwatchNative,
     AxumPrometheus,
@@ -99,7 +95,7 @@ struct Options {
     in_process: Option<u64>,
 }
 
-const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-request-label|redwatch-exemplars|redwatch-exemplars-traced|redwatch-native|axum-prometheus [--count-allocations] [--in-process N]";
+const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-request-label|redwatch-exemplars|redwatch-native|axum-prometheus [--count-allocations] [--in-process N]";
 
 fn parse_options() -> Result<Options, String> {
     let mut variant = None;
@@ -118,7 +114,6 @@ fn parse_options() -> Result<Options, String> {
                     "redwatch-body-sizes" => Variant::RedwatchBodySizes,
                     "redwatch-request-label" => Variant::RedwatchRequestLabel,
                     "redwatch-exemplars" => Variant::RedwatchExemplars,
-                    "redwatch-exemplars-traced" => Variant::RedwatchExemplarsTraced,
                     "redwatch-native" => Variant::RedwatchNative,
                     "axum-prometheus" => Variant::AxumPrometheus,
                     other => return Err(format!("unknown variant {other:?}")),
@@ -177,14 +172,14 @@ fn app(variant: Variant) -> Router {
                 .expect("a valid configuration"),
         ),
         #[cfg(feature = "exemplars")]
-        Variant::RedwatchExemplars | Variant::RedwatchExemplarsTraced => with_redwatch(
+        Variant::RedwatchExemplars => with_redwatch(
             redwatch::Metrics::builder()
                 .exemplars(true)
                 .build()
                 .expect("a valid configuration"),
         ),
         #[cfg(not(feature = "exemplars"))]
-        Variant::RedwatchExemplars | Variant::RedwatchExemplarsTraced => {
+        Variant::RedwatchExemplars => {
             panic!("the exemplar variants need a build with --features exemplars")
         }
         #[cfg(feature = "native-histograms")]
@@ -238,42 +233,35 @@ async fn serve(options: Options) -> std::io::Result<()> {
     axum::serve(listener, app).await
 }
 
-type Request = axum::http::Request<axum::body::Body>;
-
-/// `count` requests `GET /`, built before they are sent so that building them is not counted;
-/// for the traced variant each carries a sampled `traceparent` of its own.
-fn requests_for(variant: Variant, count: u64) -> Result<Vec<Request>, String> {
-    (1..=count)
-        .map(|n| {
-            let mut request = axum::http::Request::get("/");
-            if matches!(variant, Variant::RedwatchExemplarsTraced) {
-                request = request.header("traceparent", format!("00-{n:032x}-{n:016x}-01"));
-            }
-            if matches!(variant, Variant::RedwatchRequestLabel) {
-                request = request.header("x-tenant", "acme");
-            }
-            request
-                .body(axum::body::Body::empty())
-                .map_err(|error| error.to_string())
-        })
-        .collect()
+/// Request `n`: `GET /` with an `x-tenant` header and a sampled `traceparent` of its own. Every
+/// variant gets the same requests, as `./insn` sends over HTTP, read only by the variants that
+/// use them, so that carrying the headers cancels out of every comparison. Built inside the
+/// counted loop, as a server builds each request, for the same steady state of the allocator in
+/// every variant (prebuilt header maps freed in the loop made the counts depend on the heap).
+fn request(n: u64) -> Result<axum::http::Request<axum::body::Body>, String> {
+    axum::http::Request::get("/")
+        .header("traceparent", format!("00-{n:032x}-{n:016x}-01"))
+        .header("x-tenant", "acme")
+        .body(axum::body::Body::empty())
+        .map_err(|error| error.to_string())
 }
 
-/// Sends `requests` through `app` on `runtime`, each response body read to its end. Not
-/// inlined, so that `valgrind --toggle-collect=axum_overhead::serve_in_process` counts exactly
-/// this: the router and its layers, without sockets, hyper or start-up.
+/// Sends `requests` [`request`]s through `app` on `runtime`, each response body read to its end.
+/// Not inlined, so that `valgrind --toggle-collect=axum_overhead::serve_in_process` counts
+/// exactly this: the router and its layers, without sockets, hyper or start-up.
 #[inline(never)]
 fn serve_in_process(
     runtime: &tokio::runtime::Runtime,
     app: Router,
-    requests: Vec<Request>,
+    requests: u64,
 ) -> Result<(), String> {
     use tower_service::Service;
     // As `axum::serve` does (through `into_make_service`): with the state given, axum builds each
     // route's layered service once; an app called without it would layer them on every call.
     let mut app: Router = app.with_state(());
     runtime.block_on(async move {
-        for request in requests {
+        for n in 1..=requests {
+            let request = request(n)?;
             std::future::poll_fn(|cx| {
                 Service::<axum::http::Request<axum::body::Body>>::poll_ready(&mut app, cx)
             })
@@ -316,13 +304,6 @@ fn main() -> ExitCode {
         let app = {
             let _runtime = runtime.enter();
             app(options.variant)
-        };
-        let requests = match requests_for(options.variant, requests) {
-            Ok(requests) => requests,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::FAILURE;
-            }
         };
         return match serve_in_process(&runtime, app, requests) {
             Ok(()) => ExitCode::SUCCESS,

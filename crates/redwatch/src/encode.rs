@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use crate::collect::{self, AppInfo, ProcessStats, RuntimeStats};
-use crate::naming::{SCHEMES, process_names};
+use crate::naming::{MetricNames, SCHEMES, process_names};
 use crate::registry::{AtomicHistogram, Config, ExemplarSlot, Series, Shared};
 
 /// An exposition format.
@@ -319,11 +319,7 @@ fn encode_red(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>)
     let mut encoder = Encoder::new(out, format, &config.namespace, &config.const_labels);
     let mut cumulative = Vec::with_capacity(config.duration_bounds_nanos.len() + 1);
 
-    encoder.header(
-        names.duration,
-        Kind::Histogram,
-        "Duration of HTTP server requests, from arrival until the response body is sent.",
-    );
+    encoder.header(names.duration, Kind::Histogram, DURATION_HELP);
     let durations = &le.duration[format_index(format)];
     // `flask_http_request_total` by (method, status), summed from the very counts written
     // here, so that it agrees with `_count` in every scrape; the request path pays nothing.
@@ -347,20 +343,7 @@ fn encode_red(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>)
 
     if config.size_bounds_bytes.is_some() {
         let sizes = &le.size[format_index(format)];
-        type HistogramOf = fn(&Series) -> Option<&AtomicHistogram>;
-        let families: [(&str, &str, HistogramOf); 2] = [
-            (
-                names.request_body_size,
-                "Size of HTTP request bodies, from Content-Length.",
-                |s| s.request_size.as_ref(),
-            ),
-            (
-                names.response_body_size,
-                "Size of HTTP response bodies as sent.",
-                |s| s.response_size.as_ref(),
-            ),
-        ];
-        for (name, help, histogram_of) in families {
+        for (name, help, histogram_of) in size_families(names) {
             encoder.header(name, Kind::Histogram, help);
             for s in shared.series() {
                 if let Some(histogram) = histogram_of(s) {
@@ -409,6 +392,38 @@ fn encode_red(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>)
         Kind::Gauge,
         "Number of HTTP server requests in flight.",
     );
+    for (labels, value) in active_samples(shared) {
+        encoder.int_sample(names.active_requests, &labels, value);
+    }
+}
+
+pub(crate) const DURATION_HELP: &str =
+    "Duration of HTTP server requests, from arrival until the response body is sent.";
+
+/// Which histogram of a series a family shows.
+pub(crate) type HistogramOf = fn(&Series) -> Option<&AtomicHistogram>;
+
+/// The body size families: name, help, and the histogram of a series each shows.
+pub(crate) fn size_families(names: &MetricNames) -> [(&'static str, &'static str, HistogramOf); 2] {
+    [
+        (
+            names.request_body_size,
+            "Size of HTTP request bodies, from Content-Length.",
+            |s| s.request_size.as_ref(),
+        ),
+        (
+            names.response_body_size,
+            "Size of HTTP response bodies as sent.",
+            |s| s.response_size.as_ref(),
+        ),
+    ]
+}
+
+/// The in-flight gauge's samples, as (rendered labels, value), in every format.
+pub(crate) fn active_samples(shared: &Shared) -> Vec<(String, i64)> {
+    let config = &shared.config;
+    let names = config.names();
+    let mut samples = Vec::new();
     for (scheme, method, value) in shared.active_gauges() {
         // Without a scheme label every request counts under scheme 0.
         if scheme != 0 && names.scheme_label.is_none() {
@@ -425,9 +440,10 @@ fn encode_red(shared: &Shared, le: &LeValues, format: Format, out: &mut Vec<u8>)
                     SCHEMES[usize::from(scheme)]
                 ));
             }
-            encoder.int_sample(names.active_requests, &labels, value);
+            samples.push((labels, value));
         }
     }
+    samples
 }
 
 fn method_status_labels(config: &Config, method: u8, status: u16) -> String {

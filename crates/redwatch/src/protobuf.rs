@@ -14,9 +14,10 @@ use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as p
 use prost::Message;
 
 use crate::collect::{self, AppInfo, ProcessStats, RuntimeStats};
-use crate::naming::{Naming, SCHEMES, process_names};
+use crate::encode::{DURATION_HELP, active_samples, size_families};
+use crate::naming::{Naming, process_names};
 use crate::native;
-use crate::registry::{AtomicHistogram, Config, ExemplarSlot, Series, Shared};
+use crate::registry::{Config, ExemplarSlot, Series, Shared};
 
 /// The content type of a protobuf exposition.
 pub const CONTENT_TYPE: &str =
@@ -139,29 +140,12 @@ fn red_families(shared: &Shared, const_labels: &[pb::LabelPair], out: &mut Vec<p
         });
     }
     families
-        .family(
-            names.duration,
-            pb::MetricType::Histogram,
-            "Duration of HTTP server requests, from arrival until the response body is sent.",
-        )
+        .family(names.duration, pb::MetricType::Histogram, DURATION_HELP)
         .extend(durations);
 
     if let Some(bounds) = &config.size_bounds_bytes {
         let bounds: Vec<f64> = bounds.iter().map(|&bound| bound as f64).collect();
-        type HistogramOf = fn(&Series) -> Option<&AtomicHistogram>;
-        let sizes: [(&str, &str, HistogramOf); 2] = [
-            (
-                names.request_body_size,
-                "Size of HTTP request bodies, from Content-Length.",
-                |s| s.request_size.as_ref(),
-            ),
-            (
-                names.response_body_size,
-                "Size of HTTP response bodies as sent.",
-                |s| s.response_size.as_ref(),
-            ),
-        ];
-        for (name, help, histogram_of) in sizes {
+        for (name, help, histogram_of) in size_families(names) {
             let metrics: Vec<pb::Metric> = shared
                 .series()
                 .filter_map(|s| {
@@ -213,23 +197,9 @@ fn red_families(shared: &Shared, const_labels: &[pb::LabelPair], out: &mut Vec<p
             samples,
         );
     }
-    let active = shared
-        .active_gauges()
-        .filter(|(scheme, ..)| *scheme == 0 || names.scheme_label.is_some())
-        .filter_map(|(scheme, method, value)| {
-            let name = config.method_name(method);
-            // As in the text formats: methods never seen stay off, GET is always there.
-            (value != 0 || (name == "GET" && scheme == config.default_scheme)).then(|| {
-                let mut labels = format!("{}=\"{name}\"", names.method_label);
-                if let Some(scheme_label) = names.scheme_label {
-                    labels.push_str(&format!(
-                        ",{scheme_label}=\"{}\"",
-                        SCHEMES[usize::from(scheme)]
-                    ));
-                }
-                (labels, value as f64)
-            })
-        })
+    let active = active_samples(shared)
+        .into_iter()
+        .map(|(labels, value)| (labels, value as f64))
         .collect();
     families.gauge(
         names.active_requests,

@@ -73,7 +73,7 @@ use serde_json::Value;
 
 use crate::support::generate::{compressed_with, generate_ok, prometheus_command, read};
 use crate::support::http::{get_json, try_get, url_encode};
-use crate::support::live_stack::{daemon, tail, wait_ready};
+use crate::support::live_stack::{daemon, strings, tail, wait_ready};
 use crate::support::process::{Proc, Server, free_port, loopback, redwatch};
 use crate::support::tools::require_tool;
 use crate::support::{self, Group};
@@ -685,18 +685,6 @@ fn targets_of(
 
 type Labels = BTreeMap<String, String>;
 
-fn labels_of(value: &Value) -> Labels {
-    value
-        .as_object()
-        .map(|object| {
-            object
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn value_of(text: &Value) -> f64 {
     match text.as_str() {
         Some("+Inf") => f64::INFINITY,
@@ -719,7 +707,7 @@ fn instant(prometheus: SocketAddr, expr: &str, at_s: f64) -> Result<Vec<(Labels,
         .as_array()
         .into_iter()
         .flatten()
-        .map(|sample| (labels_of(&sample["metric"]), value_of(&sample["value"][1])))
+        .map(|sample| (strings(&sample["metric"]), value_of(&sample["value"][1])))
         .collect())
 }
 
@@ -752,7 +740,7 @@ fn range(
                 .flatten()
                 .map(|point| value_of(&point[1]))
                 .collect();
-            (labels_of(&series["metric"]), points)
+            (strings(&series["metric"]), points)
         })
         .collect())
 }

@@ -399,7 +399,7 @@ pub fn query(prometheus: SocketAddr, expr: &str) -> Result<Vec<Sample>, String> 
 }
 
 /// The string values of a JSON object (labels, annotations); other values as empty strings.
-fn strings(value: &Value) -> BTreeMap<String, String> {
+pub fn strings(value: &Value) -> BTreeMap<String, String> {
     value
         .as_object()
         .map(|object| {
