@@ -57,6 +57,20 @@
 //! the summary of that instance's load run; for the panels that add (rates, counts), "All" must
 //! equal the sum of the per-instance values.
 //!
+//! # Beyond one Prometheus
+//!
+//! The same check runs on the remote-write setup (`remote_write_live`'s shape): two instances in
+//! cluster `a`, one in `b`, each cluster scraped by its own edge Prometheus that labels its
+//! series with the cluster (`external_labels`) and remote-writes them to a central Prometheus
+//! (`--web.enable-remote-write-receiver`), which evaluates the generated rules and answers every
+//! query. There each panel is evaluated with `$cluster` on "All" (`.*`), as above, and also on
+//! each cluster alone against that cluster's load runs, and the additive panels' "All" must be
+//! the sum of the clusters. The SLO row's budget and burn-rate panels read series recorded per
+//! cluster and show the worst selected cluster: on "All" their truth is the least budget left,
+//! the fastest burn, of the clusters' truths. Remote-written samples arrive late (the edges'
+//! batches, then the central rules' next evaluation): the instant is queried a few seconds
+//! after it has passed, as with one Prometheus, only longer.
+//!
 //! Without prometheus: a notice and a pass, except in CI (`CI` set), where it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1976,4 +1990,5 @@ fn every_panel_agrees_with_ground_truth_flask() {
 fn every_panel_agrees_with_ground_truth_remote_write() {
     let _group = support::shared(Group::Patient);
     dashboard_truth(Naming::Otel, Topology::RemoteWrite);
+    dashboard_truth(Naming::Flask, Topology::RemoteWrite);
 }
