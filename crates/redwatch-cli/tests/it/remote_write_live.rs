@@ -18,7 +18,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support;
 use crate::support::Group;
@@ -26,6 +26,7 @@ use crate::support::generate::*;
 use crate::support::http::{get_json, url_encode};
 use crate::support::live_stack::{daemon, load, tail, wait_ready};
 use crate::support::process::{Proc, Server, free_port, loopback};
+use crate::support::remote_write::{central_config, edge_config, prometheus};
 use crate::support::tools::require_tool;
 
 /// Each cluster and the open-loop rates (requests per second) of its instances: cluster `a`
@@ -89,61 +90,6 @@ impl Stack {
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-/// A generated configuration turned into YAML text.
-fn to_yaml(value: &Value) -> String {
-    serde_yaml_ng::to_string(value).expect("YAML")
-}
-
-/// The generated `prometheus.yml` of `dir` as JSON.
-fn generated_config(dir: &Path) -> Value {
-    serde_yaml_ng::from_str(&read(&dir.join("prometheus/prometheus.yml"))).expect("prometheus.yml")
-}
-
-/// Writes `config` as `name` next to the generated `prometheus.yml` (so its relative
-/// `rule_files` resolve) and returns its path.
-fn write_config(dir: &Path, name: &str, config: &Value) -> PathBuf {
-    let path = dir.join("prometheus").join(name);
-    std::fs::write(&path, to_yaml(config))
-        .unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
-    path
-}
-
-/// An edge's configuration: the generated scrape configuration of its cluster's instances,
-/// every series labelled with the cluster and remote-written to the central server. Its rules
-/// are left to the central server (see the module's documentation).
-fn edge_config(dir: &Path, cluster: &str, central: SocketAddr) -> PathBuf {
-    let mut config = generated_config(dir);
-    let object = config.as_object_mut().expect("a mapping");
-    object.remove("rule_files");
-    object.remove("alerting");
-    config["global"]["external_labels"] = json!({ "cluster": cluster });
-    config["remote_write"] = json!([{
-        "url": format!("http://{central}/api/v1/write"),
-        // Short batches: the central server evaluates rules on what has arrived.
-        "queue_config": { "batch_send_deadline": "200ms", "max_samples_per_send": 2000 },
-    }]);
-    write_config(dir, "edge.yml", &config)
-}
-
-/// The central server's configuration: the generated rules (and evaluation interval), nothing
-/// to scrape; its data arrives by remote write.
-fn central_config(dir: &Path) -> PathBuf {
-    let mut config = generated_config(dir);
-    let object = config.as_object_mut().expect("a mapping");
-    object.remove("alerting");
-    config["scrape_configs"] = json!([]);
-    write_config(dir, "central.yml", &config)
-}
-
-fn prometheus(binary: &Path, config: &Path, data: &Path, listen: SocketAddr) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address={listen}"));
-    command
 }
 
 fn start_stack(binary: &Path) -> Stack {

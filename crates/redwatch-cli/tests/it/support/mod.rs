@@ -11,6 +11,7 @@
 //! - [`load`]: `redwatch load` runs;
 //! - [`live_stack`]: a real Prometheus and Alertmanager with restartable instances and a
 //!   webhook receiver;
+//! - [`remote_write`]: edge Prometheus servers remote-writing to a central one with the rules;
 //!
 //! and here, the serialisation of the heavy and timing-sensitive tests (see `main.rs`).
 
@@ -26,6 +27,7 @@ pub mod http;
 pub mod live_stack;
 pub mod load;
 pub mod process;
+pub mod remote_write;
 pub mod tls;
 pub mod tools;
 
