@@ -243,12 +243,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let prometheus_binary = prometheus_choice.locate().await?;
     let parts = Parts::prepare(&args).await?;
     // Before anything is announced: a signal from then on must reach our handler.
-    let signals = ShutdownSignals::install()?;
+    let mut signals = ShutdownSignals::install()?;
 
     // Prometheus first: if it cannot start, nothing else has started yet. Started from this
-    // task (the main thread under `block_on`), which its parent-death signal is tied to.
+    // task (the main thread under `block_on`), which its parent-death signal is tied to. A
+    // signal while it starts (which can take seconds) stops at once: dropping the start stops
+    // Prometheus and removes its directory.
     let prometheus = match &prometheus_binary {
-        Ok(binary) => Some(Prometheus::start(binary, &parts.rules, args.prometheus_listen).await?),
+        Ok(binary) => {
+            let start = Prometheus::start(binary, &parts.rules, args.prometheus_listen);
+            tokio::select! {
+                started = start => Some(started?),
+                signal = signals.recv() => {
+                    let name = signal.unwrap_or("a signal");
+                    println!("redwatch demo: {name} while Prometheus was starting: stopped");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
         Err(_) => None,
     };
     let mut dashboard = parts.dashboard;
