@@ -492,13 +492,24 @@ fn encode_info(encoder: &mut Encoder<'_>, config: &Config, info: &AppInfo) {
 
 /// Process and runtime gauges, collected at scrape time.
 fn encode_process(encoder: &mut Encoder<'_>, snapshot: &ProcessStats) {
-    encoder.header(
-        process_names::CPU_SECONDS,
-        Kind::Counter,
-        "Total user and system CPU time spent in seconds.",
-    );
+    encoder.header(process_names::CPU_SECONDS, Kind::Counter, CPU_HELP);
     encoder.float_sample(process_names::CPU_SECONDS, "", snapshot.cpu_seconds);
-    let gauges: [(&str, &str, Option<u64>); 5] = [
+    for (name, help, value) in process_gauges(snapshot) {
+        encoder.header(name, Kind::Gauge, help);
+        encoder.int_sample(name, "", value);
+    }
+    encoder.header(process_names::START_TIME, Kind::Gauge, START_TIME_HELP);
+    encoder.float_sample(process_names::START_TIME, "", snapshot.start_time_seconds);
+}
+
+pub(crate) const CPU_HELP: &str = "Total user and system CPU time spent in seconds.";
+pub(crate) const START_TIME_HELP: &str = "Start time of the process since unix epoch in seconds.";
+
+/// The process gauges that have a value, as (name, help, value), in every format.
+pub(crate) fn process_gauges(
+    snapshot: &ProcessStats,
+) -> impl Iterator<Item = (&'static str, &'static str, u64)> {
+    [
         (
             process_names::RESIDENT_MEMORY,
             "Resident memory size in bytes.",
@@ -524,24 +535,14 @@ fn encode_process(encoder: &mut Encoder<'_>, snapshot: &ProcessStats) {
             "Number of OS threads in the process.",
             Some(snapshot.threads),
         ),
-    ];
-    for (name, help, value) in gauges {
-        if let Some(value) = value {
-            encoder.header(name, Kind::Gauge, help);
-            encoder.int_sample(name, "", value);
-        }
-    }
-    encoder.header(
-        process_names::START_TIME,
-        Kind::Gauge,
-        "Start time of the process since unix epoch in seconds.",
-    );
-    encoder.float_sample(process_names::START_TIME, "", snapshot.start_time_seconds);
+    ]
+    .into_iter()
+    .filter_map(|(name, help, value)| Some((name, help, value?)))
 }
 
-/// Tokio runtime gauges from the stable metrics API.
-fn encode_runtime(encoder: &mut Encoder<'_>, runtime: &RuntimeStats) {
-    let gauges = [
+/// The Tokio runtime gauges from the stable metrics API, as (name, help, value).
+pub(crate) fn runtime_gauges(runtime: &RuntimeStats) -> [(&'static str, &'static str, usize); 3] {
+    [
         (
             process_names::TOKIO_WORKERS,
             "Number of worker threads of the Tokio runtime.",
@@ -557,8 +558,11 @@ fn encode_runtime(encoder: &mut Encoder<'_>, runtime: &RuntimeStats) {
             "Number of tasks in the Tokio runtime's global queue.",
             runtime.global_queue_depth,
         ),
-    ];
-    for (name, help, value) in gauges {
+    ]
+}
+
+fn encode_runtime(encoder: &mut Encoder<'_>, runtime: &RuntimeStats) {
+    for (name, help, value) in runtime_gauges(runtime) {
         encoder.header(name, Kind::Gauge, help);
         encoder.int_sample(name, "", value);
     }

@@ -14,7 +14,10 @@ use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as p
 use prost::Message;
 
 use crate::collect::{self, AppInfo, ProcessStats, RuntimeStats};
-use crate::encode::{DURATION_HELP, active_samples, size_families};
+use crate::encode::{
+    CPU_HELP, DURATION_HELP, START_TIME_HELP, active_samples, process_gauges, runtime_gauges,
+    size_families,
+};
 use crate::naming::{Naming, process_names};
 use crate::native;
 use crate::registry::{Config, ExemplarSlot, Series, Shared};
@@ -329,66 +332,21 @@ fn info_families(families: &mut Families<'_>, config: &Config, info: &AppInfo) {
 fn process_families(families: &mut Families<'_>, process: &ProcessStats) {
     families.counter(
         process_names::CPU_SECONDS,
-        "Total user and system CPU time spent in seconds.",
+        CPU_HELP,
         vec![(String::new(), process.cpu_seconds)],
     );
-    let gauges: [(&str, &str, Option<u64>); 5] = [
-        (
-            process_names::RESIDENT_MEMORY,
-            "Resident memory size in bytes.",
-            Some(process.resident_memory_bytes),
-        ),
-        (
-            process_names::VIRTUAL_MEMORY,
-            "Virtual memory size in bytes.",
-            Some(process.virtual_memory_bytes),
-        ),
-        (
-            process_names::OPEN_FDS,
-            "Number of open file descriptors.",
-            Some(process.open_fds),
-        ),
-        (
-            process_names::MAX_FDS,
-            "Maximum number of open file descriptors.",
-            process.max_fds,
-        ),
-        (
-            process_names::THREADS,
-            "Number of OS threads in the process.",
-            Some(process.threads),
-        ),
-    ];
-    for (name, help, value) in gauges {
-        if let Some(value) = value {
-            families.gauge(name, help, vec![(String::new(), value as f64)]);
-        }
+    for (name, help, value) in process_gauges(process) {
+        families.gauge(name, help, vec![(String::new(), value as f64)]);
     }
     families.gauge(
         process_names::START_TIME,
-        "Start time of the process since unix epoch in seconds.",
+        START_TIME_HELP,
         vec![(String::new(), process.start_time_seconds)],
     );
 }
 
 fn runtime_families(families: &mut Families<'_>, runtime: &RuntimeStats) {
-    for (name, help, value) in [
-        (
-            process_names::TOKIO_WORKERS,
-            "Number of worker threads of the Tokio runtime.",
-            runtime.workers,
-        ),
-        (
-            process_names::TOKIO_ALIVE_TASKS,
-            "Number of alive tasks in the Tokio runtime.",
-            runtime.alive_tasks,
-        ),
-        (
-            process_names::TOKIO_GLOBAL_QUEUE,
-            "Number of tasks in the Tokio runtime's global queue.",
-            runtime.global_queue_depth,
-        ),
-    ] {
+    for (name, help, value) in runtime_gauges(runtime) {
         families.gauge(name, help, vec![(String::new(), value as f64)]);
     }
 }
