@@ -133,6 +133,11 @@ const MIN_WINDOW_S: u64 = 45;
 const MAX_WINDOW_S: u64 = 60;
 /// Requests/s, 5xx rate, averages: relative.
 const RELATIVE: f64 = 0.05;
+/// The tolerance of the availability SLO panels on a central Prometheus fed by remote write:
+/// Prometheus 2.42 has no `rule_query_offset`, so the central rules evaluate the windows while
+/// the edges' last samples are still arriving, and a recorded ratio can lag the truth by a few
+/// per cent more than with one Prometheus (seen: 7 % on the smallest cluster).
+const CENTRAL_SLO_RELATIVE: f64 = 0.10;
 /// Shares under the latency threshold: absolute.
 const SHARE: f64 = 0.03;
 /// The generated SLOs.
@@ -1291,7 +1296,7 @@ fn compare(
         }
         Show::AvailabilityOverRange | Show::UnderThresholdOverRange => {
             // Over the range, the selected clusters' recorded rates together.
-            let expect = slo_expect(&target.show, truth, scope.round_trip);
+            let expect = slo_expect(&target.show, truth, scope.round_trip, slo_relative(scope));
             report.series(
                 what,
                 &result,
@@ -1309,7 +1314,9 @@ fn compare(
             let expect = scope
                 .clusters
                 .iter()
-                .map(|(truth, round_trip)| slo_expect(&target.show, truth, *round_trip).interval())
+                .map(|(truth, round_trip)| {
+                    slo_expect(&target.show, truth, *round_trip, slo_relative(scope)).interval()
+                })
                 .reduce(worst)
                 .map(|(low, high)| Expect::within(low, high))
                 .expect("a selected cluster");
@@ -1393,8 +1400,18 @@ fn compare(
     None
 }
 
-/// The truth of an SLO-row panel over the requests of `truth`.
-fn slo_expect(show: &Show, truth: &Truth, round_trip: RoundTrip) -> Expect {
+/// The relative tolerance of the availability SLO panels for `scope`: wider where the rules run
+/// on a central Prometheus (several clusters, or one cluster of them).
+fn slo_relative(scope: &Scope) -> f64 {
+    if scope.clusters.len() > 1 || scope.cluster != ".*" {
+        CENTRAL_SLO_RELATIVE
+    } else {
+        RELATIVE
+    }
+}
+
+/// The truth of an SLO-row panel over the requests of `truth`, availability within `relative`.
+fn slo_expect(show: &Show, truth: &Truth, round_trip: RoundTrip, relative: f64) -> Expect {
     let all: u64 = truth.routes.values().map(|r| r.count).sum();
     let errors: u64 = truth
         .counts(None, |c| c.starts_with('5'), |_, _| String::new())
@@ -1409,21 +1426,21 @@ fn slo_expect(show: &Show, truth: &Truth, round_trip: RoundTrip) -> Expect {
     match show {
         Show::AvailabilityOverRange => Expect::near(
             1.0 - error_share,
-            RELATIVE * error_share / (1.0 - error_share),
+            relative * error_share / (1.0 - error_share),
         ),
         Show::UnderThresholdOverRange => Expect::within(under_low, under_high),
         Show::BudgetRemaining(Slo::Availability) => {
             let remaining = 1.0 - error_share / error_budget;
             Expect::near(
                 remaining,
-                RELATIVE * (error_share / error_budget) / remaining.abs(),
+                relative * (error_share / error_budget) / remaining.abs(),
             )
         }
         Show::BudgetRemaining(Slo::Latency) => Expect::within(
             1.0 - (1.0 - under_low) / latency_budget,
             1.0 - (1.0 - under_high) / latency_budget,
         ),
-        Show::BurnRate(Slo::Availability) => Expect::near(error_share / error_budget, RELATIVE),
+        Show::BurnRate(Slo::Availability) => Expect::near(error_share / error_budget, relative),
         Show::BurnRate(Slo::Latency) => Expect::within(
             (1.0 - under_high).max(0.0) / latency_budget,
             (1.0 - under_low) / latency_budget,
