@@ -457,37 +457,46 @@ fn method_status_labels(config: &Config, method: u8, status: u16) -> String {
 }
 
 fn encode_info(encoder: &mut Encoder<'_>, config: &Config, info: &AppInfo) {
-    use crate::naming::Naming;
-    let pairs = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let names = config.names();
+    if let Some(exporter) = exporter_info_labels(config) {
+        // prometheus_flask_exporter's own info metric, with the exporter's version.
+        encoder.header(EXPORTER_INFO, Kind::Info, EXPORTER_INFO_HELP);
+        encoder.int_sample(EXPORTER_INFO, &exporter, 1);
+    }
+    encoder.header(names.info, Kind::Info, INFO_HELP);
+    encoder.int_sample(names.info, &info_labels(config, info), 1);
+}
+
+pub(crate) const EXPORTER_INFO: &str = "flask_exporter_info";
+pub(crate) const EXPORTER_INFO_HELP: &str = "Information about the Prometheus exporter (redwatch).";
+pub(crate) const INFO_HELP: &str = "Application metadata: version and environment.";
+
+/// `name="escaped value",...` of `pairs`.
+fn rendered_pairs(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The rendered labels of the preset's info metric, in every format.
+pub(crate) fn info_labels(config: &Config, info: &AppInfo) -> String {
     let names = config.names();
     let mut labels = vec![
         (names.version_label, info.version.as_str()),
         (names.environment_label, info.environment.as_str()),
     ];
-    if config.naming == Naming::Otel {
+    if config.naming == crate::naming::Naming::Otel {
         labels.insert(0, ("service_name", info.service_name.as_str()));
-    } else {
-        // prometheus_flask_exporter's own info metric, with the exporter's version.
-        encoder.header(
-            "flask_exporter_info",
-            Kind::Info,
-            "Information about the Prometheus exporter (redwatch).",
-        );
-        let exporter = pairs(&[("version", env!("CARGO_PKG_VERSION"))]);
-        encoder.int_sample("flask_exporter_info", &exporter, 1);
     }
-    encoder.header(
-        names.info,
-        Kind::Info,
-        "Application metadata: version and environment.",
-    );
-    encoder.int_sample(names.info, &pairs(&labels), 1);
+    rendered_pairs(&labels)
+}
+
+/// The labels of `flask_exporter_info`, which only the flask preset has.
+pub(crate) fn exporter_info_labels(config: &Config) -> Option<String> {
+    (config.naming == crate::naming::Naming::Flask)
+        .then(|| rendered_pairs(&[("version", env!("CARGO_PKG_VERSION"))]))
 }
 
 /// Process and runtime gauges, collected at scrape time.

@@ -15,10 +15,11 @@ use prost::Message;
 
 use crate::collect::{self, AppInfo, ProcessStats, RuntimeStats};
 use crate::encode::{
-    CPU_HELP, DURATION_HELP, START_TIME_HELP, active_samples, process_gauges, runtime_gauges,
+    CPU_HELP, DURATION_HELP, EXPORTER_INFO, EXPORTER_INFO_HELP, INFO_HELP, START_TIME_HELP,
+    active_samples, exporter_info_labels, info_labels, process_gauges, runtime_gauges,
     size_families,
 };
-use crate::naming::{Naming, process_names};
+use crate::naming::process_names;
 use crate::native;
 use crate::registry::{Config, ExemplarSlot, Series, Shared};
 
@@ -301,31 +302,13 @@ fn exemplar(slot: &ExemplarSlot) -> Option<pb::Exemplar> {
 }
 
 fn info_families(families: &mut Families<'_>, config: &Config, info: &AppInfo) {
-    let names = config.names();
-    let pairs = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", crate::encode::escape_label_value(v)))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let mut labels = vec![
-        (names.version_label, info.version.as_str()),
-        (names.environment_label, info.environment.as_str()),
-    ];
-    if config.naming == Naming::Otel {
-        labels.insert(0, ("service_name", info.service_name.as_str()));
-    } else {
-        families.gauge(
-            "flask_exporter_info",
-            "Information about the Prometheus exporter (redwatch).",
-            vec![(pairs(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0)],
-        );
+    if let Some(exporter) = exporter_info_labels(config) {
+        families.gauge(EXPORTER_INFO, EXPORTER_INFO_HELP, vec![(exporter, 1.0)]);
     }
     families.gauge(
-        names.info,
-        "Application metadata: version and environment.",
-        vec![(pairs(&labels), 1.0)],
+        config.names().info,
+        INFO_HELP,
+        vec![(info_labels(config, info), 1.0)],
     );
 }
 
@@ -432,7 +415,7 @@ mod tests {
             .native_histograms(true)
             .exemplars(true)
             .const_label("region", "eu \"west\"")
-            .naming(Naming::Flask)
+            .naming(crate::Naming::Flask)
             .build()
             .unwrap();
         let core = metrics.inner_core();
