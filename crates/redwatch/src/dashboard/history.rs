@@ -230,7 +230,8 @@ mod tests {
     use crate::{Metrics, UriPathRoute};
     use tower::{Layer, Service, ServiceExt};
 
-    fn traffic(metrics: &Metrics, routes: usize) {
+    /// Sends `requests` through the layer (the route is the path).
+    fn serve_all(metrics: &Metrics, requests: Vec<http::Request<()>>) {
         let service = tower::service_fn(|_request: http::Request<()>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
         });
@@ -239,12 +240,18 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            for route in 0..routes {
-                let request = http::Request::get(format!("/r/{route}")).body(()).unwrap();
+            for request in requests {
                 let response = service.ready().await.unwrap().call(request).await.unwrap();
                 drop(response);
             }
         });
+    }
+
+    fn traffic(metrics: &Metrics, routes: usize) {
+        let requests = (0..routes)
+            .map(|route| http::Request::get(format!("/r/{route}")).body(()).unwrap())
+            .collect();
+        serve_all(metrics, requests);
     }
 
     #[test]
@@ -287,23 +294,15 @@ mod tests {
     #[test]
     fn series_differing_in_hidden_labels_add_up() {
         let metrics = Metrics::new();
-        let service = tower::service_fn(|_request: http::Request<()>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-        });
-        let mut service = metrics.layer().classify_with(UriPathRoute).layer(service);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            for version in [
-                http::Version::HTTP_11,
-                http::Version::HTTP_2,
-                http::Version::HTTP_2,
-            ] {
-                let request = http::Request::get("/r").version(version).body(()).unwrap();
-                drop(service.ready().await.unwrap().call(request).await.unwrap());
-            }
-        });
+        let requests = [
+            http::Version::HTTP_11,
+            http::Version::HTTP_2,
+            http::Version::HTTP_2,
+        ]
+        .into_iter()
+        .map(|version| http::Request::get("/r").version(version).body(()).unwrap())
+        .collect();
+        serve_all(&metrics, requests);
         assert_eq!(metrics.snapshot().series.len(), 2);
         let mut history = History::new(5, 10, crate::DEFAULT_DURATION_BUCKETS.to_vec());
         history.push(0, &metrics.snapshot());
