@@ -312,10 +312,22 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The in-flight gauge of requests of `scheme` and `method`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn active(&self, scheme: u8, method: u8) -> &AtomicI64 {
-        let index = usize::from(scheme) * self.config.methods.len() + usize::from(method);
-        &self.active[index].0
+        self.active_at(self.active_index(scheme, method))
+    }
+
+    /// Where the in-flight gauge of `scheme` and `method` is, for [`Shared::active_at`]: a
+    /// request works it out once and finds its gauge with it at both ends.
+    #[inline]
+    pub(crate) fn active_index(&self, scheme: u8, method: u8) -> u16 {
+        (usize::from(scheme) * self.config.methods.len() + usize::from(method)) as u16
+    }
+
+    /// The in-flight gauge at `index`, from [`Shared::active_index`].
+    #[inline]
+    pub(crate) fn active_at(&self, index: u16) -> &AtomicI64 {
+        &self.active[usize::from(index)].0
     }
 
     /// Every in-flight gauge, as (scheme, method, value).
