@@ -8,6 +8,7 @@ pub mod generate;
 pub mod load;
 pub mod serve;
 mod signals;
+mod write;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

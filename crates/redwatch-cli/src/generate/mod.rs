@@ -15,7 +15,6 @@ mod rule_tests;
 mod rules;
 mod settings;
 mod units;
-mod write;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,7 +116,7 @@ pub async fn run(generate: GenerateSettings) -> anyhow::Result<ExitCode> {
         }
     }
     for file in &all {
-        write::atomically(&file.path, &file.content)?;
+        crate::write::atomically(&file.path, &file.content)?;
     }
     println!(
         "redwatch generate: wrote {} files under {}",

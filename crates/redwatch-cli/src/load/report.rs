@@ -329,20 +329,8 @@ impl Summary {
             }
             JsonOutput::File(path) => path.as_path(),
         };
-        let path = target.display();
-        let file_name = target
-            .file_name()
-            .with_context(|| format!("invalid --json path {path}"))?;
-        let mut temporary_name = std::ffi::OsString::from(".");
-        temporary_name.push(file_name);
-        temporary_name.push(format!(".{}.tmp", std::process::id()));
-        let temporary = target.with_file_name(temporary_name);
-        std::fs::write(&temporary, text)
-            .with_context(|| format!("cannot write {}", temporary.display()))?;
-        std::fs::rename(&temporary, target).with_context(|| {
-            let _ = std::fs::remove_file(&temporary);
-            format!("cannot write --json {path}")
-        })
+        crate::write::atomically(target, &text)
+            .with_context(|| format!("cannot write --json {}", target.display()))
     }
 
     /// The human-readable report: a title, the per-endpoint table and the error lines.
