@@ -6,7 +6,9 @@
 //! [--count-allocations]`
 //!
 //! With `--in-process N` it sends N requests through the router in process instead (see
-//! `serve_in_process`), for exact instruction counts of the router and its layers alone.
+//! `serve_in_process`), for exact instruction counts of the router and its layers alone. With
+//! `--layer-alone N`, through the variant's layer around a service that answers at once, no
+//! axum (see `serve_layer_alone`): the shape of the criterion bench `hot_path/noop_service`.
 //!
 //! The server binds 127.0.0.1:0, prints `listening on http://ADDR` and serves until killed.
 //! It runs on a multi-thread Tokio runtime with one worker thread, so that the load generator can
@@ -19,16 +21,45 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use axum::{Router, extract::Path, routing::get};
 
 /// Counts allocations only while [`COUNT_ALLOCATIONS`] is set; otherwise it costs one relaxed
 /// load per allocation, the same in every variant.
+///
+/// In the in-process modes it also serves every allocation from an arena, by bumping an offset,
+/// and ignores frees into it (see [`use_arena`]): the system allocator's instructions depend on
+/// the state of its heap, which differs between builds and variants (by up to 100 instructions
+/// per request in the router count), while a bump costs the same every time. The allocations
+/// column says how many allocations each variant makes.
 struct CountingAllocator;
 
 static COUNT_ALLOCATIONS: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The arena's bounds and next free byte; all zero until [`use_arena`].
+static ARENA_START: AtomicUsize = AtomicUsize::new(0);
+static ARENA_END: AtomicUsize = AtomicUsize::new(0);
+static ARENA_NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Enough for the in-process runs' requests (about 2 KB each) to never free anything.
+const ARENA_BYTES: usize = 1 << 30;
+
+/// Serves allocations from a fresh arena from now on (the pages are touched only when used).
+fn use_arena() -> Result<(), String> {
+    let layout = Layout::from_size_align(ARENA_BYTES, 4096).map_err(|error| error.to_string())?;
+    // SAFETY: the layout has a non-zero size.
+    let start = unsafe { System.alloc(layout) } as usize;
+    if start == 0 {
+        return Err("cannot reserve the allocation arena".to_owned());
+    }
+    ARENA_END.store(start + ARENA_BYTES, Ordering::Relaxed);
+    ARENA_NEXT.store(start, Ordering::Relaxed);
+    ARENA_START.store(start, Ordering::Release);
+    Ok(())
+}
 
 impl CountingAllocator {
     fn count(&self) {
@@ -36,30 +67,89 @@ impl CountingAllocator {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// A block from the arena, if it is in use and has room.
+    fn bump(layout: Layout) -> Option<*mut u8> {
+        if ARENA_START.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let end = ARENA_END.load(Ordering::Relaxed);
+        let mut next = ARENA_NEXT.load(Ordering::Relaxed);
+        loop {
+            let start = next.checked_next_multiple_of(layout.align())?;
+            let after = start.checked_add(layout.size())?;
+            if after > end {
+                return None;
+            }
+            match ARENA_NEXT.compare_exchange_weak(
+                next,
+                after,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(start as *mut u8),
+                Err(current) => next = current,
+            }
+        }
+    }
+
+    fn in_arena(ptr: *mut u8) -> bool {
+        let address = ptr as usize;
+        let start = ARENA_START.load(Ordering::Acquire);
+        start != 0 && address >= start && address < ARENA_END.load(Ordering::Relaxed)
+    }
 }
 
-// SAFETY: every call is forwarded unchanged to the system allocator.
+// SAFETY: every block is either the system allocator's, to which calls for it are forwarded
+// unchanged, or a fresh, suitably aligned and sized range of the arena, handed out once and
+// never reused (frees into the arena do nothing).
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.count();
+        if let Some(block) = Self::bump(layout) {
+            return block;
+        }
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.count();
+        if let Some(block) = Self::bump(layout) {
+            // SAFETY: the block is `layout.size()` bytes of the arena, ours alone.
+            unsafe { block.write_bytes(0, layout.size()) };
+            return block;
+        }
         // SAFETY: as for `alloc`.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         self.count();
+        if Self::in_arena(ptr) || ARENA_START.load(Ordering::Acquire) != 0 {
+            let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+                return std::ptr::null_mut();
+            };
+            let Some(block) = Self::bump(new_layout) else {
+                return std::ptr::null_mut();
+            };
+            // SAFETY: both blocks are valid for the copied length and do not overlap (the new
+            // one is fresh).
+            unsafe { std::ptr::copy_nonoverlapping(ptr, block, layout.size().min(new_size)) };
+            // SAFETY: `ptr` and `layout` describe a live block of this allocator.
+            unsafe { self.dealloc(ptr, layout) };
+            return block;
+        }
         // SAFETY: `ptr` and `layout` came from this allocator, i.e. from `System`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` and `layout` came from this allocator, i.e. from `System`.
+        if Self::in_arena(ptr) {
+            return;
+        }
+        // SAFETY: `ptr` and `layout` came from this allocator, and not from the arena: from
+        // `System`.
         unsafe { System.dealloc(ptr, layout) }
     }
 }
@@ -93,14 +183,16 @@ struct Options {
     count_allocations: bool,
     /// Serve this many `GET /` in process (no sockets, one thread) instead of listening.
     in_process: Option<u64>,
+    layer_alone: Option<u64>,
 }
 
-const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-request-label|redwatch-exemplars|redwatch-native|axum-prometheus [--count-allocations] [--in-process N]";
+const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-request-label|redwatch-exemplars|redwatch-native|axum-prometheus [--count-allocations] [--in-process N | --layer-alone N]";
 
 fn parse_options() -> Result<Options, String> {
     let mut variant = None;
     let mut count_allocations = false;
     let mut in_process = None;
+    let mut layer_alone = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -127,6 +219,13 @@ fn parse_options() -> Result<Options, String> {
                     .map_err(|_| format!("--in-process: not a request count: {value:?}"))?;
                 in_process = Some(count);
             }
+            "--layer-alone" => {
+                let value = args.next().ok_or("--layer-alone needs a request count")?;
+                let count = value
+                    .parse()
+                    .map_err(|_| format!("--layer-alone: not a request count: {value:?}"))?;
+                layer_alone = Some(count);
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -135,6 +234,7 @@ fn parse_options() -> Result<Options, String> {
         variant: variant.ok_or("--variant is required")?,
         count_allocations,
         in_process,
+        layer_alone,
     })
 }
 
@@ -152,47 +252,6 @@ fn app(variant: Variant) -> Router {
     match variant {
         Variant::Bare => hello_world(),
         Variant::NoopLayer => hello_world().layer(tower_layer::Identity::new()),
-        Variant::Redwatch => with_redwatch(redwatch::Metrics::new()),
-        Variant::RedwatchFlask => with_redwatch(
-            redwatch::Metrics::builder()
-                .naming(redwatch::Naming::Flask)
-                .build()
-                .expect("a valid configuration"),
-        ),
-        Variant::RedwatchBodySizes => with_redwatch(
-            redwatch::Metrics::builder()
-                .body_sizes(true)
-                .build()
-                .expect("a valid configuration"),
-        ),
-        Variant::RedwatchRequestLabel => with_redwatch(
-            redwatch::Metrics::builder()
-                .request_label(redwatch::RequestLabel::from_header("tenant", "x-tenant"))
-                .build()
-                .expect("a valid configuration"),
-        ),
-        #[cfg(feature = "exemplars")]
-        Variant::RedwatchExemplars => with_redwatch(
-            redwatch::Metrics::builder()
-                .exemplars(true)
-                .build()
-                .expect("a valid configuration"),
-        ),
-        #[cfg(not(feature = "exemplars"))]
-        Variant::RedwatchExemplars => {
-            panic!("the exemplar variants need a build with --features exemplars")
-        }
-        #[cfg(feature = "native-histograms")]
-        Variant::RedwatchNative => with_redwatch(
-            redwatch::Metrics::builder()
-                .native_histograms(true)
-                .build()
-                .expect("a valid configuration"),
-        ),
-        #[cfg(not(feature = "native-histograms"))]
-        Variant::RedwatchNative => {
-            panic!("the native variant needs a build with --features native-histograms")
-        }
         Variant::AxumPrometheus => {
             // The setup from axum-prometheus's README.
             let (prometheus_layer, metric_handle) = axum_prometheus::PrometheusMetricLayer::pair();
@@ -200,7 +259,38 @@ fn app(variant: Variant) -> Router {
                 .route("/metrics", get(|| async move { metric_handle.render() }))
                 .layer(prometheus_layer)
         }
+        redwatch_variant => match metrics(redwatch_variant) {
+            Some(metrics) => with_redwatch(metrics),
+            None => unreachable!("every other variant is one of redwatch's"),
+        },
     }
+}
+
+/// The metrics of a redwatch variant, `None` for the others.
+fn metrics(variant: Variant) -> Option<redwatch::Metrics> {
+    let builder = redwatch::Metrics::builder();
+    let builder = match variant {
+        Variant::Bare | Variant::NoopLayer | Variant::AxumPrometheus => return None,
+        Variant::Redwatch => return Some(redwatch::Metrics::new()),
+        Variant::RedwatchFlask => builder.naming(redwatch::Naming::Flask),
+        Variant::RedwatchBodySizes => builder.body_sizes(true),
+        Variant::RedwatchRequestLabel => {
+            builder.request_label(redwatch::RequestLabel::from_header("tenant", "x-tenant"))
+        }
+        #[cfg(feature = "exemplars")]
+        Variant::RedwatchExemplars => builder.exemplars(true),
+        #[cfg(not(feature = "exemplars"))]
+        Variant::RedwatchExemplars => {
+            panic!("the exemplar variants need a build with --features exemplars")
+        }
+        #[cfg(feature = "native-histograms")]
+        Variant::RedwatchNative => builder.native_histograms(true),
+        #[cfg(not(feature = "native-histograms"))]
+        Variant::RedwatchNative => {
+            panic!("the native variant needs a build with --features native-histograms")
+        }
+    };
+    Some(builder.build().expect("a valid configuration"))
 }
 
 fn with_redwatch(metrics: redwatch::Metrics) -> Router {
@@ -279,6 +369,100 @@ fn serve_in_process(
     })
 }
 
+/// The service the layer wraps in `serve_layer_alone`: answers every request at once, with an
+/// empty body.
+#[derive(Clone, Copy)]
+struct AnswerAtOnce;
+
+impl tower_service::Service<axum::http::Request<axum::body::Body>> for AnswerAtOnce {
+    type Response = axum::http::Response<axum::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: axum::http::Request<axum::body::Body>) -> Self::Future {
+        std::future::ready(Ok(axum::http::Response::new(axum::body::Body::empty())))
+    }
+}
+
+/// Sends `requests` [`bare_request`]s through `variant`'s layer around [`AnswerAtOnce`] (or through
+/// that service alone, for the variants without redwatch), polled in place as a server would,
+/// each response body read to its end; the route is fixed, as axum's `MatchedPath` would give
+/// it. The layer is built and has served a first request before counting starts.
+fn serve_layer_alone(variant: Variant, requests: u64) -> Result<(), String> {
+    match metrics(variant) {
+        Some(metrics) => {
+            let route = redwatch::classify_fn(|_| Some(std::borrow::Cow::Borrowed("/")));
+            let mut service =
+                tower_layer::Layer::layer(&metrics.layer().classify_with(route), AnswerAtOnce);
+            serve_one(&mut service, bare_request())?;
+            use_arena()?;
+            serve_counted(&mut service, requests)
+        }
+        None => {
+            use_arena()?;
+            serve_counted(&mut AnswerAtOnce, requests)
+        }
+    }
+}
+
+/// The counted part of [`serve_layer_alone`]: not inlined, so that
+/// `valgrind --toggle-collect=axum_overhead::serve_counted` counts exactly this.
+#[inline(never)]
+fn serve_counted<S, B>(service: &mut S, requests: u64) -> Result<(), String>
+where
+    S: tower_service::Service<
+            axum::http::Request<axum::body::Body>,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+        >,
+    B: axum::body::HttpBody + Unpin,
+{
+    (0..requests).try_for_each(|_| serve_one(service, bare_request()))
+}
+
+/// `GET /` without headers, as the criterion bench sends it: built without allocating, so that
+/// the heap's state (which differs between variants) does not enter the counts.
+fn bare_request() -> axum::http::Request<axum::body::Body> {
+    let mut request = axum::http::Request::new(axum::body::Body::empty());
+    *request.uri_mut() = axum::http::Uri::from_static("/");
+    request
+}
+
+/// Calls `service` with `request` and reads the response body to its end, without a runtime.
+#[inline(always)]
+fn serve_one<S, B>(
+    service: &mut S,
+    request: axum::http::Request<axum::body::Body>,
+) -> Result<(), String>
+where
+    S: tower_service::Service<
+            axum::http::Request<axum::body::Body>,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+        >,
+    B: axum::body::HttpBody + Unpin,
+{
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if service.poll_ready(&mut cx).is_pending() {
+        return Err("the service was not ready".to_owned());
+    }
+    let mut future = std::pin::pin!(service.call(request));
+    let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {
+        return Err("the response was not ready".to_owned());
+    };
+    let mut body = response.into_body();
+    while let Poll::Ready(Some(frame)) = std::pin::Pin::new(&mut body).poll_frame(&mut cx) {
+        if frame.is_err() {
+            return Err("the body failed".to_owned());
+        }
+    }
+    Ok(())
+}
+
 /// Builds a runtime with every driver on, or says why not.
 fn runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
     builder.enable_all().build().map_err(|error| {
@@ -295,6 +479,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(requests) = options.layer_alone {
+        return match serve_layer_alone(options.variant, requests) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(requests) = options.in_process {
         let runtime = match runtime(&mut tokio::runtime::Builder::new_current_thread()) {
             Ok(runtime) => runtime,
@@ -305,6 +498,10 @@ fn main() -> ExitCode {
             let _runtime = runtime.enter();
             app(options.variant)
         };
+        if let Err(error) = use_arena() {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
         return match serve_in_process(&runtime, app, requests) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

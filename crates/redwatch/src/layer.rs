@@ -16,7 +16,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::naming::ABANDONED_STATUS;
-use crate::registry::{Core, RouteEntry, SeriesKey, record_exception};
+use crate::registry::{Core, RouteEntry, Series, SeriesKey, record_exception};
 #[cfg(feature = "exemplars")]
 use crate::registry::{Exemplar, offer_exemplar};
 use crate::request_label::{DisableMetrics, NO_VALUE};
@@ -703,14 +703,7 @@ impl Tracker {
                 );
             }
             if let Some(bounds) = &config.size_bounds_bytes {
-                if let Some(histogram) = &series.request_size
-                    && request_size != UNKNOWN_SIZE
-                {
-                    histogram.observe(bounds, request_size);
-                }
-                if let Some(histogram) = &series.response_size {
-                    histogram.observe(bounds, response_size);
-                }
+                record_sizes(series, bounds, request_size, response_size);
             }
         });
         if panicked {
@@ -718,6 +711,20 @@ impl Tracker {
         }
         // Mark as recorded so that Drop does nothing.
         self.method = u8::MAX;
+    }
+}
+
+/// Records a request's body sizes (`MetricsBuilder::body_sizes`); out of line, so that the
+/// recording without them stays small enough to inline.
+#[inline(never)]
+fn record_sizes(series: &Series, bounds: &[u64], request_size: u64, response_size: u64) {
+    if let Some(histogram) = &series.request_size
+        && request_size != UNKNOWN_SIZE
+    {
+        histogram.observe(bounds, request_size);
+    }
+    if let Some(histogram) = &series.response_size {
+        histogram.observe(bounds, response_size);
     }
 }
 

@@ -255,8 +255,16 @@ impl Config {
     #[inline]
     pub(crate) fn method_index(&self, method: &http::Method) -> u8 {
         if self.default_methods {
-            return method_index(method);
+            method_index(method)
+        } else {
+            self.custom_method_index(method)
         }
+    }
+
+    /// [`Config::method_index`] for a list of the user's: out of line, to keep the default one
+    /// small enough to inline.
+    #[inline(never)]
+    fn custom_method_index(&self, method: &http::Method) -> u8 {
         let known = self.methods.len() - 1;
         self.methods[..known]
             .iter()
@@ -403,17 +411,24 @@ impl RouteEntry {
     /// Runs `record` on the series of `key`, creating it on first use.
     #[inline]
     pub(crate) fn with_series_of(&self, key: SeriesKey, record: impl FnOnce(&Series)) {
-        let packed = key.packed();
+        // One call of `record` on the fast path, so that it is inlined there.
+        match self.slot_of(key.packed()) {
+            Some(series) => record(series),
+            None => self.with_series_slow(key, record),
+        }
+    }
+
+    /// The series of a packed key among the slots, if it is there.
+    #[inline]
+    fn slot_of(&self, packed: u64) -> Option<&Series> {
         for slot in &self.slots {
             match slot.get() {
-                Some(series) if series.is(packed) => {
-                    return record(series);
-                }
+                Some(series) if series.is(packed) => return Some(series),
                 Some(_) => {}
                 None => break,
             }
         }
-        self.with_series_slow(key, record)
+        None
     }
 
     #[cold]
