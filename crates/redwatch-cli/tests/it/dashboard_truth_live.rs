@@ -22,13 +22,16 @@
 //!
 //! The SLO row reads recorded series whose windows the rules fix: the burn windows are set
 //! (`--page-windows`, `--ticket-windows`) to at least a minute so that each holds the run and
-//! its tail, the SLO period (5 minutes) holds everything, and the range statistics sum the
-//! 5-second rates over `W`, which counts every request of the run once because the tail is
-//! longer than the rate window. The route table shows the 5-second recorded rates of the
-//! instant; their truth over 5 seconds is not in the summaries, so the table is checked over the
-//! whole run instead: its rates, summed over every second of the run, must add up to each
-//! route's count (the integral of a rate is a count), its 5xx share must be each route's at
-//! every second, and its p99 must lie at every second between the route's median and maximum.
+//! its tail, the SLO period (5 minutes) holds everything (the ticket windows and the period are
+//! subqueries that read the 5-second rates every 5 seconds, which see about 4/5 of the
+//! requests: their availability gets a tolerance that grows on fewer errors, see
+//! `slo_relative`), and the range statistics sum the 5-second rates over `W`, which counts
+//! every request of the run once because the tail is longer than the rate window. The route
+//! table shows the 5-second recorded rates of the instant; their truth over 5 seconds is not in
+//! the summaries, so the table is checked over the whole run instead: its rates, summed over
+//! every second of the run, must add up to each route's count (the integral of a rate is a
+//! count), its 5xx share must be each route's at every second, and its p99 must lie at every
+//! second between the route's median and maximum.
 //!
 //! # Server-side latency
 //!
@@ -71,6 +74,22 @@
 //! batches, then the central rules' next evaluation): the instant is queried a few seconds
 //! after it has passed, as with one Prometheus, only longer.
 //!
+//! The central rules, though, evaluate at once (Prometheus 2.42 has no `rule_query_offset`), on
+//! what has arrived: when an edge scraped shortly before an evaluation, its newest sample is
+//! still on its way and the window's `rate()` ends at the sample before. That costs nothing
+//! while the missing sample is younger than a tenth of the scrape interval: `rate()`
+//! extrapolates to the window's end when its last sample is within 1.1 average intervals of it,
+//! so the rate is that of the visible intervals, right in expectation. Older, `rate()`
+//! extrapolates half an interval only, and that evaluation's 5 s rate comes out 0.5 s plus the
+//! sample's age short, 12–15 % low. The scrape and evaluation phases are fixed for a run
+//! (hashes of the targets' labels and of the rule group's name and file), so when an
+//! evaluation falls 0.1–0.25 s after a scrape, most evaluations of that cluster are low: with
+//! the edges' former 200 ms batches (arrival 30–250 ms after the scrape), 6–7 % over the run
+//! in two runs of four, on the cluster with one instance. So the edges send every 10 ms
+//! (`support::remote_write::edge_config`): a scrape arrived 10–65 ms after it was taken in our
+//! measurements (with one core kept busy too), and a sample the rules miss is younger than the
+//! tenth of a second that `rate()` bridges.
+//!
 //! Without prometheus: a notice and a pass, except in CI (`CI` set), where it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,7 +104,9 @@ use hdrhistogram::Histogram;
 use redwatch::Naming;
 use serde_json::Value;
 
-use crate::support::generate::{compressed_with, generate_ok, prometheus_command, read};
+use crate::support::generate::{
+    compressed_with, generate_ok, prometheus_command, read, rules_of, yaml,
+};
 use crate::support::http::{get_json, try_get, url_encode};
 use crate::support::live_stack::{daemon, strings, tail, wait_ready};
 use crate::support::process::{Proc, Server, free_port, loopback, redwatch};
@@ -131,13 +152,9 @@ const MIN_WINDOW_S: u64 = 45;
 /// The shortest burn window of the generated rules (`--page-windows` below): every window must
 /// fit in it.
 const MAX_WINDOW_S: u64 = 60;
-/// Requests/s, 5xx rate, averages: relative.
+/// Requests/s, 5xx rate, averages: relative. The availability SLO panels whose windows are
+/// subqueries get more on fewer requests: see [`slo_relative`].
 const RELATIVE: f64 = 0.05;
-/// The tolerance of the availability SLO panels on a central Prometheus fed by remote write:
-/// Prometheus 2.42 has no `rule_query_offset`, so the central rules evaluate the windows while
-/// the edges' last samples are still arriving, and a recorded ratio can lag the truth by a few
-/// per cent more than with one Prometheus (seen: 7 % on the smallest cluster).
-const CENTRAL_SLO_RELATIVE: f64 = 0.10;
 /// Shares under the latency threshold: absolute.
 const SHARE: f64 = 0.03;
 /// The generated SLOs.
@@ -965,6 +982,8 @@ struct Run {
     /// Each cluster alone (none with one Prometheus).
     cluster_scopes: Vec<Scope>,
     workers: f64,
+    /// The recorded series whose windows are subqueries (see [`slo_relative`]).
+    subquery_series: BTreeSet<String>,
 }
 
 impl Run {
@@ -1296,7 +1315,8 @@ fn compare(
         }
         Show::AvailabilityOverRange | Show::UnderThresholdOverRange => {
             // Over the range, the selected clusters' recorded rates together.
-            let expect = slo_expect(&target.show, truth, scope.round_trip, slo_relative(scope));
+            let relative = slo_relative(run, target, truth);
+            let expect = slo_expect(&target.show, truth, scope.round_trip, relative);
             report.series(
                 what,
                 &result,
@@ -1315,7 +1335,8 @@ fn compare(
                 .clusters
                 .iter()
                 .map(|(truth, round_trip)| {
-                    slo_expect(&target.show, truth, *round_trip, slo_relative(scope)).interval()
+                    let relative = slo_relative(run, target, truth);
+                    slo_expect(&target.show, truth, *round_trip, relative).interval()
                 })
                 .reduce(worst)
                 .map(|(low, high)| Expect::within(low, high))
@@ -1400,13 +1421,81 @@ fn compare(
     None
 }
 
-/// The relative tolerance of the availability SLO panels for `scope`: wider where the rules run
-/// on a central Prometheus (several clusters, or one cluster of them).
-fn slo_relative(scope: &Scope) -> f64 {
-    if scope.clusters.len() > 1 || scope.cluster != ".*" {
-        CENTRAL_SLO_RELATIVE
-    } else {
-        RELATIVE
+/// The server errors of `truth`.
+fn errors_of(truth: &Truth) -> u64 {
+    truth
+        .counts(None, |c| c.starts_with('5'), |_, _| String::new())
+        .values()
+        .sum()
+}
+
+/// The relative tolerance of an availability SLO panel over the requests of `truth` (all runs, or
+/// one cluster's).
+///
+/// [`RELATIVE`], except for the series recorded over a subquery (`[5m:5s]`: the SLO period and
+/// the ticket windows; the page windows average every evaluation's 5 s rate). A subquery reads
+/// the 5 s rates once per 5 s, and each saw the four scrape intervals within its window, not the
+/// one across its start: its ratio is that of about 4/5 of the requests, a sample of the run
+/// whose 5xx share deviates from the run's by a binomial error, relative
+/// `sqrt((1 - 4/5) / (4/5) * (1 - p) / E)` for a 5xx share `p` and `E` server errors: about
+/// 2.5 % for the 360 errors of all three runs, which the issue's 5 % holds to two such errors
+/// (the "All" of one Prometheus, the same rules). One cluster, with fewer errors, gets the same
+/// two errors of its own: `5 % * sqrt(E_all / E_cluster)`, 6.7 % for cluster `a` (200
+/// errors), 7.5 % for `b` (160).
+fn slo_relative(run: &Run, target: &Target, truth: &Truth) -> f64 {
+    let sampled = run
+        .subquery_series
+        .iter()
+        .any(|name| target.expr.contains(name.as_str()));
+    if !sampled {
+        return RELATIVE;
+    }
+    let (all, this) = (errors_of(&run.all.truth), errors_of(truth));
+    RELATIVE * (all as f64 / this.max(1) as f64).sqrt().max(1.0)
+}
+
+/// The recorded series of the generated rules in `dir` whose value comes from a subquery, itself
+/// or through the recorded series it reads.
+fn subquery_series(dir: &Path) -> BTreeSet<String> {
+    let rules_dir = dir.join("prometheus/rules");
+    let mut recorded: BTreeMap<String, String> = BTreeMap::new();
+    for entry in std::fs::read_dir(&rules_dir)
+        .unwrap_or_else(|err| panic!("read {}: {err}", rules_dir.display()))
+    {
+        let file = yaml(&entry.expect("directory entry").path());
+        for rule in rules_of(&file) {
+            if let (Some(name), Some(expr)) = (rule["record"].as_str(), rule["expr"].as_str()) {
+                let all = recorded.entry(name.to_owned()).or_default();
+                all.push_str(expr);
+                all.push('\n');
+            }
+        }
+    }
+    // A subquery is a range with a step: `[5m:5s]`.
+    let subquery = |expr: &str| {
+        expr.split('[').skip(1).any(|rest| {
+            rest.split(']')
+                .next()
+                .is_some_and(|range| range.contains(':'))
+        })
+    };
+    let mut found: BTreeSet<String> = recorded
+        .iter()
+        .filter(|(_, expr)| subquery(expr))
+        .map(|(name, _)| name.clone())
+        .collect();
+    loop {
+        let more: Vec<String> = recorded
+            .iter()
+            .filter(|(name, expr)| {
+                !found.contains(*name) && found.iter().any(|f| expr.contains(f.as_str()))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if more.is_empty() {
+            return found;
+        }
+        found.extend(more);
     }
 }
 
@@ -1579,7 +1668,7 @@ impl Topology {
     }
 
     /// How long after the instant to wait before querying it: a scrape and a rule evaluation;
-    /// remote-written, also the edges' batches (200 ms) and the central rules' evaluation of
+    /// remote-written, also the edges' batches (10 ms) and the central rules' evaluation of
     /// what arrived.
     fn settle(self) -> Duration {
         match self {
@@ -1914,6 +2003,7 @@ fn dashboard_truth(naming: Naming, topology: Topology) {
         scopes,
         cluster_scopes,
         workers: thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        subquery_series: subquery_series(&dir),
     };
 
     // Every panel of both dashboards, from the generated JSON.
@@ -1947,8 +2037,9 @@ fn dashboard_truth(naming: Naming, topology: Topology) {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "{setup}: window {window_s} s ending at {at_s:.3}; round trip {:?}; {} targets, {} comparisons; not comparable:",
+        "{setup}: window {window_s} s ending at {at_s:.3}; round trip {:?}; recorded over subqueries: {:?}; {} targets, {} comparisons; not comparable:",
         run.all.round_trip,
+        run.subquery_series,
         targets.len(),
         report.compared
     );
@@ -1991,13 +2082,9 @@ fn every_panel_agrees_with_ground_truth_flask() {
     dashboard_truth(Naming::Flask, Topology::OnePrometheus);
 }
 
-/// Not yet reliable, so not part of the suite (run it with `--ignored`): on the central
-/// Prometheus 2.42, which has no `rule_query_offset`, the recorded series of the smallest
-/// cluster came out 6–7 % under the truth in two of four runs (the route table, the error
-/// budget), past the 5 % of the issue. `remote_write_live` checks the same setup's rates,
-/// totals, recorded series and alerts within its own bounds.
+/// The remote-write setup (see "Beyond one Prometheus" in the module documentation): every
+/// panel on the central Prometheus, for "All", each instance and each cluster.
 #[test]
-#[ignore = "flaky on Prometheus 2.42: the central rules lag the remote-written samples (see the doc comment)"]
 fn every_panel_agrees_with_ground_truth_remote_write() {
     let _group = support::shared(Group::Patient);
     dashboard_truth(Naming::Otel, Topology::RemoteWrite);

@@ -45,7 +45,7 @@ const RATE_INTERVAL: &str = "20s";
 const RATE_INTERVAL_SECS: u64 = 20;
 
 /// Queries are evaluated this far in the past, so that every edge has delivered its samples
-/// of that moment (remote write batches for up to `batch_send_deadline`, 200 ms here).
+/// of that moment (remote write batches for up to `batch_send_deadline`, 10 ms here).
 const QUERY_LAG_SECS: f64 = 3.0;
 
 /// How long after the loads start the checks may take to pass.
