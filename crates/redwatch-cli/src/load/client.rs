@@ -3,13 +3,17 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
+use atomic_waker::AtomicWaker;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue};
@@ -252,8 +256,9 @@ pub struct RequestTemplate {
 /// One request's URIs and body, rendered before it is due to leave.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    origin: Uri,
-    absolute: Uri,
+    /// Origin and absolute URI of a path rendered for this request; `None` for the template's
+    /// fixed path. (Boxed: a request is moved a few times on its way, and most have none.)
+    uris: Option<Box<(Uri, Uri)>>,
     body: Option<Bytes>,
     traceparent: Option<HeaderValue>,
 }
@@ -279,11 +284,10 @@ impl RequestTemplate {
         match rendered.path {
             None => self.fixed_parts(rendered.body),
             Some(path) => {
-                let (origin, absolute) = uris(self.scheme, &self.authority, &self.base_path, &path)
+                let uris = uris(self.scheme, &self.authority, &self.base_path, &path)
                     .map_err(|err| render_failed(&format!("{err:#}")))?;
                 Ok(Prepared {
-                    origin,
-                    absolute,
+                    uris: Some(Box::new(uris)),
                     body: rendered.body,
                     traceparent: None,
                 })
@@ -292,41 +296,53 @@ impl RequestTemplate {
     }
 
     fn fixed_parts(&self, body: Option<Bytes>) -> Result<Prepared, ErrorKind> {
-        let (origin, absolute) = self.fixed.clone().ok_or(ErrorKind::Other)?;
+        if self.fixed.is_none() {
+            return Err(ErrorKind::Other);
+        }
         Ok(Prepared {
-            origin,
-            absolute,
+            uris: None,
             body,
             traceparent: None,
         })
     }
 
-    fn build(&self, prepared: &Prepared, absolute: bool) -> Request<Full<Bytes>> {
+    /// The origin-form and absolute-form URIs of a prepared request.
+    fn uris<'a>(&'a self, prepared: &'a Prepared) -> Option<&'a (Uri, Uri)> {
+        prepared.uris.as_deref().or(self.fixed.as_ref())
+    }
+
+    /// The request, its headers put in `headers` (an empty map, perhaps with capacity to reuse).
+    fn build(
+        &self,
+        prepared: &Prepared,
+        absolute: bool,
+        mut headers: HeaderMap,
+    ) -> Request<Full<Bytes>> {
         let body = prepared.body.clone().unwrap_or_default();
         let length = body.len();
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = self.method.clone();
-        *request.uri_mut() = if absolute {
-            prepared.absolute.clone()
-        } else {
-            prepared.origin.clone()
-        };
-        *request.headers_mut() = self.headers.clone();
-        if absolute {
+        if let Some((origin, absolute_form)) = self.uris(prepared) {
+            *request.uri_mut() = if absolute {
+                absolute_form.clone()
+            } else {
+                origin.clone()
+            };
+        }
+        for (name, value) in &self.headers {
             // HTTP/2 names the host in `:authority` (from the absolute URI); a Host header
             // besides it is a duplicate that servers such as nginx answer with 400.
-            request.headers_mut().remove(HOST);
+            if !(absolute && name == HOST) {
+                headers.append(name.clone(), value.clone());
+            }
         }
         if let Some(traceparent) = &prepared.traceparent {
-            request
-                .headers_mut()
-                .insert("traceparent", traceparent.clone());
+            headers.insert("traceparent", traceparent.clone());
         }
         if length > 0 || matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
-            request
-                .headers_mut()
-                .insert(CONTENT_LENGTH, HeaderValue::from(length));
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
         }
+        *request.headers_mut() = headers;
         request
     }
 }
@@ -585,16 +601,186 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// An HTTP/1.1 connection's I/O (hyper's connection future), when the task that uses the
+/// connection drives it itself (see [`Connection::open_owned`]).
+type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Set while [`OwnedIo::poll`] runs: wakes then only mark what to poll again.
+const POLLING: u8 = 1;
+/// The exchange (a `ready` or `send` on the connection) was woken.
+const EXCHANGE_WOKEN: u8 = 2;
+/// The connection's I/O was woken.
+const DRIVER_WOKEN: u8 = 4;
+/// Rounds of [`OwnedIo::poll`] before it yields to the runtime (as a task that wakes itself
+/// would): tokio's cooperative budget, once spent, makes I/O return `Pending` and wake at once.
+const MAX_ROUNDS: usize = 16;
+
+/// What the wakers of an owned connection's two futures share.
+#[derive(Default)]
+struct Signal {
+    /// `POLLING` and the woken bits.
+    state: AtomicU8,
+    /// The task that owns the connection.
+    task: AtomicWaker,
+}
+
+/// The waker given to one of the two futures: marks it woken, and wakes the task unless the
+/// pair is being polled (then it is polled again before the task returns to the runtime).
+struct PartWaker {
+    signal: Arc<Signal>,
+    bit: u8,
+}
+
+impl Wake for PartWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.signal.state.fetch_or(self.bit, Ordering::SeqCst) & POLLING == 0 {
+            self.signal.task.wake();
+        }
+    }
+}
+
+/// An HTTP/1.1 connection driven in the task that uses it. The exchange and the connection's
+/// I/O each get a waker of their own, so each is polled only when something it waits for has
+/// happened (as when the I/O runs in a task of its own), and a wake between the two while they
+/// are being polled costs another round of the loop rather than another poll of the task.
+struct OwnedIo {
+    /// `None` once the connection has ended.
+    driver: Option<Driver>,
+    signal: Arc<Signal>,
+    exchange_waker: Waker,
+    driver_waker: Waker,
+}
+
+impl OwnedIo {
+    fn new(driver: Driver) -> Self {
+        let signal = Arc::new(Signal::default());
+        // The connection has not run yet: poll it first time round.
+        signal.state.store(DRIVER_WOKEN, Ordering::SeqCst);
+        let part = |bit| {
+            Waker::from(Arc::new(PartWaker {
+                signal: Arc::clone(&signal),
+                bit,
+            }))
+        };
+        Self {
+            exchange_waker: part(EXCHANGE_WOKEN),
+            driver_waker: part(DRIVER_WOKEN),
+            driver: Some(driver),
+            signal,
+        }
+    }
+
+    /// Polls `exchange` and the connection, each as far as it was woken, until `exchange`
+    /// is done or neither can go on.
+    fn poll<F: Future>(
+        &mut self,
+        mut exchange: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        let state = &self.signal.state;
+        self.signal.task.register(cx.waker());
+        state.fetch_or(POLLING, Ordering::SeqCst);
+        for _ in 0..MAX_ROUNDS {
+            let woken = state.fetch_and(POLLING, Ordering::SeqCst);
+            if woken & EXCHANGE_WOKEN != 0
+                && let Poll::Ready(output) = exchange
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&self.exchange_waker))
+            {
+                state.fetch_and(!POLLING, Ordering::SeqCst);
+                return Poll::Ready(output);
+            }
+            if woken & DRIVER_WOKEN != 0
+                && let Some(driver) = self.driver.as_mut()
+                && driver
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&self.driver_waker))
+                    .is_ready()
+            {
+                // Closed (or failed): the exchange learns it from hyper.
+                self.driver = None;
+                state.fetch_or(EXCHANGE_WOKEN, Ordering::SeqCst);
+            }
+            if state
+                .compare_exchange(POLLING, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Poll::Pending;
+            }
+        }
+        // Still woken after as many rounds: yield, keeping the woken bits for the next poll.
+        state.fetch_and(!POLLING, Ordering::SeqCst);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// One HTTP/1.1 connection.
+pub struct Http1 {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    /// The connection's I/O, when driven by the owner's task; `None` when it runs in a task of
+    /// its own.
+    io: Option<OwnedIo>,
+    /// The last response's header map, cleared: the next request's headers are built in it, so
+    /// that neither the request's map nor the response's (which hyper parses into the map of
+    /// the request it answers) is allocated anew for each exchange.
+    headers: HeaderMap,
+}
+
+impl fmt::Debug for Http1 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http1")
+            .field("sender", &self.sender)
+            .field("driven_by_owner", &self.io.is_some())
+            .finish()
+    }
+}
+
+impl Http1 {
+    /// Runs `exchange` (a `ready` or `send` on this connection) to its end; when the owner
+    /// drives the connection, its I/O is polled along with it, in the same task.
+    async fn driving<F: Future>(io: &mut Option<OwnedIo>, exchange: F) -> F::Output {
+        let Some(io) = io.as_mut() else {
+            return exchange.await;
+        };
+        let mut exchange = pin!(exchange);
+        io.signal.state.fetch_or(EXCHANGE_WOKEN, Ordering::SeqCst);
+        std::future::poll_fn(|cx| io.poll(exchange.as_mut(), cx)).await
+    }
+}
+
 /// One connection: HTTP/1.1, or a handle on a multiplexed HTTP/2 connection.
 #[derive(Debug)]
 pub enum Connection {
-    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http1(Http1),
     Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 impl Connection {
-    /// Connects to the first reachable address (and completes TLS), within `timeout`.
+    /// Connects to the first reachable address (and completes TLS), within `timeout`; the
+    /// connection's I/O runs in a task of its own, so that handles can be used from any task.
     pub async fn open(transport: &Transport, timeout: Duration) -> Result<Self, ErrorKind> {
+        Self::connect(transport, timeout, false).await
+    }
+
+    /// Like [`Connection::open`], but an HTTP/1.1 connection's I/O is driven by the futures of
+    /// [`Connection::ready`] and [`Connection::send`], in the caller's task: for a connection
+    /// used by one task only, this saves waking and scheduling another task twice per request.
+    /// Between exchanges nothing reads the connection; a close by the peer meanwhile is seen by
+    /// the next `ready`. (HTTP/2 connections always run in a task of their own.)
+    pub async fn open_owned(transport: &Transport, timeout: Duration) -> Result<Self, ErrorKind> {
+        Self::connect(transport, timeout, true).await
+    }
+
+    async fn connect(
+        transport: &Transport,
+        timeout: Duration,
+        owned: bool,
+    ) -> Result<Self, ErrorKind> {
         let connect = async {
             let mut last = ErrorKind::Connect;
             for addr in transport.addrs.iter() {
@@ -603,14 +789,14 @@ impl Connection {
                         // Nagle would add up to 40 ms to small requests on some stacks.
                         let _ = stream.set_nodelay(true);
                         let Some((connector, name)) = &transport.tls else {
-                            return handshake(TokioIo::new(stream), transport.h2c).await;
+                            return handshake(TokioIo::new(stream), transport.h2c, owned).await;
                         };
                         let tls = connector
                             .connect(name.clone(), stream)
                             .await
                             .map_err(|err| tls_failed(name, &err))?;
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        return handshake(TokioIo::new(tls), h2).await;
+                        return handshake(TokioIo::new(tls), h2, owned).await;
                     }
                     Err(err) => last = classify_io(&err, ErrorKind::Connect),
                 }
@@ -628,7 +814,7 @@ impl Connection {
     /// Whether the peer (or an error) has closed the connection.
     pub fn is_closed(&self) -> bool {
         match self {
-            Self::Http1(sender) => sender.is_closed(),
+            Self::Http1(http1) => http1.sender.is_closed(),
             Self::Http2(sender) => sender.is_closed(),
         }
     }
@@ -644,19 +830,49 @@ impl Connection {
     /// Whether the connection can take another request (false once the peer closed it).
     pub async fn ready(&mut self) -> bool {
         match self {
-            Self::Http1(sender) => sender.ready().await.is_ok(),
+            Self::Http1(Http1 { sender, io, .. }) => {
+                // An owned connection whose I/O has not been woken since it last ran is as it
+                // was then: no need to run it to know.
+                if let Some(owned) = io
+                    && owned.signal.state.load(Ordering::SeqCst) & DRIVER_WOKEN == 0
+                    && owned.driver.is_some()
+                    && sender.is_ready()
+                {
+                    return true;
+                }
+                Http1::driving(io, sender.ready()).await.is_ok()
+            }
             Self::Http2(sender) => sender.ready().await.is_ok(),
         }
     }
 
     /// Sends one request and reads the whole response body (no timeout: the caller applies it).
     pub async fn send(&mut self, template: &RequestTemplate, prepared: &Prepared) -> Outcome {
-        let response = match self {
-            Self::Http1(sender) => sender.send_request(template.build(prepared, false)).await,
-            Self::Http2(sender) => sender.send_request(template.build(prepared, true)).await,
+        match self {
+            Self::Http1(Http1 {
+                sender,
+                io,
+                headers,
+            }) => {
+                let request = template.build(prepared, false, std::mem::take(headers));
+                let exchange = async {
+                    let response = sender
+                        .send_request(request)
+                        .await
+                        .map_err(|err| classify_hyper(&err))?;
+                    read_response(response, Some(headers)).await
+                };
+                Http1::driving(io, exchange).await
+            }
+            Self::Http2(sender) => {
+                let request = template.build(prepared, true, HeaderMap::new());
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .map_err(|err| classify_hyper(&err))?;
+                read_response(response, None).await
+            }
         }
-        .map_err(|err| classify_hyper(&err))?;
-        read_response(response).await
     }
 }
 
@@ -684,7 +900,7 @@ pub async fn get_text(
         .headers_mut()
         .insert(hyper::header::ACCEPT, HeaderValue::from_static(accept));
     let response = match &mut connection {
-        Connection::Http1(sender) => {
+        Connection::Http1(Http1 { sender, .. }) => {
             *request.uri_mut() = origin_form;
             request
                 .headers_mut()
@@ -726,7 +942,7 @@ fn tls_failed(name: &ServerName<'_>, err: &io::Error) -> ErrorKind {
     ErrorKind::Connect
 }
 
-async fn handshake<I>(io: TokioIo<I>, h2: bool) -> Result<Connection, ErrorKind>
+async fn handshake<I>(io: TokioIo<I>, h2: bool, owned: bool) -> Result<Connection, ErrorKind>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -739,20 +955,42 @@ where
     } else {
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .read_buf_exact_size(Some(READ_BUFFER_BYTES))
+            // A load test's requests are small: one buffer and one write(2) each is cheaper
+            // than queueing head and body for a vectored write (and TLS streams write each
+            // slice of a vectored write on its own anyway).
+            .writev(false)
             .handshake(io)
             .await
             .map_err(|err| classify_hyper(&err))?;
-        tokio::spawn(connection);
-        Ok(Connection::Http1(sender))
+        let io = if owned {
+            Some(OwnedIo::new(Box::pin(async move {
+                // Errors reach the request in flight; the connection is then closed.
+                let _ = connection.await;
+            })))
+        } else {
+            tokio::spawn(connection);
+            None
+        };
+        Ok(Connection::Http1(Http1 {
+            sender,
+            io,
+            headers: HeaderMap::new(),
+        }))
     }
 }
 
-async fn read_response(response: Response<Incoming>) -> Outcome {
+/// Reads a response to its end; its header map, cleared, goes to `spare` for the next request.
+async fn read_response(response: Response<Incoming>, spare: Option<&mut HeaderMap>) -> Outcome {
     let status = response.status().as_u16();
+    let (parts, mut body) = response.into_parts();
+    if let Some(spare) = spare {
+        let mut headers = parts.headers;
+        headers.clear();
+        *spare = headers;
+    }
     // Read the body to the end: the exchange is only complete (and the connection reusable)
     // once it has arrived, so latency includes it. Frames are counted and dropped as they come,
     // so a large response costs one read buffer, not its size.
-    let mut body = response.into_body();
     let mut bytes = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|err| classify_hyper(&err))?;
@@ -878,14 +1116,15 @@ mod tests {
         headers.insert("x-api-key", HeaderValue::from_static("k"));
         let template = target.template(0, &entry, &headers, false, None).unwrap();
         let prepared = template.prepare(1, 0).unwrap();
-        assert_eq!(prepared.origin, "/api/users/1?x=1");
-        assert_eq!(prepared.absolute, "http://127.0.0.1:5000/api/users/1?x=1");
-        let request = template.build(&prepared, false);
+        let (origin, absolute) = template.uris(&prepared).unwrap();
+        assert_eq!(origin, "/api/users/1?x=1");
+        assert_eq!(absolute, "http://127.0.0.1:5000/api/users/1?x=1");
+        let request = template.build(&prepared, false, HeaderMap::new());
         assert_eq!(request.uri(), "/api/users/1?x=1");
         assert_eq!(request.headers()[CONTENT_LENGTH], "0");
         assert_eq!(request.headers()[HOST], "127.0.0.1:5000");
         assert_eq!(request.headers()["x-api-key"], "k");
-        let http2 = template.build(&prepared, true);
+        let http2 = template.build(&prepared, true, HeaderMap::new());
         assert_eq!(http2.uri(), "http://127.0.0.1:5000/api/users/1?x=1");
         // In HTTP/2 the authority travels as `:authority` only.
         assert!(!http2.headers().contains_key(HOST));
@@ -905,7 +1144,7 @@ mod tests {
         let traced = target.template(0, &entry, &headers, true, None).unwrap();
         let mut traces = std::collections::BTreeSet::new();
         for n in 0..100 {
-            let request = traced.build(&traced.prepare(1, n).unwrap(), false);
+            let request = traced.build(&traced.prepare(1, n).unwrap(), false, HeaderMap::new());
             let value = request.headers()["traceparent"].as_bytes();
             // As a server reads it: valid, sampled, version 00.
             let context = redwatch::TraceContext::from_traceparent(value)
@@ -915,7 +1154,7 @@ mod tests {
         }
         assert_eq!(traces.len(), 100, "every request starts a trace of its own");
         let untraced = target.template(0, &entry, &headers, false, None).unwrap();
-        let request = untraced.build(&untraced.prepare(1, 0).unwrap(), false);
+        let request = untraced.build(&untraced.prepare(1, 0).unwrap(), false, HeaderMap::new());
         assert!(!request.headers().contains_key("traceparent"));
     }
 }

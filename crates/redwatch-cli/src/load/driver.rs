@@ -1,5 +1,6 @@
 //! The two ways of driving load: an open-loop schedule and closed-loop workers.
 
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -305,18 +306,18 @@ pub async fn closed_loop(
     let deadline = plan.duration.map(|d| start + d);
     let next_request = Arc::new(AtomicU64::new(0));
     let abandoned = Arc::new(AtomicU64::new(0));
+    let new_worker = || Worker {
+        plan: Arc::clone(&plan),
+        transport: transport.clone(),
+        deadline,
+        next_request: Arc::clone(&next_request),
+        abandoned: Arc::clone(&abandoned),
+        recorder: Arc::clone(&recorder),
+        stop: stop.clone(),
+    };
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let worker = Worker {
-            plan: Arc::clone(&plan),
-            transport: transport.clone(),
-            deadline,
-            next_request: Arc::clone(&next_request),
-            abandoned: Arc::clone(&abandoned),
-            recorder: Arc::clone(&recorder),
-            stop: stop.clone(),
-        };
-        workers.spawn(worker.run());
+        workers.spawn(new_worker().run());
     }
     while workers.join_next().await.is_some() {}
     RunEnd {
@@ -340,10 +341,47 @@ struct Worker {
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// A worker's per-request timeout, on one timer for all its requests. A worker's requests end
+/// in order and their deadlines only grow, so the timer may keep an earlier request's
+/// deadline: when it fires before the current request's, it is moved on to it. A timer is thus
+/// re-armed once per timeout period at most, rather than set and cancelled for every request.
+struct Deadlines {
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadlines {
+    fn new() -> Self {
+        Self {
+            timer: Box::pin(tokio::time::sleep_until(
+                tokio::time::Instant::now() + Duration::from_secs(86_400 * 365),
+            )),
+        }
+    }
+
+    /// Resolves at `deadline` (as `tokio::time::timeout` would for it).
+    async fn expire(&mut self, deadline: Instant) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.timer.deadline() > deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        loop {
+            self.timer.as_mut().await;
+            if self.timer.deadline() >= deadline {
+                return;
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+}
+
 impl Worker {
-    async fn run(mut self) {
+    async fn run(self) {
         let mut connection: Option<Connection> = None;
         let mut backoff: Option<Duration> = None;
+        let mut deadlines = Deadlines::new();
+        let mut stop_rx = self.stop.clone();
+        // Waits on the stop signal across requests, rather than registering anew for each.
+        let mut stop_signal = pin!(stopped(&mut stop_rx));
         loop {
             if *self.stop.borrow() || self.deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
@@ -357,28 +395,33 @@ impl Worker {
             let prepared = template.prepare(self.plan.seed, n);
             let send_at = Instant::now();
             self.recorder.on_send(None);
-            let exchange = async {
-                let prepared = prepared?;
-                // A pooled connection the server has closed is replaced before sending, so an
-                // idle-timeout close is not counted against the target.
-                if let Some(conn) = connection.as_mut()
-                    && !conn.ready().await
-                {
-                    connection = None;
-                }
-                if connection.is_none() {
-                    connection = Some(Connection::open(&self.transport, self.plan.timeout).await?);
-                }
-                match connection.as_mut() {
-                    Some(conn) => conn.send(template, &prepared).await,
-                    None => Err(ErrorKind::Other),
-                }
-            };
-            let outcome = tokio::select! {
-                outcome = tokio::time::timeout(self.plan.timeout, exchange) => outcome.unwrap_or(Err(ErrorKind::Timeout)),
-                _ = stopped(&mut self.stop) => {
-                    self.abandoned.fetch_add(1, Ordering::Relaxed);
-                    return;
+            let outcome = {
+                let exchange = pin!(async {
+                    let prepared = prepared?;
+                    // A pooled connection the server has closed is replaced before sending, so an
+                    // idle-timeout close is not counted against the target.
+                    if let Some(conn) = connection.as_mut()
+                        && !conn.ready().await
+                    {
+                        connection = None;
+                    }
+                    if connection.is_none() {
+                        connection =
+                            Some(Connection::open_owned(&self.transport, self.plan.timeout).await?);
+                    }
+                    match connection.as_mut() {
+                        Some(conn) => conn.send(template, &prepared).await,
+                        None => Err(ErrorKind::Other),
+                    }
+                });
+                tokio::select! {
+                    biased;
+                    outcome = exchange => outcome,
+                    () = deadlines.expire(send_at + self.plan.timeout) => Err(ErrorKind::Timeout),
+                    () = &mut stop_signal => {
+                        self.abandoned.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
                 }
             };
             let elapsed = send_at.elapsed();
@@ -398,7 +441,7 @@ impl Worker {
                 .map_or(Instant::now() + pause, |d| d.min(Instant::now() + pause));
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = stopped(&mut self.stop) => return,
+                () = &mut stop_signal => return,
             }
         }
     }
