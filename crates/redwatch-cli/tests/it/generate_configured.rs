@@ -10,7 +10,7 @@ use redwatch_cli::generate::{GenerateFlags, GeneratedFile, List, generate_preset
 use redwatch_cli::serve::{Drain, app};
 use serde_json::Value;
 
-use crate::support::generate::{rules_of, selectors};
+use crate::support::generate::{all_panels, rules_of, selectors};
 use crate::support::http::get_async;
 
 const NAMESPACE: &str = "shop";
@@ -67,14 +67,8 @@ fn file<'a>(files: &'a [GeneratedFile], path: &str) -> &'a str {
 
 /// Every PromQL expression of the dashboard: panel targets (rows nested) and variable queries.
 fn dashboard_exprs(dashboard: &Value) -> Vec<String> {
-    let top = dashboard["panels"].as_array().cloned().unwrap_or_default();
-    let nested: Vec<Value> = top
-        .iter()
-        .flat_map(|panel| panel["panels"].as_array().cloned().unwrap_or_default())
-        .collect();
-    let targets = top
-        .iter()
-        .chain(&nested)
+    let targets = all_panels(dashboard)
+        .into_iter()
         .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
         .filter_map(|target| target["expr"].as_str().map(str::to_owned));
     let variables = dashboard["templating"]["list"]

@@ -326,16 +326,6 @@ fn assert_cluster_variable(preset: &str, cluster: &Value) {
     );
 }
 
-/// Every panel, with the panels of collapsed rows (nested in them) in place.
-fn all_panels(board: &Value) -> Vec<Value> {
-    let mut panels = Vec::new();
-    for panel in board["panels"].as_array().expect("panels") {
-        panels.push(panel.clone());
-        panels.extend(panel["panels"].as_array().cloned().unwrap_or_default());
-    }
-    panels
-}
-
 /// A panel's data source, description, unit and targets.
 fn assert_panel_conventions(context: &str, row: &str, route_matcher: Option<&str>, panel: &Value) {
     if panel["type"] == "alertlist" {

@@ -114,13 +114,7 @@ const DRILL_DOWN_ROUTE: &str = "/ep_one";
 /// route, which is `route` (`.+` for all, or one route).
 fn dashboard_queries(dashboard: &Value, job: &str, route: &str) -> Vec<(String, String)> {
     let mut queries = Vec::new();
-    let top = dashboard["panels"].as_array().cloned().unwrap_or_default();
-    // Panels of a collapsed row are nested in it.
-    let nested: Vec<Value> = top
-        .iter()
-        .flat_map(|panel| panel["panels"].as_array().cloned().unwrap_or_default())
-        .collect();
-    for panel in top.iter().chain(&nested) {
+    for panel in all_panels(dashboard) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap_or_default();
             let expr = expr

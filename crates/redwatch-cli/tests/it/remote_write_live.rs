@@ -235,12 +235,7 @@ fn dashboard_queries(dir: &Path) -> Vec<PanelQuery> {
     for (file, route) in [("api-overview.json", ".+"), ("api-route.json", "/ep_one")] {
         let board: Value =
             serde_json::from_str(&read(&dir.join("grafana/dashboards").join(file))).expect("JSON");
-        let top = board["panels"].as_array().cloned().unwrap_or_default();
-        let nested: Vec<Value> = top
-            .iter()
-            .flat_map(|panel| panel["panels"].as_array().cloned().unwrap_or_default())
-            .collect();
-        for panel in top.iter().chain(&nested) {
+        for panel in all_panels(&board) {
             for target in panel["targets"].as_array().into_iter().flatten() {
                 let expr = target["expr"].as_str().unwrap_or_default();
                 let unanswerable = [

@@ -74,6 +74,17 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every panel of a Grafana dashboard, with the panels of collapsed rows (nested in them) in
+/// place.
+pub fn all_panels(board: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut panels = Vec::new();
+    for panel in board["panels"].as_array().expect("panels") {
+        panels.push(panel.clone());
+        panels.extend(panel["panels"].as_array().cloned().unwrap_or_default());
+    }
+    panels
+}
+
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
 }
