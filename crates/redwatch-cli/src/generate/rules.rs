@@ -164,24 +164,42 @@ impl Count {
     }
 }
 
+/// Where a window's ratios take their parts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    /// The series recorded just before: their inputs are recorded series too, fixed by now.
+    Recorded,
+    /// `rate`'s own expressions, in one query, because their inputs are raw counters. One
+    /// query sees one snapshot of the storage (Prometheus isolates it from appends that commit
+    /// while it runs), but two rules run at two moments: a scrape or a remote-write request
+    /// that commits between them would make a part and its whole disagree (an always-failing
+    /// route's 5xx share at 109 %, seen with remote write).
+    Computed,
+}
+
 /// The five job-level SLI series of one window; `rate` computes each count per second.
 fn window_rules(
     window: PromDuration,
     settings: &Settings,
     rate: impl Fn(Count) -> String,
+    parts: Parts,
 ) -> Vec<Rule> {
-    let requests = of_job(&names::requests(window), settings);
+    let part = |count: Count| match parts {
+        Parts::Recorded => of_job(&count.series(window), settings),
+        Parts::Computed => rate(count),
+    };
+    let requests = part(Count::Requests);
     vec![
         Rule::record(names::requests(window), rate(Count::Requests)),
         Rule::record(names::errors(window), rate(Count::Errors)),
         Rule::record(
             names::error_ratio(window),
-            ratio(&of_job(&names::errors(window), settings), &requests),
+            ratio(&part(Count::Errors), &requests),
         ),
         Rule::record(names::slow(window), rate(Count::Slow)),
         Rule::record(
             names::slow_ratio(window),
-            ratio(&of_job(&names::slow(window), settings), &requests),
+            ratio(&part(Count::Slow), &requests),
         ),
     ]
 }
@@ -189,7 +207,12 @@ fn window_rules(
 /// `part / whole`, absent (not NaN) while `whole` is 0: a window without traffic has no ratio,
 /// so averages over time skip it instead of turning NaN.
 pub fn ratio(part: &str, whole: &str) -> String {
-    format!("{part}\n/\n({whole} > 0)")
+    // A part of several lines joins terms with `or` or `-`, which bind less than `/`.
+    if part.contains('\n') {
+        format!("({part})\n/\n({whole} > 0)")
+    } else {
+        format!("{part}\n/\n({whole} > 0)")
+    }
 }
 
 /// The fast group's recording rules: SLIs from the raw counters.
@@ -220,20 +243,24 @@ pub fn fast_rules(preset: Naming, settings: &Settings) -> Vec<Rule> {
                 // `or 0 * requests` keeps the error rate at 0 instead of absent while nothing
                 // failed.
                 Count::Errors => format!("{}\nor\n0 * {requests}", sli.errors(&by_job, window)),
+                // Both from the raw counters, in one query (see `Parts::Computed`).
                 Count::Slow => format!(
-                    "{requests}\n-\n{}",
+                    "{}\n-\n{}",
+                    sli.requests(&by_job, window),
                     sli.fast_requests(&by_job, window, threshold)
                 ),
             }
         };
-        rules.extend(window_rules(window, settings, rate));
+        let parts = if window == base {
+            Parts::Computed
+        } else {
+            Parts::Recorded
+        };
+        rules.extend(window_rules(window, settings, rate, parts));
     }
     rules.push(Rule::record(
         names::mean_latency(base),
-        ratio(
-            &sli.seconds(&by_job, base),
-            &of_job(&names::requests(base), settings),
-        ),
+        ratio(&sli.seconds(&by_job, base), &sli.requests(&by_job, base)),
     ));
     rules.push(Rule::record(
         names::p99_latency(base),
@@ -244,14 +271,12 @@ pub fn fast_rules(preset: Naming, settings: &Settings) -> Vec<Rule> {
         names::route_requests(base),
         sli.requests(&by_route, base),
     ));
-    let route_requests = of_job(&names::route_requests(base), settings);
+    // Part and whole from the raw counters in one query (see `Parts::Computed`).
+    let route_requests = sli.requests(&by_route, base);
     rules.push(Rule::record(
         names::route_error_ratio(base),
         ratio(
-            &format!(
-                "({}\nor\n0 * {route_requests})",
-                sli.errors(&by_route, base)
-            ),
+            &format!("{}\nor\n0 * {route_requests}", sli.errors(&by_route, base)),
             &route_requests,
         ),
     ));
@@ -275,7 +300,7 @@ pub fn slo_rules(settings: &Settings) -> Vec<Rule> {
                 of_job(&count.series(step), settings)
             )
         };
-        rules.extend(window_rules(window, settings, rate));
+        rules.extend(window_rules(window, settings, rate, Parts::Recorded));
     }
     let period = settings.slo_period;
     for (slo, objective, ratio) in [

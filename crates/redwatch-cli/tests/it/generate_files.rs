@@ -852,6 +852,44 @@ fn long_windows_read_only_recorded_series() {
     }
 }
 
+/// A rule that reads raw counters reads no recorded series (except as `0 * series`, which is 0
+/// whatever it reads): a rule is one query, one snapshot of the storage, but the series recorded
+/// before it in its group came from an earlier snapshot, and a scrape or a remote-write request
+/// that committed in between would make its part and its whole disagree.
+#[test]
+fn rules_on_raw_counters_take_every_part_from_one_snapshot() {
+    for preset in ["otel", "flask"] {
+        let file = yaml(
+            &committed_dir()
+                .join(preset)
+                .join("prometheus/rules/redwatch.rules.yml"),
+        );
+        let mut mixed_checked = 0;
+        for rule in rules_of(&file) {
+            let expr = rule["expr"].as_str().unwrap_or_default();
+            let names: BTreeSet<String> =
+                selectors(expr).into_iter().map(|(name, _)| name).collect();
+            if !names.iter().any(|name| !name.contains(':')) {
+                continue;
+            }
+            for recorded in names.iter().filter(|name| name.contains(':')) {
+                mixed_checked += 1;
+                assert_eq!(
+                    expr.matches(recorded.as_str()).count(),
+                    expr.matches(&format!("0 * {recorded}")).count(),
+                    "{preset}: {:?} reads raw counters and {recorded}: {expr}",
+                    rule["record"].as_str().or(rule["alert"].as_str())
+                );
+            }
+        }
+        // The job's error rate falls back to `0 * requests` recorded just before.
+        assert!(
+            mixed_checked > 0,
+            "{preset}: no rule mixes both kinds any more"
+        );
+    }
+}
+
 #[test]
 fn heatmap_cells_count_the_requests_of_their_interval() {
     for preset in ["otel", "flask"] {
