@@ -281,14 +281,17 @@ impl Config {
     }
 
     /// The scheme and version indices of `request`, or zeros when the preset labels neither.
-    #[inline]
+    /// Always inlined, for the layer: a pointer into the request that reaches a call costs it
+    /// a copy of the request (see `MetricsService::call`). For the same reason the scheme is
+    /// compared as text: `Scheme`'s own comparison is out of line.
+    #[inline(always)]
     pub(crate) fn protocol_of<B>(&self, request: &http::Request<B>) -> (u8, u8) {
         if self.names().scheme_label.is_none() {
             return (0, 0);
         }
-        let scheme = match request.uri().scheme() {
-            Some(scheme) if *scheme == http::uri::Scheme::HTTPS => 1,
-            Some(scheme) if *scheme == http::uri::Scheme::HTTP => 0,
+        let scheme = match request.uri().scheme_str() {
+            Some(scheme) if scheme.eq_ignore_ascii_case("https") => 1,
+            Some(scheme) if scheme.eq_ignore_ascii_case("http") => 0,
             _ => self.default_scheme,
         };
         (scheme, version_index(request.version()))
@@ -314,6 +317,9 @@ pub(crate) struct Shared {
     series: boxcar::Vec<Arc<Series>>,
     /// The values of the request label, when one is declared.
     pub(crate) label_values: Option<LabelValues>,
+    /// Whether a request is read beyond its route, method and protocol: for its body size, a
+    /// method list of the user's, its trace context or the request label.
+    pub(crate) reads_request_further: bool,
     /// Panicking handlers by (method, status); touched only when a handler panics.
     exceptions: Mutex<BTreeMap<(u8, u16), u64>>,
 }
@@ -593,9 +599,14 @@ impl Core {
         label_values: Option<LabelValues>,
     ) -> Self {
         let gauges = SCHEMES.len() * config.methods.len();
+        let reads_request_further = config.size_bounds_bytes.is_some()
+            || !config.default_methods
+            || config.exemplars
+            || label_values.is_some();
         let shared = Arc::new(Shared {
             config,
             label_values,
+            reads_request_further,
             clock: quanta::Clock::new(),
             active: (0..gauges).map(|_| ActiveGauge::default()).collect(),
             series: boxcar::Vec::new(),
