@@ -437,9 +437,14 @@ impl<S, C: ClassifyRoute> MetricsService<S, C> {
                 response_size: 0,
                 #[cfg(feature = "exemplars")]
                 trace,
-                label,
-                scheme,
-                version,
+                labels: SeriesKey {
+                    method,
+                    status: 0,
+                    label,
+                    scheme,
+                    version,
+                }
+                .packed(),
                 grpc: if self.grpc {
                     GrpcState::Expected
                 } else {
@@ -642,10 +647,9 @@ struct Tracker {
     /// every request's future larger, and futures are moved several times per request.
     #[cfg(feature = "exemplars")]
     trace: Option<TraceContext>,
-    /// The request label's value index.
-    label: u16,
-    scheme: u8,
-    version: u8,
+    /// The series key's labels but the status, packed ([`SeriesKey::packed`] with status 0):
+    /// packed once on arrival, where the preset's constants fold in.
+    labels: u64,
     grpc: GrpcState,
 }
 
@@ -710,31 +714,25 @@ impl Tracker {
         let (request_size, response_size) = (self.request_size, self.response_size);
         #[cfg(feature = "exemplars")]
         let trace = self.trace;
-        let key = SeriesKey {
-            method: self.method,
-            status,
-            label: self.label,
-            scheme: self.scheme,
-            version: self.version,
-        };
-        self.route.with_series_of(key, |series| {
-            let _bucket = series.observe_duration(&config.duration_bounds_nanos, nanos);
-            #[cfg(feature = "exemplars")]
-            if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
-                offer_exemplar(
-                    slots,
-                    _bucket,
-                    Exemplar {
-                        context,
-                        value_nanos: nanos,
-                        unix_nanos: unix_nanos_now(),
-                    },
-                );
-            }
-            if let Some(bounds) = &config.size_bounds_bytes {
-                record_sizes(series, bounds, request_size, response_size);
-            }
-        });
+        self.route
+            .with_series_packed(self.labels | u64::from(status), |series| {
+                let _bucket = series.observe_duration(&config.duration_bounds_nanos, nanos);
+                #[cfg(feature = "exemplars")]
+                if let (Some(context), Some(slots)) = (trace, &series.duration_exemplars) {
+                    offer_exemplar(
+                        slots,
+                        _bucket,
+                        Exemplar {
+                            context,
+                            value_nanos: nanos,
+                            unix_nanos: unix_nanos_now(),
+                        },
+                    );
+                }
+                if let Some(bounds) = &config.size_bounds_bytes {
+                    record_sizes(series, bounds, request_size, response_size);
+                }
+            });
         if panicked {
             record_exception(shared, self.method, status);
         }

@@ -161,14 +161,27 @@ impl SeriesKey {
         }
     }
 
-    /// The key in one integer, so that a series is found with one comparison.
-    #[inline]
-    fn packed(self) -> u64 {
+    /// The key in one integer, so that a series is found with one comparison. The status is
+    /// the low 16 bits: a request packs the rest on arrival and adds its status at the end.
+    #[inline(always)]
+    pub(crate) fn packed(self) -> u64 {
         u64::from(self.label) << 40
             | u64::from(self.scheme) << 32
             | u64::from(self.version) << 24
             | u64::from(self.method) << 16
             | u64::from(self.status)
+    }
+
+    /// The key that [`SeriesKey::packed`] gave `packed`.
+    fn unpacked(packed: u64) -> Self {
+        // Each `as` keeps exactly the bits `packed` put there.
+        Self {
+            label: (packed >> 40) as u16,
+            scheme: (packed >> 32) as u8,
+            version: (packed >> 24) as u8,
+            method: (packed >> 16) as u8,
+            status: packed as u16,
+        }
     }
 }
 
@@ -415,12 +428,19 @@ impl RouteEntry {
     }
 
     /// Runs `record` on the series of `key`, creating it on first use.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn with_series_of(&self, key: SeriesKey, record: impl FnOnce(&Series)) {
+        self.with_series_packed(key.packed(), record)
+    }
+
+    /// Runs `record` on the series of the key that packs to `packed` ([`SeriesKey::packed`]),
+    /// creating it on first use.
+    #[inline]
+    pub(crate) fn with_series_packed(&self, packed: u64, record: impl FnOnce(&Series)) {
         // One call of `record` on the fast path, so that it is inlined there.
-        match self.slot_of(key.packed()) {
+        match self.slot_of(packed) {
             Some(series) => record(series),
-            None => self.with_series_slow(key, record),
+            None => self.with_series_slow(packed, record),
         }
     }
 
@@ -438,8 +458,8 @@ impl RouteEntry {
     }
 
     #[cold]
-    fn with_series_slow(&self, key: SeriesKey, record: impl FnOnce(&Series)) {
-        let packed = key.packed();
+    fn with_series_slow(&self, packed: u64, record: impl FnOnce(&Series)) {
+        let key = SeriesKey::unpacked(packed);
         let overflow = self.overflow.pin();
         if let Some(series) = overflow.get(&packed) {
             return record(series);
