@@ -1007,6 +1007,7 @@ mod tests {
             }
             assert!(text.contains("jobs_total 1"), "{text}");
             assert!(text.contains("flask_exporter_info"), "{text}");
+            #[cfg(all(target_os = "linux", feature = "process"))]
             assert!(text.contains("process_cpu_seconds_total"), "{text}");
         }
         let snapshot = metrics.snapshot();

@@ -375,7 +375,7 @@ fn label_pairs(rendered: &str) -> Vec<pb::LabelPair> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Format, Metrics, TraceContext};
+    use crate::{Format, Metrics};
 
     fn decode(mut bytes: &[u8]) -> Vec<pb::MetricFamily> {
         let mut families = Vec::new();
@@ -411,13 +411,13 @@ mod tests {
 
     #[test]
     fn the_protobuf_exposition_decodes_to_every_family_with_native_and_classic_buckets() {
-        let metrics = Metrics::builder()
+        let builder = Metrics::builder()
             .native_histograms(true)
-            .exemplars(true)
             .const_label("region", "eu \"west\"")
-            .naming(crate::Naming::Flask)
-            .build()
-            .unwrap();
+            .naming(crate::Naming::Flask);
+        #[cfg(feature = "exemplars")]
+        let builder = builder.exemplars(true);
+        let metrics = builder.build().unwrap();
         let core = metrics.inner_core();
         let bounds = core.shared.config.duration_bounds_nanos.clone();
         let entry = core.route("/users/{id}");
@@ -452,14 +452,14 @@ mod tests {
         entry.with_series(2, 503, |series| {
             series.observe_duration(&bounds, 2_000_000);
         });
-        let context = TraceContext::new([7; 16], [9; 8]).unwrap();
         entry.with_series(0, 200, |series| {
-            let bucket = series.observe_duration(&bounds, 3_000_000);
+            let _bucket = series.observe_duration(&bounds, 3_000_000);
+            #[cfg(feature = "exemplars")]
             crate::registry::offer_exemplar(
                 series.duration_exemplars.as_deref().unwrap(),
-                bucket,
+                _bucket,
                 crate::registry::Exemplar {
-                    context,
+                    context: crate::TraceContext::new([7; 16], [9; 8]).unwrap(),
                     value_nanos: 3_000_000,
                     unix_nanos: 1_700_000_000_123_456_789,
                 },
@@ -532,17 +532,20 @@ mod tests {
             .collect();
         assert_eq!(classic, from_snapshot);
         // The exemplar of the 5 ms bucket.
-        let with_exemplar: Vec<&pb::Bucket> = histogram
-            .bucket
-            .iter()
-            .filter(|b| b.exemplar.is_some())
-            .collect();
-        assert_eq!(with_exemplar.len(), 1);
-        assert_eq!(with_exemplar[0].upper_bound, 0.005);
-        let exemplar = with_exemplar[0].exemplar.as_ref().unwrap();
-        assert_eq!(exemplar.label[0].value, "07".repeat(16));
-        assert_eq!(exemplar.value, 0.003);
-        assert_eq!(exemplar.timestamp.unwrap().nanos, 123_456_789);
+        #[cfg(feature = "exemplars")]
+        {
+            let with_exemplar: Vec<&pb::Bucket> = histogram
+                .bucket
+                .iter()
+                .filter(|b| b.exemplar.is_some())
+                .collect();
+            assert_eq!(with_exemplar.len(), 1);
+            assert_eq!(with_exemplar[0].upper_bound, 0.005);
+            let exemplar = with_exemplar[0].exemplar.as_ref().unwrap();
+            assert_eq!(exemplar.label[0].value, "07".repeat(16));
+            assert_eq!(exemplar.value, 0.003);
+            assert_eq!(exemplar.timestamp.unwrap().nanos, 123_456_789);
+        }
     }
 
     #[test]

@@ -296,7 +296,7 @@ mod tests {
             ),
             ("shop", "1.2.3", "staging")
         );
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", feature = "process"))]
         {
             let process = metrics.snapshot().collected.process.unwrap();
             assert!(process.resident_memory_bytes > 0 && process.threads >= 1);

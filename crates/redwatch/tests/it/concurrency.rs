@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::support::{check_histograms, check_snapshot, scrape, total};
+use crate::support::exposition::total;
+use crate::support::{check_histograms, check_snapshot, scrape};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;

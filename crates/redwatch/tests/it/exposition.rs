@@ -3,11 +3,13 @@
 
 use crate::support;
 
+#[cfg(feature = "gzip")]
 use std::io::Read;
 use std::time::Duration;
 
 use crate::support::exposition::Exposition;
-use crate::support::{find, parse, total};
+use crate::support::exposition::{find, total};
+use crate::support::parse;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -237,6 +239,7 @@ async fn accept_header_picks_the_format_and_content_type() {
     assert!(body.ends_with(b"# EOF\n"));
 }
 
+#[cfg(feature = "gzip")]
 #[tokio::test]
 async fn gzip_when_the_scraper_accepts_it() {
     let metrics = busy_metrics(Naming::Otel).await;

@@ -3,7 +3,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use crate::support::{find, scrape, total};
+use crate::support::exposition::{find, total};
+use crate::support::scrape;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
@@ -377,6 +378,7 @@ fn app_with(metrics: &Metrics) -> Router {
     app(metrics)
 }
 
+#[cfg(feature = "regex")]
 #[tokio::test]
 async fn routes_can_be_excluded_by_template_or_regex() {
     let metrics = Metrics::builder()

@@ -8,7 +8,7 @@ pub mod chromium;
 
 pub mod exposition;
 
-pub use exposition::{Sample, find, total};
+pub use exposition::Sample;
 
 use std::collections::BTreeMap;
 
