@@ -347,7 +347,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // Reading further takes calls that are handed a pointer into the request; after that
         // the compiler copies the request before passing it on (measured: a 240-byte memcpy).
-        // So the common case makes no such call, and the other one has its own function.
+        // So the common case makes no such call, and the other one is a path of its own.
         if self.state.core.shared.reads_request_further {
             return self.call_reading_further(request);
         }
@@ -361,7 +361,8 @@ where
 
 impl<S, C: ClassifyRoute> MetricsService<S, C> {
     /// [`Service::call`] for a layer that reads requests further (`Shared::reads_request_further`).
-    #[inline(never)]
+    /// Inlined: called, the request is copied once more.
+    #[inline(always)]
     fn call_reading_further<ReqBody>(
         &mut self,
         request: Request<ReqBody>,
