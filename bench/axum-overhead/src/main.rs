@@ -370,12 +370,12 @@ fn serve_in_process(
 }
 
 /// The service the layer wraps in `serve_layer_alone`: answers every request at once, with an
-/// empty body.
+/// empty body (the criterion bench's `common::noop`).
 #[derive(Clone, Copy)]
 struct AnswerAtOnce;
 
-impl tower_service::Service<axum::http::Request<axum::body::Body>> for AnswerAtOnce {
-    type Response = axum::http::Response<axum::body::Body>;
+impl tower_service::Service<axum::http::Request<()>> for AnswerAtOnce {
+    type Response = axum::http::Response<http_body_util::Empty<bytes::Bytes>>;
     type Error = std::convert::Infallible;
     type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
 
@@ -383,22 +383,32 @@ impl tower_service::Service<axum::http::Request<axum::body::Body>> for AnswerAtO
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: axum::http::Request<axum::body::Body>) -> Self::Future {
-        std::future::ready(Ok(axum::http::Response::new(axum::body::Body::empty())))
+    fn call(&mut self, _: axum::http::Request<()>) -> Self::Future {
+        std::future::ready(Ok(axum::http::Response::new(http_body_util::Empty::new())))
     }
 }
 
-/// Sends `requests` [`bare_request`]s through `variant`'s layer around [`AnswerAtOnce`] (or through
-/// that service alone, for the variants without redwatch), polled in place as a server would,
-/// each response body read to its end; the route is fixed, as axum's `MatchedPath` would give
-/// it. The layer is built and has served a first request before counting starts.
+/// Puts every request on one route template (the criterion bench's `common::ItemRoute`).
+#[derive(Clone, Copy)]
+struct ItemRoute;
+
+impl redwatch::ClassifyRoute for ItemRoute {
+    fn classify<'a, B>(&self, _: &'a axum::http::Request<B>) -> Option<std::borrow::Cow<'a, str>> {
+        Some("/items/{id}".into())
+    }
+}
+
+/// Sends `requests` [`item_request`]s through `variant`'s layer around [`AnswerAtOnce`] (or
+/// through that service alone, for the variants without redwatch), polled in place as a server
+/// would, each response body read to its end: the criterion bench `hot_path/noop_service`, its
+/// types and its requests. The layer is built and has served a first request before counting
+/// starts.
 fn serve_layer_alone(variant: Variant, requests: u64) -> Result<(), String> {
     match metrics(variant) {
         Some(metrics) => {
-            let route = redwatch::classify_fn(|_| Some(std::borrow::Cow::Borrowed("/")));
             let mut service =
-                tower_layer::Layer::layer(&metrics.layer().classify_with(route), AnswerAtOnce);
-            serve_one(&mut service, bare_request())?;
+                tower_layer::Layer::layer(&metrics.layer().classify_with(ItemRoute), AnswerAtOnce);
+            serve_one(&mut service, item_request()?)?;
             use_arena()?;
             serve_counted(&mut service, requests)
         }
@@ -415,32 +425,28 @@ fn serve_layer_alone(variant: Variant, requests: u64) -> Result<(), String> {
 fn serve_counted<S, B>(service: &mut S, requests: u64) -> Result<(), String>
 where
     S: tower_service::Service<
-            axum::http::Request<axum::body::Body>,
+            axum::http::Request<()>,
             Response = axum::http::Response<B>,
             Error = std::convert::Infallible,
         >,
     B: axum::body::HttpBody + Unpin,
 {
-    (0..requests).try_for_each(|_| serve_one(service, bare_request()))
+    (0..requests).try_for_each(|_| serve_one(service, item_request()?))
 }
 
-/// `GET /` without headers, as the criterion bench sends it: built without allocating, so that
-/// the heap's state (which differs between variants) does not enter the counts.
-fn bare_request() -> axum::http::Request<axum::body::Body> {
-    let mut request = axum::http::Request::new(axum::body::Body::empty());
-    *request.uri_mut() = axum::http::Uri::from_static("/");
-    request
+/// `GET /items/42` without headers, built as the criterion bench builds it.
+fn item_request() -> Result<axum::http::Request<()>, String> {
+    axum::http::Request::get("/items/42")
+        .body(())
+        .map_err(|error| error.to_string())
 }
 
 /// Calls `service` with `request` and reads the response body to its end, without a runtime.
 #[inline(always)]
-fn serve_one<S, B>(
-    service: &mut S,
-    request: axum::http::Request<axum::body::Body>,
-) -> Result<(), String>
+fn serve_one<S, R, B>(service: &mut S, request: axum::http::Request<R>) -> Result<(), String>
 where
     S: tower_service::Service<
-            axum::http::Request<axum::body::Body>,
+            axum::http::Request<R>,
             Response = axum::http::Response<B>,
             Error = std::convert::Infallible,
         >,
