@@ -703,6 +703,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_series_key_unpacks_to_itself_and_packs_apart_from_every_other() {
+        let extremes = |max: u64| [0, 1, max / 2, max];
+        let mut packed_keys = std::collections::HashSet::new();
+        for label in extremes(u64::from(u16::MAX)) {
+            for scheme in extremes(u64::from(u8::MAX)) {
+                for version in extremes(u64::from(u8::MAX)) {
+                    for method in extremes(u64::from(u8::MAX)) {
+                        for status in extremes(u64::from(u16::MAX)) {
+                            let key = SeriesKey {
+                                label: label as u16,
+                                scheme: scheme as u8,
+                                version: version as u8,
+                                method: method as u8,
+                                status: status as u16,
+                            };
+                            assert_eq!(SeriesKey::unpacked(key.packed()), key);
+                            assert!(packed_keys.insert(key.packed()), "{key:?} collides");
+                            // A request packs all but the status and adds the status at the end.
+                            let arriving = SeriesKey { status: 0, ..key }.packed();
+                            assert_eq!(arriving | u64::from(key.status), key.packed());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn histogram_puts_values_on_inclusive_upper_bounds() {
         let bounds = [10, 20];
         let histogram = AtomicHistogram::new(bounds.len());
