@@ -188,6 +188,14 @@ struct Options {
 
 const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-request-label|redwatch-exemplars|redwatch-native|axum-prometheus [--count-allocations] [--in-process N | --layer-alone N]";
 
+/// The request count that follows `flag`.
+fn request_count(flag: &str, value: Option<String>) -> Result<u64, String> {
+    let value = value.ok_or(format!("{flag} needs a request count"))?;
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: not a request count: {value:?}"))
+}
+
 fn parse_options() -> Result<Options, String> {
     let mut variant = None;
     let mut count_allocations = false;
@@ -212,20 +220,8 @@ fn parse_options() -> Result<Options, String> {
                 });
             }
             "--count-allocations" => count_allocations = true,
-            "--in-process" => {
-                let value = args.next().ok_or("--in-process needs a request count")?;
-                let count = value
-                    .parse()
-                    .map_err(|_| format!("--in-process: not a request count: {value:?}"))?;
-                in_process = Some(count);
-            }
-            "--layer-alone" => {
-                let value = args.next().ok_or("--layer-alone needs a request count")?;
-                let count = value
-                    .parse()
-                    .map_err(|_| format!("--layer-alone: not a request count: {value:?}"))?;
-                layer_alone = Some(count);
-            }
+            "--in-process" => in_process = Some(request_count("--in-process", args.next())?),
+            "--layer-alone" => layer_alone = Some(request_count("--layer-alone", args.next())?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
         }

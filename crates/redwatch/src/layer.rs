@@ -349,28 +349,25 @@ where
         // the compiler copies the request before passing it on (measured: a 240-byte memcpy).
         // So the common case makes no such call, and the other one is a path of its own.
         if self.state.core.shared.reads_request_further {
-            return self.call_reading_further(request);
-        }
-        let tracker = self.track::<false, _>(&request);
-        ResponseFuture {
-            inner: self.inner.call(request),
-            tracker,
+            self.track_and_call::<true, _>(request)
+        } else {
+            self.track_and_call::<false, _>(request)
         }
     }
 }
 
 impl<S, C: ClassifyRoute> MetricsService<S, C> {
-    /// [`Service::call`] for a layer that reads requests further (`Shared::reads_request_further`).
+    /// [`Service::call`], reading the request further or not (see [`MetricsService::track`]).
     /// Inlined: called, the request is copied once more.
     #[inline(always)]
-    fn call_reading_further<ReqBody>(
+    fn track_and_call<const FURTHER: bool, ReqBody>(
         &mut self,
         request: Request<ReqBody>,
     ) -> ResponseFuture<S::Future>
     where
         S: Service<Request<ReqBody>>,
     {
-        let tracker = self.track::<true, _>(&request);
+        let tracker = self.track::<FURTHER, _>(&request);
         ResponseFuture {
             inner: self.inner.call(request),
             tracker,
