@@ -119,10 +119,10 @@ impl fmt::Debug for RequestLabel {
     }
 }
 
-/// Put this in a request's extensions (middleware before the layer) or in a response's
-/// extensions (a handler) to leave the request out of the metrics, as ASP.NET Core's
-/// `DisableHttpMetrics` does: it is neither counted nor timed, and the in-flight gauge does not
-/// keep it.
+/// Put this in a response's extensions, from a handler or a middleware inside the layer, to leave
+/// the request out of the metrics, as ASP.NET Core's `DisableHttpMetrics` does: it is neither
+/// counted nor timed, and the in-flight gauge does not keep it. The layer reads it from the
+/// response only: in a request's extensions it has no effect.
 ///
 /// ```
 /// use axum::{Extension, Router, routing::get};
