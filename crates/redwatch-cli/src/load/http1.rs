@@ -358,15 +358,17 @@ pub async fn read_response<R: AsyncRead + Unpin>(
     head_request: bool,
 ) -> Result<(Answer, bool), ErrorKind> {
     let head = loop {
-        match parse_head(buffer.unconsumed(), head_request)? {
-            Some(head) => {
-                buffer.consume(head.length);
-                if !head.is_interim() {
-                    break head;
-                }
+        // Usually nothing has arrived yet when the exchange starts: no head to parse.
+        if !buffer.unconsumed().is_empty()
+            && let Some(head) = parse_head(buffer.unconsumed(), head_request)?
+        {
+            buffer.consume(head.length);
+            if !head.is_interim() {
+                break head;
             }
-            None => buffer.fill(io).await?,
+            continue;
         }
+        buffer.fill(io).await?;
     };
     let bytes = match head.framing {
         Framing::Empty => 0,
