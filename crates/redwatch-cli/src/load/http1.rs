@@ -107,15 +107,22 @@ impl OwnedHttp1 {
         if !self.reusable {
             return false;
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut unread = ReadBuf::new(&mut self.buffer.bytes);
-        if Pin::new(&mut self.stream)
-            .poll_read(&mut cx, &mut unread)
-            .is_ready()
-        {
-            self.reusable = false;
-        }
-        self.reusable
+        let quiet = match &mut self.stream {
+            // Without registering for a wake-up, which a poll would.
+            Stream::Tcp(tcp) => matches!(
+                tcp.try_read(&mut self.buffer.bytes),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock
+            ),
+            Stream::Tls(_) => {
+                let mut cx = Context::from_waker(Waker::noop());
+                let mut unread = ReadBuf::new(&mut self.buffer.bytes);
+                Pin::new(&mut self.stream)
+                    .poll_read(&mut cx, &mut unread)
+                    .is_pending()
+            }
+        };
+        self.reusable = quiet;
+        quiet
     }
 
     /// Whether the connection can no longer carry an exchange (as far as is known without
