@@ -1,5 +1,6 @@
 //! HTTP transport: the target, request templates, a keep-alive pool for open loop and dedicated
-//! connections for closed loop, and the classification of failures.
+//! connections for closed loop (HTTP/1.1 ones exchanged on directly, see `http1`; hyper for the
+//! rest), and the classification of failures.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -700,7 +701,7 @@ pub struct Http1 {
 #[derive(Debug)]
 pub enum Connection {
     Http1(Http1),
-    /// Boxed: it holds its buffers and stream inline, and is made once per connection.
+    /// Boxed: the largest variant by far, and made once per connection.
     OwnedHttp1(Box<OwnedHttp1>),
     Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
