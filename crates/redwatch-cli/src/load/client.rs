@@ -1,19 +1,16 @@
 //! HTTP transport: the target, request templates, a keep-alive pool for open loop and dedicated
-//! connections for closed loop, and the classification of failures.
+//! connections for closed loop (HTTP/1.1 ones exchanged on directly, see `http1`; hyper for the
+//! rest), and the classification of failures.
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use atomic_waker::AtomicWaker;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue};
@@ -23,13 +20,9 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::http1::{self, OwnedHttp1, READ_BUFFER_BYTES};
 use super::mix::MixEntry;
 use super::scenario::Scenario;
-
-/// Per-connection read buffer. hyper's adaptive default starts at 8 KiB and can grow; load
-/// testing keeps hundreds of connections open, and responses are read in chunks of this size
-/// either way, so a fixed small buffer bounds memory per connection.
-const READ_BUFFER_BYTES: usize = 4096;
 
 /// Why a request failed without a usable response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -205,10 +198,18 @@ impl Target {
             Some(scenario) if !scenario.path_is_fixed(index) => None,
             _ => Some(self.request_uris(&entry.path)?),
         };
+        let http1_request_line = fixed.as_ref().map(|(origin, _)| {
+            let mut line = Vec::new();
+            push_http1_request_line(&mut line, &entry.method, origin);
+            Bytes::from(line)
+        });
+        let http1_fields = Bytes::from(http1_fields(&all_headers, traceparent));
         Ok(RequestTemplate {
             index,
             method: entry.method.clone(),
             fixed,
+            http1_request_line,
+            http1_fields,
             headers: all_headers,
             traceparent,
             scenario: scenario.cloned(),
@@ -235,6 +236,51 @@ fn uris(scheme: &str, authority: &str, base_path: &str, path: &str) -> anyhow::R
     Ok((origin, absolute))
 }
 
+/// Appends an HTTP/1.1 request line with the origin-form target (`GET /users/7 HTTP/1.1`),
+/// and its CRLF.
+fn push_http1_request_line(out: &mut Vec<u8>, method: &Method, origin: &Uri) {
+    let target = origin
+        .path_and_query()
+        .map_or("/", |target| target.as_str());
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// The header fields every HTTP/1.1 request of a template carries, each with its CRLF: all of
+/// `headers` (Host among them) but `Content-Length`, which is always written for the request's
+/// own body, and `traceparent` when each request gets a new one.
+fn http1_fields(headers: &HeaderMap, traceparent: bool) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH || (traceparent && name == "traceparent") {
+            continue;
+        }
+        fields.extend_from_slice(name.as_str().as_bytes());
+        fields.extend_from_slice(b": ");
+        fields.extend_from_slice(value.as_bytes());
+        fields.extend_from_slice(b"\r\n");
+    }
+    fields
+}
+
+/// Appends `value` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut value: usize) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // A single digit: the cast cannot truncate.
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
 /// Everything needed to build one endpoint's request cheaply (all fields are refcounted).
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
@@ -243,6 +289,10 @@ pub struct RequestTemplate {
     method: Method,
     /// Origin and absolute URI, unless the scenario renders the path per request.
     fixed: Option<(Uri, Uri)>,
+    /// The HTTP/1.1 request line of the fixed path, serialized once.
+    http1_request_line: Option<Bytes>,
+    /// The HTTP/1.1 header fields common to all requests, serialized once (see [`http1_fields`]).
+    http1_fields: Bytes,
     /// Host, --header and the endpoint's headers.
     headers: HeaderMap,
     /// Give each request a new `traceparent` (--traceparent).
@@ -309,6 +359,41 @@ impl RequestTemplate {
     /// The origin-form and absolute-form URIs of a prepared request.
     fn uris<'a>(&'a self, prepared: &'a Prepared) -> Option<&'a (Uri, Uri)> {
         prepared.uris.as_deref().or(self.fixed.as_ref())
+    }
+
+    /// Whether the requests are HEAD requests, whose responses have no body.
+    pub(super) fn is_head(&self) -> bool {
+        self.method == Method::HEAD
+    }
+
+    /// Appends a prepared request's HTTP/1.1 bytes to `out`: the same request as
+    /// [`RequestTemplate::build`] makes for hyper, with the parts common to every request
+    /// serialized once, in the template.
+    pub(super) fn write_http1(
+        &self,
+        prepared: &Prepared,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ErrorKind> {
+        match (&prepared.uris, &self.http1_request_line) {
+            (Some(uris), _) => push_http1_request_line(out, &self.method, &uris.0),
+            (None, Some(line)) => out.extend_from_slice(line),
+            (None, None) => return Err(ErrorKind::Other),
+        }
+        out.extend_from_slice(&self.http1_fields);
+        if let Some(traceparent) = &prepared.traceparent {
+            out.extend_from_slice(b"traceparent: ");
+            out.extend_from_slice(traceparent.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let body = prepared.body.as_deref().unwrap_or_default();
+        if !body.is_empty() || matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, body.len());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        Ok(())
     }
 
     /// The request, its headers put in `headers` (an empty map, perhaps with capacity to reuse).
@@ -601,162 +686,23 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// An HTTP/1.1 connection's I/O (hyper's connection future), when the task that uses the
-/// connection drives it itself (see [`Connection::open_owned`]).
-type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Set while [`OwnedIo::poll`] runs: wakes then only mark what to poll again.
-const POLLING: u8 = 1;
-/// The exchange (a `ready` or `send` on the connection) was woken.
-const EXCHANGE_WOKEN: u8 = 2;
-/// The connection's I/O was woken.
-const DRIVER_WOKEN: u8 = 4;
-/// Rounds of [`OwnedIo::poll`] before it yields to the runtime (as a task that wakes itself
-/// would): tokio's cooperative budget, once spent, makes I/O return `Pending` and wake at once.
-const MAX_ROUNDS: usize = 16;
-
-/// What the wakers of an owned connection's two futures share.
-#[derive(Default)]
-struct Signal {
-    /// `POLLING` and the woken bits.
-    state: AtomicU8,
-    /// The task that owns the connection.
-    task: AtomicWaker,
-}
-
-/// The waker given to one of the two futures: marks it woken, and wakes the task unless the
-/// pair is being polled (then it is polled again before the task returns to the runtime).
-struct PartWaker {
-    signal: Arc<Signal>,
-    bit: u8,
-}
-
-impl Wake for PartWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.signal.state.fetch_or(self.bit, Ordering::SeqCst) & POLLING == 0 {
-            self.signal.task.wake();
-        }
-    }
-}
-
-/// An HTTP/1.1 connection driven in the task that uses it. The exchange and the connection's
-/// I/O each get a waker of their own, so each is polled only when something it waits for has
-/// happened (as when the I/O runs in a task of its own), and a wake between the two while they
-/// are being polled costs another round of the loop rather than another poll of the task.
-struct OwnedIo {
-    /// `None` once the connection has ended.
-    driver: Option<Driver>,
-    signal: Arc<Signal>,
-    exchange_waker: Waker,
-    driver_waker: Waker,
-}
-
-impl OwnedIo {
-    fn new(driver: Driver) -> Self {
-        let signal = Arc::new(Signal::default());
-        // The connection has not run yet: poll it first time round.
-        signal.state.store(DRIVER_WOKEN, Ordering::SeqCst);
-        let part = |bit| {
-            Waker::from(Arc::new(PartWaker {
-                signal: Arc::clone(&signal),
-                bit,
-            }))
-        };
-        Self {
-            exchange_waker: part(EXCHANGE_WOKEN),
-            driver_waker: part(DRIVER_WOKEN),
-            driver: Some(driver),
-            signal,
-        }
-    }
-
-    /// Polls `exchange` and the connection, each as far as it was woken, until `exchange`
-    /// is done or neither can go on.
-    fn poll<F: Future>(
-        &mut self,
-        mut exchange: Pin<&mut F>,
-        cx: &mut Context<'_>,
-    ) -> Poll<F::Output> {
-        let state = &self.signal.state;
-        self.signal.task.register(cx.waker());
-        state.fetch_or(POLLING, Ordering::SeqCst);
-        for _ in 0..MAX_ROUNDS {
-            let woken = state.fetch_and(POLLING, Ordering::SeqCst);
-            if woken & EXCHANGE_WOKEN != 0
-                && let Poll::Ready(output) = exchange
-                    .as_mut()
-                    .poll(&mut Context::from_waker(&self.exchange_waker))
-            {
-                state.fetch_and(!POLLING, Ordering::SeqCst);
-                return Poll::Ready(output);
-            }
-            if woken & DRIVER_WOKEN != 0
-                && let Some(driver) = self.driver.as_mut()
-                && driver
-                    .as_mut()
-                    .poll(&mut Context::from_waker(&self.driver_waker))
-                    .is_ready()
-            {
-                // Closed (or failed): the exchange learns it from hyper.
-                self.driver = None;
-                state.fetch_or(EXCHANGE_WOKEN, Ordering::SeqCst);
-            }
-            if state
-                .compare_exchange(POLLING, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                return Poll::Pending;
-            }
-        }
-        // Still woken after as many rounds: yield, keeping the woken bits for the next poll.
-        state.fetch_and(!POLLING, Ordering::SeqCst);
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-/// One HTTP/1.1 connection.
+/// One HTTP/1.1 connection through hyper, whose I/O runs in a task of its own.
+#[derive(Debug)]
 pub struct Http1 {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    /// The connection's I/O, when driven by the owner's task; `None` when it runs in a task of
-    /// its own.
-    io: Option<OwnedIo>,
     /// The last response's header map, cleared: the next request's headers are built in it, so
     /// that neither the request's map nor the response's (which hyper parses into the map of
     /// the request it answers) is allocated anew for each exchange.
     headers: HeaderMap,
 }
 
-impl fmt::Debug for Http1 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Http1")
-            .field("sender", &self.sender)
-            .field("driven_by_owner", &self.io.is_some())
-            .finish()
-    }
-}
-
-impl Http1 {
-    /// Runs `exchange` (a `ready` or `send` on this connection) to its end; when the owner
-    /// drives the connection, its I/O is polled along with it, in the same task.
-    async fn driving<F: Future>(io: &mut Option<OwnedIo>, exchange: F) -> F::Output {
-        let Some(io) = io.as_mut() else {
-            return exchange.await;
-        };
-        let mut exchange = pin!(exchange);
-        io.signal.state.fetch_or(EXCHANGE_WOKEN, Ordering::SeqCst);
-        std::future::poll_fn(|cx| io.poll(exchange.as_mut(), cx)).await
-    }
-}
-
-/// One connection: HTTP/1.1, or a handle on a multiplexed HTTP/2 connection.
+/// One connection: HTTP/1.1 (through hyper, or owned by one task), or a handle on a
+/// multiplexed HTTP/2 connection.
 #[derive(Debug)]
 pub enum Connection {
     Http1(Http1),
+    /// Boxed: the largest variant by far, and made once per connection.
+    OwnedHttp1(Box<OwnedHttp1>),
     Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
@@ -767,11 +713,12 @@ impl Connection {
         Self::connect(transport, timeout, false).await
     }
 
-    /// Like [`Connection::open`], but an HTTP/1.1 connection's I/O is driven by the futures of
-    /// [`Connection::ready`] and [`Connection::send`], in the caller's task: for a connection
-    /// used by one task only, this saves waking and scheduling another task twice per request.
-    /// Between exchanges nothing reads the connection; a close by the peer meanwhile is seen by
-    /// the next `ready`. (HTTP/2 connections always run in a task of their own.)
+    /// Like [`Connection::open`], but an HTTP/1.1 connection is used directly by the caller's
+    /// [`Connection::ready`] and [`Connection::send`] (see [`OwnedHttp1`]): for a connection
+    /// used by one task only, this saves hyper's channels between tasks and its per-response
+    /// allocations. Between exchanges nothing reads the connection; a close by the peer
+    /// meanwhile is seen by the next `ready`. (HTTP/2 connections always run in a task of
+    /// their own, through hyper.)
     pub async fn open_owned(transport: &Transport, timeout: Duration) -> Result<Self, ErrorKind> {
         Self::connect(transport, timeout, true).await
     }
@@ -789,14 +736,20 @@ impl Connection {
                         // Nagle would add up to 40 ms to small requests on some stacks.
                         let _ = stream.set_nodelay(true);
                         let Some((connector, name)) = &transport.tls else {
-                            return handshake(TokioIo::new(stream), transport.h2c, owned).await;
+                            if owned && !transport.h2c {
+                                return Ok(Self::owned_http1(http1::Stream::Tcp(stream)));
+                            }
+                            return handshake(TokioIo::new(stream), transport.h2c).await;
                         };
                         let tls = connector
                             .connect(name.clone(), stream)
                             .await
                             .map_err(|err| tls_failed(name, &err))?;
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        return handshake(TokioIo::new(tls), h2, owned).await;
+                        if owned && !h2 {
+                            return Ok(Self::owned_http1(http1::Stream::Tls(Box::new(tls))));
+                        }
+                        return handshake(TokioIo::new(tls), h2).await;
                     }
                     Err(err) => last = classify_io(&err, ErrorKind::Connect),
                 }
@@ -811,10 +764,15 @@ impl Connection {
             .unwrap_or(Err(ErrorKind::Connect))
     }
 
+    fn owned_http1(stream: http1::Stream) -> Self {
+        Self::OwnedHttp1(Box::new(OwnedHttp1::new(stream)))
+    }
+
     /// Whether the peer (or an error) has closed the connection.
     pub fn is_closed(&self) -> bool {
         match self {
             Self::Http1(http1) => http1.sender.is_closed(),
+            Self::OwnedHttp1(owned) => owned.is_closed(),
             Self::Http2(sender) => sender.is_closed(),
         }
     }
@@ -822,7 +780,7 @@ impl Connection {
     /// Another handle on a multiplexed (HTTP/2) connection; `None` for HTTP/1.1.
     fn share(&self) -> Option<Connection> {
         match self {
-            Self::Http1(_) => None,
+            Self::Http1(_) | Self::OwnedHttp1(_) => None,
             Self::Http2(sender) => Some(Self::Http2(sender.clone())),
         }
     }
@@ -830,18 +788,8 @@ impl Connection {
     /// Whether the connection can take another request (false once the peer closed it).
     pub async fn ready(&mut self) -> bool {
         match self {
-            Self::Http1(Http1 { sender, io, .. }) => {
-                // An owned connection whose I/O has not been woken since it last ran is as it
-                // was then: no need to run it to know.
-                if let Some(owned) = io
-                    && owned.signal.state.load(Ordering::SeqCst) & DRIVER_WOKEN == 0
-                    && owned.driver.is_some()
-                    && sender.is_ready()
-                {
-                    return true;
-                }
-                Http1::driving(io, sender.ready()).await.is_ok()
-            }
+            Self::Http1(Http1 { sender, .. }) => sender.ready().await.is_ok(),
+            Self::OwnedHttp1(owned) => owned.ready(),
             Self::Http2(sender) => sender.ready().await.is_ok(),
         }
     }
@@ -849,21 +797,15 @@ impl Connection {
     /// Sends one request and reads the whole response body (no timeout: the caller applies it).
     pub async fn send(&mut self, template: &RequestTemplate, prepared: &Prepared) -> Outcome {
         match self {
-            Self::Http1(Http1 {
-                sender,
-                io,
-                headers,
-            }) => {
+            Self::Http1(Http1 { sender, headers }) => {
                 let request = template.build(prepared, false, std::mem::take(headers));
-                let exchange = async {
-                    let response = sender
-                        .send_request(request)
-                        .await
-                        .map_err(|err| classify_hyper(&err))?;
-                    read_response(response, Some(headers)).await
-                };
-                Http1::driving(io, exchange).await
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .map_err(|err| classify_hyper(&err))?;
+                read_response(response, Some(headers)).await
             }
+            Self::OwnedHttp1(owned) => owned.send(template, prepared).await,
             Self::Http2(sender) => {
                 let request = template.build(prepared, true, HeaderMap::new());
                 let response = sender
@@ -911,6 +853,7 @@ pub async fn get_text(
             *request.uri_mut() = absolute;
             sender.send_request(request).await
         }
+        Connection::OwnedHttp1(_) => bail!("an owned connection where a shared one was opened"),
     }?;
     let status = response.status();
     if !status.is_success() {
@@ -942,7 +885,7 @@ fn tls_failed(name: &ServerName<'_>, err: &io::Error) -> ErrorKind {
     ErrorKind::Connect
 }
 
-async fn handshake<I>(io: TokioIo<I>, h2: bool, owned: bool) -> Result<Connection, ErrorKind>
+async fn handshake<I>(io: TokioIo<I>, h2: bool) -> Result<Connection, ErrorKind>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -962,18 +905,9 @@ where
             .handshake(io)
             .await
             .map_err(|err| classify_hyper(&err))?;
-        let io = if owned {
-            Some(OwnedIo::new(Box::pin(async move {
-                // Errors reach the request in flight; the connection is then closed.
-                let _ = connection.await;
-            })))
-        } else {
-            tokio::spawn(connection);
-            None
-        };
+        tokio::spawn(connection);
         Ok(Connection::Http1(Http1 {
             sender,
-            io,
             headers: HeaderMap::new(),
         }))
     }
@@ -1035,7 +969,7 @@ fn classify_chain(err: &(dyn StdError + 'static)) -> ErrorKind {
     ErrorKind::Other
 }
 
-fn classify_io(err: &io::Error, fallback: ErrorKind) -> ErrorKind {
+pub(super) fn classify_io(err: &io::Error, fallback: ErrorKind) -> ErrorKind {
     use io::ErrorKind as Io;
     match err.kind() {
         Io::ConnectionRefused
@@ -1129,6 +1063,70 @@ mod tests {
         // In HTTP/2 the authority travels as `:authority` only.
         assert!(!http2.headers().contains_key(HOST));
         assert_eq!(http2.headers()["x-api-key"], "k");
+    }
+
+    fn http1_text(template: &RequestTemplate, prepared: &Prepared) -> String {
+        let mut bytes = Vec::new();
+        template.write_http1(prepared, &mut bytes).unwrap();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn http1_requests_carry_what_the_built_request_carries() {
+        let target = Target::parse("http://127.0.0.1:5000/api").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_static("k"));
+        // Always computed from the request's own body.
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("99"));
+        let entry = |method: Method| MixEntry {
+            method,
+            path: "/users/1?x=1".into(),
+            weight: 1,
+            name: None,
+        };
+        let get = target
+            .template(0, &entry(Method::GET), &headers, false, None)
+            .unwrap();
+        assert_eq!(
+            http1_text(&get, &get.prepare(1, 0).unwrap()),
+            "GET /api/users/1?x=1 HTTP/1.1\r\nhost: 127.0.0.1:5000\r\nx-api-key: k\r\n\r\n"
+        );
+        let post = target
+            .template(0, &entry(Method::POST), &headers, false, None)
+            .unwrap();
+        let mut prepared = post.prepare(1, 0).unwrap();
+        assert_eq!(
+            http1_text(&post, &prepared),
+            "POST /api/users/1?x=1 HTTP/1.1\r\nhost: 127.0.0.1:5000\r\nx-api-key: k\r\n\
+             content-length: 0\r\n\r\n"
+        );
+        prepared.body = Some(Bytes::from_static(b"{\"a\": 1234567890}"));
+        prepared.uris = Some(Box::new(target.request_uris("/rendered/7").unwrap()));
+        assert_eq!(
+            http1_text(&post, &prepared),
+            "POST /api/rendered/7 HTTP/1.1\r\nhost: 127.0.0.1:5000\r\nx-api-key: k\r\n\
+             content-length: 17\r\n\r\n{\"a\": 1234567890}"
+        );
+        let traced = target
+            .template(0, &entry(Method::HEAD), &headers, true, None)
+            .unwrap();
+        assert!(traced.is_head());
+        let prepared = traced.prepare(1, 0).unwrap();
+        let text = http1_text(&traced, &prepared);
+        let traceparent = prepared.traceparent.as_ref().unwrap().to_str().unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "HEAD /api/users/1?x=1 HTTP/1.1\r\nhost: 127.0.0.1:5000\r\nx-api-key: k\r\n\
+                 traceparent: {traceparent}\r\n\r\n"
+            )
+        );
+        let mut digits = Vec::new();
+        for value in [0, 7, 10, 4096, usize::MAX] {
+            digits.clear();
+            push_decimal(&mut digits, value);
+            assert_eq!(digits, value.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod client;
 mod compare;
 mod driver;
+mod http1;
 mod merge;
 mod metrics;
 mod mix;
