@@ -265,22 +265,6 @@ fn http1_fields(headers: &HeaderMap, traceparent: bool) -> Vec<u8> {
     fields
 }
 
-/// Appends `value` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut value: usize) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        // A single digit: the cast cannot truncate.
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
-}
-
 /// Everything needed to build one endpoint's request cheaply (all fields are refcounted).
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
@@ -388,7 +372,7 @@ impl RequestTemplate {
         let body = prepared.body.as_deref().unwrap_or_default();
         if !body.is_empty() || matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
             out.extend_from_slice(b"content-length: ");
-            push_decimal(out, body.len());
+            out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
@@ -1121,12 +1105,6 @@ mod tests {
                  traceparent: {traceparent}\r\n\r\n"
             )
         );
-        let mut digits = Vec::new();
-        for value in [0, 7, 10, 4096, usize::MAX] {
-            digits.clear();
-            push_decimal(&mut digits, value);
-            assert_eq!(digits, value.to_string().as_bytes());
-        }
     }
 
     #[test]
