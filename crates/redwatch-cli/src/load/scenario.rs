@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use hyper::{Method, body::Bytes};
 use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::Deserialize;
@@ -456,6 +456,14 @@ pub fn header(name: &str, value: &str) -> anyhow::Result<(HeaderName, HeaderValu
     let header_name = HeaderName::from_bytes(name.trim().as_bytes())
         .ok()
         .with_context(|| format!("invalid header name {name:?}"))?;
+    // The load generator frames each request itself: a length that is not the body's, or a
+    // coding the body is not in, would make the server misread the connection.
+    if [CONTENT_LENGTH, TRANSFER_ENCODING].contains(&header_name) {
+        bail!(
+            "header {name:?} cannot be set: redwatch load frames each request itself \
+             (content-length from its body)"
+        );
+    }
     let header_value = HeaderValue::from_str(value.trim())
         .ok()
         .with_context(|| format!("invalid value {value:?} for header {name:?}"))?;
@@ -600,7 +608,14 @@ endpoints:
             (name.as_str(), value.to_str().unwrap()),
             ("x-api-key", "abc: def")
         );
-        for bad in ["NoColon", "Bad Name: x", ": x", "X-Ok: bad\u{7f}value"] {
+        for bad in [
+            "NoColon",
+            "Bad Name: x",
+            ": x",
+            "X-Ok: bad\u{7f}value",
+            "Content-Length: 5",
+            "transfer-encoding: chunked",
+        ] {
             assert!(parse_header_flag(bad).is_err(), "{bad:?}");
         }
     }

@@ -48,6 +48,7 @@ const CASES: &[(&str, &str, &str)] = &[
         "/nonexistent-redwatch-dir/scenario.yaml",
     ),
     ("load", "--header", "no colon"),
+    ("load", "--header", "Content-Length: 5"),
     (
         "load",
         "--timeline",
