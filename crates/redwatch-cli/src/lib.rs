@@ -13,7 +13,7 @@ mod write;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Monitor an HTTP API written in Rust with Prometheus and Grafana.
 #[derive(Debug, Parser)]
@@ -60,6 +60,24 @@ pub enum Settings {
 }
 
 impl Cli {
+    /// Parses `argv` and the environment. A flag on the command line sets aside the variables
+    /// of the flags it excludes: `REDWATCH_RATE`, say, set for the demo, does not stop
+    /// `redwatch load --concurrency 8`.
+    pub fn try_parse_args<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(argv)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        if let (Command::Load(args), Some(("load", load))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            args.prefer_command_line(load);
+        }
+        Ok(cli)
+    }
+
     /// The typed settings of the subcommand: every value and every combination checked, with
     /// the same kind of error as clap's own.
     pub fn settings(self) -> Result<Settings, clap::Error> {
@@ -89,7 +107,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
 /// The `redwatch` command: bad input is one line and exit status 2, whether clap or a
 /// combination of flags refused it.
 pub fn main() -> ExitCode {
-    let (log_level, settings) = match Cli::try_parse().and_then(|cli| {
+    let (log_level, settings) = match Cli::try_parse_args(std::env::args_os()).and_then(|cli| {
         let log_level = cli.log_level.clone();
         cli.settings().map(|settings| (log_level, settings))
     }) {
@@ -175,9 +193,22 @@ mod tests {
     use super::*;
 
     fn settings(argv: &[&str]) -> Result<Settings, String> {
-        Cli::try_parse_from(argv)
+        Cli::try_parse_args(argv)
             .and_then(Cli::settings)
             .map_err(|err| clap_error_line(&err))
+    }
+
+    #[test]
+    fn run_modes_on_the_command_line_exclude_each_other() {
+        for modes in [
+            ["--rate", "5", "--concurrency", "2"],
+            ["--rate", "5", "--rate-profile", "ramp:1..2"],
+            ["--rate-profile", "ramp:1..2", "--concurrency", "2"],
+        ] {
+            let argv: Vec<&str> = ["redwatch", "load"].into_iter().chain(modes).collect();
+            let err = settings(&argv).err().expect("refused");
+            assert!(err.contains("exclude each other"), "{modes:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Exemplars: a traced request's trace id on the latency bucket it landed in.
 //!
-//! `cargo run -p redwatch --example exemplars` sends two requests through the app in process,
-//! one with a sampled W3C `traceparent`, and prints the OpenMetrics bucket lines that carry an
-//! exemplar. Behind a real server the same happens for every request that carries one (for
+//! `cargo run -p redwatch --features exemplars --example exemplars` sends two requests through
+//! the app in process, one with a sampled W3C `traceparent`, and prints the OpenMetrics bucket
+//! lines that carry an exemplar. Behind a real server the same happens for every request that carries one (for
 //! example from an OpenTelemetry-instrumented client, or `redwatch load --traceparent`), and
 //! Prometheus keeps them with `--enable-feature=exemplar-storage`.
 

@@ -633,19 +633,38 @@ impl MetricsBuilder {
             }
             None => String::new(),
         };
-        let reserved = [
+        // Every label the preset writes on a series that also carries the constant labels (the
+        // RED series, the in-flight gauge, the info metrics): a second label of the same name
+        // would make the whole exposition invalid.
+        let reserved: Vec<&str> = [
             names.method_label,
             names.route_label,
             names.status_label,
+            names.version_label,
+            names.environment_label,
             "le",
-        ];
+        ]
+        .into_iter()
+        .chain(names.scheme_label)
+        .chain(names.protocol_version_label)
+        .chain(names.error_type_label)
+        .chain((self.naming == Naming::Otel).then_some("service_name"))
+        .collect();
         let mut const_labels = String::new();
-        for (name, value) in &self.const_labels {
+        for (index, (name, value)) in self.const_labels.iter().enumerate() {
             check_name("label name", name)?;
             if name.starts_with("__") || reserved.contains(&name.as_str()) {
                 return Err(BuildError(format!(
                     "constant label {name:?} is reserved by the {} preset or by Prometheus",
                     self.naming
+                )));
+            }
+            if self.const_labels[..index]
+                .iter()
+                .any(|(earlier, _)| earlier == name)
+            {
+                return Err(BuildError(format!(
+                    "constant label {name:?} is given twice"
                 )));
             }
             const_labels.push_str(&format!(",{name}=\"{}\"", escape_label_value(value)));
@@ -969,6 +988,39 @@ mod tests {
         let refuse = |builder: MetricsBuilder| builder.build().unwrap_err().to_string();
         assert!(refuse(Metrics::builder().namespace("1x")).contains("namespace"));
         assert!(refuse(Metrics::builder().const_label("le", "x")).contains("reserved"));
+        // Each label the preset writes itself, on the RED series or the info metrics.
+        for name in [
+            "http_route",
+            "url_scheme",
+            "network_protocol_version",
+            "error_type",
+            "service_name",
+            "service_version",
+            "deployment_environment_name",
+        ] {
+            assert!(
+                refuse(Metrics::builder().const_label(name, "x")).contains("reserved"),
+                "{name}"
+            );
+        }
+        for name in ["path", "status", "version", "environment"] {
+            let builder = Metrics::builder()
+                .naming(Naming::Flask)
+                .const_label(name, "x");
+            assert!(refuse(builder).contains("reserved"), "{name}");
+        }
+        // Names that only the other preset uses are free.
+        assert!(
+            Metrics::builder()
+                .naming(Naming::Flask)
+                .const_label("url_scheme", "x")
+                .build()
+                .is_ok()
+        );
+        let twice = Metrics::builder()
+            .const_label("team", "a")
+            .const_label("team", "b");
+        assert!(refuse(twice).contains("twice"));
         assert!(refuse(Metrics::builder().duration_buckets(vec![1.0, 0.5])).contains("ascending"));
         assert!(refuse(Metrics::builder().duration_buckets(vec![])).contains("empty"));
         #[cfg(feature = "regex")]

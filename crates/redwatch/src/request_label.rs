@@ -200,7 +200,8 @@ impl LabelValues {
         let value = match &self.source {
             LabelSource::Header(Ok(header)) => match request.headers().get(header) {
                 None => Some(""),
-                Some(value) => value.to_str().ok(),
+                // Any UTF-8, not only the visible ASCII that `HeaderValue::to_str` accepts.
+                Some(value) => std::str::from_utf8(value.as_bytes()).ok(),
             },
             LabelSource::Header(Err(_)) => Some(""),
             LabelSource::Extension { read, .. } => Some(read(request.extensions()).unwrap_or("")),
@@ -296,6 +297,23 @@ mod tests {
         assert_eq!(values.value(OVERFLOW_VALUE).as_deref(), Some("overflow"));
         assert_eq!(values.rendered(b), ",tenant=\"b\"");
         assert_eq!(values.rendered(NO_VALUE), "");
+    }
+
+    #[test]
+    fn any_utf8_value_is_kept_and_other_bytes_are_overflow() {
+        let values = LabelValues::new(RequestLabel::from_header("tenant", "x-tenant"));
+        let header = |bytes: &[u8]| {
+            let mut request = Request::new(());
+            request.headers_mut().insert(
+                "x-tenant",
+                http::HeaderValue::from_bytes(bytes).expect("a valid header value"),
+            );
+            request
+        };
+        let munich = values.index_of(&header("münchen".as_bytes()));
+        assert_eq!(values.value(munich).as_deref(), Some("münchen"));
+        assert_eq!(values.rendered(munich), ",tenant=\"münchen\"");
+        assert_eq!(values.index_of(&header(b"m\xfcnchen")), OVERFLOW_VALUE);
     }
 
     #[test]

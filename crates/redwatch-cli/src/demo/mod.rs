@@ -129,6 +129,9 @@ impl Parts {
             .service_name("redwatch-demo")
             .app_version(env!("CARGO_PKG_VERSION"))
             .environment("demo")
+            // As `redwatch serve`: the load below sends a sampled `traceparent` with every
+            // request, so the latency buckets carry exemplars for the demo's Prometheus to keep.
+            .exemplars(true)
             .build()
             .context("invalid metrics configuration")?;
         let api_listener = TcpListener::bind(args.listen)
@@ -149,6 +152,7 @@ impl Parts {
             .context("load generator settings")?;
         load.mix = args.mix.clone();
         load.duration = args.duration;
+        load.traceparent = true;
         let rules = prometheus::rule_settings(api_target, load_metrics_addr, args.scrape_interval)?;
         let dashboard = dashboard_settings(&metrics, &rules, args.dashboard_rate_window());
         // Checked now, so that a setting the dashboard refuses stops the demo before it starts.

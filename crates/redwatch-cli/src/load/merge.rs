@@ -25,7 +25,7 @@ pub struct MergeArgs {
 
     /// Pass/fail conditions on the merged figures, as `redwatch load --threshold`; exit status 1
     /// when one fails. [default: none]
-    #[arg(long = "threshold", value_name = "EXPR", value_delimiter = ',',
+    #[arg(long = "threshold", env = "REDWATCH_THRESHOLD", value_name = "EXPR", value_delimiter = ',',
           value_parser = |text: &str| text.parse::<Threshold>().map_err(|err| format!("{err:#}")))]
     pub thresholds: Vec<Threshold>,
 }

@@ -33,8 +33,7 @@ pub struct LoadArgs {
 
     /// Open loop: requests per second on one global schedule, whatever the responses do.
     /// [default: none; one of --rate, --rate-profile or --concurrency is required]
-    #[arg(long, env = "REDWATCH_RATE", conflicts_with_all = ["concurrency", "rate_profile"],
-          value_parser = rate_flag, allow_negative_numbers = true)]
+    #[arg(long, env = "REDWATCH_RATE", value_parser = rate_flag, allow_negative_numbers = true)]
     pub rate: Option<f64>,
 
     /// Open loop with a rate that changes over time (instead of --rate):
@@ -42,8 +41,7 @@ pub struct LoadArgs {
     /// --duration, then TO), `step:RATE@AT,RATE@AT,...` (e.g. `step:100@0s,500@10s`; first step
     /// at 0s), `sine:MIN..MAX:PERIOD` (between MIN and MAX req/s, starting at the middle and
     /// rising). [default: none]
-    #[arg(long, env = "REDWATCH_RATE_PROFILE", conflicts_with = "concurrency",
-          value_parser = reason(RateProfileFlag::parse))]
+    #[arg(long, env = "REDWATCH_RATE_PROFILE", value_parser = reason(RateProfileFlag::parse))]
     pub rate_profile: Option<RateProfileFlag>,
 
     /// Closed loop: N connections each sending the next request as soon as the previous one
@@ -341,6 +339,29 @@ impl LoadSettings {
 }
 
 impl LoadArgs {
+    /// With a run mode (--rate, --rate-profile, --concurrency) on the command line, the others'
+    /// environment variables are set aside, so that one environment can run every subcommand.
+    pub(crate) fn prefer_command_line(&mut self, matches: &clap::ArgMatches) {
+        use clap::parser::ValueSource;
+        let source = |id: &str| matches.value_source(id);
+        let modes = ["rate", "rate_profile", "concurrency"];
+        if !modes
+            .iter()
+            .any(|id| source(id) == Some(ValueSource::CommandLine))
+        {
+            return;
+        }
+        if source("rate") == Some(ValueSource::EnvVariable) {
+            self.rate = None;
+        }
+        if source("rate_profile") == Some(ValueSource::EnvVariable) {
+            self.rate_profile = None;
+        }
+        if source("concurrency") == Some(ValueSource::EnvVariable) {
+            self.concurrency = None;
+        }
+    }
+
     /// The settings of a `redwatch load` run: 10 s unless --duration or --requests bounds it.
     pub fn settings(self) -> Result<LoadSettings, clap::Error> {
         let duration = match (self.duration, self.requests) {
@@ -355,10 +376,14 @@ impl LoadArgs {
                     .map_err(|err| crate::invalid(format!("invalid --rate-profile: {err:#}")))?,
             ),
             (None, None, Some(concurrency)) => Mode::Closed(concurrency),
-            // Pairs are refused by clap (`conflicts_with`).
-            _ => {
+            (None, None, None) => {
                 return Err(crate::invalid(
                     "give --rate RPS or --rate-profile SPEC (open loop), or --concurrency N (closed loop)",
+                ));
+            }
+            _ => {
+                return Err(crate::invalid(
+                    "--rate, --rate-profile and --concurrency exclude each other: give one",
                 ));
             }
         };

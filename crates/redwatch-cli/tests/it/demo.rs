@@ -147,6 +147,21 @@ async fn a_bounded_run_serves_the_dashboard_and_its_counts_agree_with_metrics_an
     };
     let after = metrics_counts(&demo.metrics().await);
     let dashboard = dashboard_counts(&data);
+    // The load sends a sampled `traceparent` with every request, so the latency buckets carry
+    // exemplars (OpenMetrics shows them) for the demo's Prometheus to keep.
+    let openmetrics = get_async(
+        demo.api,
+        "/metrics",
+        &[("Accept", "application/openmetrics-text;version=1.0.0")],
+    )
+    .await;
+    assert!(
+        openmetrics.body.lines().any(|line| line
+            .starts_with("http_server_request_duration_seconds_bucket{")
+            && line.contains(" # {trace_id=\"")),
+        "no exemplar on a latency bucket: {}",
+        openmetrics.body
+    );
     assert!(
         dashboard.values().sum::<u64>() > dashboard_counts(&first).values().sum::<u64>(),
         "request counts do not grow: {first} then {data}"
@@ -459,6 +474,18 @@ fn one_environment_runs_every_subcommand() {
         load.status.success(),
         "load: {}",
         String::from_utf8_lossy(&load.stderr)
+    );
+
+    // A run mode on the command line sets aside the environment's other one (REDWATCH_RATE).
+    let closed_loop = command("load")
+        .args(["--target", &format!("http://{api}")])
+        .args(["--concurrency", "1", "--requests", "5"])
+        .output()
+        .expect("run load");
+    assert!(
+        closed_loop.status.success(),
+        "load --concurrency: {}",
+        String::from_utf8_lossy(&closed_loop.stderr)
     );
 
     let demo = command("demo").output().expect("run demo");

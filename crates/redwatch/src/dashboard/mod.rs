@@ -153,8 +153,9 @@ impl DashboardBuilder {
         self
     }
 
-    /// How much history is kept (default 15 minutes; at most 100,000 samples). The page
-    /// offers ranges up to it.
+    /// How much history is kept (default 15 minutes; at most 100,000 samples). The page offers
+    /// the last 1, 5 and 15 minutes, each showing what the history holds of it; `{path}/data`
+    /// serves any `range` (seconds) up to the history.
     pub fn history(mut self, history: Duration) -> Self {
         self.history = history;
         self
