@@ -206,7 +206,7 @@ mod tests {
             ["--rate-profile", "ramp:1..2", "--concurrency", "2"],
         ] {
             let argv: Vec<&str> = ["redwatch", "load"].into_iter().chain(modes).collect();
-            let err = settings(&argv).err().expect("refused");
+            let err = settings(&argv).expect_err("refused");
             assert!(err.contains("exclude each other"), "{modes:?}: {err}");
         }
     }

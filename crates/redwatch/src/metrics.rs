@@ -415,7 +415,9 @@ impl MetricsBuilder {
         self
     }
 
-    /// A label with the same value on every redwatch series, e.g. `service` or `env`.
+    /// A label with the same value on every redwatch series, e.g. `service` or `env`. Its name
+    /// may not be one the preset writes itself (on the RED series or the info metric), start
+    /// with `__`, or be given twice: [`MetricsBuilder::build`] refuses that.
     pub fn const_label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.const_labels.push((name.into(), value.into()));
         self
