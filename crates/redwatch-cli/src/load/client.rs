@@ -1,6 +1,7 @@
 //! HTTP transport: the target, request templates, a keep-alive pool for open loop and dedicated
-//! connections for closed loop (HTTP/1.1 ones exchanged on directly, see `http1`; hyper for the
-//! rest), and the classification of failures.
+//! connections for closed loop (HTTP/1.1 exchanged on directly by the task holding the
+//! connection, see `http1`; hyper for HTTP/2 and [`get_text`]), and the classification of
+//! failures.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -566,7 +567,9 @@ impl ConnectionPool {
     /// Opens a connection unless connects are backing off after failures.
     async fn connect(&self) -> Result<Connection, ErrorKind> {
         lock(&self.backoff).allows_attempt(Instant::now())?;
-        let opened = Connection::open(&self.transport, self.timeout).await;
+        // Owned: an HTTP/1.1 connection carries one exchange at a time, and between exchanges
+        // it waits in the pool unread, so the task that checks it out can do its I/O itself.
+        let opened = Connection::open_owned(&self.transport, self.timeout).await;
         // Success is only known once a request on the new connection has been answered.
         if let Err(cause) = &opened {
             lock(&self.backoff).failed(Instant::now(), *cause);
@@ -699,7 +702,7 @@ impl Connection {
 
     /// Like [`Connection::open`], but an HTTP/1.1 connection is used directly by the caller's
     /// [`Connection::ready`] and [`Connection::send`] (see [`OwnedHttp1`]): for a connection
-    /// used by one task only, this saves hyper's channels between tasks and its per-response
+    /// used by one task at a time, this saves hyper's channels between tasks and its per-response
     /// allocations. Between exchanges nothing reads the connection; a close by the peer
     /// meanwhile is seen by the next `ready`. (HTTP/2 connections always run in a task of
     /// their own, through hyper.)

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 exchange of a closed-loop worker on the connection it owns, the way wrk does it:
+//! The HTTP/1.1 exchange on a connection held by one task at a time (a closed-loop worker's, or
+//! one checked out of the open loop's pool), the way wrk does it:
 //! the request is written from bytes serialized once per template, and the response is read
 //! into a reusable per-connection buffer, its head parsed by httparse and its body read by its
 //! framing and counted, never held. hyper's client connection spent most of a request's
