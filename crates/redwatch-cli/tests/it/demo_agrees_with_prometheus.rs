@@ -266,13 +266,18 @@ async fn the_page_agrees_with_prometheus_on_the_grafana_dashboards_queries() {
         );
         for (route, &theirs) in &expected {
             let ours = page[route];
-            let difference = (ours - theirs).abs() / ours.abs().max(theirs.abs());
+            // Relative, and 0 when both are 0 (0/0 would be NaN, which no tolerance rejects).
+            let difference = if ours == theirs {
+                0.0
+            } else {
+                (ours - theirs).abs() / ours.abs().max(theirs.abs())
+            };
             eprintln!(
                 "{field:>22} {route:<10} page {ours:>10.4}  Prometheus {theirs:>10.4}  {:.2} %",
                 difference * 100.0
             );
             compared += 1;
-            if difference > TOLERANCE {
+            if difference.is_nan() || difference > TOLERANCE {
                 failures.push(format!(
                     "{field} {route}: page {ours}, Prometheus {theirs} ({expr})"
                 ));

@@ -135,14 +135,26 @@ fn prometheus_problems(objects: &[Value]) -> Result<Vec<String>, String> {
             }
         }
     }
-    for target in strings(&config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]) {
+    let alertmanagers =
+        strings(&config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]);
+    if alertmanagers.is_empty() {
+        problems.push("no Alertmanager target".to_owned());
+    }
+    for target in alertmanagers {
         if !service_exists(objects, &target) {
             problems.push(format!("no Service for Alertmanager {target}"));
         }
     }
     // Each scrape job keeps the targets of an object of the build: the API's Service by name and
     // port name, the load generator's pods by label and container port name.
-    for job in config["scrape_configs"].as_sequence().into_iter().flatten() {
+    let jobs = config["scrape_configs"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    if jobs.is_empty() {
+        problems.push("no scrape job".to_owned());
+    }
+    for job in &jobs {
         let keep = &job["relabel_configs"][0];
         let regex = keep["regex"].as_str().unwrap_or_default().replace('\\', "");
         let (name, port) = regex.split_once(';').unwrap_or_default();
