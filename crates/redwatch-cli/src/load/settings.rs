@@ -70,7 +70,9 @@ pub struct LoadArgs {
     pub scenario: Option<PathBuf>,
 
     /// A header sent with every request, `Name: value`; repeatable (in REDWATCH_HEADER, one per
-    /// line). A scenario endpoint's own headers take precedence. [default: none]
+    /// line). A scenario endpoint's own headers take precedence. Content-Length and
+    /// Transfer-Encoding are refused: each request's framing is the load generator's. [default:
+    /// none]
     #[arg(long = "header",  env = "REDWATCH_HEADER", value_name = "'NAME: VALUE'",
           value_delimiter = '\n', value_parser = reason(parse_header_flag))]
     pub headers: Vec<(HeaderName, HeaderValue)>,
