@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
 
 use super::http1::{self, OwnedHttp1, READ_BUFFER_BYTES};
 use super::mix::MixEntry;
@@ -724,7 +725,7 @@ impl Connection {
                         let _ = stream.set_nodelay(true);
                         let Some((connector, name)) = &transport.tls else {
                             if owned && !transport.h2c {
-                                return Ok(Self::owned_http1(http1::Stream::Tcp(stream)));
+                                return Ok(Self::owned_http1(Either::Left(stream)));
                             }
                             return handshake(TokioIo::new(stream), transport.h2c).await;
                         };
@@ -734,7 +735,7 @@ impl Connection {
                             .map_err(|err| tls_failed(name, &err))?;
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                         if owned && !h2 {
-                            return Ok(Self::owned_http1(http1::Stream::Tls(Box::new(tls))));
+                            return Ok(Self::owned_http1(Either::Right(Box::new(tls))));
                         }
                         return handshake(TokioIo::new(tls), h2).await;
                     }

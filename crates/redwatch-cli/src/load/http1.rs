@@ -10,10 +10,11 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::client::{Answer, ErrorKind, Outcome, Prepared, RequestTemplate, classify_io};
 
@@ -29,53 +30,9 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in a response head or trailer section (as hyper's default).
 const MAX_HEADERS: usize = 100;
 
-/// The stream under an HTTP/1.1 connection: plain TCP, or TLS over it.
-#[derive(Debug)]
-pub enum Stream {
-    Tcp(TcpStream),
-    /// Boxed: a TLS session's state is about a kilobyte.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// The stream under an HTTP/1.1 connection: plain TCP, or TLS over it (boxed: a TLS session's
+/// state is about a kilobyte).
+pub type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// An HTTP/1.1 connection used by the one task that owns it, one exchange at a time.
 #[derive(Debug)]
@@ -110,11 +67,11 @@ impl OwnedHttp1 {
         }
         let quiet = match &mut self.stream {
             // Without registering for a wake-up, which a poll would.
-            Stream::Tcp(tcp) => matches!(
+            Either::Left(tcp) => matches!(
                 tcp.try_read(&mut self.buffer.bytes),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock
             ),
-            Stream::Tls(_) => {
+            Either::Right(_) => {
                 let mut cx = Context::from_waker(Waker::noop());
                 let mut unread = ReadBuf::new(&mut self.buffer.bytes);
                 Pin::new(&mut self.stream)
@@ -487,6 +444,7 @@ async fn read_until_close<R: AsyncRead + Unpin>(
 
 #[cfg(test)]
 mod tests {
+    use std::task::Poll;
     use std::time::Duration;
 
     use super::*;
@@ -807,7 +765,7 @@ mod tests {
         let prepared = template.prepare(1, 0).unwrap();
         let connect = || async {
             let stream = TcpStream::connect(addr).await.unwrap();
-            OwnedHttp1::new(Stream::Tcp(stream))
+            OwnedHttp1::new(Either::Left(stream))
         };
 
         let mut connection = connect().await;

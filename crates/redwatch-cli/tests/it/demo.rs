@@ -466,27 +466,20 @@ fn one_environment_runs_every_subcommand() {
     );
     let api = serve.addr;
 
-    let load = command("load")
-        .args(["--target", &format!("http://{api}")])
-        .output()
-        .expect("run load");
-    assert!(
-        load.status.success(),
-        "load: {}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-
-    // A run mode on the command line sets aside the environment's other one (REDWATCH_RATE).
-    let closed_loop = command("load")
-        .args(["--target", &format!("http://{api}")])
-        .args(["--concurrency", "1", "--requests", "5"])
-        .output()
-        .expect("run load");
-    assert!(
-        closed_loop.status.success(),
-        "load --concurrency: {}",
-        String::from_utf8_lossy(&closed_loop.stderr)
-    );
+    // The environment's open loop, then a closed loop on the command line, which sets aside
+    // the environment's other run mode (REDWATCH_RATE).
+    for run_mode in [&[][..], &["--concurrency", "1", "--requests", "5"]] {
+        let load = command("load")
+            .args(["--target", &format!("http://{api}")])
+            .args(run_mode)
+            .output()
+            .expect("run load");
+        assert!(
+            load.status.success(),
+            "load {run_mode:?}: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+    }
 
     let demo = command("demo").output().expect("run demo");
     assert!(
