@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
-use super::http1::{self, OwnedHttp1, READ_BUFFER_BYTES};
+use super::http1::OwnedHttp1;
 use super::mix::MixEntry;
 use super::scenario::Scenario;
 
@@ -382,13 +382,10 @@ impl RequestTemplate {
         Ok(())
     }
 
-    /// The request, its headers put in `headers` (an empty map, perhaps with capacity to reuse).
-    fn build(
-        &self,
-        prepared: &Prepared,
-        absolute: bool,
-        mut headers: HeaderMap,
-    ) -> Request<Full<Bytes>> {
+    /// The request for hyper: with the absolute URI (HTTP/2, which names the host in
+    /// `:authority`), or the origin form and a Host header.
+    fn build(&self, prepared: &Prepared, absolute: bool) -> Request<Full<Bytes>> {
+        let mut headers = HeaderMap::new();
         let body = prepared.body.clone().unwrap_or_default();
         let length = body.len();
         let mut request = Request::new(Full::new(body));
@@ -570,7 +567,7 @@ impl ConnectionPool {
         lock(&self.backoff).allows_attempt(Instant::now())?;
         // Owned: an HTTP/1.1 connection carries one exchange at a time, and between exchanges
         // it waits in the pool unread, so the task that checks it out can do its I/O itself.
-        let opened = Connection::open_owned(&self.transport, self.timeout).await;
+        let opened = Connection::open(&self.transport, self.timeout).await;
         // Success is only known once a request on the new connection has been answered.
         if let Err(cause) = &opened {
             lock(&self.backoff).failed(Instant::now(), *cause);
@@ -674,93 +671,52 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One HTTP/1.1 connection through hyper, whose I/O runs in a task of its own.
-#[derive(Debug)]
-pub struct Http1 {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    /// The last response's header map, cleared: the next request's headers are built in it, so
-    /// that neither the request's map nor the response's (which hyper parses into the map of
-    /// the request it answers) is allocated anew for each exchange.
-    headers: HeaderMap,
-}
+/// The stream under a connection: plain TCP, or TLS over it (boxed: a TLS session's state is
+/// about a kilobyte).
+pub type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
-/// One connection: HTTP/1.1 (through hyper, or owned by one task), or a handle on a
-/// multiplexed HTTP/2 connection.
+/// One connection: HTTP/1.1, exchanged on directly by the task that holds it (see
+/// [`OwnedHttp1`]), or a handle on a multiplexed HTTP/2 connection through hyper.
 #[derive(Debug)]
 pub enum Connection {
-    Http1(Http1),
-    /// Boxed: the largest variant by far, and made once per connection.
-    OwnedHttp1(Box<OwnedHttp1>),
+    /// Boxed: the larger variant by far, and made once per connection.
+    Http1(Box<OwnedHttp1>),
     Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 impl Connection {
-    /// Connects to the first reachable address (and completes TLS), within `timeout`; the
-    /// connection's I/O runs in a task of its own, so that handles can be used from any task.
+    /// Connects to the first reachable address (and completes TLS), within `timeout`.
+    ///
+    /// An HTTP/1.1 connection is used directly by the holder's [`Connection::ready`] and
+    /// [`Connection::send`], one exchange at a time: no channels between tasks, no allocation
+    /// per response. Between exchanges nothing reads it; a close by the peer meanwhile is seen by
+    /// the next `ready`. An HTTP/2 connection's I/O runs in a task of its own, so that its
+    /// handles can be used from any task.
     pub async fn open(transport: &Transport, timeout: Duration) -> Result<Self, ErrorKind> {
-        Self::connect(transport, timeout, false).await
-    }
-
-    /// Like [`Connection::open`], but an HTTP/1.1 connection is used directly by the caller's
-    /// [`Connection::ready`] and [`Connection::send`] (see [`OwnedHttp1`]): for a connection
-    /// used by one task at a time, this saves hyper's channels between tasks and its per-response
-    /// allocations. Between exchanges nothing reads the connection; a close by the peer
-    /// meanwhile is seen by the next `ready`. (HTTP/2 connections always run in a task of
-    /// their own, through hyper.)
-    pub async fn open_owned(transport: &Transport, timeout: Duration) -> Result<Self, ErrorKind> {
-        Self::connect(transport, timeout, true).await
-    }
-
-    async fn connect(
-        transport: &Transport,
-        timeout: Duration,
-        owned: bool,
-    ) -> Result<Self, ErrorKind> {
-        let connect = async {
-            let mut last = ErrorKind::Connect;
-            for addr in transport.addrs.iter() {
-                match TcpStream::connect(addr).await {
-                    Ok(stream) => {
-                        // Nagle would add up to 40 ms to small requests on some stacks.
-                        let _ = stream.set_nodelay(true);
-                        let Some((connector, name)) = &transport.tls else {
-                            if owned && !transport.h2c {
-                                return Ok(Self::owned_http1(Either::Left(stream)));
-                            }
-                            return handshake(TokioIo::new(stream), transport.h2c).await;
-                        };
-                        let tls = connector
-                            .connect(name.clone(), stream)
-                            .await
-                            .map_err(|err| tls_failed(name, &err))?;
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        if owned && !h2 {
-                            return Ok(Self::owned_http1(Either::Right(Box::new(tls))));
-                        }
-                        return handshake(TokioIo::new(tls), h2).await;
-                    }
-                    Err(err) => last = classify_io(&err, ErrorKind::Connect),
-                }
+        let open = async {
+            let (stream, h2) = connect(transport).await?;
+            if !h2 {
+                return Ok(Self::Http1(Box::new(OwnedHttp1::new(stream))));
             }
-            Err(last)
+            let (sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .map_err(|err| classify_hyper(&err))?;
+            tokio::spawn(connection);
+            Ok(Self::Http2(sender))
         };
         // Boxed: the TLS handshake's state is kilobytes, and inline it would make every
         // future that may open a connection (a worker's exchange, for each request) that large,
         // to be copied on every request; one allocation per connection is cheaper.
-        tokio::time::timeout(timeout, Box::pin(connect))
+        tokio::time::timeout(timeout, Box::pin(open))
             .await
             .unwrap_or(Err(ErrorKind::Connect))
-    }
-
-    fn owned_http1(stream: http1::Stream) -> Self {
-        Self::OwnedHttp1(Box::new(OwnedHttp1::new(stream)))
     }
 
     /// Whether the peer (or an error) has closed the connection.
     pub fn is_closed(&self) -> bool {
         match self {
-            Self::Http1(http1) => http1.sender.is_closed(),
-            Self::OwnedHttp1(owned) => owned.is_closed(),
+            Self::Http1(http1) => http1.is_closed(),
             Self::Http2(sender) => sender.is_closed(),
         }
     }
@@ -768,7 +724,7 @@ impl Connection {
     /// Another handle on a multiplexed (HTTP/2) connection; `None` for HTTP/1.1.
     fn share(&self) -> Option<Connection> {
         match self {
-            Self::Http1(_) | Self::OwnedHttp1(_) => None,
+            Self::Http1(_) => None,
             Self::Http2(sender) => Some(Self::Http2(sender.clone())),
         }
     }
@@ -776,8 +732,7 @@ impl Connection {
     /// Whether the connection can take another request (false once the peer closed it).
     pub async fn ready(&mut self) -> bool {
         match self {
-            Self::Http1(Http1 { sender, .. }) => sender.ready().await.is_ok(),
-            Self::OwnedHttp1(owned) => owned.ready(),
+            Self::Http1(http1) => http1.ready(),
             Self::Http2(sender) => sender.ready().await.is_ok(),
         }
     }
@@ -785,25 +740,41 @@ impl Connection {
     /// Sends one request and reads the whole response body (no timeout: the caller applies it).
     pub async fn send(&mut self, template: &RequestTemplate, prepared: &Prepared) -> Outcome {
         match self {
-            Self::Http1(Http1 { sender, headers }) => {
-                let request = template.build(prepared, false, std::mem::take(headers));
-                let response = sender
-                    .send_request(request)
-                    .await
-                    .map_err(|err| classify_hyper(&err))?;
-                read_response(response, Some(headers)).await
-            }
-            Self::OwnedHttp1(owned) => owned.send(template, prepared).await,
+            Self::Http1(http1) => http1.send(template, prepared).await,
             Self::Http2(sender) => {
-                let request = template.build(prepared, true, HeaderMap::new());
                 let response = sender
-                    .send_request(request)
+                    .send_request(template.build(prepared, true))
                     .await
                     .map_err(|err| classify_hyper(&err))?;
-                read_response(response, None).await
+                read_response(response).await
             }
         }
     }
+}
+
+/// A stream to the first reachable address of `transport`, TLS completed, and whether it speaks
+/// HTTP/2 (h2c, or chosen by the server's ALPN).
+async fn connect(transport: &Transport) -> Result<(Stream, bool), ErrorKind> {
+    let mut last = ErrorKind::Connect;
+    for addr in transport.addrs.iter() {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Nagle would add up to 40 ms to small requests on some stacks.
+                let _ = stream.set_nodelay(true);
+                let Some((connector, name)) = &transport.tls else {
+                    return Ok((Either::Left(stream), transport.h2c));
+                };
+                let tls = connector
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(|err| tls_failed(name, &err))?;
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                return Ok((Either::Right(Box::new(tls)), h2));
+            }
+            Err(err) => last = classify_io(&err, ErrorKind::Connect),
+        }
+    }
+    Err(last)
 }
 
 /// GETs `url` (http or https, with `tls` for https) on a connection of its own and returns the
@@ -820,29 +791,32 @@ pub async fn get_text(
         url.scheme_str().unwrap_or("http")
     ))?;
     let transport = Transport::new(&target, target.resolve().await?, tls, false)?;
-    let mut connection = Connection::open(&transport, Duration::from_secs(10))
+    let (stream, h2) = tokio::time::timeout(Duration::from_secs(10), connect(&transport))
         .await
+        .unwrap_or(Err(ErrorKind::Connect))
         .map_err(|kind| anyhow::anyhow!("cannot connect ({kind})"))?;
+    let io = TokioIo::new(stream);
     let path = url.path_and_query().map_or("/", |p| p.as_str());
     let (origin_form, absolute) = target.request_uris(path)?;
     let mut request = Request::new(Full::new(Bytes::new()));
     request
         .headers_mut()
         .insert(hyper::header::ACCEPT, HeaderValue::from_static(accept));
-    let response = match &mut connection {
-        Connection::Http1(Http1 { sender, .. }) => {
-            *request.uri_mut() = origin_form;
-            request
-                .headers_mut()
-                .insert(HOST, HeaderValue::from_str(&target.authority)?);
-            sender.send_request(request).await
-        }
-        Connection::Http2(sender) => {
-            *request.uri_mut() = absolute;
-            sender.send_request(request).await
-        }
-        Connection::OwnedHttp1(_) => bail!("an owned connection where a shared one was opened"),
-    }?;
+    let response = if h2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(connection);
+        *request.uri_mut() = absolute;
+        sender.send_request(request).await?
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(connection);
+        *request.uri_mut() = origin_form;
+        request
+            .headers_mut()
+            .insert(HOST, HeaderValue::from_str(&target.authority)?);
+        sender.send_request(request).await?
+    };
     let status = response.status();
     if !status.is_success() {
         bail!("status {status}");
@@ -873,43 +847,10 @@ fn tls_failed(name: &ServerName<'_>, err: &io::Error) -> ErrorKind {
     ErrorKind::Connect
 }
 
-async fn handshake<I>(io: TokioIo<I>, h2: bool) -> Result<Connection, ErrorKind>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    if h2 {
-        let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|err| classify_hyper(&err))?;
-        tokio::spawn(connection);
-        Ok(Connection::Http2(sender))
-    } else {
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .read_buf_exact_size(Some(READ_BUFFER_BYTES))
-            // A load test's requests are small: one buffer and one write(2) each is cheaper
-            // than queueing head and body for a vectored write (and TLS streams write each
-            // slice of a vectored write on its own anyway).
-            .writev(false)
-            .handshake(io)
-            .await
-            .map_err(|err| classify_hyper(&err))?;
-        tokio::spawn(connection);
-        Ok(Connection::Http1(Http1 {
-            sender,
-            headers: HeaderMap::new(),
-        }))
-    }
-}
-
-/// Reads a response to its end; its header map, cleared, goes to `spare` for the next request.
-async fn read_response(response: Response<Incoming>, spare: Option<&mut HeaderMap>) -> Outcome {
+/// Reads a response to its end.
+async fn read_response(response: Response<Incoming>) -> Outcome {
     let status = response.status().as_u16();
-    let (parts, mut body) = response.into_parts();
-    if let Some(spare) = spare {
-        let mut headers = parts.headers;
-        headers.clear();
-        *spare = headers;
-    }
+    let mut body = response.into_body();
     // Read the body to the end: the exchange is only complete (and the connection reusable)
     // once it has arrived, so latency includes it. Frames are counted and dropped as they come,
     // so a large response costs one read buffer, not its size.
@@ -1041,12 +982,12 @@ mod tests {
         let (origin, absolute) = template.uris(&prepared).unwrap();
         assert_eq!(origin, "/api/users/1?x=1");
         assert_eq!(absolute, "http://127.0.0.1:5000/api/users/1?x=1");
-        let request = template.build(&prepared, false, HeaderMap::new());
+        let request = template.build(&prepared, false);
         assert_eq!(request.uri(), "/api/users/1?x=1");
         assert_eq!(request.headers()[CONTENT_LENGTH], "0");
         assert_eq!(request.headers()[HOST], "127.0.0.1:5000");
         assert_eq!(request.headers()["x-api-key"], "k");
-        let http2 = template.build(&prepared, true, HeaderMap::new());
+        let http2 = template.build(&prepared, true);
         assert_eq!(http2.uri(), "http://127.0.0.1:5000/api/users/1?x=1");
         // In HTTP/2 the authority travels as `:authority` only.
         assert!(!http2.headers().contains_key(HOST));
@@ -1124,7 +1065,7 @@ mod tests {
         let traced = target.template(0, &entry, &headers, true, None).unwrap();
         let mut traces = std::collections::BTreeSet::new();
         for n in 0..100 {
-            let request = traced.build(&traced.prepare(1, n).unwrap(), false, HeaderMap::new());
+            let request = traced.build(&traced.prepare(1, n).unwrap(), false);
             let value = request.headers()["traceparent"].as_bytes();
             // As a server reads it: valid, sampled, version 00.
             let context = redwatch::TraceContext::from_traceparent(value)
@@ -1134,7 +1075,7 @@ mod tests {
         }
         assert_eq!(traces.len(), 100, "every request starts a trace of its own");
         let untraced = target.template(0, &entry, &headers, false, None).unwrap();
-        let request = untraced.build(&untraced.prepare(1, 0).unwrap(), false, HeaderMap::new());
+        let request = untraced.build(&untraced.prepare(1, 0).unwrap(), false);
         assert!(!request.headers().contains_key("traceparent"));
     }
 }

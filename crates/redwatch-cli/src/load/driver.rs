@@ -407,7 +407,7 @@ impl Worker {
                     }
                     if connection.is_none() {
                         connection =
-                            Some(Connection::open_owned(&self.transport, self.plan.timeout).await?);
+                            Some(Connection::open(&self.transport, self.plan.timeout).await?);
                     }
                     match connection.as_mut() {
                         Some(conn) => conn.send(template, &prepared).await,

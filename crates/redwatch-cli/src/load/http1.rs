@@ -13,10 +13,9 @@ use std::pin::Pin;
 use std::task::{Context, Waker};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
-use super::client::{Answer, ErrorKind, Outcome, Prepared, RequestTemplate, classify_io};
+use super::client::{Answer, ErrorKind, Outcome, Prepared, RequestTemplate, Stream, classify_io};
 
 /// A connection's read buffer: responses are read in chunks of this size, and it grows only
 /// for a response head (or chunk-size line, or trailer section) that does not fit, back to
@@ -29,10 +28,6 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Most header fields in a response head or trailer section (as hyper's default).
 const MAX_HEADERS: usize = 100;
-
-/// The stream under an HTTP/1.1 connection: plain TCP, or TLS over it (boxed: a TLS session's
-/// state is about a kilobyte).
-pub type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// An HTTP/1.1 connection used by the one task that owns it, one exchange at a time.
 #[derive(Debug)]
@@ -764,7 +759,7 @@ mod tests {
             .unwrap();
         let prepared = template.prepare(1, 0).unwrap();
         let connect = || async {
-            let stream = TcpStream::connect(addr).await.unwrap();
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             OwnedHttp1::new(Either::Left(stream))
         };
 
