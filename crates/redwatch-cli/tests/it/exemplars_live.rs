@@ -121,16 +121,22 @@ fn prometheus_stores_the_trace_ids_that_were_sent() {
         .expect("clock after 1970")
         .as_secs_f64();
 
-    // A bucket shows its last exemplar, and the scrape interval is 1 s: one traced request
-    // every 1.5 s, so that each is the exemplar of at least one scrape.
+    // A bucket shows its last exemplar: the next traced request is sent only once a scrape has
+    // stored this one (waiting a fixed time lost one when a loaded machine delayed a scrape).
     let mut sent = BTreeSet::new();
     for i in 1..=5u64 {
         let trace_id = format!("{:032x}", 0x5eed_0000 + i);
         let traceparent = format!("00-{trace_id}-{:016x}-01", i);
         let response = get(serve.addr, "/users/7", &[("traceparent", &traceparent)]);
         assert_eq!(response.status, 200);
+        let deadline = Instant::now() + LIMIT;
+        while !stored_exemplars(prometheus, since)
+            .is_ok_and(|stored| stored.iter().any(|s| s.trace_id == trace_id))
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(200));
+        }
         sent.insert(trace_id);
-        thread::sleep(Duration::from_millis(1500));
     }
     // Unsampled: must not show up.
     let unsampled = format!("{:032x}", 0xdead_0001u64);
