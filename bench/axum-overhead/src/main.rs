@@ -2,7 +2,7 @@
 //! measure what each metrics middleware costs in real HTTP throughput.
 //!
 //! Usage: `axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|
-//! redwatch-request-label|redwatch-exemplars|redwatch-native|axum-prometheus
+//! redwatch-request-label|redwatch-exemplars|redwatch-native|redwatch-opt-out|axum-prometheus
 //! [--count-allocations]`
 //!
 //! With `--in-process N` it sends N requests through the router in process instead (see
@@ -175,6 +175,9 @@ enum Variant {
     RedwatchExemplars,
     /// Native histograms on: each request is also counted in its native duration bucket.
     RedwatchNative,
+    /// `Metrics::new()` with the `opt-out` feature: every response is looked at for a handler's
+    /// `DisableMetrics` (none here opts out).
+    RedwatchOptOut,
     AxumPrometheus,
 }
 
@@ -186,7 +189,7 @@ struct Options {
     layer_alone: Option<u64>,
 }
 
-const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-request-label|redwatch-exemplars|redwatch-native|axum-prometheus [--count-allocations] [--in-process N | --layer-alone N]";
+const USAGE: &str = "usage: axum-overhead --variant bare|noop-layer|redwatch|redwatch-flask|redwatch-body-sizes|redwatch-request-label|redwatch-exemplars|redwatch-native|redwatch-opt-out|axum-prometheus [--count-allocations] [--in-process N | --layer-alone N]";
 
 /// The request count that follows `flag`.
 fn request_count(flag: &str, value: Option<String>) -> Result<u64, String> {
@@ -215,6 +218,7 @@ fn parse_options() -> Result<Options, String> {
                     "redwatch-request-label" => Variant::RedwatchRequestLabel,
                     "redwatch-exemplars" => Variant::RedwatchExemplars,
                     "redwatch-native" => Variant::RedwatchNative,
+                    "redwatch-opt-out" => Variant::RedwatchOptOut,
                     "axum-prometheus" => Variant::AxumPrometheus,
                     other => return Err(format!("unknown variant {other:?}")),
                 });
@@ -285,6 +289,10 @@ fn metrics(variant: Variant) -> Option<redwatch::Metrics> {
         Variant::RedwatchNative => {
             panic!("the native variant needs a build with --features native-histograms")
         }
+        #[cfg(feature = "opt-out")]
+        Variant::RedwatchOptOut => return Some(redwatch::Metrics::new()),
+        #[cfg(not(feature = "opt-out"))]
+        Variant::RedwatchOptOut => panic!("the opt-out variant needs a build with --features opt-out"),
     };
     Some(builder.build().expect("a valid configuration"))
 }

@@ -12,10 +12,10 @@ use std::hint::black_box;
 use tower::{Layer, ServiceExt};
 
 /// Times `metrics`' layer around the no-op service, `request` building each request (untimed).
-fn bench_layer<C: redwatch::ClassifyRoute>(
+fn bench_layer<C: redwatch::ClassifyRoute, St: redwatch::StatusSource>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
-    layer: redwatch::MetricsLayer<C>,
+    layer: redwatch::MetricsLayer<C, St>,
     request: fn() -> http::Request<()>,
 ) {
     let mut layered = layer.layer(common::noop());

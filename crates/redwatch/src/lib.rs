@@ -90,8 +90,9 @@ pub use collect::{AppInfo, Collected, ProcessStats, RuntimeStats};
 pub use encode::Format;
 pub use exposition::negotiate_format;
 pub use layer::{
-    ClassifyFn, ClassifyRoute, MatchedPathRoute, MetricsLayer, MetricsService, RequestHead,
-    ResponseBody, ResponseFuture, UriPathRoute, classify_fn, grpc_status_as_http,
+    ClassifyFn, ClassifyRoute, GrpcStatus, HttpStatus, MatchedPathRoute, MetricsLayer,
+    MetricsService, RequestHead, ResponseBody, ResponseFuture, StatusSource, UriPathRoute,
+    classify_fn, grpc_status_as_http,
 };
 pub use metrics::{BuildError, Metrics, MetricsBuilder};
 pub use naming::{
@@ -102,7 +103,10 @@ pub use naming::{
 #[cfg_attr(docsrs, doc(cfg(feature = "native-histograms")))]
 pub use protobuf::CONTENT_TYPE as PROTOBUF_CONTENT_TYPE;
 
-pub use request_label::{DisableMetrics, RequestLabel};
+#[cfg(feature = "opt-out")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opt-out")))]
+pub use request_label::DisableMetrics;
+pub use request_label::RequestLabel;
 pub use trace::TraceContext;
 
 pub use snapshot::{

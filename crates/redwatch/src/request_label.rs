@@ -134,6 +134,7 @@ impl fmt::Debug for RequestLabel {
 ///     .layer(metrics.layer());
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg(feature = "opt-out")]
 pub struct DisableMetrics;
 
 /// The value index of a series without a request label (none configured).

@@ -1,12 +1,13 @@
-//! A label of the user's own per request, capped, and requests that opt out of recording.
+//! A label of the user's own per request, capped, and (feature `opt-out`) requests that opt out
+//! of recording.
 
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use axum::{Extension, extract::Request as AxumRequest, middleware::Next};
+use axum::{extract::Request as AxumRequest, middleware::Next};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use redwatch::{DisableMetrics, Format, Metrics, RequestLabel};
+use redwatch::{Format, Metrics, RequestLabel};
 use tower::ServiceExt;
 
 use crate::support::exposition::{Exposition, find};
@@ -31,10 +32,6 @@ async fn send(app: &Router, uri: &str, tenant: Option<&str>) -> StatusCode {
 fn app(metrics: &Metrics) -> Router {
     Router::new()
         .route("/orders", get(|| async { "orders" }))
-        .route(
-            "/ready",
-            get(|| async { (Extension(DisableMetrics), "ready") }),
-        )
         .layer(metrics.layer())
 }
 
@@ -138,10 +135,17 @@ async fn an_extension_from_middleware_labels_the_request() {
     assert_eq!(count_of(&exposition, &labels("free")), Some(1.0));
 }
 
+#[cfg(feature = "opt-out")]
 #[tokio::test]
 async fn a_handler_opts_its_request_out() {
     let metrics = Metrics::new();
-    let app = app(&metrics);
+    let app = Router::new()
+        .route("/orders", get(|| async { "orders" }))
+        .route(
+            "/ready",
+            get(|| async { (axum::Extension(redwatch::DisableMetrics), "ready") }),
+        )
+        .layer(metrics.layer());
     assert_eq!(send(&app, "/ready", None).await, StatusCode::OK);
     send(&app, "/orders", None).await;
     let snapshot = metrics.snapshot();
