@@ -122,7 +122,8 @@ impl fmt::Debug for RequestLabel {
 /// Put this in a response's extensions, from a handler or a middleware inside the layer, to leave
 /// the request out of the metrics, as ASP.NET Core's `DisableHttpMetrics` does: it is neither
 /// counted nor timed, and the in-flight gauge does not keep it. The layer reads it from the
-/// response only: in a request's extensions it has no effect.
+/// response only: in a request's extensions it has no effect. Needs the feature `opt-out`: looking
+/// for it costs every response up to 30 instructions, so only layers that want it pay.
 ///
 /// ```
 /// use axum::{Extension, Router, routing::get};
