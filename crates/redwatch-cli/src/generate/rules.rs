@@ -189,19 +189,52 @@ fn window_rules(
         Parts::Computed => rate(count),
     };
     let requests = part(Count::Requests);
-    vec![
-        Rule::record(names::requests(window), rate(Count::Requests)),
-        Rule::record(names::errors(window), rate(Count::Errors)),
-        Rule::record(
-            names::error_ratio(window),
-            ratio(&part(Count::Errors), &requests),
-        ),
-        Rule::record(names::slow(window), rate(Count::Slow)),
-        Rule::record(
-            names::slow_ratio(window),
-            ratio(&part(Count::Slow), &requests),
-        ),
-    ]
+    match parts {
+        Parts::Recorded => vec![
+            Rule::record(names::requests(window), rate(Count::Requests)),
+            Rule::record(names::errors(window), rate(Count::Errors)),
+            Rule::record(
+                names::error_ratio(window),
+                ratio(&part(Count::Errors), &requests),
+            ),
+            Rule::record(names::slow(window), rate(Count::Slow)),
+            Rule::record(
+                names::slow_ratio(window),
+                ratio(&part(Count::Slow), &requests),
+            ),
+        ],
+        // The rate of errors (of slow requests) is its share, part and whole from one query,
+        // times the requests recorded just before. Computed apart, a sample that commits
+        // between the two rules lands in one and not the other; the longer windows average
+        // both, and their ratio kept the skew (a burn rate 8.6 % high, seen with remote write).
+        // This way each moment's share is right, and only its weight can be a sample short.
+        Parts::Computed => {
+            let recorded = of_job(&names::requests(window), settings);
+            let share_of_requests = |share: String| {
+                let share = of_job(&share, settings);
+                format!("{share} * {recorded}\nor\n0 * {recorded}")
+            };
+            vec![
+                Rule::record(names::requests(window), rate(Count::Requests)),
+                Rule::record(
+                    names::error_ratio(window),
+                    ratio(&rate(Count::Errors), &requests),
+                ),
+                Rule::record(
+                    names::errors(window),
+                    share_of_requests(names::error_ratio(window)),
+                ),
+                Rule::record(
+                    names::slow_ratio(window),
+                    ratio(&rate(Count::Slow), &requests),
+                ),
+                Rule::record(
+                    names::slow(window),
+                    share_of_requests(names::slow_ratio(window)),
+                ),
+            ]
+        }
+    }
 }
 
 /// `part / whole`, absent (not NaN) while `whole` is 0: a window without traffic has no ratio,
