@@ -210,29 +210,19 @@ fn window_rules(
         // This way each moment's share is right, and only its weight can be a sample short.
         Parts::Computed => {
             let recorded = of_job(&names::requests(window), settings);
-            let share_of_requests = |share: String| {
-                let share = of_job(&share, settings);
-                format!("{share} * {recorded}\nor\n0 * {recorded}")
-            };
-            vec![
-                Rule::record(names::requests(window), rate(Count::Requests)),
-                Rule::record(
-                    names::error_ratio(window),
-                    ratio(&rate(Count::Errors), &requests),
-                ),
-                Rule::record(
-                    names::errors(window),
-                    share_of_requests(names::error_ratio(window)),
-                ),
-                Rule::record(
-                    names::slow_ratio(window),
-                    ratio(&rate(Count::Slow), &requests),
-                ),
-                Rule::record(
-                    names::slow(window),
-                    share_of_requests(names::slow_ratio(window)),
-                ),
-            ]
+            let mut rules = vec![Rule::record(names::requests(window), rate(Count::Requests))];
+            for (count, share) in [
+                (Count::Errors, names::error_ratio(window)),
+                (Count::Slow, names::slow_ratio(window)),
+            ] {
+                let of_share = of_job(&share, settings);
+                rules.push(Rule::record(share, ratio(&rate(count), &requests)));
+                rules.push(Rule::record(
+                    count.series(window),
+                    format!("{of_share} * {recorded}\nor\n0 * {recorded}"),
+                ));
+            }
+            rules
         }
     }
 }
